@@ -1,0 +1,96 @@
+# cicada's developer entry points. `make test` is the one command CI and the README use: it makes
+# its own virtual environment, installs the test dependencies, builds, and runs every suite.
+
+PYTHON    ?= python3
+VENV      ?= .venv
+ASAN_VENV ?= .venv-asan
+PY        := $(VENV)/bin/python
+APY       := $(ASAN_VENV)/bin/python
+CC        ?= gcc
+FUZZ_TIME ?= 300
+PYTEST_ARGS ?=
+
+CORE      := src/cicada/_core
+HTTP_SRC  := $(wildcard $(CORE)/http/*.c)
+CFLAGS_TEST := -std=gnu11 -Wall -Wextra -Werror -g -O1 -I$(CORE) \
+               -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+C_TESTS   := $(patsubst tests/c/%.c,build/ctest/%,$(wildcard tests/c/test_*.c))
+FUZZERS   := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
+
+ASAN_LIB  = $(shell $(CC) -print-file-name=libasan.so)
+ASAN_ENV  = LD_PRELOAD=$(ASAN_LIB) PYTHONMALLOC=malloc \
+            ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=0 \
+            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+.PHONY: all sysdeps venv build test ctest pytest asan fuzz fuzz-build bench clean
+
+all: build
+
+sysdeps:
+	@sh scripts/sysdeps.sh
+
+# --- virtual environments -------------------------------------------------------------------
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q meson-python meson ninja
+	$(PY) -m pip install -q --no-build-isolation -Cbuild-dir=build/$(notdir $(VENV)) '.[test,bench]'
+	touch $@
+
+$(ASAN_VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(ASAN_VENV)
+	$(APY) -m pip install -q --upgrade pip
+	$(APY) -m pip install -q meson-python meson ninja
+	$(APY) -m pip install -q --no-build-isolation -Cbuild-dir=build/$(notdir $(ASAN_VENV))-deps '.[test]'
+	touch $@
+
+venv: $(VENV)/.deps
+
+# --- builds -----------------------------------------------------------------------------------
+build: venv
+	$(PY) -m pip install -q --no-build-isolation --no-deps --force-reinstall -Cbuild-dir=build/$(notdir $(VENV)) .
+
+asan-build: $(ASAN_VENV)/.deps
+	$(APY) -m pip install -q --no-build-isolation --no-deps --force-reinstall -Cbuild-dir=build/$(notdir $(ASAN_VENV)) \
+	  -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Db_lundef=false \
+	  -Csetup-args=-Dbuildtype=debugoptimized \
+	  "-Csetup-args=-Dc_args=-fno-sanitize-recover=all -fno-omit-frame-pointer" .
+
+build/ctest/%: tests/c/%.c $(HTTP_SRC) $(wildcard $(CORE)/http/*.h) tests/c/runner.h
+	@mkdir -p build/ctest
+	$(CC) $(CFLAGS_TEST) $< $(HTTP_SRC) -o $@
+
+# --- tests ------------------------------------------------------------------------------------
+ctest: $(C_TESTS)
+	@set -e; for t in $(C_TESTS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done
+
+pytest: build
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test: sysdeps ctest pytest
+
+# The whole suite against an AddressSanitizer + UBSan build. CPython itself is not instrumented,
+# so leaks are caught by LeakSanitizer in the C tests and fuzzers, and by the RSS tests here.
+asan: sysdeps ctest asan-build
+	$(ASAN_ENV) $(APY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# --- fuzzing (libFuzzer through clang) ------------------------------------------------------------
+build/fuzz/%: fuzz/%.c $(HTTP_SRC) $(wildcard $(CORE)/http/*.h)
+	@mkdir -p build/fuzz
+	clang -g -O1 -I$(CORE) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $< $(HTTP_SRC) -o $@
+
+fuzz-build: $(FUZZERS)
+
+fuzz: sysdeps fuzz-build
+	@set -e; for f in $(FUZZERS); do \
+	  name=$$(basename $$f); mkdir -p build/fuzz/corpus-$$name; \
+	  echo "== $$name for $(FUZZ_TIME)s"; \
+	  $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build/fuzz/corpus-$$name fuzz/corpus/$$name; \
+	done
+
+# --- benchmarks ---------------------------------------------------------------------------------
+bench: sysdeps build
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf build $(VENV) $(ASAN_VENV) .pytest_cache

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Installs the Debian packages the test suite, fuzzers and benchmarks need, when they are missing.
+# Runs apt-get only as root; otherwise it names what is missing and carries on.
+set -e
+missing=""
+command -v clang >/dev/null 2>&1 || missing="$missing clang libclang-rt-14-dev"
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+[ -n "$missing" ] || exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "sysdeps: missing Debian packages:$missing (install them as root); tests needing them skip" >&2
+    exit 0
+fi
+echo "sysdeps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq $missing >/dev/null

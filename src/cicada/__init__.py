@@ -1,0 +1,3 @@
+"""cicada: a fast ASGI server and asyncio event loop with a C core."""
+
+__version__ = "0.1.0"
