@@ -5,6 +5,8 @@
 
 static int cc_module_exec(PyObject *module) {
     cc_state_t *st = cc_state(module);
+    if (cc_loop_init(module, &st->loop) < 0)
+        return -1;
     if (cc_asgi_init(module, &st->asgi) < 0)
         return -1;
     if (cc_mw_init(module, &st->mw) < 0)
@@ -16,6 +18,7 @@ static int cc_module_traverse(PyObject *module, visitproc visit, void *arg) {
     cc_state_t *st = cc_state(module);
     if (!st)
         return 0;
+    CC_TRY_VISIT(cc_loop_traverse(&st->loop, visit, arg));
     CC_TRY_VISIT(cc_asgi_traverse(&st->asgi, visit, arg));
     CC_TRY_VISIT(cc_mw_traverse(&st->mw, visit, arg));
     return 0;
@@ -25,6 +28,7 @@ static int cc_module_clear(PyObject *module) {
     cc_state_t *st = cc_state(module);
     if (!st)
         return 0;
+    cc_loop_clear(&st->loop);
     cc_asgi_clear(&st->asgi);
     cc_mw_clear(&st->mw);
     return 0;

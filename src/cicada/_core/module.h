@@ -8,10 +8,12 @@
 
 #include "core/core.h"
 
+#include "loop/loop_state.h"
 #include "asgi/asgi_state.h"
 #include "mw/mw_state.h"
 
 typedef struct {
+    cc_loop_state_t loop;
     cc_asgi_state_t asgi;
     cc_mw_state_t mw;
 } cc_state_t;
