@@ -11,7 +11,9 @@ FUZZ_TIME ?= 300
 PYTEST_ARGS ?=
 
 CORE      := src/cicada/_core
-HTTP_SRC  := $(wildcard $(CORE)/http/*.c)
+# Pure C (no Python.h): the HTTP parser and the WebSocket framing. C tests and fuzzers link these.
+PURE_SRC  := $(wildcard $(CORE)/http/*.c) $(wildcard $(CORE)/ws/frame*.c $(CORE)/ws/utf8*.c $(CORE)/ws/deflate*.c)
+PURE_HDR  := $(wildcard $(CORE)/http/*.h $(CORE)/ws/*.h)
 CFLAGS_TEST := -std=gnu11 -Wall -Wextra -Werror -g -O1 -I$(CORE) \
                -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 C_TESTS   := $(patsubst tests/c/%.c,build/ctest/%,$(wildcard tests/c/test_*.c))
@@ -56,9 +58,9 @@ asan-build: $(ASAN_VENV)/.deps
 	  -Csetup-args=-Dbuildtype=debugoptimized \
 	  "-Csetup-args=-Dc_args=-fno-sanitize-recover=all -fno-omit-frame-pointer" .
 
-build/ctest/%: tests/c/%.c $(HTTP_SRC) $(wildcard $(CORE)/http/*.h) tests/c/runner.h
+build/ctest/%: tests/c/%.c $(PURE_SRC) $(PURE_HDR) $(wildcard tests/c/*.h)
 	@mkdir -p build/ctest
-	$(CC) $(CFLAGS_TEST) $< $(HTTP_SRC) -o $@
+	$(CC) $(CFLAGS_TEST) $< $(PURE_SRC) -lz -o $@
 
 # --- tests ------------------------------------------------------------------------------------
 ctest: $(C_TESTS)
@@ -75,9 +77,9 @@ asan: sysdeps ctest asan-build
 	$(ASAN_ENV) $(APY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # --- fuzzing (libFuzzer through clang) ------------------------------------------------------------
-build/fuzz/%: fuzz/%.c $(HTTP_SRC) $(wildcard $(CORE)/http/*.h)
+build/fuzz/%: fuzz/%.c $(PURE_SRC) $(PURE_HDR)
 	@mkdir -p build/fuzz
-	clang -g -O1 -I$(CORE) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $< $(HTTP_SRC) -o $@
+	clang -g -O1 -I$(CORE) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $< $(PURE_SRC) -lz -o $@
 
 fuzz-build: $(FUZZERS)
 
