@@ -11,6 +11,9 @@
 
 #include "ws/ws.h"
 
+/* Not every test binary uses every helper. */
+#define WS_UTIL static __attribute__((unused))
+
 #define WIRE_FIN 0x80
 #define WIRE_RSV1 0x40
 #define WIRE_RSV2 0x20
@@ -18,7 +21,7 @@
 
 static const uint8_t test_key[4] = {0x37, 0xfa, 0x21, 0x3d};
 
-static void *xmalloc(size_t n) {
+WS_UTIL void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) {
         perror("malloc");
@@ -33,7 +36,7 @@ typedef struct {
     size_t len, cap;
 } bytes_t;
 
-static void b_put(bytes_t *b, const void *d, size_t n) {
+WS_UTIL void b_put(bytes_t *b, const void *d, size_t n) {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (b->len + n + 1 > cap)
@@ -50,14 +53,14 @@ static void b_put(bytes_t *b, const void *d, size_t n) {
     b->p[b->len] = 0;
 }
 
-static void b_str(bytes_t *b, const char *s) { b_put(b, s, strlen(s)); }
-static void b_free(bytes_t *b) {
+WS_UTIL void b_str(bytes_t *b, const char *s) { b_put(b, s, strlen(s)); }
+WS_UTIL void b_free(bytes_t *b) {
     free(b->p);
     memset(b, 0, sizeof(*b));
 }
 
 /* Appends one client frame: b0 carries FIN/RSV bits and the opcode. Masked with test_key. */
-static void frame_raw(bytes_t *w, uint8_t b0, const void *payload, size_t len) {
+WS_UTIL void frame_raw(bytes_t *w, uint8_t b0, const void *payload, size_t len) {
     uint8_t h[CC_WS_MAX_HEADER];
     size_t hn = cc_ws_write_header_masked(h, b0 & 0x0f, 0, 0, len, test_key);
     h[0] = b0;
@@ -67,15 +70,15 @@ static void frame_raw(bytes_t *w, uint8_t b0, const void *payload, size_t len) {
     cc_ws_mask(w->p + at, len, test_key, 0);
 }
 
-static void frame(bytes_t *w, int fin, unsigned op, const void *payload, size_t len) {
+WS_UTIL void frame(bytes_t *w, int fin, unsigned op, const void *payload, size_t len) {
     frame_raw(w, (uint8_t)((fin ? WIRE_FIN : 0) | op), payload, len);
 }
 
-static void frame_s(bytes_t *w, int fin, unsigned op, const char *s) {
+WS_UTIL void frame_s(bytes_t *w, int fin, unsigned op, const char *s) {
     frame(w, fin, op, s, strlen(s));
 }
 
-static uint64_t fnv1a(const uint8_t *p, size_t n) {
+WS_UTIL uint64_t fnv1a(const uint8_t *p, size_t n) {
     uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < n; i++)
         h = (h ^ p[i]) * 1099511628211ULL;
@@ -83,7 +86,7 @@ static uint64_t fnv1a(const uint8_t *p, size_t n) {
 }
 
 /* Transcript entry for a message/control payload: short printable ones verbatim. */
-static void t_payload(bytes_t *t, const char *tag, const uint8_t *p, size_t n) {
+WS_UTIL void t_payload(bytes_t *t, const char *tag, const uint8_t *p, size_t n) {
     char tmp[64];
     b_str(t, tag);
     if (n <= 40) {
@@ -112,7 +115,7 @@ typedef struct {
  * parser. Returns the final result (CC_WS_INCOMPLETE when all input was used) and appends the
  * transcript: "T(..)"/"B(..)" per message (z suffix if compressed), "P(..)", "O(..)" (pong),
  * "C<code>(..)", and "!<close code>" on error. Checks span invariants on the way. */
-static cc_ws_result_t drive(const uint8_t *wire, size_t len, const size_t *cuts, size_t ncuts,
+WS_UTIL cc_ws_result_t drive(const uint8_t *wire, size_t len, const size_t *cuts, size_t ncuts,
                             const drive_opts_t *o, bytes_t *t, int *bad) {
     cc_ws_parser_t p;
     uint8_t *buf = xmalloc(len);
@@ -183,7 +186,7 @@ done:
 /* Runs drive() over: the whole buffer, every single split point (or a sample for big inputs),
  * byte-at-a-time and a few chunk sizes. Every run must give `expect` and result `want`.
  * Returns the number of mismatching runs (printing the first). */
-static int drive_all(const uint8_t *wire, size_t len, const drive_opts_t *o, const char *expect,
+WS_UTIL int drive_all(const uint8_t *wire, size_t len, const drive_opts_t *o, const char *expect,
                      cc_ws_result_t want) {
     static const size_t chunk_sizes[] = {1, 2, 3, 7, 64, 1000};
     int mismatches = 0;
