@@ -38,14 +38,14 @@ TEST(test_negotiate_accept) {
     expect_neg(&cfg, "PerMessage-Deflate", 1, PMD, 15, 15, 0, 0);
     /* Chrome's offer: the parameter without a value only says the client supports it. */
     expect_neg(&cfg, PMD "; client_max_window_bits", 1, PMD, 15, 15, 0, 0);
-    expect_neg(&cfg, PMD "; client_max_window_bits=10", 1, PMD "; client_max_window_bits=10",
-               15, 10, 0, 0);
-    expect_neg(&cfg, PMD "; server_max_window_bits=10", 1, PMD "; server_max_window_bits=10",
-               10, 15, 0, 0);
-    expect_neg(&cfg, PMD "; server_max_window_bits=\"12\"", 1,
-               PMD "; server_max_window_bits=12", 12, 15, 0, 0);
-    expect_neg(&cfg, PMD "; server_max_window_bits=8", 1, PMD "; server_max_window_bits=8", 8,
+    expect_neg(&cfg, PMD "; client_max_window_bits=10", 1, PMD "; client_max_window_bits=10", 15,
+               10, 0, 0);
+    expect_neg(&cfg, PMD "; server_max_window_bits=10", 1, PMD "; server_max_window_bits=10", 10,
                15, 0, 0);
+    expect_neg(&cfg, PMD "; server_max_window_bits=\"12\"", 1, PMD "; server_max_window_bits=12",
+               12, 15, 0, 0);
+    expect_neg(&cfg, PMD "; server_max_window_bits=8", 1, PMD "; server_max_window_bits=8", 8, 15,
+               0, 0);
     expect_neg(&cfg, PMD ";server_no_context_takeover;client_no_context_takeover", 1,
                PMD "; server_no_context_takeover; client_no_context_takeover", 15, 15, 1, 1);
     expect_neg(&cfg,
@@ -56,8 +56,8 @@ TEST(test_negotiate_accept) {
                    "client_max_window_bits=9",
                15, 9, 1, 0);
     /* Unknown extensions are skipped; the first acceptable offer wins. */
-    expect_neg(&cfg, "x-webkit-deflate-frame, " PMD "; client_max_window_bits", 1, PMD, 15, 15,
-               0, 0);
+    expect_neg(&cfg, "x-webkit-deflate-frame, " PMD "; client_max_window_bits", 1, PMD, 15, 15, 0,
+               0);
     expect_neg(&cfg, PMD "; server_max_window_bits=10, " PMD, 1, PMD "; server_max_window_bits=10",
                10, 15, 0, 0);
     expect_neg(&cfg, PMD "; unknown_param, " PMD "; client_no_context_takeover", 1,
@@ -74,8 +74,8 @@ TEST(test_negotiate_server_policy) {
     cfg.server_max_window_bits = 11;
     cfg.client_max_window_bits = 12;
     /* We may always announce our own no-takeover, and ask it of the client. */
-    expect_neg(&cfg, PMD, 1, PMD "; server_no_context_takeover; client_no_context_takeover", 11,
-               15, 1, 1);
+    expect_neg(&cfg, PMD, 1, PMD "; server_no_context_takeover; client_no_context_takeover", 11, 15,
+               1, 1);
     expect_neg(&cfg, PMD "; client_max_window_bits", 1,
                PMD "; server_no_context_takeover; client_no_context_takeover; "
                    "client_max_window_bits=12",
@@ -205,8 +205,8 @@ static cc_ws_result_t ws_decompress(cc_ws_inflater_t *z, const uint8_t *in, size
 
 /* Compressible but not trivial text. */
 static void make_text(uint8_t *buf, size_t n, unsigned seed) {
-    static const char *words[] = {"socket ", "frame ", "deflate ", "cicada ", "window ",
-                                  "message ", "κόσμε ", "\n"};
+    static const char *words[] = {"socket ", "frame ",   "deflate ", "cicada ",
+                                  "window ", "message ", "κόσμε ",   "\n"};
     size_t pos = 0;
     while (pos < n) {
         seed = seed * 1103515245u + 12345u;
@@ -238,7 +238,8 @@ static int zlib_inflate_raw(z_stream *s, const uint8_t *in, size_t n, bytes_t *o
     return 0;
 }
 
-/* ---- round trips ------------------------------------------------------------------------------ */
+/* ---- round trips ------------------------------------------------------------------------------
+ */
 
 TEST(test_roundtrip_windows_and_takeover) {
     enum { NMSG = 4, MSGLEN = 3000 };
@@ -437,7 +438,8 @@ TEST(test_inflate_bfinal_block) {
     b_free(&out);
 }
 
-/* ---- limits and bad input --------------------------------------------------------------------- */
+/* ---- limits and bad input ---------------------------------------------------------------------
+ */
 
 TEST(test_decompression_bomb) {
     /* 16 MiB of zeros compress to ~16 KiB; with a 1 MiB limit the inflater must stop after at
@@ -524,7 +526,8 @@ TEST(test_corrupt_input) {
     cc_ws_deflater_free(&d);
 }
 
-/* ---- with the frame parser -------------------------------------------------------------------- */
+/* ---- with the frame parser --------------------------------------------------------------------
+ */
 
 TEST(test_rsv1_rules_with_deflate) {
     drive_opts_t on = {0, 1};

@@ -124,7 +124,10 @@ TEST(test_build_pong_ping) {
     memset(pl, 'q', sizeof(pl));
     size_t n = cc_ws_build_pong(out, (const uint8_t *)"abc", 3);
     CHECK_EQ_INT(n, 5);
-    CHECK(memcmp(out, "\x8a\x03" "abc", 5) == 0);
+    CHECK(memcmp(out,
+                 "\x8a\x03"
+                 "abc",
+                 5) == 0);
     n = cc_ws_build_pong(out, pl, 200);
     CHECK_EQ_INT(n, 127);
     CHECK_EQ_INT(out[1], 125);
@@ -305,7 +308,9 @@ TEST(test_text_utf8) {
         b_free(&w);
     }
     bytes_t w = {0};
-    frame_s(&w, 1, CC_WS_OP_TEXT, "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80" "edited");
+    frame_s(&w, 1, CC_WS_OP_TEXT,
+            "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"
+            "edited");
     EXPECT_WIRE(w, &plain, "!1007", CC_WS_E_UTF8);
     b_free(&w);
     /* Fail fast: the invalid fragment fails before the message ends. */
@@ -331,13 +336,13 @@ TEST(test_text_utf8) {
 TEST(test_close_codes) {
     for (unsigned code = 0; code < 70000; code += code < 5200 ? 1 : 997) {
         unsigned c = code > 65535 ? 65535 : code;
-        int valid = (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1011) ||
-                    (c >= 3000 && c <= 4999);
+        int valid =
+            (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1011) || (c >= 3000 && c <= 4999);
         CHECK_EQ_INT(cc_ws_close_code_valid(c), valid);
     }
-    static const unsigned codes[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
-                                     3000, 3999, 4000, 4999, 0,    999,  1004, 1005, 1006,
-                                     1012, 1013, 1014, 1015, 1016, 1100, 2000, 2999, 5000, 65535};
+    static const unsigned codes[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000,
+                                     3999, 4000, 4999, 0,    999,  1004, 1005, 1006, 1012, 1013,
+                                     1014, 1015, 1016, 1100, 2000, 2999, 5000, 65535};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         uint8_t pl[2] = {(uint8_t)(codes[i] >> 8), (uint8_t)codes[i]};
         bytes_t w = {0};
@@ -361,14 +366,20 @@ TEST(test_close_payloads) {
     frame(&w, 1, CC_WS_OP_CLOSE, "\x03", 1);
     EXPECT_WIRE(w, &plain, "!1002", CC_WS_E_CLOSE_PAYLOAD);
     b_free(&w);
-    frame_s(&w, 1, CC_WS_OP_CLOSE, "\x03\xe8" "bye \xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5");
+    frame_s(&w, 1, CC_WS_OP_CLOSE,
+            "\x03\xe8"
+            "bye \xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5");
     EXPECT_WIRE(w, &plain, "C1000(bye \\xce\\xba\\xe1\\xbd\\xb9\\xcf\\x83\\xce\\xbc\\xce\\xb5)",
                 CC_WS_INCOMPLETE);
     b_free(&w);
-    frame_s(&w, 1, CC_WS_OP_CLOSE, "\x03\xe8" "bad \xed\xa0\x80");
+    frame_s(&w, 1, CC_WS_OP_CLOSE,
+            "\x03\xe8"
+            "bad \xed\xa0\x80");
     EXPECT_WIRE(w, &plain, "!1007", CC_WS_E_CLOSE_REASON_UTF8);
     b_free(&w);
-    frame_s(&w, 1, CC_WS_OP_CLOSE, "\x03\xe8" "cut \xe2\x82");
+    frame_s(&w, 1, CC_WS_OP_CLOSE,
+            "\x03\xe8"
+            "cut \xe2\x82");
     EXPECT_WIRE(w, &plain, "!1007", CC_WS_E_CLOSE_REASON_UTF8);
     b_free(&w);
     uint8_t pl[125];
@@ -391,7 +402,10 @@ TEST(test_build_close) {
     uint8_t out[CC_WS_MAX_CONTROL_FRAME];
     size_t n = cc_ws_build_close(out, 1000, "bye", 3);
     CHECK_EQ_INT(n, 7);
-    CHECK(memcmp(out, "\x88\x05\x03\xe8" "bye", 7) == 0);
+    CHECK(memcmp(out,
+                 "\x88\x05\x03\xe8"
+                 "bye",
+                 7) == 0);
     n = cc_ws_build_close(out, 0, "ignored", 7);
     CHECK_EQ_INT(n, 2);
     CHECK(memcmp(out, "\x88\x00", 2) == 0);

@@ -115,15 +115,16 @@ TEST(test_invalid) {
     INVALID("\xfc\x84\x80\x80\x80\x80");
     INVALID("\xed\xa0\x80"); /* U+D800 */
     INVALID("\xed\xad\xbf");
-    INVALID("\xed\xbf\xbf"); /* U+DFFF */
+    INVALID("\xed\xbf\xbf");             /* U+DFFF */
     INVALID("\xed\xa0\x80\xed\xb0\x80"); /* surrogate pair spelled out */
-    INVALID("\xf4\x90\x80\x80"); /* U+110000 */
+    INVALID("\xf4\x90\x80\x80");         /* U+110000 */
     INVALID("\xf5\x80\x80\x80");
     INVALID("\xf7\xbf\xbf\xbf");
     INVALID("\xfe");
     INVALID("\xff");
     INVALID("\xfe\xfe\xff\xff");
-    INVALID("\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80" "edited");
+    INVALID("\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"
+            "edited");
     INVALID("\xc2\x41"); /* lead byte followed by ASCII */
     INVALID("\xe0\xa0\x41");
     INVALID("\xf0\x90\x80\x41");

@@ -116,7 +116,7 @@ typedef struct {
  * transcript: "T(..)"/"B(..)" per message (z suffix if compressed), "P(..)", "O(..)" (pong),
  * "C<code>(..)", and "!<close code>" on error. Checks span invariants on the way. */
 WS_UTIL cc_ws_result_t drive(const uint8_t *wire, size_t len, const size_t *cuts, size_t ncuts,
-                            const drive_opts_t *o, bytes_t *t, int *bad) {
+                             const drive_opts_t *o, bytes_t *t, int *bad) {
     cc_ws_parser_t p;
     uint8_t *buf = xmalloc(len);
     bytes_t msg = {0};
@@ -154,9 +154,8 @@ WS_UTIL cc_ws_result_t drive(const uint8_t *wire, size_t len, const size_t *cuts
                 b_put(&msg, ev.data, ev.len);
                 in_msg = 1;
                 if (ev.last) {
-                    const char *tag = ev.opcode == CC_WS_OP_TEXT
-                                          ? (ev.compressed ? "Tz" : "T")
-                                          : (ev.compressed ? "Bz" : "B");
+                    const char *tag = ev.opcode == CC_WS_OP_TEXT ? (ev.compressed ? "Tz" : "T")
+                                                                 : (ev.compressed ? "Bz" : "B");
                     t_payload(t, tag, msg.p, msg.len);
                     msg.len = 0;
                     in_msg = 0;
@@ -187,7 +186,7 @@ done:
  * byte-at-a-time and a few chunk sizes. Every run must give `expect` and result `want`.
  * Returns the number of mismatching runs (printing the first). */
 WS_UTIL int drive_all(const uint8_t *wire, size_t len, const drive_opts_t *o, const char *expect,
-                     cc_ws_result_t want) {
+                      cc_ws_result_t want) {
     static const size_t chunk_sizes[] = {1, 2, 3, 7, 64, 1000};
     int mismatches = 0;
     size_t *cuts = xmalloc(sizeof(size_t) * (len + 1));
@@ -212,10 +211,10 @@ WS_UTIL int drive_all(const uint8_t *wire, size_t len, const drive_opts_t *o, co
         cc_ws_result_t r = drive(wire, len, cuts, ncuts, o, &t, &bad);
         if (r != want || bad || strcmp((const char *)t.p ? (const char *)t.p : "", expect)) {
             if (mismatches++ == 0)
-                fprintf(stderr, "  run %zu (%zu cuts): result %d (%s) want %d, bad=%d\n  got  %s\n"
-                                "  want %s\n",
-                        run, ncuts, r, cc_ws_reason(r), want, bad, t.p ? (char *)t.p : "",
-                        expect);
+                fprintf(stderr,
+                        "  run %zu (%zu cuts): result %d (%s) want %d, bad=%d\n  got  %s\n"
+                        "  want %s\n",
+                        run, ncuts, r, cc_ws_reason(r), want, bad, t.p ? (char *)t.p : "", expect);
         }
         b_free(&t);
     }

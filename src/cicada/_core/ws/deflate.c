@@ -425,7 +425,8 @@ cc_ws_result_t cc_ws_deflate(cc_ws_deflater_t *z, const uint8_t *in, size_t in_l
         uInt ai, ao;
         int flush, rc;
 
-        z->zs.next_in = (Bytef *)(uintptr_t)(in + (in_len - in_left));
+        /* in may be NULL for an empty message: no pointer arithmetic on it then. */
+        z->zs.next_in = in_left ? (Bytef *)(uintptr_t)(in + (in_len - in_left)) : Z_NULL;
         z->zs.avail_in = clamp_uint(in_left);
         z->zs.next_out = out + pos;
         z->zs.avail_out = clamp_uint(out_cap - pos);

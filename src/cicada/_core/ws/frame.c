@@ -264,6 +264,10 @@ cc_ws_result_t cc_ws_parse(cc_ws_parser_t *p, uint8_t *buf, size_t len, size_t *
     cc_ws_result_t r;
 
     *consumed = 0;
+    if (p->state == ST_FAILED)
+        return (cc_ws_result_t)p->error;
+    if (len == 0)
+        return CC_WS_INCOMPLETE; /* also keeps a NULL buf out of any pointer arithmetic */
     for (;;) {
         switch (p->state) {
         case ST_HEADER: {

@@ -104,8 +104,8 @@ size_t cc_ws_base64_encode(const uint8_t *in, size_t len, char *out) {
 }
 
 static int is_b64(char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 cc_ws_result_t cc_ws_accept_key(const char *key, size_t key_len, char out[CC_WS_ACCEPT_LEN]) {

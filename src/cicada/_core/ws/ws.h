@@ -114,10 +114,10 @@ typedef enum {
 
 typedef struct {
     cc_ws_event_type_t type;
-    uint8_t opcode;     /* DATA: the message's opcode, CC_WS_OP_TEXT or CC_WS_OP_BINARY */
-    uint8_t first;      /* DATA: first span of this message */
-    uint8_t last;       /* DATA: the message ends with this span */
-    uint8_t compressed; /* DATA: RSV1 was set on the message: feed spans to cc_ws_inflate */
+    uint8_t opcode;      /* DATA: the message's opcode, CC_WS_OP_TEXT or CC_WS_OP_BINARY */
+    uint8_t first;       /* DATA: first span of this message */
+    uint8_t last;        /* DATA: the message ends with this span */
+    uint8_t compressed;  /* DATA: RSV1 was set on the message: feed spans to cc_ws_inflate */
     const uint8_t *data; /* DATA: inside the caller's buffer; control: inside the parser, valid
                           * until the next call. CLOSE: the reason (after the code). */
     size_t len;
@@ -226,9 +226,9 @@ typedef struct {
     uint64_t msg_out;     /* inflated so far in the current message */
     uint8_t window_bits;
     uint8_t no_context_takeover;
-    uint8_t ready;      /* zs initialised */
-    uint8_t tail_fed;   /* bytes of the 00 00 ff ff trailer already given to zlib */
-    uint8_t at_end;     /* the stream hit BFINAL and nothing came after it */
+    uint8_t ready;    /* zs initialised */
+    uint8_t tail_fed; /* bytes of the 00 00 ff ff trailer already given to zlib */
+    uint8_t at_end;   /* the stream hit BFINAL and nothing came after it */
 } cc_ws_inflater_t;
 
 cc_ws_result_t cc_ws_inflater_init(cc_ws_inflater_t *z, const cc_ws_deflate_params_t *params,
