@@ -80,7 +80,7 @@ static void fuzz_roundtrip(uint8_t sel, const uint8_t *data, size_t size) {
     prm.server_max_window_bits = (uint8_t)(8 + sel % 8);
     prm.client_max_window_bits = prm.server_max_window_bits;
     prm.server_no_context_takeover = prm.client_no_context_takeover = (sel >> 3) & 1;
-    if (cc_ws_deflater_init(&d, &prm, 1 + sel % 9) != CC_WS_OK)
+    if (cc_ws_deflater_init(&d, &prm, 1 + sel % 9, 1 + (sel >> 4) % 9) != CC_WS_OK)
         abort();
     if (cc_ws_inflater_init(&z, &prm, 0) != CC_WS_OK)
         abort();

@@ -253,7 +253,7 @@ TEST(test_roundtrip_windows_and_takeover) {
             z_stream peer;
             size_t sizes[NMSG];
             params(&prm, w, w, nct, nct);
-            CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 6), CC_WS_OK);
+            CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 6, 1 + w % 9), CC_WS_OK);
             CHECK_EQ_INT(cc_ws_inflater_init(&in, &prm, 0), CC_WS_OK);
             memset(&peer, 0, sizeof(peer));
             /* A strict peer inflating with exactly the agreed window, 8 included. */
@@ -308,7 +308,7 @@ TEST(test_compress_chunking) {
             bytes_t out = {0};
             size_t clen = 0;
             params(&prm, 15, 15, 1, 1);
-            CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 6), CC_WS_OK);
+            CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 6, 0), CC_WS_OK);
             uint8_t *c = ws_compress(&d, msg, LEN, ins[i], outs[o], &clen, &err);
             CHECK(c != NULL);
             if (o == 0)
@@ -333,7 +333,7 @@ TEST(test_empty_and_tiny_messages) {
         cc_ws_deflater_t d;
         cc_ws_inflater_t in;
         params(&prm, 15, 15, nct, nct);
-        CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 1), CC_WS_OK);
+        CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 1, 0), CC_WS_OK);
         CHECK_EQ_INT(cc_ws_inflater_init(&in, &prm, 0), CC_WS_OK);
         static const char *msgs[] = {"", "", "a", "", "hello", "hello", ""};
         for (size_t m = 0; m < sizeof(msgs) / sizeof(msgs[0]); m++) {
@@ -438,6 +438,76 @@ TEST(test_inflate_bfinal_block) {
     b_free(&out);
 }
 
+TEST(test_window_8_never_reaches_past_256) {
+    /* Data whose only repeats are 300 bytes back: a compressor allowed to look 512 bytes back
+     * could use them, and a strict peer inflating with the negotiated 256-byte window would
+     * fail. (zlib at window 9 happens to stop at 250 bytes; we do not rely on that.) */
+    uint8_t msg[600];
+    uint32_t seed = 12345;
+    for (size_t i = 0; i < 300; i++) {
+        seed = seed * 1103515245u + 12345u;
+        msg[i] = (uint8_t)(seed >> 16);
+    }
+    memcpy(msg + 300, msg, 300);
+    cc_ws_deflate_params_t prm;
+    cc_ws_deflater_t d;
+    cc_ws_result_t err;
+    z_stream peer;
+    size_t clen;
+    bytes_t out = {0};
+    params(&prm, 8, 8, 0, 0);
+    CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 9, 0), CC_WS_OK);
+    memset(&peer, 0, sizeof(peer));
+    CHECK_EQ_INT(inflateInit2(&peer, -8), Z_OK);
+    for (int m = 0; m < 3; m++) {
+        uint8_t *c = ws_compress(&d, msg, sizeof(msg), 100, 64, &clen, &err);
+        CHECK(c != NULL);
+        out.len = 0;
+        CHECK_EQ_INT(zlib_inflate_raw(&peer, c, clen, &out), 0);
+        CHECK(out.len == sizeof(msg) && memcmp(out.p, msg, sizeof(msg)) == 0);
+        free(c);
+    }
+    cc_ws_deflater_free(&d);
+    inflateEnd(&peer);
+    b_free(&out);
+}
+
+TEST(test_inflater_resets_without_takeover) {
+    /* With client_no_context_takeover agreed the inflater starts every message afresh, so a
+     * peer that breaks the agreement and refers back into the previous message is caught. */
+    uint8_t msg[500], c1[1000], c2[1000];
+    make_text(msg, sizeof(msg), 21);
+    z_stream zs;
+    memset(&zs, 0, sizeof(zs));
+    CHECK_EQ_INT(deflateInit2(&zs, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t lens[2];
+    uint8_t *outs[2] = {c1, c2};
+    for (int m = 0; m < 2; m++) {
+        zs.next_in = msg;
+        zs.avail_in = sizeof(msg);
+        zs.next_out = outs[m];
+        zs.avail_out = 1000;
+        CHECK_EQ_INT(deflate(&zs, Z_SYNC_FLUSH), Z_OK);
+        lens[m] = 1000 - zs.avail_out - 4;
+    }
+    deflateEnd(&zs);
+    for (int nct = 0; nct <= 1; nct++) {
+        cc_ws_deflate_params_t prm;
+        cc_ws_inflater_t in;
+        bytes_t out = {0};
+        params(&prm, 15, 15, 0, nct);
+        CHECK_EQ_INT(cc_ws_inflater_init(&in, &prm, 0), CC_WS_OK);
+        CHECK_EQ_INT(ws_decompress(&in, c1, lens[0], 50, 64, &out), CC_WS_OK);
+        CHECK(out.len == sizeof(msg) && memcmp(out.p, msg, sizeof(msg)) == 0);
+        CHECK_EQ_INT(ws_decompress(&in, c2, lens[1], 50, 64, &out),
+                     nct ? CC_WS_E_INFLATE : CC_WS_OK);
+        if (!nct)
+            CHECK(out.len == sizeof(msg) && memcmp(out.p, msg, sizeof(msg)) == 0);
+        cc_ws_inflater_free(&in);
+        b_free(&out);
+    }
+}
+
 /* ---- limits and bad input ---------------------------------------------------------------------
  */
 
@@ -481,7 +551,7 @@ TEST(test_decompression_bomb) {
     make_text(msg, sizeof(msg), 1);
     cc_ws_deflater_t d;
     cc_ws_result_t err;
-    CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 6), CC_WS_OK);
+    CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 6, 0), CC_WS_OK);
     uint8_t *c = ws_compress(&d, msg, sizeof(msg), sizeof(msg), 256, &clen, &err);
     bytes_t out = {0};
     CHECK_EQ_INT(ws_decompress(&in, c, clen, clen, 256, &out), CC_WS_OK);
@@ -519,7 +589,7 @@ TEST(test_corrupt_input) {
     cc_ws_deflater_t d;
     uint8_t small[8];
     size_t used, made;
-    CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 6), CC_WS_OK);
+    CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 6, 0), CC_WS_OK);
     CHECK_EQ_INT(cc_ws_deflate(&d, (const uint8_t *)"x", 1, 1, small, sizeof(small), &used, &made),
                  CC_WS_E_ZLIB);
     cc_ws_deflater_free(&d);
@@ -560,7 +630,7 @@ TEST(test_parser_to_inflater) {
     cc_ws_result_t err;
     size_t clen;
     params(&prm, 15, 15, 0, 0);
-    CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 6), CC_WS_OK);
+    CHECK_EQ_INT(cc_ws_deflater_init(&d, &prm, 6, 0), CC_WS_OK);
     uint8_t *c = ws_compress(&d, msg, sizeof(msg), sizeof(msg), 4096, &clen, &err);
     cc_ws_deflater_free(&d);
     CHECK(c != NULL && clen > 10);
@@ -637,6 +707,8 @@ int main(void) {
     RUN(test_empty_and_tiny_messages);
     RUN(test_inflate_from_zlib_peer);
     RUN(test_inflate_bfinal_block);
+    RUN(test_window_8_never_reaches_past_256);
+    RUN(test_inflater_resets_without_takeover);
     RUN(test_decompression_bomb);
     RUN(test_corrupt_input);
     RUN(test_rsv1_rules_with_deflate);

@@ -13,7 +13,7 @@
 #define WBITS_MAX 15
 /* zlib cannot deflate with a 256-byte window: it silently uses 512 (raw streams refuse 8). */
 #define ZLIB_MIN_DEFLATE_WBITS 9
-#define DEFLATE_MEM_LEVEL 8
+#define DEFAULT_MEM_LEVEL 8
 #define PARAM_VALUE_MAX 16
 
 static const uint8_t flush_tail[4] = {0x00, 0x00, 0xff, 0xff};
@@ -367,7 +367,7 @@ cc_ws_result_t cc_ws_inflate(cc_ws_inflater_t *z, const uint8_t *in, size_t in_l
 /* ---- deflater ------------------------------------------------------------------------------ */
 
 cc_ws_result_t cc_ws_deflater_init(cc_ws_deflater_t *z, const cc_ws_deflate_params_t *params,
-                                   int level) {
+                                   int level, int mem_level) {
     int wbits, strategy = Z_DEFAULT_STRATEGY, rc;
 
     memset(z, 0, sizeof(*z));
@@ -376,12 +376,14 @@ cc_ws_result_t cc_ws_deflater_init(cc_ws_deflater_t *z, const cc_ws_deflate_para
     z->no_context_takeover = params->server_no_context_takeover;
     wbits = z->window_bits;
     if (wbits < ZLIB_MIN_DEFLATE_WBITS) {
-        /* The client may inflate with a 256-byte window, which zlib cannot compress for. Huffman
-         * coding alone never refers back into the window, so any window size can decode it. */
+        /* The client may inflate with a 256-byte window, which zlib cannot compress for (raw
+         * deflate refuses 8). zlib's matches at window 9 happen to stay within 250 bytes, but
+         * that is an internal detail; Huffman coding alone never refers back at all. */
         wbits = ZLIB_MIN_DEFLATE_WBITS;
         strategy = Z_HUFFMAN_ONLY;
     }
-    rc = deflateInit2(&z->zs, level, Z_DEFLATED, -wbits, DEFLATE_MEM_LEVEL, strategy);
+    rc = deflateInit2(&z->zs, level, Z_DEFLATED, -wbits, mem_level ? mem_level : DEFAULT_MEM_LEVEL,
+                      strategy);
     if (rc != Z_OK)
         return zlib_error(rc);
     z->ready = 1;

@@ -256,9 +256,11 @@ typedef struct {
     uint8_t held[4];
 } cc_ws_deflater_t;
 
-/* level: zlib level 1..9 (or Z_DEFAULT_COMPRESSION). */
+/* level: zlib level 1..9 (or Z_DEFAULT_COMPRESSION). mem_level: zlib memLevel 1..9, 0 for
+ * zlib's default 8; with the window it sets the memory per connection (about
+ * (1 << (window_bits + 2)) + (1 << (mem_level + 9)) bytes: 256 KB at 15/8, 24 KB at 12/5). */
 cc_ws_result_t cc_ws_deflater_init(cc_ws_deflater_t *z, const cc_ws_deflate_params_t *params,
-                                   int level);
+                                   int level, int mem_level);
 void cc_ws_deflater_free(cc_ws_deflater_t *z);
 
 /* Compress one message given in pieces; fin marks its last piece. Same calling convention as
