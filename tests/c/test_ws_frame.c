@@ -604,6 +604,7 @@ TEST(test_accept_key) {
         "dGhlIHNhbXBsZSBub25jZQ=",   /* 23 chars */
         "dGhlIHNhbXBsZSBub25jZQ===", /* 25 */
         "dGhlIHNhbXBsZSBub25jZQAA",  /* no padding: 18 bytes */
+        "dGhlIHNhbXBsZSBub25jZQA=",  /* 17 bytes */
         "dGhlIHNhbXBsZSBub25j ZQ==", /* space */
         "dGhlIHNhbXBsZSBub25jZ!==",  /* bad symbol */
         "dGhlIHNhbXBsZSBub25jZ===",  /* 15 bytes */
