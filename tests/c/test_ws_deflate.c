@@ -398,6 +398,58 @@ TEST(test_inflate_from_zlib_peer) {
     b_free(&out);
 }
 
+TEST(test_inflate_delivers_all_decodable_output) {
+    /* After each span, everything its bytes encode must have come out, even when a long match
+     * is cut by a small output buffer right as the input runs out. Reference: zlib with room. */
+    uint8_t msg[3000], comp[4000], ref[4000], out[7];
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (uint8_t)"abcdefg"[i % 7];
+    z_stream zs;
+    memset(&zs, 0, sizeof(zs));
+    CHECK_EQ_INT(deflateInit2(&zs, 9, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    zs.next_in = msg;
+    zs.avail_in = sizeof(msg);
+    zs.next_out = comp;
+    zs.avail_out = sizeof(comp);
+    CHECK_EQ_INT(deflate(&zs, Z_SYNC_FLUSH), Z_OK);
+    size_t clen = sizeof(comp) - zs.avail_out - 4;
+    deflateEnd(&zs);
+    cc_ws_deflate_params_t prm;
+    params(&prm, 15, 15, 0, 0);
+    for (size_t k = 0; k <= clen; k++) {
+        z_stream rz;
+        memset(&rz, 0, sizeof(rz));
+        CHECK_EQ_INT(inflateInit2(&rz, -15), Z_OK);
+        rz.next_in = comp;
+        rz.avail_in = (uInt)k;
+        rz.next_out = ref;
+        rz.avail_out = sizeof(ref);
+        inflate(&rz, Z_SYNC_FLUSH);
+        size_t want = sizeof(ref) - rz.avail_out;
+        inflateEnd(&rz);
+
+        cc_ws_inflater_t in;
+        size_t got = 0, used, made, pos = 0;
+        cc_ws_result_t r;
+        CHECK_EQ_INT(cc_ws_inflater_init(&in, &prm, 0), CC_WS_OK);
+        do {
+            r = cc_ws_inflate(&in, comp + pos, k - pos, 0, out, sizeof(out), &used, &made);
+            pos += used;
+            got += made;
+        } while (r == CC_WS_INCOMPLETE);
+        CHECK_EQ_INT(r, CC_WS_OK);
+        CHECK_EQ_INT(got, want);
+        do {
+            r = cc_ws_inflate(&in, comp + pos, clen - pos, 1, out, sizeof(out), &used, &made);
+            pos += used;
+            got += made;
+        } while (r == CC_WS_INCOMPLETE);
+        CHECK_EQ_INT(r, CC_WS_OK);
+        CHECK_EQ_INT(got, sizeof(msg));
+        cc_ws_inflater_free(&in);
+    }
+}
+
 TEST(test_inflate_bfinal_block) {
     /* A peer that ends a message with a final block (Z_FINISH) and starts the next message as
      * a new stream over the same window, as RFC 7692 7.2.3.4 allows. */
@@ -706,6 +758,7 @@ int main(void) {
     RUN(test_compress_chunking);
     RUN(test_empty_and_tiny_messages);
     RUN(test_inflate_from_zlib_peer);
+    RUN(test_inflate_delivers_all_decodable_output);
     RUN(test_inflate_bfinal_block);
     RUN(test_window_8_never_reaches_past_256);
     RUN(test_inflater_resets_without_takeover);

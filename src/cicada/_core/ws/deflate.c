@@ -305,12 +305,17 @@ cc_ws_result_t cc_ws_inflate(cc_ws_inflater_t *z, const uint8_t *in, size_t in_l
     if (!z->ready)
         return CC_WS_E_ZLIB;
     for (;;) {
-        int tail = 0, rc;
+        int tail = 0, drain = 0, rc;
         uInt ai, ao, used, made;
 
         if (in_left) {
             z->zs.next_in = (Bytef *)(uintptr_t)(in + (in_len - in_left));
             z->zs.avail_in = clamp_uint(in_left);
+        } else if (z->out_full) {
+            /* zlib may still hold output of input it already took (the rest of a match). */
+            z->zs.next_in = Z_NULL;
+            z->zs.avail_in = 0;
+            drain = 1;
         } else if (fin && z->tail_fed < sizeof(flush_tail) && !z->at_end) {
             z->zs.next_in = (Bytef *)(uintptr_t)(flush_tail + z->tail_fed);
             z->zs.avail_in = (uInt)(sizeof(flush_tail) - z->tail_fed);
@@ -327,6 +332,7 @@ cc_ws_result_t cc_ws_inflate(cc_ws_inflater_t *z, const uint8_t *in, size_t in_l
         rc = inflate(&z->zs, Z_SYNC_FLUSH);
         used = ai - z->zs.avail_in;
         made = ao - z->zs.avail_out;
+        z->out_full = z->zs.avail_out == 0;
         if (tail) {
             z->tail_fed = (uint8_t)(z->tail_fed + used);
         } else {
@@ -349,12 +355,13 @@ cc_ws_result_t cc_ws_inflate(cc_ws_inflater_t *z, const uint8_t *in, size_t in_l
             return CC_WS_E_INFLATE;
         } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
             return zlib_error(rc);
-        } else if (used == 0 && made == 0 && out_left > 0) {
+        } else if (!drain && used == 0 && made == 0 && out_left > 0) {
             /* zlib had input and room and did nothing: it cannot happen with a sane stream. */
             return CC_WS_E_INFLATE;
         }
     }
     if (fin) {
+        z->out_full = 0;
         z->msg_out = 0;
         z->tail_fed = 0;
         z->at_end = 0;

@@ -229,6 +229,7 @@ typedef struct {
     uint8_t ready;    /* zs initialised */
     uint8_t tail_fed; /* bytes of the 00 00 ff ff trailer already given to zlib */
     uint8_t at_end;   /* the stream hit BFINAL and nothing came after it */
+    uint8_t out_full; /* the last inflate() filled the output: it may hold more */
 } cc_ws_inflater_t;
 
 cc_ws_result_t cc_ws_inflater_init(cc_ws_inflater_t *z, const cc_ws_deflate_params_t *params,
