@@ -31,39 +31,63 @@ static void fuzz_negotiate(const uint8_t *data, size_t size) {
         abort();
 }
 
+typedef struct {
+    cc_ws_inflater_t z;
+    size_t out_cap;
+} fuzz_inflater_t;
+
+/* Inflate one message; returns the result and sets the output's length and hash. */
+static cc_ws_result_t inflate_msg(fuzz_inflater_t *f, const uint8_t *in, size_t len,
+                                  uint64_t *total, uint64_t *hash) {
+    uint8_t out[512];
+    size_t used, made;
+    cc_ws_result_t r;
+    *total = 0;
+    *hash = 1469598103934665603ULL;
+    do {
+        r = cc_ws_inflate(&f->z, in, len, 1, out, f->out_cap, &used, &made);
+        if (used > len || made > f->out_cap)
+            abort();
+        in += used;
+        len -= used;
+        *total += made;
+        for (size_t i = 0; i < made; i++)
+            *hash = (*hash ^ out[i]) * 1099511628211ULL;
+    } while (r == CC_WS_INCOMPLETE);
+    if (*total > FUZZ_LIMIT + f->out_cap)
+        abort();
+    return r;
+}
+
+/* Two inflaters, one with a tiny output buffer and one with a roomy one, must agree on every
+ * message: chunking may never change the result or the bytes. */
 static void fuzz_inflate(uint8_t sel, const uint8_t *data, size_t size) {
     cc_ws_deflate_params_t prm = {0, 0, 15, 15};
-    cc_ws_inflater_t z;
-    uint8_t out[512];
-    size_t out_cap = 1 + sel % sizeof(out), pos = 0;
-    uint64_t total = 0;
+    fuzz_inflater_t f[2];
+    size_t pos = 0;
 
     prm.client_max_window_bits = (uint8_t)(8 + (sel >> 4) % 8);
     prm.client_no_context_takeover = sel & 1;
-    if (cc_ws_inflater_init(&z, &prm, FUZZ_LIMIT) != CC_WS_OK)
-        return;
+    for (int i = 0; i < 2; i++) {
+        f[i].out_cap = i ? 512 : 1 + sel % 16;
+        if (cc_ws_inflater_init(&f[i].z, &prm, FUZZ_LIMIT) != CC_WS_OK)
+            abort();
+    }
     /* 0xff 0xfe ends a message: exercises context carried between messages. */
     while (pos < size) {
         const uint8_t *end = memmem(data + pos, size - pos, "\xff\xfe", 2);
-        size_t mlen = end ? (size_t)(end - (data + pos)) : size - pos, left = mlen, used, made;
-        const uint8_t *ip = data + pos;
-        cc_ws_result_t r;
-        total = 0;
-        do {
-            r = cc_ws_inflate(&z, ip, left, 1, out, out_cap, &used, &made);
-            if (used > left || made > out_cap)
-                abort();
-            ip += used;
-            left -= used;
-            total += made;
-        } while (r == CC_WS_INCOMPLETE);
-        if (total > FUZZ_LIMIT + out_cap)
+        size_t mlen = end ? (size_t)(end - (data + pos)) : size - pos;
+        uint64_t t0, h0, t1, h1;
+        cc_ws_result_t r0 = inflate_msg(&f[0], data + pos, mlen, &t0, &h0);
+        cc_ws_result_t r1 = inflate_msg(&f[1], data + pos, mlen, &t1, &h1);
+        if (r0 != r1 || (r0 == CC_WS_OK && (t0 != t1 || h0 != h1)))
             abort();
-        if (r != CC_WS_OK)
+        if (r0 != CC_WS_OK)
             break;
         pos += mlen + (end ? 2 : 0);
     }
-    cc_ws_inflater_free(&z);
+    cc_ws_inflater_free(&f[0].z);
+    cc_ws_inflater_free(&f[1].z);
 }
 
 static void fuzz_roundtrip(uint8_t sel, const uint8_t *data, size_t size) {
