@@ -273,6 +273,10 @@ static const reject_case_t reject_cases[] = {
      CC_HTTP_E_CONFLICTING_CONTENT_LENGTH},
     {"POST / HTTP/1.1\r\n" H11 "Content-Length: 5\r\nContent-Length: 6\r\n\r\n", 0,
      CC_HTTP_E_CONFLICTING_CONTENT_LENGTH},
+    {"POST / HTTP/1.1\r\n" H11 "Content-Length: 7\r\nContent-Length: 007\r\n\r\n", 0,
+     CC_HTTP_E_CONFLICTING_CONTENT_LENGTH},
+    {"POST / HTTP/1.1\r\n" H11 "Content-Length: 7, 07\r\n\r\n", 0,
+     CC_HTTP_E_CONFLICTING_CONTENT_LENGTH},
     /* Transfer-Encoding */
     {"POST / HTTP/1.1\r\n" H11 "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 0,
      CC_HTTP_E_CL_AND_TE},
