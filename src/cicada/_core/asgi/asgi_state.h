@@ -5,6 +5,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#define CC_ASGI_KNOWN_SLOTS 256
+
 /* The Python face of the http layer's parser (request_parser.c): used by tests and benchmarks. */
 typedef struct {
     PyTypeObject *parsed_request_type;   /* structseq returned by parse_request() */
@@ -14,6 +16,9 @@ typedef struct {
     PyObject *str_none, *str_length, *str_chunked;
     PyObject *str_max_request_line, *str_max_head_size, *str_max_headers, *str_max_trailer;
     PyObject *str_status, *str_reason, *str_error;
+    /* Shared bytes objects for common header names and methods (open addressing, see
+     * request_parser.c): building them once saves an allocation per header on the hot path. */
+    PyObject *known[CC_ASGI_KNOWN_SLOTS];
 } cc_asgi_parser_state_t;
 
 typedef struct {
