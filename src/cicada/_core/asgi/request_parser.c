@@ -12,16 +12,61 @@
 
 /* Lowercase header names and methods common enough to be worth sharing one bytes object. */
 static const char *const cc_known_tokens[] = {
-    "host", "user-agent", "accept", "accept-language", "accept-encoding", "accept-charset",
-    "referer", "connection", "cookie", "upgrade-insecure-requests", "sec-fetch-dest",
-    "sec-fetch-mode", "sec-fetch-site", "sec-fetch-user", "cache-control", "pragma",
-    "if-none-match", "if-modified-since", "content-type", "content-length", "transfer-encoding",
-    "origin", "authorization", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-    "x-real-ip", "x-request-id", "forwarded", "via", "upgrade", "expect", "te", "range", "dnt",
-    "priority", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-    "sec-websocket-protocol", "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform", "keep-alive",
-    "date", "content-encoding", "traceparent", "x-requested-with",
-    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH",
+    "host",
+    "user-agent",
+    "accept",
+    "accept-language",
+    "accept-encoding",
+    "accept-charset",
+    "referer",
+    "connection",
+    "cookie",
+    "upgrade-insecure-requests",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "sec-fetch-user",
+    "cache-control",
+    "pragma",
+    "if-none-match",
+    "if-modified-since",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "origin",
+    "authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-request-id",
+    "forwarded",
+    "via",
+    "upgrade",
+    "expect",
+    "te",
+    "range",
+    "dnt",
+    "priority",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "keep-alive",
+    "date",
+    "content-encoding",
+    "traceparent",
+    "x-requested-with",
+    "GET",
+    "POST",
+    "PUT",
+    "DELETE",
+    "HEAD",
+    "OPTIONS",
+    "PATCH",
 };
 
 static inline unsigned cc_known_hash(const char *s, size_t n) {
@@ -144,7 +189,7 @@ static PyObject *cc_parser_build(cc_asgi_parser_state_t *ps, const cc_http_reque
     PyStructSequence_SetItem(res, 2, item);
     PyStructSequence_SetItem(res, 3, headers);
     headers = NULL;
-    item = Py_NewRef(r->body == CC_HTTP_BODY_CHUNKED ? ps->str_chunked
+    item = Py_NewRef(r->body == CC_HTTP_BODY_CHUNKED  ? ps->str_chunked
                      : r->body == CC_HTTP_BODY_LENGTH ? ps->str_length
                                                       : ps->str_none);
     PyStructSequence_SetItem(res, 4, item);
@@ -296,8 +341,7 @@ static PyObject *cc_find_head_end(PyObject *module, PyObject *const *args, Py_ss
 /* ------------------------------------------------------------------ ChunkedDecoder */
 
 typedef struct {
-    PyObject_HEAD
-    cc_http_chunked_t dec;
+    PyObject_HEAD cc_http_chunked_t dec;
     cc_http_result_t error; /* sticky: a malformed body stays malformed */
 } cc_chunked_decoder_t;
 
@@ -347,7 +391,8 @@ static void cc_chunked_dealloc(PyObject *self) {
 static PyObject *cc_chunked_feed(PyObject *op, PyTypeObject *defining_class, PyObject *const *args,
                                  Py_ssize_t nargs, PyObject *kwnames) {
     cc_chunked_decoder_t *self = (cc_chunked_decoder_t *)op;
-    cc_asgi_parser_state_t *ps = &((cc_state_t *)PyType_GetModuleState(defining_class))->asgi.parser;
+    cc_asgi_parser_state_t *ps =
+        &((cc_state_t *)PyType_GetModuleState(defining_class))->asgi.parser;
     Py_buffer view = {0};
     PyObject *chunks = NULL, *res = NULL;
     if (nargs != 1 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
@@ -368,8 +413,8 @@ static PyObject *cc_chunked_feed(PyObject *op, PyTypeObject *defining_class, PyO
     for (;;) {
         size_t used, dlen;
         const char *data;
-        cc_http_result_t rc = cc_http_chunked_decode(&self->dec, p + off, len - off, &used, &data,
-                                                     &dlen);
+        cc_http_result_t rc =
+            cc_http_chunked_decode(&self->dec, p + off, len - off, &used, &data, &dlen);
         off += used;
         if (rc == CC_HTTP_OK && dlen) {
             PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)dlen);
@@ -401,7 +446,8 @@ static PyObject *cc_chunked_get_done(PyObject *op, void *closure) {
 }
 
 static PyMethodDef cc_chunked_methods[] = {
-    {"feed", (PyCFunction)(void (*)(void))cc_chunked_feed, METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+    {"feed", (PyCFunction)(void (*)(void))cc_chunked_feed,
+     METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
      "feed(data) -> (list of body bytes, done, consumed). Raises HTTPParseError."},
     {NULL, NULL, 0, NULL},
 };

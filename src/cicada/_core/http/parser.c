@@ -296,7 +296,9 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
         if (p >= cend)
             return cc_http_rl_oob(p, rl_cap, head_limit);
         unsigned char c = (unsigned char)buf[p];
-        int ok = k < 5 ? c == (unsigned char)proto[k] : k == 6 ? c == '.' : (unsigned)(c - '0') < 10u;
+        int ok = k < 5    ? c == (unsigned char)proto[k]
+                 : k == 6 ? c == '.'
+                          : (unsigned)(c - '0') < 10u;
         if (!ok)
             return c == ' ' && k == 0 ? CC_HTTP_E_BAD_REQUEST_LINE : CC_HTTP_E_BAD_VERSION;
     }
@@ -399,7 +401,8 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
                 host_count++;
             break;
         case 6:
-            if (memcmp(name, "expect", 6) == 0 && CC_HTTP_IEQ(h->value, h->value_len, "100-continue"))
+            if (memcmp(name, "expect", 6) == 0 &&
+                CC_HTTP_IEQ(h->value, h->value_len, "100-continue"))
                 expect = 1;
             break;
         case 7:
@@ -415,8 +418,8 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
             break;
         case 14:
             if (memcmp(name, "content-length", 14) == 0 && deferred == CC_HTTP_OK) {
-                cc_http_result_t r = cc_http_parse_cl(h->value, h->value_len, &cl_first,
-                                                      &cl_first_len, &cl);
+                cc_http_result_t r =
+                    cc_http_parse_cl(h->value, h->value_len, &cl_first, &cl_first_len, &cl);
                 if (r != CC_HTTP_OK)
                     deferred = r;
                 cl_seen = 1;
@@ -471,8 +474,9 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
     req->num_headers = nh;
     req->body = body;
     req->content_length = cl;
-    req->keep_alive = minor_v == 1 ? !(conn & CC_HTTP_CONN_CLOSE)
-                                   : (conn & CC_HTTP_CONN_KEEP_ALIVE) && !(conn & CC_HTTP_CONN_CLOSE);
+    req->keep_alive = minor_v == 1
+                          ? !(conn & CC_HTTP_CONN_CLOSE)
+                          : (conn & CC_HTTP_CONN_KEEP_ALIVE) && !(conn & CC_HTTP_CONN_CLOSE);
     req->upgrade = (conn & CC_HTTP_CONN_UPGRADE) && has_upgrade;
     req->expect_continue = expect && minor_v == 1;
     req->upgrade_value = req->upgrade ? upgrade_value : NULL;
