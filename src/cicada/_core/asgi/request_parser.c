@@ -241,18 +241,22 @@ static PyObject *cc_parse_request(PyObject *module, PyObject *const *args, Py_ss
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *k = PyTuple_GET_ITEM(kwnames, i), *v = args[nargs + i];
         size_t *dst;
-        if (PyUnicode_Compare(k, ps->str_max_request_line) == 0)
+        const char *what;
+        if (PyUnicode_Compare(k, ps->str_max_request_line) == 0) {
             dst = &lim.max_request_line;
-        else if (PyUnicode_Compare(k, ps->str_max_head_size) == 0)
+            what = "max_request_line";
+        } else if (PyUnicode_Compare(k, ps->str_max_head_size) == 0) {
             dst = &lim.max_head_size;
-        else if (PyUnicode_Compare(k, ps->str_max_headers) == 0)
+            what = "max_head_size";
+        } else if (PyUnicode_Compare(k, ps->str_max_headers) == 0) {
             dst = &lim.max_headers;
-        else {
+            what = "max_headers";
+        } else {
             if (!PyErr_Occurred())
                 PyErr_Format(PyExc_TypeError, "parse_request() got an unexpected keyword %R", k);
             return NULL;
         }
-        if (cc_parser_size_arg(v, PyUnicode_AsUTF8(k), dst) < 0)
+        if (cc_parser_size_arg(v, what, dst) < 0)
             return NULL;
     }
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
