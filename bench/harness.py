@@ -153,7 +153,21 @@ def write_report(suite: str, title: str, results: list[Result], command: str,
     md = RESULTS / f"{suite}.md"
     md.write_text("\n".join(lines))
     _chart(suite, title, scenarios, subjects, by)
+    update_readme(suite)
     return md
+
+
+def update_readme(suite: str) -> None:
+    """Replace the README block between <!-- bench:SUITE --> markers with the fresh report."""
+    readme = ROOT / "README.md"
+    start, end = f"<!-- bench:{suite} -->", f"<!-- /bench:{suite} -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        return
+    body = (RESULTS / f"{suite}.md").read_text().strip()
+    block = f"{start}\n{body}\n\n![{suite}](bench/results/{suite}.png)\n{end}"
+    head, rest = text.split(start, 1)
+    readme.write_text(head + block + rest.split(end, 1)[1])
 
 
 def _chart(suite, title, scenarios, subjects, by) -> None:
