@@ -150,12 +150,15 @@ def requests(draw) -> Generated:
         g.headers.append((name, value))
         if any(c in H11_LAX_CTLS for c in value):
             g.lax_ctl_in_value = True
+        # A LF inside a generated value is a bare-LF line ending to h11.
+        if b"\n" in value:
+            g.eol_bare_lf = True
         if bad and draw(st.integers(0, 19)) == 0:
             lines.append(b" folded")
             g.obs_fold = True
     eol = st.sampled_from([b"\r\n"] * 30 + [b"\n"]) if bad else st.just(b"\r\n")
     eols = [draw(eol) for _ in range(len(lines) + 1)]
-    g.eol_bare_lf = b"\n" in eols
+    g.eol_bare_lf = g.eol_bare_lf or b"\n" in eols
     lead = b"\r\n" if draw(st.integers(0, 29)) == 0 else b""
     g.leading_crlf = bool(lead)
     g.data = lead + b"".join(line + eol for line, eol in zip(lines, eols)) + eols[-1]
@@ -284,6 +287,8 @@ def test_agrees_with_h11(g):
     "data, ours_verdict, h11_verdict",
     [
         (b"GET / HTTP/1.1\nHost: a\n\n", "reject", "accept"),
+        # A bare LF ending one field line (found by hypothesis as a value of "\\n").
+        (b"GET / HTTP/1.1\r\nHost: a\r\n0:\n\r\n", "reject", "accept"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", "reject", "accept"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", "reject", "accept"),
         (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
