@@ -1,4 +1,6 @@
-/* Module state owned by the middleware layer. */
+/* Module state owned by the middleware layer: its heap types, the interned ASGI keys it reads
+ * and writes, and the Starlette/asyncio objects handed over by cicada.middleware at import.
+ * Nothing here is per request. */
 #ifndef CC_MW_STATE_H
 #define CC_MW_STATE_H
 
@@ -6,7 +8,25 @@
 #include <Python.h>
 
 typedef struct {
-    PyObject *unused; /* placeholder until the middleware layer lands */
+    /* heap types */
+    PyObject *driver_type;
+    PyObject *step_type;
+    PyObject *body_iter_type;
+    /* set by mw_setup() from cicada/middleware.py; NULL until then */
+    PyObject *request_cls;      /* starlette.requests.Request */
+    PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
+    PyObject *current_task;     /* asyncio.current_task */
+    PyObject *cancelled_error;  /* asyncio.CancelledError */
+    /* interned strings */
+    PyObject *s_type, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
+    PyObject *s_start, *s_body_msg, *s_pathsend, *s_debug, *s_early_hint;
+    PyObject *s_disconnect, *s_request;
+    PyObject *s_blocking, *s_add_done_callback, *s_remove_done_callback, *s_set_result;
+    PyObject *s_done, *s_cancel, *s_cancelled, *s_create_future, *s_get_loop, *s_throw, *s_close;
+    PyObject *s_status_code, *s_raw_headers, *s_body_iterator, *s_background, *s_media_type;
+    PyObject *s_scope, *s_receive_attr, *s_send_attr, *s_stream_consumed, *s_is_disconnected;
+    PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
+    PyObject *empty_tuple, *empty_bytes;
 } cc_mw_state_t;
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st);
