@@ -31,6 +31,11 @@ typedef struct {
     PyObject *deferred; /* futures of final messages, released once the response is sent */
     PyObject *info;     /* http.response.debug info */
     PyObject *replay;   /* request body read by dispatch, replayed to the app */
+    /* anyio keeps one "current cancel scope" per task. When the app parks inside its own scopes
+     * (a task group streaming from a child task) while dispatch runs in the same task, each side
+     * gets its own view: ts is anyio's TaskState of `task`, swapped around every app step. */
+    PyObject *ts, *outer_scope, *app_scope;
+    int entangled, app_view;
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
 } drv_t;
 
@@ -214,6 +219,105 @@ static int set_resume(drv_t *d, PyObject *value, int is_throw) {
     Py_XSETREF(d->resume, Py_XNewRef(value));
     d->resume_throw = is_throw;
     return 0;
+}
+
+/* anyio's TaskState of `task`, or NULL (no error) when anyio's asyncio backend never saw it. */
+static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
+    if (!st->anyio_states) {
+        PyObject *mods = PyImport_GetModuleDict();
+        PyObject *mod = PyDict_GetItemWithError(mods, st->s_anyio_backend);
+        if (!mod)
+            return NULL;
+        PyObject *wkd = PyObject_GetAttrString(mod, "_task_states");
+        if (!wkd) {
+            PyErr_Clear();
+            return NULL;
+        }
+        st->anyio_states = PyObject_GetAttrString(wkd, "data");
+        Py_DECREF(wkd);
+        if (!st->anyio_states || !PyDict_Check(st->anyio_states)) {
+            PyErr_Clear();
+            Py_CLEAR(st->anyio_states);
+            return NULL;
+        }
+    }
+    /* WeakKeyDictionary keys are weakrefs; a plain weakref to the same task compares equal. */
+    PyObject *wr = PyWeakref_NewRef(task, NULL);
+    if (!wr) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *ts = PyDict_GetItemWithError(st->anyio_states, wr);
+    Py_DECREF(wr);
+    if (!ts) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return Py_NewRef(ts);
+}
+
+/* Moves `task` from one anyio scope's task set to another's (cancel delivery follows). */
+static int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to, PyObject *task) {
+    PyObject *scopes[2] = {from, to};
+    for (int i = 0; i < 2; i++) {
+        if (scopes[i] == Py_None)
+            continue;
+        PyObject *tasks = PyObject_GetAttr(scopes[i], st->s_tasks);
+        if (!tasks)
+            return -1;
+        int rc = PySet_Check(tasks) ? (i == 0 ? PySet_Discard(tasks, task) : PySet_Add(tasks, task))
+                                    : 0;
+        Py_DECREF(tasks);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Switches anyio's view of our task between the app's open scopes (`to_app`) and dispatch's. */
+static int drv_view(drv_t *d, int to_app) {
+    cc_mw_state_t *st = d->st;
+    if (!d->entangled || d->app_view == to_app)
+        return 0;
+    PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
+    if (!cur)
+        return -1;
+    PyObject *next = to_app ? d->app_scope : d->outer_scope;
+    next = next ? next : Py_None;
+    Py_INCREF(next);
+    int rc = scope_move_task(st, cur, next, d->task);
+    if (rc == 0)
+        rc = PyObject_SetAttr(d->ts, st->s_cancel_scope, next);
+    if (rc == 0) {
+        if (to_app)
+            Py_XSETREF(d->outer_scope, cur);
+        else
+            Py_XSETREF(d->app_scope, cur);
+        d->app_view = to_app;
+    } else
+        Py_DECREF(cur);
+    Py_DECREF(next);
+    return rc;
+}
+
+/* Called when control goes back to dispatch: if the app left anyio cancel scopes open in this
+ * task, give dispatch back the scope it had, and keep the app's for the app's next steps. */
+static int drv_untangle(drv_t *d) {
+    cc_mw_state_t *st = d->st;
+    if (d->entangled || !d->task)
+        return 0;
+    if (!d->ts && !(d->ts = anyio_task_state(st, d->task)))
+        return 0;
+    PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
+    if (!cur)
+        return -1;
+    PyObject *outer = d->outer_scope ? d->outer_scope : Py_None;
+    Py_DECREF(cur);
+    if (cur == outer)
+        return 0;
+    d->entangled = 1;
+    d->app_view = 1;
+    return drv_view(d, 0);
 }
 
 /* Runs the app one step. 1: it yielded (*out), 0: it returned, -1: it raised. */
@@ -558,6 +662,8 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
         return PYGEN_RETURN;
     }
     s->wait = W_NONE;
+    if (drv_view(d, 1) < 0)
+        goto error;
     r = drv_pump(s, &out);
     if (r == 1) {
         *result = out;
@@ -566,6 +672,10 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     if (r < 0)
         goto error;
     s->finished = 1;
+    if (drv_view(d, 0) < 0 || (s->goal != G_DRAIN && drv_untangle(d) < 0)) {
+        Py_XDECREF(out);
+        goto error;
+    }
     if (s->goal == G_START) {
         *result = make_response(d, out);
         Py_DECREF(out);
@@ -581,6 +691,13 @@ end_of_body:
     return PYGEN_ERROR;
 error:
     s->finished = 1;
+    if (d && d->app_view && d->entangled) {
+        saved_err_t e;
+        err_save(&e);
+        if (drv_view(d, 0) < 0)
+            PyErr_WriteUnraisable((PyObject *)d);
+        err_restore(&e);
+    }
     if (s->swallow) {
         PyErr_Clear();
         *result = Py_NewRef(Py_None);
@@ -952,6 +1069,11 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     Py_CLEAR(dict);
     if (!(d->task = current_task(d)))
         goto error;
+    if ((d->ts = anyio_task_state(st, d->task))) {
+        d->outer_scope = PyObject_GetAttr(d->ts, st->s_cancel_scope);
+        if (!d->outer_scope)
+            goto error;
+    }
     if (!(app = PyObject_GetAttr(d->mw, st->s_app)))
         goto error;
     if (!(snd = PyCFunction_New(&drv_send_def, self)) ||
@@ -1081,6 +1203,9 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->deferred);
     Py_VISIT(d->info);
     Py_VISIT(d->replay);
+    Py_VISIT(d->ts);
+    Py_VISIT(d->outer_scope);
+    Py_VISIT(d->app_scope);
     return 0;
 }
 
@@ -1102,6 +1227,9 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->deferred);
     Py_CLEAR(d->info);
     Py_CLEAR(d->replay);
+    Py_CLEAR(d->ts);
+    Py_CLEAR(d->outer_scope);
+    Py_CLEAR(d->app_scope);
     return 0;
 }
 
@@ -1200,6 +1328,8 @@ static PyObject *mw_driver(PyObject *module, PyObject *const *args, Py_ssize_t n
     d->send = Py_NewRef(args[3]);
     d->coro = d->task = d->loop = d->msg = d->resume = NULL;
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = NULL;
+    d->ts = d->outer_scope = d->app_scope = NULL;
+    d->entangled = d->app_view = 0;
     d->phase = PH_INIT;
     d->stepping = d->coro_done = d->started = d->resume_throw = 0;
     d->called = d->body_started = d->replay_state = 0;

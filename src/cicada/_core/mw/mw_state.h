@@ -17,6 +17,7 @@ typedef struct {
     PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
     PyObject *current_task;     /* asyncio.current_task */
     PyObject *cancelled_error;  /* asyncio.CancelledError */
+    PyObject *anyio_states;     /* anyio's asyncio backend _task_states.data, once imported */
     /* interned strings */
     PyObject *s_type, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
     PyObject *s_start, *s_body_msg, *s_pathsend, *s_debug, *s_early_hint;
@@ -26,6 +27,7 @@ typedef struct {
     PyObject *s_status_code, *s_raw_headers, *s_body_iterator, *s_background, *s_media_type;
     PyObject *s_scope, *s_receive_attr, *s_send_attr, *s_stream_consumed, *s_is_disconnected;
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
+    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks;
     PyObject *empty_tuple, *empty_bytes;
 } cc_mw_state_t;
 
