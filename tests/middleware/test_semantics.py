@@ -596,3 +596,96 @@ def test_no_driver_left_behind(loop_factory, scenario):
     assert _live_drivers() == before
     if hasattr(sys, "gettotalrefcount"):  # debug builds only
         pass
+
+
+# ---- the app runs in the caller's task: cancel scopes and task groups must still nest ---------
+
+
+def streaming_endpoint(n=4, delay=0.002):
+    async def endpoint(request):
+        async def gen():
+            for i in range(n):
+                await asyncio.sleep(delay)
+                yield b"%d;" % i
+
+        return StreamingResponse(gen())
+
+    return endpoint
+
+
+@pytest.mark.parametrize("spec", ["2.3", "2.4"])
+@pytest.mark.parametrize("wrapper", ["fail_after", "task_group", "asyncio_timeout"])
+def test_dispatch_scopes_around_call_next_with_streaming(impl, loop_factory, spec, wrapper):
+    """StreamingResponse under spec < 2.4 keeps a task group open while it streams from a child
+    task; dispatch opening and closing its own scope around call_next must not trip anyio."""
+    import anyio
+
+    async def dispatch(request, call_next):
+        if wrapper == "fail_after":
+            with anyio.fail_after(5):
+                response = await call_next(request)
+        elif wrapper == "task_group":
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.sleep, 0)
+                response = await call_next(request)
+        else:
+            async with asyncio.timeout(5):
+                response = await call_next(request)
+        response.headers["x-mw"] = wrapper
+        return response
+
+    app = starlette_app(impl, [dispatch, add_header], [Route("/", streaming_endpoint())])
+    ex = run(loop_factory, lambda: call(app, http_scope(spec_version=spec)))
+    assert ex.body == b"0;1;2;3;" and ex.headers["x-mw"] == wrapper
+
+
+@pytest.mark.parametrize("spec", ["2.3", "2.4"])
+def test_client_disconnect_mid_stream(impl, loop_factory, spec):
+    """The client leaves while a (slow) body streams: the app stops, nothing escapes."""
+    ex = Exchange()
+
+    async def main():
+        async def leave():
+            await asyncio.sleep(0.02)
+            ex.disconnected.set()
+
+        leaver = asyncio.ensure_future(leave())
+        app = starlette_app(impl, [add_header], [Route("/", streaming_endpoint(50, 0.005))])
+        await call(app, http_scope(spec_version=spec), ex)
+        await leaver
+
+    if spec == "2.4":
+        # a 2.4 server signals the disconnect by raising OSError from send
+        class Raising(Exchange):
+            async def send(self, message):
+                if self.disconnected.is_set():
+                    raise OSError("client went away")
+                await super().send(message)
+
+        ex = Raising()
+        from starlette.requests import ClientDisconnect as CD
+
+        with pytest.raises((CD, OSError)):
+            run(loop_factory, main)
+    else:
+        run(loop_factory, main)
+    assert 0 < len(ex.body) < len(b"".join(b"%d;" % i for i in range(50)))
+
+
+def test_outer_timeout_cancels_slow_endpoint(impl, loop_factory):
+    import anyio
+
+    async def dispatch(request, call_next):
+        try:
+            with anyio.fail_after(0.02):
+                return await call_next(request)
+        except TimeoutError:
+            return PlainTextResponse("timeout", status_code=504)
+
+    async def slow(request):
+        await asyncio.sleep(5)
+        return PlainTextResponse("late")
+
+    app = starlette_app(impl, [dispatch], [Route("/", slow)])
+    ex = run(loop_factory, lambda: call(app))
+    assert ex.status == 504
