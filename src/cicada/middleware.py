@@ -62,14 +62,6 @@ async def _send_response(response, send):
         await response.background()
 
 
-_core.mw_setup(Request, _CallNextResponse, asyncio.current_task, asyncio.CancelledError)
-
-
-def _dispatch_name(mw) -> str:
-    fn = getattr(mw, "dispatch_func", None)
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-
-
 class HTTPMiddleware(BaseHTTPMiddleware):
     """`BaseHTTPMiddleware` with the downstream app run in the caller's task.
 
@@ -77,30 +69,21 @@ class HTTPMiddleware(BaseHTTPMiddleware):
     method. Request objects are Starlette `Request`s; `call_next` returns a Starlette `Response`.
     """
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if asyncio._get_running_loop() is None:
-            # Not on asyncio (e.g. trio): the driver needs asyncio futures to multiplex.
-            await BaseHTTPMiddleware.__call__(self, scope, receive, send)
-            return
-        driver = _core.mw_driver(self, scope, receive, send)
-        try:
-            response = await self.dispatch_func(driver.request, driver.call_next)
-            if not isinstance(response, Response):
-                raise TypeError(
-                    f"middleware {_dispatch_name(self)} returned {type(response).__qualname__!s}"
-                    " instead of a starlette Response"
-                )
-            if type(response) is _CallNextResponse:
-                await _send_response(response, send)
-            else:
-                await response(scope, receive, send)
-        except BaseException:
-            await driver.abort()
-            raise
-        await driver.finish()
+    # __call__ is installed by _core.mw_setup below: a C method that awaits dispatch, sends the
+    # response and lets the app finish, all in the caller's task (mw/mw_call.c). Off asyncio
+    # (e.g. trio) it falls back to BaseHTTPMiddleware.__call__.
+
+
+_core.mw_setup(
+    Request,
+    _CallNextResponse,
+    Response,
+    HTTPMiddleware,
+    BaseHTTPMiddleware.__call__,
+    asyncio.current_task,
+    asyncio._get_running_loop,
+    asyncio.CancelledError,
+)
 
 
 def _accelerated_subclass(cls: type) -> type:

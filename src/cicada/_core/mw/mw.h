@@ -8,6 +8,21 @@
 /* Creates the layer's heap types in `st` and adds MWDriver to the module. */
 int cc_mw_types_init(PyObject *module, cc_mw_state_t *st);
 
+/* mw_driver.c: the per-request driver of the downstream app. */
+PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyObject *receive,
+                           PyObject *send);
+PyObject *cc_mw_driver_request(PyObject *driver); /* borrowed */
+PyObject *cc_mw_call_next_fn(PyObject *driver);
+PyObject *cc_mw_next_message(PyObject *driver, PyObject *unused);
+PyObject *cc_mw_finish(PyObject *driver, PyObject *unused);
+PyObject *cc_mw_abort(PyObject *driver, PyObject *unused);
+PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response);
+PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt);
+
+/* mw_call.c: HTTPMiddleware.__call__ as one awaitable; mw_setup installs it. */
+int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st);
+PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* Module-level functions of the layer (mw_setup, mw_send_response helpers). */
 extern PyMethodDef cc_mw_functions[];
 

@@ -90,7 +90,7 @@ static void err_restore(saved_err_t *e) {
 }
 
 /* New reference to message[key] or `dflt` (new ref) when absent; NULL on error. */
-static PyObject *msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
+PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
     if (CC_LIKELY(PyDict_CheckExact(msg))) {
         PyObject *v = PyDict_GetItemWithError(msg, key);
         if (v)
@@ -381,7 +381,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
     *out = NULL;
     if (goal == G_DRAIN)
         return 0;
-    type = msg_get(msg, st->s_type, Py_None);
+    type = cc_mw_msg_get(msg, st->s_type, Py_None);
     if (!type)
         return -1;
     if (goal == G_START) {
@@ -398,7 +398,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
     }
     /* G_BODY / G_CHUNK */
     if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_body_msg) == 0) {
-        PyObject *more = msg_get(msg, st->s_more_body, Py_False);
+        PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
         if (!more)
             goto done;
         int m = PyObject_IsTrue(more);
@@ -412,7 +412,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
             rc = 1;
             goto done;
         }
-        PyObject *body = msg_get(msg, st->s_body, st->empty_bytes);
+        PyObject *body = cc_mw_msg_get(msg, st->s_body, st->empty_bytes);
         if (!body)
             goto done;
         int empty = PyObject_Length(body) == 0;
@@ -573,12 +573,12 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
     dict = PyObject_GenericGetDict(resp, NULL);
     if (!dict)
         goto error;
-    status = msg_get(start, st->s_status, NULL);
+    status = cc_mw_msg_get(start, st->s_status, NULL);
     if (!status)
         goto error;
     if (!(empty = PyList_New(0)))
         goto error;
-    headers = msg_get(start, st->s_headers, empty);
+    headers = cc_mw_msg_get(start, st->s_headers, empty);
     if (!headers)
         goto error;
     it = body_iter_new(d);
@@ -954,12 +954,12 @@ static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
     PyObject *type = NULL, *t = NULL, *fut = NULL, *item = NULL;
     if (d->phase >= PH_SENT) /* the response is gone (or replaced): drop it */
         return done_with(d, Py_NewRef(Py_None));
-    type = msg_get(msg, st->s_type, Py_None);
+    type = cc_mw_msg_get(msg, st->s_type, Py_None);
     if (!type)
         return NULL;
     if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_debug) == 0) {
         Py_DECREF(type);
-        PyObject *info = msg_get(msg, st->s_info, Py_None);
+        PyObject *info = cc_mw_msg_get(msg, st->s_info, Py_None);
         if (!info)
             return NULL;
         Py_XSETREF(d->info, info);
@@ -1124,14 +1124,14 @@ static int drv_close_unstarted(drv_t *d) {
     return 0;
 }
 
-static PyObject *drv_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     drv_t *d = (drv_t *)self;
     d->body_started = 1;
     return step_new(d->st, d, G_BODY, NULL);
 }
 
 /* The response went out (or dispatch replaced it): let the app run to its end. */
-static PyObject *drv_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+PyObject *cc_mw_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
     if (drv_release_all(d) < 0)
@@ -1143,7 +1143,7 @@ static PyObject *drv_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
 }
 
 /* Dispatch or the response failed: cancel the app where it stands and let it clean up. */
-static PyObject *drv_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
     if (drv_release_all(d) < 0)
@@ -1169,7 +1169,7 @@ static PyObject *drv_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
 
 /* The driver if `response` is untouched call_next output whose body can be relayed as the app
  * sent it, else None. */
-static PyObject *drv_relay_check(cc_mw_state_t *st, PyObject *response) {
+PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response) {
     PyObject *it = PyObject_GetAttr(response, st->s_body_iterator);
     if (!it)
         return NULL;
@@ -1263,9 +1263,9 @@ static PyGetSetDef drv_getset[] = {
 
 static PyMethodDef drv_methods[] = {
     {"call_next", drv_call_next, METH_O, NULL},
-    {"next_message", drv_next_message, METH_NOARGS, NULL},
-    {"finish", drv_finish, METH_NOARGS, NULL},
-    {"abort", drv_abort, METH_NOARGS, NULL},
+    {"next_message", cc_mw_next_message, METH_NOARGS, NULL},
+    {"finish", cc_mw_finish, METH_NOARGS, NULL},
+    {"abort", cc_mw_abort, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1307,13 +1307,8 @@ static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *rece
     return req;
 }
 
-/* mw_driver(middleware, scope, receive, send) -> MWDriver */
-static PyObject *mw_driver(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    cc_mw_state_t *st = &cc_state(module)->mw;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "mw_driver(middleware, scope, receive, send)");
-        return NULL;
-    }
+PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyObject *receive,
+                           PyObject *send) {
     if (!st->request_cls) {
         PyErr_SetString(PyExc_RuntimeError, "cicada.middleware is not set up (mw_setup)");
         return NULL;
@@ -1322,10 +1317,10 @@ static PyObject *mw_driver(PyObject *module, PyObject *const *args, Py_ssize_t n
     if (!d)
         return NULL;
     d->st = st;
-    d->mw = Py_NewRef(args[0]);
-    d->scope = Py_NewRef(args[1]);
-    d->receive = Py_NewRef(args[2]);
-    d->send = Py_NewRef(args[3]);
+    d->mw = Py_NewRef(mw);
+    d->scope = Py_NewRef(scope);
+    d->receive = Py_NewRef(receive);
+    d->send = Py_NewRef(send);
     d->coro = d->task = d->loop = d->msg = d->resume = NULL;
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = NULL;
     d->ts = d->outer_scope = d->app_scope = NULL;
@@ -1333,7 +1328,7 @@ static PyObject *mw_driver(PyObject *module, PyObject *const *args, Py_ssize_t n
     d->phase = PH_INIT;
     d->stepping = d->coro_done = d->started = d->resume_throw = 0;
     d->called = d->body_started = d->replay_state = 0;
-    d->request = make_request(st, args[1], args[2], args[3]);
+    d->request = make_request(st, scope, receive, send);
     PyObject_GC_Track(d);
     if (!d->request) {
         Py_DECREF(d);
@@ -1342,28 +1337,28 @@ static PyObject *mw_driver(PyObject *module, PyObject *const *args, Py_ssize_t n
     return (PyObject *)d;
 }
 
-/* mw_relay_driver(response) -> the driver whose body can be relayed as is, or None */
-static PyObject *mw_relay_driver(PyObject *module, PyObject *response) {
-    return drv_relay_check(&cc_state(module)->mw, response);
-}
+PyObject *cc_mw_driver_request(PyObject *driver) { return ((drv_t *)driver)->request; }
 
-/* mw_setup(Request, CallNextResponse, current_task, CancelledError) */
-static PyObject *mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    cc_mw_state_t *st = &cc_state(module)->mw;
-    if (nargs != 4 || !PyType_Check(args[0]) || !PyType_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError,
-                         "mw_setup(Request, CallNextResponse, current_task, CancelledError)");
+static PyMethodDef drv_call_next_def = {"call_next", drv_call_next, METH_O, NULL};
+
+PyObject *cc_mw_call_next_fn(PyObject *driver) { return PyCFunction_New(&drv_call_next_def, driver); }
+
+/* mw_driver(middleware, scope, receive, send) -> MWDriver */
+static PyObject *mw_driver(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "mw_driver(middleware, scope, receive, send)");
         return NULL;
     }
-    Py_XSETREF(st->request_cls, Py_NewRef(args[0]));
-    Py_XSETREF(st->response_cls, Py_NewRef(args[1]));
-    Py_XSETREF(st->current_task, Py_NewRef(args[2]));
-    Py_XSETREF(st->cancelled_error, Py_NewRef(args[3]));
-    Py_RETURN_NONE;
+    return cc_mw_driver_new(&cc_state(module)->mw, args[0], args[1], args[2], args[3]);
+}
+
+/* mw_relay_driver(response) -> the driver whose body can be relayed as is, or None */
+static PyObject *mw_relay_driver(PyObject *module, PyObject *response) {
+    return cc_mw_relay_driver(&cc_state(module)->mw, response);
 }
 
 PyMethodDef cc_mw_functions[] = {
-    {"mw_setup", (PyCFunction)(void (*)(void))mw_setup, METH_FASTCALL, NULL},
+    {"mw_setup", (PyCFunction)(void (*)(void))cc_mw_setup, METH_FASTCALL, NULL},
     {"mw_driver", (PyCFunction)(void (*)(void))mw_driver, METH_FASTCALL, NULL},
     {"mw_relay_driver", mw_relay_driver, METH_O, NULL},
     {NULL, NULL, 0, NULL},

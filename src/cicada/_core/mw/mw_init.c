@@ -52,13 +52,14 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     CC_MW_INTERN(s_cancel_scope, "cancel_scope");
     CC_MW_INTERN(s_anyio_backend, "anyio._backends._asyncio");
     CC_MW_INTERN(s_tasks, "_tasks");
+    CC_MW_INTERN(s_dispatch_func_call, "__call__");
     st->empty_tuple = PyTuple_New(0);
     if (!st->empty_tuple)
         return -1;
     st->empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     if (!st->empty_bytes)
         return -1;
-    if (cc_mw_types_init(module, st) < 0)
+    if (cc_mw_types_init(module, st) < 0 || cc_mw_call_type_init(module, st) < 0)
         return -1;
     return PyModule_AddFunctions(module, cc_mw_functions);
 }
@@ -67,6 +68,11 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(driver_type)                                                                                 \
     X(step_type)                                                                                   \
     X(body_iter_type)                                                                              \
+    X(call_type)                                                                                   \
+    X(entry_type)                                                                                  \
+    X(response_base)                                                                               \
+    X(base_call)                                                                                   \
+    X(get_running_loop)                                                                            \
     X(request_cls)                                                                                 \
     X(response_cls)                                                                                \
     X(current_task)                                                                                \
@@ -79,7 +85,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(s_status_code) X(s_raw_headers) X(s_body_iterator) X(s_background) X(s_media_type)           \
     X(s_scope) X(s_receive_attr) X(s_send_attr) X(s_stream_consumed) X(s_is_disconnected)          \
     X(s_form) X(s_body_attr) X(s_app) X(s_dispatch_func) X(s_qualname) X(s_cancel_scope)    \
-    X(s_anyio_backend) X(s_tasks) X(empty_tuple)              \
+    X(s_anyio_backend) X(s_tasks) X(s_dispatch_func_call) X(empty_tuple)              \
     X(empty_bytes)
 
 int cc_mw_traverse(cc_mw_state_t *st, visitproc visit, void *arg) {
