@@ -10,7 +10,8 @@ int cc_mw_types_init(PyObject *module, cc_mw_state_t *st);
 
 /* mw_driver.c: the per-request driver of the downstream app. */
 PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyObject *receive,
-                           PyObject *send);
+                           PyObject *send, PyObject *loop, PyObject *task);
+int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task);
 PyObject *cc_mw_driver_request(PyObject *driver); /* borrowed */
 PyObject *cc_mw_call_next_fn(PyObject *driver);
 PyObject *cc_mw_next_message(PyObject *driver, PyObject *unused);

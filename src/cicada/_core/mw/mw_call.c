@@ -500,14 +500,18 @@ static PyObject *mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *arg
         Py_DECREF(app);
         return r;
     }
-    PyObject *loop = PyObject_CallNoArgs(st->get_running_loop);
-    if (!loop)
+    PyObject *loop, *task;
+    if (cc_mw_current_context(st, &loop, &task) < 0)
         return NULL;
-    Py_DECREF(loop);
-    if (loop == Py_None) /* not asyncio (trio): the driver needs asyncio futures */
+    if (loop == Py_None) { /* not asyncio (trio): the driver needs asyncio futures */
+        Py_DECREF(loop);
         return PyObject_Vectorcall(st->base_call, (PyObject *[]){self, scope, receive, send}, 4,
                                    NULL);
-    if (!(driver = cc_mw_driver_new(st, self, scope, receive, send)))
+    }
+    driver = cc_mw_driver_new(st, self, scope, receive, send, loop, task);
+    Py_DECREF(loop);
+    Py_DECREF(task);
+    if (!driver)
         goto error;
     if (!(fn = PyObject_GetAttr(self, st->s_dispatch_func)) ||
         !(call_next = cc_mw_call_next_fn(driver)))

@@ -130,7 +130,37 @@ static const char *dispatch_name(drv_t *d, PyObject **hold) {
     return s;
 }
 
-static PyObject *current_task(drv_t *d) { return PyObject_CallNoArgs(d->st->current_task); }
+static PyObject *current_task(drv_t *d) {
+    if (d->loop)
+        return PyObject_CallOneArg(d->st->current_task, d->loop);
+    return PyObject_CallNoArgs(d->st->current_task);
+}
+
+/* The running loop and task for a new driver (new refs); *loop is None off asyncio. Looking
+ * them up costs a getpid() syscall on 3.11, so nested layers borrow them from the driver that
+ * is stepping them: before 3.12 (no eager tasks) that is always the same task. */
+int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
+    *task = NULL;
+#if PY_VERSION_HEX < 0x030C0000
+    drv_t *outer = (drv_t *)st->stepping_driver;
+    if (outer && outer->task && outer->loop) {
+        *loop = Py_NewRef(outer->loop);
+        *task = Py_NewRef(outer->task);
+        return 0;
+    }
+#endif
+    *loop = PyObject_CallNoArgs(st->get_running_loop);
+    if (!*loop)
+        return -1;
+    if (*loop == Py_None)
+        return 0;
+    *task = PyObject_CallOneArg(st->current_task, *loop);
+    if (!*task) {
+        Py_CLEAR(*loop);
+        return -1;
+    }
+    return 0;
+}
 
 static PyObject *get_loop(drv_t *d) {
     if (!d->loop) {
@@ -329,6 +359,8 @@ static int drv_step(drv_t *d, PyObject **out) {
     d->resume_throw = 0;
     d->started = 1;
     d->stepping = 1;
+    PyObject *outer_stepping = st->stepping_driver;
+    st->stepping_driver = (PyObject *)d;
     if (thr) {
         y = PyObject_CallMethodOneArg(d->coro, st->s_throw, val);
         if (y)
@@ -344,6 +376,7 @@ static int drv_step(drv_t *d, PyObject **out) {
         if (r == 0)
             Py_CLEAR(y);
     }
+    st->stepping_driver = outer_stepping;
     d->stepping = 0;
     Py_XDECREF(val);
     if (r != 1)
@@ -973,11 +1006,17 @@ static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
     if (PyErr_Occurred())
         return NULL;
     if (d->stepping) {
+#if PY_VERSION_HEX >= 0x030C0000
+        /* an eager task started by the app runs its first step inside ours */
         t = current_task(d);
         if (!t)
             return NULL;
         Py_DECREF(t);
-        if (t == d->task) {
+        if (t == d->task)
+#else
+        (void)t; /* before 3.12 nothing else runs while we step the app */
+#endif
+        {
             Py_XSETREF(d->msg, Py_NewRef(msg));
             return step_new(st, d, G_SUSPEND, NULL);
         }
@@ -1067,7 +1106,7 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
             goto error;
     }
     Py_CLEAR(dict);
-    if (!(d->task = current_task(d)))
+    if (!d->task && !(d->task = current_task(d)))
         goto error;
     if ((d->ts = anyio_task_state(st, d->task))) {
         d->outer_scope = PyObject_GetAttr(d->ts, st->s_cancel_scope);
@@ -1308,7 +1347,7 @@ static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *rece
 }
 
 PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyObject *receive,
-                           PyObject *send) {
+                           PyObject *send, PyObject *loop, PyObject *task) {
     if (!st->request_cls) {
         PyErr_SetString(PyExc_RuntimeError, "cicada.middleware is not set up (mw_setup)");
         return NULL;
@@ -1321,7 +1360,9 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->scope = Py_NewRef(scope);
     d->receive = Py_NewRef(receive);
     d->send = Py_NewRef(send);
-    d->coro = d->task = d->loop = d->msg = d->resume = NULL;
+    d->coro = d->msg = d->resume = NULL;
+    d->task = Py_XNewRef(task);
+    d->loop = Py_XNewRef(loop);
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = NULL;
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
@@ -1349,7 +1390,7 @@ static PyObject *mw_driver(PyObject *module, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "mw_driver(middleware, scope, receive, send)");
         return NULL;
     }
-    return cc_mw_driver_new(&cc_state(module)->mw, args[0], args[1], args[2], args[3]);
+    return cc_mw_driver_new(&cc_state(module)->mw, args[0], args[1], args[2], args[3], NULL, NULL);
 }
 
 /* mw_relay_driver(response) -> the driver whose body can be relayed as is, or None */
