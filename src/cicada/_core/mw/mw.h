@@ -24,6 +24,22 @@ PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt);
 int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st);
 PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* A recycled object of type `tp` with a fresh reference, or NULL when the freelist is empty. */
+static inline PyObject *cc_mw_fl_pop(cc_mw_freelist_t *fl, PyTypeObject *tp) {
+    if (fl->n == 0)
+        return NULL;
+    PyObject *op = fl->items[--fl->n];
+    return PyObject_Init(op, tp);
+}
+
+/* Keeps a dead (untracked, cleared) object for reuse; 0 when the freelist is full. */
+static inline int cc_mw_fl_push(cc_mw_freelist_t *fl, PyObject *op) {
+    if (fl->n >= CC_MW_FREELIST_MAX)
+        return 0;
+    fl->items[fl->n++] = op;
+    return 1;
+}
+
 /* Module-level functions of the layer (mw_setup, mw_send_response helpers). */
 extern PyMethodDef cc_mw_functions[];
 

@@ -442,7 +442,8 @@ static void call_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     call_clear(self);
-    tp->tp_free(self);
+    if (!cc_mw_fl_push(&((call_t *)self)->st->fl_call, self))
+        tp->tp_free(self);
     Py_DECREF(tp);
 }
 
@@ -520,8 +521,8 @@ static PyObject *mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *arg
         fn, (PyObject *[]){cc_mw_driver_request(driver), call_next}, 2, NULL));
     if (!sub)
         goto error;
-    call_t *c = PyObject_GC_New(call_t, (PyTypeObject *)st->call_type);
-    if (!c)
+    call_t *c = (call_t *)cc_mw_fl_pop(&st->fl_call, (PyTypeObject *)st->call_type);
+    if (!c && !(c = PyObject_GC_New(call_t, (PyTypeObject *)st->call_type)))
         goto error;
     c->st = st;
     c->mw = Py_NewRef(self);

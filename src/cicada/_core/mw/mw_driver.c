@@ -8,7 +8,7 @@ enum { PH_INIT, PH_START, PH_BODY, PH_APP_DONE, PH_SENT };
 /* What a step awaitable runs the app for. */
 enum {
     G_VALUE,   /* already done: returns `value` */
-    G_SUSPEND, /* the app's own send: yields the driver once, so the driver gets the message */
+    G_SUSPEND, /* the app's own send: yields itself once, so its driver takes the message */
     G_START,   /* call_next: until http.response.start, returns the response object */
     G_BODY,    /* next_message: until the next body message, returns it (None at the end) */
     G_CHUNK,   /* body_iterator.__anext__: like G_BODY but returns bytes */
@@ -39,8 +39,12 @@ typedef struct {
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
 } drv_t;
 
+/* One await on the driver. G_VALUE and G_SUSPEND steps are "done" objects: not tracked by the
+ * GC, they hold no driver reference (`owner` is only compared, never dereferenced). */
 typedef struct {
-    PyObject_HEAD drv_t *d; /* NULL for G_VALUE */
+    PyObject_HEAD cc_mw_state_t *st;
+    drv_t *d; /* strong; NULL for done objects */
+    void *owner;
     PyObject *value;
     int goal, wait, swallow, finished;
 } step_t;
@@ -561,7 +565,8 @@ static int drv_pump(step_t *s, PyObject **out) {
             return -1;
         if (r == 0)
             continue;
-        if (y == (PyObject *)d) { /* the app is suspended in its send: take the message */
+        if (Py_TYPE(y) == (PyTypeObject *)st->done_type && ((step_t *)y)->owner == d) {
+            /* the app is suspended in its send: take the message */
             Py_DECREF(y);
             PyObject *msg = d->msg;
             d->msg = NULL;
@@ -667,7 +672,7 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
             return PYGEN_ERROR;
         }
         s->wait = W_PASSED;
-        *result = Py_NewRef((PyObject *)s->d);
+        *result = Py_NewRef((PyObject *)s); /* the driver stepping the app recognises it */
         return PYGEN_NEXT;
     }
     drv_t *d = s->d;
@@ -850,7 +855,16 @@ static void step_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     step_clear(self);
-    tp->tp_free(self);
+    if (!cc_mw_fl_push(&((step_t *)self)->st->fl_step, self))
+        tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static void done_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_CLEAR(((step_t *)self)->value);
+    if (!cc_mw_fl_push(&((step_t *)self)->st->fl_done, self))
+        tp->tp_free(self);
     Py_DECREF(tp);
 }
 
@@ -880,17 +894,42 @@ static PyType_Spec step_spec = {
     .slots = step_slots,
 };
 
+static PyType_Slot done_slots[] = {
+    {Py_tp_dealloc, done_dealloc},
+    {Py_tp_iter, step_await},
+    {Py_tp_iternext, step_iternext},
+    {Py_tp_methods, step_methods},
+    {Py_am_await, step_await},
+    {Py_am_send, step_am_send},
+    {0, NULL},
+};
+
+static PyType_Spec done_spec = {
+    .name = "cicada._core.MWDone",
+    .basicsize = sizeof(step_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = done_slots,
+};
+
 static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value) {
-    step_t *s = PyObject_GC_New(step_t, (PyTypeObject *)st->step_type);
-    if (!s)
-        return NULL;
-    s->d = (drv_t *)Py_XNewRef((PyObject *)d);
+    int done = goal == G_VALUE || goal == G_SUSPEND;
+    PyTypeObject *tp = (PyTypeObject *)(done ? st->done_type : st->step_type);
+    step_t *s = (step_t *)cc_mw_fl_pop(done ? &st->fl_done : &st->fl_step, tp);
+    if (!s) {
+        s = done ? PyObject_New(step_t, tp) : PyObject_GC_New(step_t, tp);
+        if (!s)
+            return NULL;
+    }
+    s->st = st;
+    s->d = done ? NULL : (drv_t *)Py_NewRef((PyObject *)d);
+    s->owner = d;
     s->value = Py_XNewRef(value);
     s->goal = goal;
     s->wait = W_NONE;
     s->swallow = 0;
     s->finished = 0;
-    PyObject_GC_Track(s);
+    if (!done)
+        PyObject_GC_Track(s);
     return (PyObject *)s;
 }
 
@@ -1287,7 +1326,8 @@ static void drv_dealloc(PyObject *self) {
         err_restore(&e);
     }
     drv_clear(self);
-    tp->tp_free(self);
+    if (!cc_mw_fl_push(&d->st->fl_driver, self))
+        tp->tp_free(self);
     Py_DECREF(tp);
 }
 
@@ -1352,8 +1392,8 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
         PyErr_SetString(PyExc_RuntimeError, "cicada.middleware is not set up (mw_setup)");
         return NULL;
     }
-    drv_t *d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type);
-    if (!d)
+    drv_t *d = (drv_t *)cc_mw_fl_pop(&st->fl_driver, (PyTypeObject *)st->driver_type);
+    if (!d && !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
         return NULL;
     d->st = st;
     d->mw = Py_NewRef(mw);
@@ -1411,6 +1451,9 @@ int cc_mw_types_init(PyObject *module, cc_mw_state_t *st) {
         return -1;
     st->step_type = PyType_FromModuleAndSpec(module, &step_spec, NULL);
     if (!st->step_type)
+        return -1;
+    st->done_type = PyType_FromModuleAndSpec(module, &done_spec, NULL);
+    if (!st->done_type)
         return -1;
     st->body_iter_type = PyType_FromModuleAndSpec(module, &body_iter_spec, NULL);
     if (!st->body_iter_type)

@@ -67,6 +67,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
 #define CC_MW_FIELDS(X)                                                                            \
     X(driver_type)                                                                                 \
     X(step_type)                                                                                   \
+    X(done_type)                                                                                   \
     X(body_iter_type)                                                                              \
     X(call_type)                                                                                   \
     X(entry_type)                                                                                  \
@@ -95,8 +96,22 @@ int cc_mw_traverse(cc_mw_state_t *st, visitproc visit, void *arg) {
     return 0;
 }
 
+static void freelist_free(cc_mw_freelist_t *fl, int gc) {
+    while (fl->n > 0) {
+        PyObject *op = fl->items[--fl->n];
+        if (gc)
+            PyObject_GC_Del(op);
+        else
+            PyObject_Free(op);
+    }
+}
+
 void cc_mw_clear(cc_mw_state_t *st) {
 #define CC_MW_CLEAR(f) Py_CLEAR(st->f);
     CC_MW_FIELDS(CC_MW_CLEAR)
 #undef CC_MW_CLEAR
+    freelist_free(&st->fl_step, 1);
+    freelist_free(&st->fl_done, 0);
+    freelist_free(&st->fl_call, 1);
+    freelist_free(&st->fl_driver, 1);
 }

@@ -7,10 +7,20 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* Per-request objects are recycled through small bounded freelists: this keeps the allocations
+ * (and so the cyclic GC's gen-0 collections) caused by each middleware layer low. */
+#define CC_MW_FREELIST_MAX 64
+
+typedef struct {
+    int n;
+    PyObject *items[CC_MW_FREELIST_MAX];
+} cc_mw_freelist_t;
+
 typedef struct {
     /* heap types */
     PyObject *driver_type;
     PyObject *step_type;
+    PyObject *done_type;
     PyObject *body_iter_type;
     PyObject *call_type;
     PyObject *entry_type;
@@ -35,6 +45,7 @@ typedef struct {
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
     PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call;
     PyObject *empty_tuple, *empty_bytes;
+    cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver; /* untracked, no type reference */
 } cc_mw_state_t;
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st);
