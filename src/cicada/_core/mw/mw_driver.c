@@ -49,12 +49,8 @@ typedef struct {
     int goal, wait, swallow, finished;
 } step_t;
 
-typedef struct {
-    PyObject_HEAD drv_t *d;
-} body_iter_t;
 
 static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value);
-static PyObject *body_iter_new(drv_t *d);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -619,9 +615,7 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
     headers = cc_mw_msg_get(start, st->s_headers, empty);
     if (!headers)
         goto error;
-    it = body_iter_new(d);
-    if (!it)
-        goto error;
+    it = Py_NewRef((PyObject *)d); /* the driver is the body iterator too */
     if (PyDict_SetItem(dict, st->s_status_code, status) < 0 ||
         PyDict_SetItem(dict, st->s_raw_headers, headers) < 0 ||
         PyDict_SetItem(dict, st->s_body_iterator, it) < 0 ||
@@ -933,59 +927,6 @@ static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value
     return (PyObject *)s;
 }
 
-/* ---- body iterator: response.body_iterator of the call_next response ---------------------- */
-
-static PyObject *body_iter_aiter(PyObject *self) { return Py_NewRef(self); }
-
-static PyObject *body_iter_anext(PyObject *self) {
-    body_iter_t *b = (body_iter_t *)self;
-    return step_new(b->d->st, b->d, G_CHUNK, NULL);
-}
-
-static int body_iter_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT((PyObject *)((body_iter_t *)self)->d);
-    return 0;
-}
-
-static int body_iter_clear(PyObject *self) {
-    Py_CLEAR(((body_iter_t *)self)->d);
-    return 0;
-}
-
-static void body_iter_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    body_iter_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyType_Slot body_iter_slots[] = {
-    {Py_tp_dealloc, body_iter_dealloc},
-    {Py_tp_traverse, body_iter_traverse},
-    {Py_tp_clear, body_iter_clear},
-    {Py_am_aiter, body_iter_aiter},
-    {Py_am_anext, body_iter_anext},
-    {0, NULL},
-};
-
-static PyType_Spec body_iter_spec = {
-    .name = "cicada._core.MWBodyIterator",
-    .basicsize = sizeof(body_iter_t),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = body_iter_slots,
-};
-
-static PyObject *body_iter_new(drv_t *d) {
-    body_iter_t *b = PyObject_GC_New(body_iter_t, (PyTypeObject *)d->st->body_iter_type);
-    if (!b)
-        return NULL;
-    b->d = (drv_t *)Py_NewRef((PyObject *)d);
-    PyObject_GC_Track(b);
-    return (PyObject *)b;
-}
-
 /* ---- the driver ----------------------------------------------------------------------------- */
 
 static PyObject *drv_wake(PyObject *self, PyObject *Py_UNUSED(fut)) {
@@ -1111,7 +1052,6 @@ static PyObject *drv_asgi_receive(PyObject *self, PyObject *Py_UNUSED(ignored)) 
     return PyObject_CallNoArgs(d->receive);
 }
 
-static PyMethodDef drv_send_def = {"send", drv_asgi_send, METH_O, NULL};
 static PyMethodDef drv_receive_def = {"receive", drv_asgi_receive, METH_NOARGS, NULL};
 
 static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
@@ -1154,8 +1094,8 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     }
     if (!(app = PyObject_GetAttr(d->mw, st->s_app)))
         goto error;
-    if (!(snd = PyCFunction_New(&drv_send_def, self)) ||
-        !(rcv = PyCFunction_New(&drv_receive_def, self)))
+    snd = Py_NewRef(self);
+    if (!(rcv = PyCFunction_New(&drv_receive_def, self)))
         goto error;
     PyObject *args[3] = {d->scope, rcv, snd};
     coro = PyObject_Vectorcall(app, args, 3, NULL);
@@ -1252,8 +1192,8 @@ PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response) {
     if (!it)
         return NULL;
     PyObject *res = Py_None;
-    if (Py_TYPE(it) == (PyTypeObject *)st->body_iter_type) {
-        drv_t *d = ((body_iter_t *)it)->d;
+    if (Py_TYPE(it) == (PyTypeObject *)st->driver_type) {
+        drv_t *d = (drv_t *)it;
         if (!d->body_started && d->phase == PH_BODY)
             res = (PyObject *)d;
     }
@@ -1348,7 +1288,27 @@ static PyMethodDef drv_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* response.body_iterator of a call_next response is the driver itself. */
+static PyObject *drv_aiter(PyObject *self) { return Py_NewRef(self); }
+
+static PyObject *drv_anext(PyObject *self) {
+    drv_t *d = (drv_t *)self;
+    return step_new(d->st, d, G_CHUNK, NULL);
+}
+
+/* The driver is also the `send` callable handed to the app. */
+static PyObject *drv_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
+    if (PyTuple_GET_SIZE(args) != 1 || (kwargs && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "send(message) takes exactly one argument");
+        return NULL;
+    }
+    return drv_asgi_send(self, PyTuple_GET_ITEM(args, 0));
+}
+
 static PyType_Slot drv_slots[] = {
+    {Py_am_aiter, drv_aiter},
+    {Py_am_anext, drv_anext},
+    {Py_tp_call, drv_tp_call},
     {Py_tp_dealloc, drv_dealloc},
     {Py_tp_traverse, drv_traverse},
     {Py_tp_clear, drv_clear},
@@ -1454,9 +1414,6 @@ int cc_mw_types_init(PyObject *module, cc_mw_state_t *st) {
         return -1;
     st->done_type = PyType_FromModuleAndSpec(module, &done_spec, NULL);
     if (!st->done_type)
-        return -1;
-    st->body_iter_type = PyType_FromModuleAndSpec(module, &body_iter_spec, NULL);
-    if (!st->body_iter_type)
         return -1;
     return 0;
 }

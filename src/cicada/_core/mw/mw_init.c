@@ -68,7 +68,6 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(driver_type)                                                                                 \
     X(step_type)                                                                                   \
     X(done_type)                                                                                   \
-    X(body_iter_type)                                                                              \
     X(call_type)                                                                                   \
     X(entry_type)                                                                                  \
     X(response_base)                                                                               \

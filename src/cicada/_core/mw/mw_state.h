@@ -21,7 +21,6 @@ typedef struct {
     PyObject *driver_type;
     PyObject *step_type;
     PyObject *done_type;
-    PyObject *body_iter_type;
     PyObject *call_type;
     PyObject *entry_type;
     /* set by mw_setup() from cicada/middleware.py; NULL until then */
