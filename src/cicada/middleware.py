@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -83,6 +84,7 @@ _core.mw_setup(
     asyncio.current_task,
     asyncio._get_running_loop,
     asyncio.CancelledError,
+    MutableHeaders,
 )
 
 

@@ -473,14 +473,17 @@ static PyType_Spec call_spec = {
     .slots = call_slots,
 };
 
-static PyType_Spec entry_spec;
+static PyType_Spec entry_spec, headers_spec;
 
 int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
     st->call_type = PyType_FromModuleAndSpec(module, &call_spec, NULL);
     if (!st->call_type)
         return -1;
     st->entry_type = PyType_FromModuleAndSpec(module, &entry_spec, NULL);
-    return st->entry_type ? 0 : -1;
+    if (!st->entry_type)
+        return -1;
+    st->headers_type = PyType_FromModuleAndSpec(module, &headers_spec, NULL);
+    return st->headers_type ? 0 : -1;
 }
 
 /* ---- HTTPMiddleware.__call__ ------------------------------------------------------------------ */
@@ -588,17 +591,74 @@ static PyType_Spec entry_spec = {
     .slots = entry_slots,
 };
 
+/* _CallNextResponse.headers: Starlette's MutableHeaders over raw_headers, made without running
+ * its __init__ (which only stores the list) and cached like Starlette's property does. */
+static PyObject *headers_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED(type)) {
+    if (!obj || obj == Py_None)
+        return Py_NewRef(descr);
+    cc_mw_state_t *st = &((cc_state_t *)PyType_GetModuleState(Py_TYPE(descr)))->mw;
+    PyObject *dict = PyObject_GenericGetDict(obj, NULL), *h = NULL, *hdict = NULL;
+    if (!dict)
+        return NULL;
+    h = PyDict_GetItemWithError(dict, st->s_headers_cache);
+    if (h) {
+        Py_INCREF(h);
+        goto done;
+    }
+    if (PyErr_Occurred())
+        goto done;
+    PyObject *raw = PyDict_GetItemWithError(dict, st->s_raw_headers);
+    if (!raw) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "response has no raw_headers");
+        goto done;
+    }
+    PyTypeObject *cls = (PyTypeObject *)st->mutable_headers;
+    h = cls->tp_new(cls, st->empty_tuple, NULL);
+    if (!h || !(hdict = PyObject_GenericGetDict(h, NULL)) ||
+        PyDict_SetItem(hdict, st->s_list, raw) < 0 ||
+        PyDict_SetItem(dict, st->s_headers_cache, h) < 0)
+        Py_CLEAR(h);
+done:
+    Py_XDECREF(hdict);
+    Py_DECREF(dict);
+    return h;
+}
+
+static PyType_Slot headers_slots[] = {
+    {Py_tp_dealloc, entry_dealloc},
+    {Py_tp_descr_get, headers_get},
+    {Py_tp_doc, "The response headers (starlette MutableHeaders over raw_headers)."},
+    {0, NULL},
+};
+
+static PyType_Spec headers_spec = {
+    .name = "cicada._core.MWHeadersDescriptor",
+    .basicsize = sizeof(PyObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = headers_slots,
+};
+
 /* mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, BaseHTTPMiddleware.__call__,
- *          asyncio.current_task, asyncio._get_running_loop, asyncio.CancelledError) */
+ *          asyncio.current_task, asyncio._get_running_loop, asyncio.CancelledError,
+ *          MutableHeaders) */
 PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     cc_mw_state_t *st = &cc_state(module)->mw;
-    if (nargs != 8 || !PyType_Check(args[0]) || !PyType_Check(args[1]) ||
-        !PyType_Check(args[2]) || !PyType_Check(args[3])) {
+    if (nargs != 9 || !PyType_Check(args[0]) || !PyType_Check(args[1]) ||
+        !PyType_Check(args[2]) || !PyType_Check(args[3]) || !PyType_Check(args[8])) {
         PyErr_SetString(PyExc_TypeError,
                         "mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, base_call, "
-                        "current_task, get_running_loop, CancelledError)");
+                        "current_task, get_running_loop, CancelledError, MutableHeaders)");
         return NULL;
     }
+    PyObject *hd = PyType_GenericAlloc((PyTypeObject *)st->headers_type, 0);
+    if (!hd)
+        return NULL;
+    int hrc = PyObject_SetAttr(args[1], st->s_headers, hd);
+    Py_DECREF(hd);
+    if (hrc < 0)
+        return NULL;
+    Py_XSETREF(st->mutable_headers, Py_NewRef(args[8]));
     PyObject *descr = PyType_GenericAlloc((PyTypeObject *)st->entry_type, 0);
     if (!descr)
         return NULL;

@@ -53,6 +53,8 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     CC_MW_INTERN(s_anyio_backend, "anyio._backends._asyncio");
     CC_MW_INTERN(s_tasks, "_tasks");
     CC_MW_INTERN(s_dispatch_func_call, "__call__");
+    CC_MW_INTERN(s_headers_cache, "_headers");
+    CC_MW_INTERN(s_list, "_list");
     st->empty_tuple = PyTuple_New(0);
     if (!st->empty_tuple)
         return -1;
@@ -70,6 +72,8 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(done_type)                                                                                   \
     X(call_type)                                                                                   \
     X(entry_type)                                                                                  \
+    X(headers_type)                                                                                \
+    X(mutable_headers)                                                                             \
     X(response_base)                                                                               \
     X(base_call)                                                                                   \
     X(get_running_loop)                                                                            \
@@ -85,7 +89,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(s_status_code) X(s_raw_headers) X(s_body_iterator) X(s_background) X(s_media_type)           \
     X(s_scope) X(s_receive_attr) X(s_send_attr) X(s_stream_consumed) X(s_is_disconnected)          \
     X(s_form) X(s_body_attr) X(s_app) X(s_dispatch_func) X(s_qualname) X(s_cancel_scope)    \
-    X(s_anyio_backend) X(s_tasks) X(s_dispatch_func_call) X(empty_tuple)              \
+    X(s_anyio_backend) X(s_tasks) X(s_dispatch_func_call) X(s_headers_cache) X(s_list) X(empty_tuple)              \
     X(empty_bytes)
 
 int cc_mw_traverse(cc_mw_state_t *st, visitproc visit, void *arg) {

@@ -23,12 +23,14 @@ typedef struct {
     PyObject *done_type;
     PyObject *call_type;
     PyObject *entry_type;
+    PyObject *headers_type;
     /* set by mw_setup() from cicada/middleware.py; NULL until then */
     PyObject *request_cls;      /* starlette.requests.Request */
     PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
     PyObject *current_task;     /* asyncio.current_task */
     PyObject *cancelled_error;  /* asyncio.CancelledError */
     PyObject *response_base;    /* starlette.responses.Response */
+    PyObject *mutable_headers;  /* starlette.datastructures.MutableHeaders */
     PyObject *base_call;        /* BaseHTTPMiddleware.__call__, used off asyncio */
     PyObject *get_running_loop; /* asyncio._get_running_loop */
     PyObject *anyio_states;
@@ -42,7 +44,7 @@ typedef struct {
     PyObject *s_status_code, *s_raw_headers, *s_body_iterator, *s_background, *s_media_type;
     PyObject *s_scope, *s_receive_attr, *s_send_attr, *s_stream_consumed, *s_is_disconnected;
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
-    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call;
+    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_headers_cache, *s_list;
     PyObject *empty_tuple, *empty_bytes;
     cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver; /* untracked, no type reference */
 } cc_mw_state_t;
