@@ -689,3 +689,31 @@ def test_outer_timeout_cancels_slow_endpoint(impl, loop_factory):
     app = starlette_app(impl, [dispatch], [Route("/", slow)])
     ex = run(loop_factory, lambda: call(app))
     assert ex.status == 504
+
+
+@pytest.mark.parametrize("layers", [1, 2, 10])
+def test_no_reference_cycles_per_request(loop_factory, layers):
+    """A request through stacked layers leaves nothing for the cyclic GC: every object is freed
+    by reference counting (the GC's gen-0 passes were a quarter of the cost before)."""
+
+    async def endpoint(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = endpoint
+    for _ in range(layers):
+        app = HTTPMiddleware(app, dispatch=add_header)
+
+    async def many():
+        for _ in range(20):
+            await call(app)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(50):
+                await call(app)
+            return gc.collect()
+        finally:
+            gc.enable()
+
+    assert run(loop_factory, many) == 0

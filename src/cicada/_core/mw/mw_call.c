@@ -290,6 +290,21 @@ static int call_fail(call_t *c) {
     return 0;
 }
 
+/* Done: drop every reference now. The layer above holds this call as its app's awaitable and
+ * this call holds that layer's send, so keeping them would make a cycle per request. */
+static void call_release(call_t *c) {
+    PyObject *exc = take_error();
+    Py_CLEAR(c->sub);
+    Py_CLEAR(c->response);
+    Py_CLEAR(c->driver);
+    Py_CLEAR(c->send);
+    Py_CLEAR(c->receive);
+    Py_CLEAR(c->scope);
+    Py_CLEAR(c->mw);
+    if (exc)
+        restore_error(exc);
+}
+
 static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObject **result) {
     *result = NULL;
     if (c->state == C_DONE) {
@@ -320,9 +335,12 @@ static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObjec
             r = call_advance(c, out ? out : Py_None);
             Py_XDECREF(out);
         }
-        if (r < 0 && call_fail(c) < 0)
+        if (r < 0 && call_fail(c) < 0) {
+            call_release(c);
             return PYGEN_ERROR;
+        }
         if (c->state == C_DONE && !c->sub) {
+            call_release(c);
             *result = Py_NewRef(Py_None);
             return PYGEN_RETURN;
         }

@@ -381,6 +381,8 @@ static int drv_step(drv_t *d, PyObject **out) {
     Py_XDECREF(val);
     if (r != 1)
         d->coro_done = 1;
+    if (r == 0) /* a finished app awaitable that is not a coroutine may still hold our send */
+        Py_CLEAR(d->coro);
     *out = y;
     return r;
 }
