@@ -237,7 +237,8 @@ static int call_advance(call_t *c, PyObject *value) {
         PyObject *type = cc_mw_msg_get(value, st->s_type, Py_None);
         if (!type)
             return -1;
-        int is_body = PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_body_msg) == 0;
+        int is_body = type == st->s_body_msg ||
+                      (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_body_msg) == 0);
         Py_DECREF(type);
         c->last = 1;
         if (is_body) {
@@ -615,31 +616,18 @@ static PyObject *headers_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED
     if (!obj || obj == Py_None)
         return Py_NewRef(descr);
     cc_mw_state_t *st = &((cc_state_t *)PyType_GetModuleState(Py_TYPE(descr)))->mw;
-    PyObject *dict = PyObject_GenericGetDict(obj, NULL), *h = NULL, *hdict = NULL;
-    if (!dict)
+    PyObject *h = PyObject_GetAttr(obj, st->s_headers_cache), *raw = NULL;
+    if (!h || h != Py_None)
+        return h;
+    Py_DECREF(h);
+    if (!(raw = PyObject_GetAttr(obj, st->s_raw_headers)))
         return NULL;
-    h = PyDict_GetItemWithError(dict, st->s_headers_cache);
-    if (h) {
-        Py_INCREF(h);
-        goto done;
-    }
-    if (PyErr_Occurred())
-        goto done;
-    PyObject *raw = PyDict_GetItemWithError(dict, st->s_raw_headers);
-    if (!raw) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_AttributeError, "response has no raw_headers");
-        goto done;
-    }
     PyTypeObject *cls = (PyTypeObject *)st->mutable_headers;
     h = cls->tp_new(cls, st->empty_tuple, NULL);
-    if (!h || !(hdict = PyObject_GenericGetDict(h, NULL)) ||
-        PyDict_SetItem(hdict, st->s_list, raw) < 0 ||
-        PyDict_SetItem(dict, st->s_headers_cache, h) < 0)
+    if (h && (PyObject_SetAttr(h, st->s_list, raw) < 0 ||
+              PyObject_SetAttr(obj, st->s_headers_cache, h) < 0))
         Py_CLEAR(h);
-done:
-    Py_XDECREF(hdict);
-    Py_DECREF(dict);
+    Py_DECREF(raw);
     return h;
 }
 

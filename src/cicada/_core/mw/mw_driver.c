@@ -89,6 +89,11 @@ static void err_restore(saved_err_t *e) {
 #endif
 }
 
+/* Exact-string test; ASGI type strings are usually interned literals, so identity hits first. */
+static inline int str_is(PyObject *a, PyObject *interned) {
+    return a == interned || (PyUnicode_Check(a) && PyUnicode_Compare(a, interned) == 0);
+}
+
 /* New reference to message[key] or `dflt` (new ref) when absent; NULL on error. */
 PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
     if (CC_LIKELY(PyDict_CheckExact(msg))) {
@@ -420,7 +425,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
     if (!type)
         return -1;
     if (goal == G_START) {
-        if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_start) == 0) {
+        if (str_is(type, st->s_start)) {
             d->phase = PH_BODY;
             *out = Py_NewRef(msg);
             rc = 1;
@@ -432,7 +437,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
         goto done;
     }
     /* G_BODY / G_CHUNK */
-    if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_body_msg) == 0) {
+    if (str_is(type, st->s_body_msg)) {
         PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
         if (!more)
             goto done;
@@ -460,7 +465,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
         }
         *out = body;
         rc = 1;
-    } else if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_pathsend) == 0) {
+    } else if (str_is(type, st->s_pathsend)) {
         d->phase = PH_APP_DONE;
         *out = Py_NewRef(msg);
         rc = 1;
@@ -598,46 +603,42 @@ static int drv_pump(step_t *s, PyObject **out) {
     }
 }
 
+/* The call_next response, built without __init__. Attributes go through setattr so they land
+ * in the instance's inline values (no dict materialised; Starlette's attribute reads stay on
+ * CPython's fast path). `_headers` is None until the headers descriptor makes it. */
 static PyObject *make_response(drv_t *d, PyObject *start) {
     cc_mw_state_t *st = d->st;
     PyTypeObject *cls = (PyTypeObject *)st->response_cls;
-    PyObject *resp = NULL, *dict = NULL, *status = NULL, *headers = NULL, *it = NULL;
-    PyObject *empty = NULL;
+    PyObject *resp = NULL, *status = NULL, *headers = NULL;
     resp = cls->tp_new(cls, st->empty_tuple, NULL);
     if (!resp)
-        goto error;
-    dict = PyObject_GenericGetDict(resp, NULL);
-    if (!dict)
         goto error;
     status = cc_mw_msg_get(start, st->s_status, NULL);
     if (!status)
         goto error;
-    if (!(empty = PyList_New(0)))
+    headers = cc_mw_msg_get(start, st->s_headers, NULL);
+    if (!headers) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError) && PyErr_Occurred())
+            goto error;
+        PyErr_Clear();
+        if (!(headers = PyList_New(0)))
+            goto error;
+    }
+    if (PyObject_SetAttr(resp, st->s_status_code, status) < 0 ||
+        PyObject_SetAttr(resp, st->s_raw_headers, headers) < 0 ||
+        PyObject_SetAttr(resp, st->s_body_iterator, (PyObject *)d) < 0 ||
+        PyObject_SetAttr(resp, st->s_background, Py_None) < 0 ||
+        PyObject_SetAttr(resp, st->s_media_type, Py_None) < 0 ||
+        PyObject_SetAttr(resp, st->s_info, d->info ? d->info : Py_None) < 0 ||
+        PyObject_SetAttr(resp, st->s_headers_cache, Py_None) < 0)
         goto error;
-    headers = cc_mw_msg_get(start, st->s_headers, empty);
-    if (!headers)
-        goto error;
-    it = Py_NewRef((PyObject *)d); /* the driver is the body iterator too */
-    if (PyDict_SetItem(dict, st->s_status_code, status) < 0 ||
-        PyDict_SetItem(dict, st->s_raw_headers, headers) < 0 ||
-        PyDict_SetItem(dict, st->s_body_iterator, it) < 0 ||
-        PyDict_SetItem(dict, st->s_background, Py_None) < 0 ||
-        PyDict_SetItem(dict, st->s_media_type, Py_None) < 0 ||
-        PyDict_SetItem(dict, st->s_info, d->info ? d->info : Py_None) < 0)
-        goto error;
-    Py_DECREF(dict);
     Py_DECREF(status);
     Py_DECREF(headers);
-    Py_DECREF(empty);
-    Py_DECREF(it);
     return resp;
 error:
     Py_XDECREF(resp);
-    Py_XDECREF(dict);
     Py_XDECREF(status);
     Py_XDECREF(headers);
-    Py_XDECREF(empty);
-    Py_XDECREF(it);
     return NULL;
 }
 
@@ -972,7 +973,7 @@ static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
     type = cc_mw_msg_get(msg, st->s_type, Py_None);
     if (!type)
         return NULL;
-    if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_debug) == 0) {
+    if (str_is(type, st->s_debug)) {
         Py_DECREF(type);
         PyObject *info = cc_mw_msg_get(msg, st->s_info, Py_None);
         if (!info)
@@ -980,7 +981,7 @@ static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
         Py_XSETREF(d->info, info);
         return done_with(d, Py_NewRef(Py_None));
     }
-    if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_early_hint) == 0) {
+    if (str_is(type, st->s_early_hint)) {
         Py_DECREF(type);
         return PyObject_CallOneArg(d->send, msg);
     }
@@ -1040,16 +1041,15 @@ static PyObject *drv_asgi_receive(PyObject *self, PyObject *Py_UNUSED(ignored)) 
         return done_with(d, m);
     }
     if (d->replay_state == 2) {
-        PyObject *dict = PyObject_GenericGetDict(d->request, NULL);
-        if (!dict)
+        PyObject *disc = PyObject_GetAttr(d->request, st->s_is_disconnected);
+        if (!disc)
             return NULL;
-        PyObject *disc = PyDict_GetItemWithError(dict, st->s_is_disconnected);
-        int yes = disc && PyObject_IsTrue(disc) == 1;
-        Py_DECREF(dict);
+        int yes = PyObject_IsTrue(disc);
+        Py_DECREF(disc);
+        if (yes < 0)
+            return NULL;
         if (yes)
             return done_with(d, disconnect_message(st));
-        if (PyErr_Occurred())
-            return NULL;
     }
     return PyObject_CallNoArgs(d->receive);
 }
@@ -1068,25 +1068,25 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
         return NULL;
     }
     d->called = 1;
-    /* A body dispatch already read is replayed to the app (it can't be read twice). */
-    dict = PyObject_GenericGetDict(d->request, NULL);
+    /* A body dispatch already read is replayed to the app (it can't be read twice): body()
+     * leaves it in _body; a stream() read to the end leaves an empty body to replay. */
+    dict = PyObject_GetAttr(d->request, st->s_stream_consumed);
     if (!dict)
         goto error;
-    PyObject *body = PyDict_GetItemWithError(dict, st->s_body_attr);
-    if (body) {
-        d->replay = Py_NewRef(body);
-        d->replay_state = 1;
-    } else if (PyErr_Occurred())
-        goto error;
-    else {
-        PyObject *consumed = PyDict_GetItemWithError(dict, st->s_stream_consumed);
-        if (consumed && PyObject_IsTrue(consumed) == 1) {
-            d->replay = Py_NewRef(st->empty_bytes);
-            d->replay_state = 1;
-        } else if (PyErr_Occurred())
-            goto error;
-    }
+    int consumed = PyObject_IsTrue(dict);
     Py_CLEAR(dict);
+    if (consumed < 0)
+        goto error;
+    if (consumed) {
+        d->replay = PyObject_GetAttr(d->request, st->s_body_attr);
+        if (!d->replay) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                goto error;
+            PyErr_Clear();
+            d->replay = Py_NewRef(st->empty_bytes);
+        }
+        d->replay_state = 1;
+    }
     if (!d->task && !(d->task = current_task(d)))
         goto error;
     if ((d->ts = anyio_task_state(st, d->task))) {
@@ -1330,21 +1330,19 @@ static PyType_Spec drv_spec = {
 static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *receive,
                               PyObject *send) {
     PyTypeObject *cls = (PyTypeObject *)st->request_cls;
-    PyObject *req = cls->tp_new(cls, st->empty_tuple, NULL), *dict = NULL;
+    PyObject *req = cls->tp_new(cls, st->empty_tuple, NULL);
     if (!req)
         return NULL;
-    dict = PyObject_GenericGetDict(req, NULL);
-    if (!dict || PyDict_SetItem(dict, st->s_scope, scope) < 0 ||
-        PyDict_SetItem(dict, st->s_receive_attr, receive) < 0 ||
-        PyDict_SetItem(dict, st->s_send_attr, send) < 0 ||
-        PyDict_SetItem(dict, st->s_stream_consumed, Py_False) < 0 ||
-        PyDict_SetItem(dict, st->s_is_disconnected, Py_False) < 0 ||
-        PyDict_SetItem(dict, st->s_form, Py_None) < 0) {
-        Py_XDECREF(dict);
+    /* setattr keeps them in the instance's inline values (see make_response) */
+    if (PyObject_SetAttr(req, st->s_scope, scope) < 0 ||
+        PyObject_SetAttr(req, st->s_receive_attr, receive) < 0 ||
+        PyObject_SetAttr(req, st->s_send_attr, send) < 0 ||
+        PyObject_SetAttr(req, st->s_stream_consumed, Py_False) < 0 ||
+        PyObject_SetAttr(req, st->s_is_disconnected, Py_False) < 0 ||
+        PyObject_SetAttr(req, st->s_form, Py_None) < 0) {
         Py_DECREF(req);
         return NULL;
     }
-    Py_DECREF(dict);
     return req;
 }
 
