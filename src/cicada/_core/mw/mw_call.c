@@ -163,7 +163,8 @@ static int call_start(call_t *c) {
         Py_DECREF(status);
         return -1;
     }
-    PyObject *msg = dict3(st, st->s_type, st->s_start, st->s_status, status, st->s_headers, headers);
+    PyObject *msg =
+        dict3(st, st->s_type, st->s_start, st->s_status, status, st->s_headers, headers);
     Py_DECREF(status);
     Py_DECREF(headers);
     return call_send(c, msg, C_START);
@@ -204,8 +205,8 @@ static int call_advance(call_t *c, PyObject *value) {
             Py_DECREF(relay); /* the driver holds it; only its identity matters */
         }
         if (relay != c->driver) {
-            c->sub = awaitable_iter(PyObject_Vectorcall(
-                value, (PyObject *[]){c->scope, c->receive, c->send}, 3, NULL));
+            c->sub = awaitable_iter(
+                PyObject_Vectorcall(value, (PyObject *[]){c->scope, c->receive, c->send}, 3, NULL));
             c->state = C_GENERIC;
             return c->sub ? 0 : -1;
         }
@@ -348,7 +349,8 @@ static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObjec
     }
 }
 
-/* ---- iterator protocol ------------------------------------------------------------------------ */
+/* ---- iterator protocol ------------------------------------------------------------------------
+ */
 
 static PySendResult call_am_send(PyObject *self, PyObject *arg, PyObject **result) {
     return call_resume((call_t *)self, arg, NULL, result);
@@ -428,7 +430,9 @@ static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
-static PyObject *call_await(PyObject *self) { return Py_NewRef(self); }
+static PyObject *call_await(PyObject *self) {
+    return Py_NewRef(self);
+}
 
 static int call_traverse(PyObject *self, visitproc visit, void *arg) {
     call_t *c = (call_t *)self;
@@ -474,15 +478,9 @@ static PyMethodDef call_methods[] = {
 };
 
 static PyType_Slot call_slots[] = {
-    {Py_tp_dealloc, call_dealloc},
-    {Py_tp_traverse, call_traverse},
-    {Py_tp_clear, call_clear},
-    {Py_tp_iter, call_await},
-    {Py_tp_iternext, call_iternext},
-    {Py_tp_methods, call_methods},
-    {Py_am_await, call_await},
-    {Py_am_send, call_am_send},
-    {0, NULL},
+    {Py_tp_dealloc, call_dealloc}, {Py_tp_traverse, call_traverse}, {Py_tp_clear, call_clear},
+    {Py_tp_iter, call_await},      {Py_tp_iternext, call_iternext}, {Py_tp_methods, call_methods},
+    {Py_am_await, call_await},     {Py_am_send, call_am_send},      {0, NULL},
 };
 
 static PyType_Spec call_spec = {
@@ -505,7 +503,8 @@ int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
     return st->headers_type ? 0 : -1;
 }
 
-/* ---- HTTPMiddleware.__call__ ------------------------------------------------------------------ */
+/* ---- HTTPMiddleware.__call__ ------------------------------------------------------------------
+ */
 
 static PyObject *mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     PyObject *scope = args[0], *receive = args[1], *send = args[2];
@@ -539,8 +538,8 @@ static PyObject *mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *arg
     if (!(fn = PyObject_GetAttr(self, st->s_dispatch_func)) ||
         !(call_next = cc_mw_call_next_fn(driver)))
         goto error;
-    sub = awaitable_iter(PyObject_Vectorcall(
-        fn, (PyObject *[]){cc_mw_driver_request(driver), call_next}, 2, NULL));
+    sub = awaitable_iter(
+        PyObject_Vectorcall(fn, (PyObject *[]){cc_mw_driver_request(driver), call_next}, 2, NULL));
     if (!sub)
         goto error;
     call_t *c = (call_t *)cc_mw_fl_pop(&st->fl_call, (PyTypeObject *)st->call_type);
@@ -650,8 +649,8 @@ static PyType_Spec headers_spec = {
  *          MutableHeaders) */
 PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     cc_mw_state_t *st = &cc_state(module)->mw;
-    if (nargs != 9 || !PyType_Check(args[0]) || !PyType_Check(args[1]) ||
-        !PyType_Check(args[2]) || !PyType_Check(args[3]) || !PyType_Check(args[8])) {
+    if (nargs != 9 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2]) ||
+        !PyType_Check(args[3]) || !PyType_Check(args[8])) {
         PyErr_SetString(PyExc_TypeError,
                         "mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, base_call, "
                         "current_task, get_running_loop, CancelledError, MutableHeaders)");

@@ -20,14 +20,14 @@ enum { W_NONE, W_PROXY, W_PASSED };
 typedef struct {
     PyObject_HEAD cc_mw_state_t *st;
     PyObject *mw, *scope, *receive, *send, *request;
-    PyObject *coro;   /* the app's awaitable iterator once call_next ran */
-    PyObject *task;   /* the task that called call_next */
-    PyObject *loop;   /* fetched the first time a future is needed */
-    PyObject *msg;    /* message handed over by an in-task send */
-    PyObject *resume; /* value to send into / exception to throw into the app next */
-    PyObject *waiting; /* a future the app awaits, watched while a consumer waits */
-    PyObject *proxy;   /* the future our caller's task sleeps on instead of `waiting` */
-    PyObject *queue;   /* [(message, future)] sent from other tasks, oldest first */
+    PyObject *coro;     /* the app's awaitable iterator once call_next ran */
+    PyObject *task;     /* the task that called call_next */
+    PyObject *loop;     /* fetched the first time a future is needed */
+    PyObject *msg;      /* message handed over by an in-task send */
+    PyObject *resume;   /* value to send into / exception to throw into the app next */
+    PyObject *waiting;  /* a future the app awaits, watched while a consumer waits */
+    PyObject *proxy;    /* the future our caller's task sleeps on instead of `waiting` */
+    PyObject *queue;    /* [(message, future)] sent from other tasks, oldest first */
     PyObject *deferred; /* futures of final messages, released once the response is sent */
     PyObject *info;     /* http.response.debug info */
     PyObject *replay;   /* request body read by dispatch, replayed to the app */
@@ -48,7 +48,6 @@ typedef struct {
     PyObject *value;
     int goal, wait, swallow, finished;
 } step_t;
-
 
 static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value);
 
@@ -300,8 +299,8 @@ static int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to, PyOb
         PyObject *tasks = PyObject_GetAttr(scopes[i], st->s_tasks);
         if (!tasks)
             return -1;
-        int rc = PySet_Check(tasks) ? (i == 0 ? PySet_Discard(tasks, task) : PySet_Add(tasks, task))
-                                    : 0;
+        int rc =
+            PySet_Check(tasks) ? (i == 0 ? PySet_Discard(tasks, task) : PySet_Add(tasks, task)) : 0;
         Py_DECREF(tasks);
         if (rc < 0)
             return -1;
@@ -410,7 +409,9 @@ static int set_blocking(drv_t *d, PyObject *fut, PyObject *value) {
     return PyObject_SetAttr(fut, d->st->s_blocking, value);
 }
 
-static void no_response_error(void) { PyErr_SetString(PyExc_RuntimeError, "No response returned."); }
+static void no_response_error(void) {
+    PyErr_SetString(PyExc_RuntimeError, "No response returned.");
+}
 
 /* Takes a message from the app for goal `goal`. 1: done with *out (new ref, may be NULL for end
  * of body in G_CHUNK), 0: keep going, -1: error. */
@@ -470,7 +471,8 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
         *out = Py_NewRef(msg);
         rc = 1;
     } else if (!PyErr_Occurred()) {
-        PyErr_Format(PyExc_RuntimeError, "middleware %s: unexpected message %R in the response body",
+        PyErr_Format(PyExc_RuntimeError,
+                     "middleware %s: unexpected message %R in the response body",
                      dispatch_name(d, &hold), type);
     }
 done:
@@ -831,7 +833,9 @@ static PyObject *step_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
-static PyObject *step_await(PyObject *self) { return Py_NewRef(self); }
+static PyObject *step_await(PyObject *self) {
+    return Py_NewRef(self);
+}
 
 static int step_traverse(PyObject *self, visitproc visit, void *arg) {
     step_t *s = (step_t *)self;
@@ -873,15 +877,9 @@ static PyMethodDef step_methods[] = {
 };
 
 static PyType_Slot step_slots[] = {
-    {Py_tp_dealloc, step_dealloc},
-    {Py_tp_traverse, step_traverse},
-    {Py_tp_clear, step_clear},
-    {Py_tp_iter, step_await},
-    {Py_tp_iternext, step_iternext},
-    {Py_tp_methods, step_methods},
-    {Py_am_await, step_await},
-    {Py_am_send, step_am_send},
-    {0, NULL},
+    {Py_tp_dealloc, step_dealloc}, {Py_tp_traverse, step_traverse}, {Py_tp_clear, step_clear},
+    {Py_tp_iter, step_await},      {Py_tp_iternext, step_iternext}, {Py_tp_methods, step_methods},
+    {Py_am_await, step_await},     {Py_am_send, step_am_send},      {0, NULL},
 };
 
 static PyType_Spec step_spec = {
@@ -946,7 +944,9 @@ static PyObject *drv_wake(PyObject *self, PyObject *Py_UNUSED(fut)) {
 
 static PyMethodDef drv_wake_def = {"_wake", drv_wake, METH_O, NULL};
 
-static PyObject *wake_callback(drv_t *d) { return PyCFunction_New(&drv_wake_def, (PyObject *)d); }
+static PyObject *wake_callback(drv_t *d) {
+    return PyCFunction_New(&drv_wake_def, (PyObject *)d);
+}
 
 static PyObject *disconnect_message(cc_mw_state_t *st) {
     PyObject *m = PyDict_New();
@@ -1291,7 +1291,9 @@ static PyMethodDef drv_methods[] = {
 };
 
 /* response.body_iterator of a call_next response is the driver itself. */
-static PyObject *drv_aiter(PyObject *self) { return Py_NewRef(self); }
+static PyObject *drv_aiter(PyObject *self) {
+    return Py_NewRef(self);
+}
 
 static PyObject *drv_anext(PyObject *self) {
     drv_t *d = (drv_t *)self;
@@ -1308,15 +1310,9 @@ static PyObject *drv_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
 }
 
 static PyType_Slot drv_slots[] = {
-    {Py_am_aiter, drv_aiter},
-    {Py_am_anext, drv_anext},
-    {Py_tp_call, drv_tp_call},
-    {Py_tp_dealloc, drv_dealloc},
-    {Py_tp_traverse, drv_traverse},
-    {Py_tp_clear, drv_clear},
-    {Py_tp_methods, drv_methods},
-    {Py_tp_getset, drv_getset},
-    {0, NULL},
+    {Py_am_aiter, drv_aiter},     {Py_am_anext, drv_anext},       {Py_tp_call, drv_tp_call},
+    {Py_tp_dealloc, drv_dealloc}, {Py_tp_traverse, drv_traverse}, {Py_tp_clear, drv_clear},
+    {Py_tp_methods, drv_methods}, {Py_tp_getset, drv_getset},     {0, NULL},
 };
 
 static PyType_Spec drv_spec = {
@@ -1378,11 +1374,15 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     return (PyObject *)d;
 }
 
-PyObject *cc_mw_driver_request(PyObject *driver) { return ((drv_t *)driver)->request; }
+PyObject *cc_mw_driver_request(PyObject *driver) {
+    return ((drv_t *)driver)->request;
+}
 
 static PyMethodDef drv_call_next_def = {"call_next", drv_call_next, METH_O, NULL};
 
-PyObject *cc_mw_call_next_fn(PyObject *driver) { return PyCFunction_New(&drv_call_next_def, driver); }
+PyObject *cc_mw_call_next_fn(PyObject *driver) {
+    return PyCFunction_New(&drv_call_next_def, driver);
+}
 
 /* mw_driver(middleware, scope, receive, send) -> MWDriver */
 static PyObject *mw_driver(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {

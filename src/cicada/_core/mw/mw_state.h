@@ -34,7 +34,10 @@ typedef struct {
     PyObject *base_call;        /* BaseHTTPMiddleware.__call__, used off asyncio */
     PyObject *get_running_loop; /* asyncio._get_running_loop */
     PyObject *anyio_states;
-    PyObject *stepping_driver;  /* borrowed: the driver stepping its app right now, or NULL */     /* anyio's asyncio backend _task_states.data, once imported */
+    PyObject *stepping_driver;
+        /* borrowed: the driver stepping its app right now, or NULL */ /* anyio's asyncio backend
+                                                                          _task_states.data, once
+                                                                          imported */
     /* interned strings */
     PyObject *s_type, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
     PyObject *s_start, *s_body_msg, *s_pathsend, *s_debug, *s_early_hint;
@@ -44,7 +47,8 @@ typedef struct {
     PyObject *s_status_code, *s_raw_headers, *s_body_iterator, *s_background, *s_media_type;
     PyObject *s_scope, *s_receive_attr, *s_send_attr, *s_stream_consumed, *s_is_disconnected;
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
-    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_headers_cache, *s_list;
+    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_headers_cache,
+        *s_list;
     PyObject *empty_tuple, *empty_bytes;
     cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver; /* untracked, no type reference */
 } cc_mw_state_t;
