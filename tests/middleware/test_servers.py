@@ -184,3 +184,44 @@ def test_testclient_trio_backend_falls_back(impl):
                     middleware=[Middleware(impl, dispatch=dispatch)])
     with TestClient(app, backend="trio") as client:
         assert client.get("/").headers["x"] == "1"
+
+
+def test_requests_under_hypercorn(impl):
+    hypercorn = pytest.importorskip("hypercorn")
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    app, _ = build_app(impl, 2)
+    port = free_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.loglevel = "WARNING"
+    stop = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def trigger():
+        while not stop.is_set():
+            await asyncio.sleep(0.02)
+
+    thread = threading.Thread(
+        target=lambda: loop.run_until_complete(hypercorn_serve(app, config, shutdown_trigger=trigger)),
+        daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "hypercorn did not start"
+                time.sleep(0.05)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            r = client.get("/")
+            assert r.json() == {"hello": "world"} and r.headers.get_list("x-layer") == ["1", "1"]
+            assert client.get("/stream").text == "".join(f"chunk{i}\n" for i in range(5))
+            assert client.post("/echo", content=b"abc").content == b"cba"
+    finally:
+        stop.set()
+        thread.join(10)
+        assert hypercorn is not None
