@@ -717,3 +717,56 @@ def test_no_reference_cycles_per_request(loop_factory, layers):
             gc.enable()
 
     assert run(loop_factory, many) == 0
+
+
+@pytest.mark.parametrize("scenario", ["ok", "endpoint-error", "dispatch-error", "stream",
+                                      "replaced", "no-response", "twice", "not-a-response",
+                                      "body-read", "mid-stream-error"])
+def test_no_memory_growth_on_any_path(loop_factory, scenario):
+    """Exceptions flowing through the C driver leak nothing: allocated blocks stay flat."""
+
+    async def endpoint(scope, receive, send):
+        if scenario == "endpoint-error":
+            raise ValueError("x")
+        if scenario == "no-response":
+            return
+        if scenario == "body-read":
+            await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if scenario in ("stream", "mid-stream-error"):
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            await asyncio.sleep(0)
+            if scenario == "mid-stream-error":
+                raise KeyError("y")
+        await send({"type": "http.response.body", "body": b"b"})
+
+    async def dispatch(request, call_next):
+        if scenario == "body-read":
+            await request.body()
+        response = await call_next(request)
+        if scenario == "twice":
+            await call_next(request)
+        if scenario == "dispatch-error":
+            raise LookupError("z")
+        if scenario == "replaced":
+            return PlainTextResponse("other")
+        if scenario == "not-a-response":
+            return "nope"
+        response.headers["x"] = "1"
+        return response
+
+    app = HTTPMiddleware(HTTPMiddleware(endpoint, dispatch=dispatch), dispatch=add_header)
+
+    async def many(n):
+        for _ in range(n):
+            try:
+                await call(app, http_scope(method="POST"), Exchange([b"body"]))
+            except (ValueError, LookupError, KeyError, RuntimeError, TypeError):
+                pass
+
+    run(loop_factory, lambda: many(300))
+    gc.collect()
+    before = sys.getallocatedblocks()
+    run(loop_factory, lambda: many(2000))
+    gc.collect()
+    assert sys.getallocatedblocks() - before < 1000
