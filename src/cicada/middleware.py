@@ -85,6 +85,7 @@ _core.mw_setup(
     asyncio._get_running_loop,
     asyncio.CancelledError,
     MutableHeaders,
+    asyncio.ensure_future,
 )
 
 

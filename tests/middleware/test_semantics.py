@@ -770,3 +770,23 @@ def test_no_memory_growth_on_any_path(loop_factory, scenario):
     run(loop_factory, lambda: many(2000))
     gc.collect()
     assert sys.getallocatedblocks() - before < 1000
+
+
+@pytest.mark.parametrize("spec", ["2.3", "2.4"])
+def test_call_next_awaited_from_another_task(impl, loop_factory, spec):
+    """asyncio.wait_for (3.11) and create_task run call_next in a task of their own."""
+
+    async def in_wait_for(request, call_next):
+        response = await asyncio.wait_for(call_next(request), 5)
+        response.headers["x-wait-for"] = "1"
+        return response
+
+    async def in_task(request, call_next):
+        return await asyncio.ensure_future(call_next(request))
+
+    app = starlette_app(impl, [in_wait_for, in_task, add_header],
+                        [Route("/", streaming_endpoint()), Route("/hello", hello)])
+    ex = run(loop_factory, lambda: call(app, http_scope(spec_version=spec)))
+    assert ex.body == b"0;1;2;3;" and ex.headers["x-wait-for"] == "1"
+    ex = run(loop_factory, lambda: call(app, http_scope("/hello", spec_version=spec)))
+    assert ex.body == b'{"hello":"world"}'

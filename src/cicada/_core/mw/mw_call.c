@@ -649,11 +649,12 @@ static PyType_Spec headers_spec = {
  *          MutableHeaders) */
 PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     cc_mw_state_t *st = &cc_state(module)->mw;
-    if (nargs != 9 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2]) ||
+    if (nargs != 10 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2]) ||
         !PyType_Check(args[3]) || !PyType_Check(args[8])) {
         PyErr_SetString(PyExc_TypeError,
                         "mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, base_call, "
-                        "current_task, get_running_loop, CancelledError, MutableHeaders)");
+                        "current_task, get_running_loop, CancelledError, MutableHeaders, "
+                        "ensure_future)");
         return NULL;
     }
     PyObject *hd = PyType_GenericAlloc((PyTypeObject *)st->headers_type, 0);
@@ -664,6 +665,7 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (hrc < 0)
         return NULL;
     Py_XSETREF(st->mutable_headers, Py_NewRef(args[8]));
+    Py_XSETREF(st->ensure_future, Py_NewRef(args[9]));
     PyObject *descr = PyType_GenericAlloc((PyTypeObject *)st->entry_type, 0);
     if (!descr)
         return NULL;

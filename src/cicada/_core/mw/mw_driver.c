@@ -15,7 +15,7 @@ enum {
     G_DRAIN,   /* after the response is sent: until the app returns */
 };
 /* How a step left its last resumption. */
-enum { W_NONE, W_PROXY, W_PASSED };
+enum { W_NONE, W_PROXY, W_PASSED, W_CHILD };
 
 typedef struct {
     PyObject_HEAD cc_mw_state_t *st;
@@ -36,6 +36,11 @@ typedef struct {
      * gets its own view: ts is anyio's TaskState of `task`, swapped around every app step. */
     PyObject *ts, *outer_scope, *app_scope;
     int entangled, app_view;
+    /* Detached: call_next was awaited from another task than dispatch's (wait_for, create_task),
+     * so the app gets a task of its own, as under BaseHTTPMiddleware; all its messages then
+     * come through `queue`. */
+    PyObject *child;
+    int child_watched;
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
 } drv_t;
 
@@ -140,21 +145,15 @@ static PyObject *current_task(drv_t *d) {
     return PyObject_CallNoArgs(d->st->current_task);
 }
 
-/* The running loop and task for a new driver (new refs); *loop is None off asyncio. Looking
- * them up costs a getpid() syscall on 3.11, so nested layers borrow them from the driver that
- * is stepping them: before 3.12 (no eager tasks) that is always the same task. */
+/* The running loop and task for a new driver (new refs); *loop is None off asyncio. Looking up
+ * the running loop costs a getpid() syscall on 3.11, so nested layers borrow the loop from the
+ * driver stepping them; current_task(loop) with an explicit loop is a dict lookup. */
 int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
     *task = NULL;
-#if PY_VERSION_HEX < 0x030C0000
     drv_t *outer = (drv_t *)st->stepping_driver;
-    if (outer && outer->task && outer->loop) {
+    if (outer && outer->loop)
         *loop = Py_NewRef(outer->loop);
-        *task = Py_NewRef(outer->task);
-        return 0;
-    }
-#endif
-    *loop = PyObject_CallNoArgs(st->get_running_loop);
-    if (!*loop)
+    else if (!(*loop = PyObject_CallNoArgs(st->get_running_loop)))
         return -1;
     if (*loop == Py_None)
         return 0;
@@ -481,6 +480,26 @@ done:
     return rc;
 }
 
+/* The detached app's task finished: raise what it raised (its CancelledError included). */
+static int drv_child_result(drv_t *d) {
+    PyObject *r = PyObject_CallMethod(d->child, "result", NULL);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Starts the app in a task of its own (see `child`). */
+static int drv_detach(drv_t *d) {
+    PyObject *awaitable = d->coro;
+    PyObject *t = PyObject_CallOneArg(d->st->ensure_future, awaitable);
+    if (!t)
+        return -1;
+    d->child = t;
+    d->started = 1;
+    return 0;
+}
+
 /* Drives the app towards `s->goal`. 1: yield *out to our awaiter; 0: done (*out new ref or NULL
  * meaning end of body for G_CHUNK); -1: error. */
 static int drv_pump(step_t *s, PyObject **out) {
@@ -522,6 +541,43 @@ static int drv_pump(step_t *s, PyObject **out) {
             if (r == 1)
                 return 0;
             continue;
+        }
+        if (d->child && !d->coro_done) {
+            int done = fut_done(d, d->child);
+            if (done < 0)
+                return -1;
+            if (done) {
+                d->coro_done = 1;
+                if (drv_child_result(d) < 0)
+                    return -1;
+                continue;
+            }
+            if (goal == G_DRAIN) {
+                if (set_blocking(d, d->child, Py_True) < 0)
+                    return -1;
+                s->wait = W_CHILD;
+                *out = Py_NewRef(d->child);
+                return 1;
+            }
+            if (!d->child_watched) {
+                PyObject *cb = wake_callback(d), *res = NULL;
+                if (!cb || !(res = PyObject_CallMethodOneArg(d->child, st->s_add_done_callback, cb))) {
+                    Py_XDECREF(cb);
+                    return -1;
+                }
+                Py_DECREF(cb);
+                Py_DECREF(res);
+                d->child_watched = 1;
+            }
+            PyObject *w = new_future(d);
+            if (!w || set_blocking(d, w, Py_True) < 0) {
+                Py_XDECREF(w);
+                return -1;
+            }
+            Py_XSETREF(d->proxy, Py_NewRef(w));
+            s->wait = W_PROXY;
+            *out = w;
+            return 1;
         }
         if (d->coro_done) {
             if (goal == G_START) {
@@ -677,8 +733,15 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     drv_t *d = s->d;
     PyObject *out = NULL;
     int r;
-    if (s->wait == W_PROXY) {
+    if (s->wait == W_PROXY || s->wait == W_CHILD) {
         Py_CLEAR(d->proxy);
+        if (exc && d->child) { /* cancel the app's own task and stop waiting for it */
+            PyObject *r = PyObject_CallMethodNoArgs(d->child, d->st->s_cancel);
+            Py_XDECREF(r);
+            if (r)
+                raise_exc(exc);
+            goto error;
+        }
         if (exc) { /* our task was cancelled (or thrown into): pass it on to the app */
             if (drv_unwatch(d, 1) < 0)
                 goto error;
@@ -689,6 +752,13 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     } else if (exc) {
         raise_exc(exc);
         goto error;
+    } else if (s->goal == G_START && !d->started && !d->child) {
+        PyObject *cur = current_task(d);
+        if (!cur)
+            goto error;
+        Py_DECREF(cur);
+        if (cur != d->task && drv_detach(d) < 0)
+            goto error;
     } else if (s->goal == G_CHUNK) {
         d->body_started = 1;
         if (d->phase >= PH_APP_DONE)
@@ -1156,7 +1226,7 @@ PyObject *cc_mw_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     d->phase = PH_SENT;
     if (drv_release_all(d) < 0)
         return NULL;
-    if (d->coro && d->started && !d->coro_done)
+    if ((d->child || (d->coro && d->started)) && !d->coro_done)
         return step_new(d->st, d, G_DRAIN, NULL);
     drv_close_unstarted(d);
     return done_with(d, Py_NewRef(Py_None));
@@ -1168,6 +1238,16 @@ PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     d->phase = PH_SENT;
     if (drv_release_all(d) < 0)
         return NULL;
+    if (d->child && !d->coro_done) {
+        PyObject *r = PyObject_CallMethodNoArgs(d->child, d->st->s_cancel);
+        if (!r)
+            return NULL;
+        Py_DECREF(r);
+        step_t *s = (step_t *)step_new(d->st, d, G_DRAIN, NULL);
+        if (s)
+            s->swallow = 1;
+        return (PyObject *)s;
+    }
     if (d->coro && d->started && !d->coro_done) {
         Py_CLEAR(d->proxy);
         if (drv_unwatch(d, 1) < 0)
@@ -1226,6 +1306,7 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->ts);
     Py_VISIT(d->outer_scope);
     Py_VISIT(d->app_scope);
+    Py_VISIT(d->child);
     return 0;
 }
 
@@ -1250,6 +1331,7 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->ts);
     Py_CLEAR(d->outer_scope);
     Py_CLEAR(d->app_scope);
+    Py_CLEAR(d->child);
     return 0;
 }
 
@@ -1362,6 +1444,8 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = NULL;
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
+    d->child = NULL;
+    d->child_watched = 0;
     d->phase = PH_INIT;
     d->stepping = d->coro_done = d->started = d->resume_throw = 0;
     d->called = d->body_started = d->replay_state = 0;

@@ -77,6 +77,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(response_base)                                                                               \
     X(base_call)                                                                                   \
     X(get_running_loop)                                                                            \
+    X(ensure_future)                                                                               \
     X(request_cls)                                                                                 \
     X(response_cls)                                                                                \
     X(current_task)                                                                                \

@@ -33,6 +33,7 @@ typedef struct {
     PyObject *mutable_headers;  /* starlette.datastructures.MutableHeaders */
     PyObject *base_call;        /* BaseHTTPMiddleware.__call__, used off asyncio */
     PyObject *get_running_loop; /* asyncio._get_running_loop */
+    PyObject *ensure_future;    /* asyncio.ensure_future */
     PyObject *anyio_states;
     PyObject *stepping_driver;
         /* borrowed: the driver stepping its app right now, or NULL */ /* anyio's asyncio backend
