@@ -790,3 +790,37 @@ def test_call_next_awaited_from_another_task(impl, loop_factory, spec):
     assert ex.body == b"0;1;2;3;" and ex.headers["x-wait-for"] == "1"
     ex = run(loop_factory, lambda: call(app, http_scope("/hello", spec_version=spec)))
     assert ex.body == b'{"hello":"world"}'
+
+
+def test_wait_for_timeout_and_errors_around_call_next(impl, loop_factory):
+    log = []
+
+    async def dispatch(request, call_next):
+        try:
+            return await asyncio.wait_for(call_next(request), 0.05)
+        except asyncio.TimeoutError:
+            return PlainTextResponse("timeout", status_code=504)
+        except ValueError as exc:
+            return PlainTextResponse(str(exc), status_code=500)
+
+    async def slow(request):
+        try:
+            await asyncio.sleep(0.3)
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+        log.append("finished")
+        return PlainTextResponse("late")
+
+    async def fails(request):
+        await asyncio.sleep(0)
+        raise ValueError("failed in endpoint")
+
+    app = starlette_app(impl, [dispatch], [Route("/slow", slow), Route("/fails", fails)])
+    ex = run(loop_factory, lambda: call(app, http_scope("/slow")))
+    assert ex.status == 504
+    # cicada cancels the app when the await on call_next is cancelled (here by the timeout);
+    # BaseHTTPMiddleware lets it run on to the end in its task group, its response discarded.
+    assert log == (["cancelled"] if impl is HTTPMiddleware else ["finished"])
+    ex = run(loop_factory, lambda: call(app, http_scope("/fails")))
+    assert ex.status == 500 and ex.body == b"failed in endpoint"
