@@ -40,7 +40,7 @@ typedef struct {
      * so the app gets a task of its own, as under BaseHTTPMiddleware; all its messages then
      * come through `queue`. */
     PyObject *child;
-    int child_watched;
+    int child_watched, child_cancelled;
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
 } drv_t;
 
@@ -482,6 +482,15 @@ done:
 
 /* The detached app's task finished: raise what it raised (its CancelledError included). */
 static int drv_child_result(drv_t *d) {
+    if (d->child_cancelled) { /* we cancelled it: its CancelledError is no news */
+        PyObject *c = PyObject_CallMethodNoArgs(d->child, d->st->s_cancelled);
+        if (!c)
+            return -1;
+        int yes = c == Py_True;
+        Py_DECREF(c);
+        if (yes)
+            return 0;
+    }
     PyObject *r = PyObject_CallMethod(d->child, "result", NULL);
     if (!r)
         return -1;
@@ -561,7 +570,8 @@ static int drv_pump(step_t *s, PyObject **out) {
             }
             if (!d->child_watched) {
                 PyObject *cb = wake_callback(d), *res = NULL;
-                if (!cb || !(res = PyObject_CallMethodOneArg(d->child, st->s_add_done_callback, cb))) {
+                if (!cb ||
+                    !(res = PyObject_CallMethodOneArg(d->child, st->s_add_done_callback, cb))) {
                     Py_XDECREF(cb);
                     return -1;
                 }
@@ -736,6 +746,7 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     if (s->wait == W_PROXY || s->wait == W_CHILD) {
         Py_CLEAR(d->proxy);
         if (exc && d->child) { /* cancel the app's own task and stop waiting for it */
+            d->child_cancelled = 1;
             PyObject *r = PyObject_CallMethodNoArgs(d->child, d->st->s_cancel);
             Py_XDECREF(r);
             if (r)
@@ -1239,6 +1250,7 @@ PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     if (drv_release_all(d) < 0)
         return NULL;
     if (d->child && !d->coro_done) {
+        d->child_cancelled = 1;
         PyObject *r = PyObject_CallMethodNoArgs(d->child, d->st->s_cancel);
         if (!r)
             return NULL;
@@ -1445,7 +1457,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
     d->child = NULL;
-    d->child_watched = 0;
+    d->child_watched = d->child_cancelled = 0;
     d->phase = PH_INIT;
     d->stepping = d->coro_done = d->started = d->resume_throw = 0;
     d->called = d->body_started = d->replay_state = 0;

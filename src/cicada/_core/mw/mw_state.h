@@ -36,9 +36,9 @@ typedef struct {
     PyObject *ensure_future;    /* asyncio.ensure_future */
     PyObject *anyio_states;
     PyObject *stepping_driver;
-        /* borrowed: the driver stepping its app right now, or NULL */ /* anyio's asyncio backend
-                                                                          _task_states.data, once
-                                                                          imported */
+    /* borrowed: the driver stepping its app right now, or NULL */ /* anyio's asyncio backend
+                                                                      _task_states.data, once
+                                                                      imported */
     /* interned strings */
     PyObject *s_type, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
     PyObject *s_start, *s_body_msg, *s_pathsend, *s_debug, *s_early_hint;
