@@ -1,12 +1,57 @@
-/* Module state owned by the middleware layer. */
+/* Module state owned by the middleware layer: its heap types, the interned ASGI keys it reads
+ * and writes, and the Starlette/asyncio objects handed over by cicada.middleware at import.
+ * Nothing here is per request. */
 #ifndef CC_MW_STATE_H
 #define CC_MW_STATE_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* Per-request objects are recycled through small bounded freelists: this keeps the allocations
+ * (and so the cyclic GC's gen-0 collections) caused by each middleware layer low. */
+#define CC_MW_FREELIST_MAX 64
+
 typedef struct {
-    PyObject *unused; /* placeholder until the middleware layer lands */
+    int n;
+    PyObject *items[CC_MW_FREELIST_MAX];
+} cc_mw_freelist_t;
+
+typedef struct {
+    /* heap types */
+    PyObject *driver_type;
+    PyObject *step_type;
+    PyObject *done_type;
+    PyObject *call_type;
+    PyObject *entry_type;
+    PyObject *headers_type;
+    /* set by mw_setup() from cicada/middleware.py; NULL until then */
+    PyObject *request_cls;      /* starlette.requests.Request */
+    PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
+    PyObject *current_task;     /* asyncio.current_task */
+    PyObject *cancelled_error;  /* asyncio.CancelledError */
+    PyObject *response_base;    /* starlette.responses.Response */
+    PyObject *mutable_headers;  /* starlette.datastructures.MutableHeaders */
+    PyObject *base_call;        /* BaseHTTPMiddleware.__call__, used off asyncio */
+    PyObject *get_running_loop; /* asyncio._get_running_loop */
+    PyObject *ensure_future;    /* asyncio.ensure_future */
+    PyObject *anyio_states;
+    PyObject *stepping_driver;
+    /* borrowed: the driver stepping its app right now, or NULL */ /* anyio's asyncio backend
+                                                                      _task_states.data, once
+                                                                      imported */
+    /* interned strings */
+    PyObject *s_type, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
+    PyObject *s_start, *s_body_msg, *s_pathsend, *s_debug, *s_early_hint;
+    PyObject *s_disconnect, *s_request;
+    PyObject *s_blocking, *s_add_done_callback, *s_remove_done_callback, *s_set_result;
+    PyObject *s_done, *s_cancel, *s_cancelled, *s_create_future, *s_get_loop, *s_throw, *s_close;
+    PyObject *s_status_code, *s_raw_headers, *s_body_iterator, *s_background, *s_media_type;
+    PyObject *s_scope, *s_receive_attr, *s_send_attr, *s_stream_consumed, *s_is_disconnected;
+    PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
+    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_headers_cache,
+        *s_list;
+    PyObject *empty_tuple, *empty_bytes;
+    cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver; /* untracked, no type reference */
 } cc_mw_state_t;
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st);

@@ -1,0 +1,65 @@
+"""FastAPI hello-JSON app with N identical header-adding middleware layers, for bench/suites/
+middleware.py. Env: MW_LAYERS (0..), MW_KIND (base | pure | cicada | accelerate).
+
+    MW_KIND=cicada MW_LAYERS=5 uvicorn bench.apps.mw_app:app
+"""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+
+
+class PureASGIHeader:
+    """The hand-written alternative: adds the header by wrapping send."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["x-mw"] = "1"
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+async def add_header(request, call_next):
+    response = await call_next(request)
+    response.headers["x-mw"] = "1"
+    return response
+
+
+def make_app(kind: str, layers: int) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/")
+    async def hello():
+        return {"hello": "world"}
+
+    for _ in range(layers):
+        if kind in ("base", "accelerate"):
+            app.middleware("http")(add_header)
+        elif kind == "pure":
+            app.add_middleware(PureASGIHeader)
+        elif kind == "cicada":
+            from cicada.middleware import HTTPMiddleware
+
+            app.add_middleware(HTTPMiddleware, dispatch=add_header)
+        else:
+            raise ValueError(f"MW_KIND must be base, pure, cicada or accelerate, not {kind!r}")
+    if kind == "accelerate":
+        from cicada.middleware import accelerate
+
+        accelerate(app)
+    return app
+
+
+app = make_app(os.environ.get("MW_KIND", "cicada"), int(os.environ.get("MW_LAYERS", "1")))

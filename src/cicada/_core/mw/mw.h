@@ -1,0 +1,46 @@
+/* Internal interface of the middleware layer (cicada.middleware's C core). Other layers have no
+ * reason to call into it; only mw_init.c and module wiring use these. */
+#ifndef CC_MW_H
+#define CC_MW_H
+
+#include "module.h"
+
+/* Creates the layer's heap types in `st` and adds MWDriver to the module. */
+int cc_mw_types_init(PyObject *module, cc_mw_state_t *st);
+
+/* mw_driver.c: the per-request driver of the downstream app. */
+PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyObject *receive,
+                           PyObject *send, PyObject *loop, PyObject *task);
+int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task);
+PyObject *cc_mw_driver_request(PyObject *driver); /* borrowed */
+PyObject *cc_mw_call_next_fn(PyObject *driver);
+PyObject *cc_mw_next_message(PyObject *driver, PyObject *unused);
+PyObject *cc_mw_finish(PyObject *driver, PyObject *unused);
+PyObject *cc_mw_abort(PyObject *driver, PyObject *unused);
+PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response);
+PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt);
+
+/* mw_call.c: HTTPMiddleware.__call__ as one awaitable; mw_setup installs it. */
+int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st);
+PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* A recycled object of type `tp` with a fresh reference, or NULL when the freelist is empty. */
+static inline PyObject *cc_mw_fl_pop(cc_mw_freelist_t *fl, PyTypeObject *tp) {
+    if (fl->n == 0)
+        return NULL;
+    PyObject *op = fl->items[--fl->n];
+    return PyObject_Init(op, tp);
+}
+
+/* Keeps a dead (untracked, cleared) object for reuse; 0 when the freelist is full. */
+static inline int cc_mw_fl_push(cc_mw_freelist_t *fl, PyObject *op) {
+    if (fl->n >= CC_MW_FREELIST_MAX)
+        return 0;
+    fl->items[fl->n++] = op;
+    return 1;
+}
+
+/* Module-level functions of the layer (mw_setup, mw_send_response helpers). */
+extern PyMethodDef cc_mw_functions[];
+
+#endif

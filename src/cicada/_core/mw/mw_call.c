@@ -1,0 +1,684 @@
+/* HTTPMiddleware.__call__ in C: one awaitable per request and layer that awaits dispatch, sends
+ * the response it returned (relaying the app's own body messages when it is call_next's) and
+ * then lets the app finish. It never steps the app itself: mw_driver.c does that. */
+#include "mw/mw.h"
+
+/* What the call is waiting for in `sub`. */
+enum {
+    C_DISPATCH,   /* the user's dispatch coroutine */
+    C_GENERIC,    /* a response of the user's own: response(scope, receive, send) */
+    C_DEBUG,      /* send(http.response.debug) */
+    C_START,      /* send(http.response.start) */
+    C_PULL,       /* the driver's next body message */
+    C_RELAY,      /* send(body message) */
+    C_BACKGROUND, /* response.background() */
+    C_FINISH,     /* the app running to its end after the response */
+    C_ABORT,      /* the app being cancelled after an error; `error` is re-raised next */
+    C_DONE,
+};
+
+typedef struct {
+    PyObject_HEAD cc_mw_state_t *st;
+    PyObject *mw, *scope, *receive, *send;
+    PyObject *driver, *response, *sub, *error;
+    int state, last;
+} call_t;
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+/* The iterator behind an awaitable (steals `o`). */
+static PyObject *awaitable_iter(PyObject *o) {
+    if (!o)
+        return NULL;
+    if (PyCoro_CheckExact(o))
+        return o;
+    PyTypeObject *t = Py_TYPE(o);
+    if (t->tp_as_async && t->tp_as_async->am_await) {
+        PyObject *it = t->tp_as_async->am_await(o);
+        if (it && !PyIter_Check(it)) {
+            PyErr_Format(PyExc_TypeError, "__await__() returned non-iterator of type '%.100s'",
+                         Py_TYPE(it)->tp_name);
+            Py_CLEAR(it);
+        }
+        Py_DECREF(o);
+        return it;
+    }
+    PyErr_Format(PyExc_TypeError, "object %.100s can't be used in 'await' expression", t->tp_name);
+    Py_DECREF(o);
+    return NULL;
+}
+
+/* After a StopIteration: its value (new ref), clearing the error. */
+static PyObject *fetch_stop_value(void) {
+    PyObject *value = NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+    value = PyObject_GetAttrString(exc, "value");
+    Py_DECREF(exc);
+#else
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    value = exc ? PyObject_GetAttrString(exc, "value") : Py_NewRef(Py_None);
+    Py_XDECREF(type);
+    Py_XDECREF(exc);
+    Py_XDECREF(tb);
+#endif
+    return value;
+}
+
+static PyObject *take_error(void) {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (exc && tb)
+        PyException_SetTraceback(exc, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return exc;
+#endif
+}
+
+static void restore_error(PyObject *exc) { /* steals exc */
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/* Resumes `sub`: 1 it yielded (*out), 0 it returned (*out), -1 it raised. */
+static int sub_resume(call_t *c, PyObject *arg, PyObject *exc, PyObject **out) {
+    *out = NULL;
+    if (exc) {
+        PyObject *r = PyObject_CallMethodOneArg(c->sub, c->st->s_throw, exc);
+        if (r) {
+            *out = r;
+            return 1;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_StopIteration))
+            return -1;
+        *out = fetch_stop_value();
+        return *out ? 0 : -1;
+    }
+    PySendResult sr = PyIter_Send(c->sub, arg, out);
+    return sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
+}
+
+static PyObject *dict3(cc_mw_state_t *st, PyObject *k1, PyObject *v1, PyObject *k2, PyObject *v2,
+                       PyObject *k3, PyObject *v3) {
+    PyObject *d = PyDict_New();
+    if (d && (PyDict_SetItem(d, k1, v1) < 0 || PyDict_SetItem(d, k2, v2) < 0 ||
+              (k3 && PyDict_SetItem(d, k3, v3) < 0)))
+        Py_CLEAR(d);
+    (void)st;
+    return d;
+}
+
+static int call_send(call_t *c, PyObject *msg, int state) { /* steals msg */
+    if (!msg)
+        return -1;
+    c->sub = awaitable_iter(PyObject_CallOneArg(c->send, msg));
+    Py_DECREF(msg);
+    c->state = state;
+    return c->sub ? 0 : -1;
+}
+
+static int call_pull(call_t *c) {
+    c->sub = cc_mw_next_message(c->driver, NULL);
+    c->state = C_PULL;
+    return c->sub ? 0 : -1;
+}
+
+static int call_finish(call_t *c) {
+    c->sub = cc_mw_finish(c->driver, NULL);
+    c->state = C_FINISH;
+    return c->sub ? 0 : -1;
+}
+
+static int call_background(call_t *c) {
+    PyObject *bg = PyObject_GetAttr(c->response, c->st->s_background);
+    if (!bg)
+        return -1;
+    if (bg == Py_None) {
+        Py_DECREF(bg);
+        return call_finish(c);
+    }
+    c->sub = awaitable_iter(PyObject_CallNoArgs(bg));
+    Py_DECREF(bg);
+    c->state = C_BACKGROUND;
+    return c->sub ? 0 : -1;
+}
+
+static int call_start(call_t *c) {
+    cc_mw_state_t *st = c->st;
+    PyObject *status = PyObject_GetAttr(c->response, st->s_status_code);
+    if (!status)
+        return -1;
+    PyObject *headers = PyObject_GetAttr(c->response, st->s_raw_headers);
+    if (!headers) {
+        Py_DECREF(status);
+        return -1;
+    }
+    PyObject *msg =
+        dict3(st, st->s_type, st->s_start, st->s_status, status, st->s_headers, headers);
+    Py_DECREF(status);
+    Py_DECREF(headers);
+    return call_send(c, msg, C_START);
+}
+
+static int not_a_response(call_t *c, PyObject *value) {
+    PyObject *fn = PyObject_GetAttr(c->mw, c->st->s_dispatch_func), *name = NULL;
+    if (fn) {
+        name = PyObject_GetAttr(fn, c->st->s_qualname);
+        Py_DECREF(fn);
+    }
+    if (!name) {
+        PyErr_Clear();
+        name = PyObject_Repr(c->mw);
+        if (!name)
+            return -1;
+    }
+    PyErr_Format(PyExc_TypeError, "middleware %U returned %.100s instead of a starlette Response",
+                 name, Py_TYPE(value)->tp_name);
+    Py_DECREF(name);
+    return -1;
+}
+
+/* `sub` returned `value` (borrowed): set up what comes next. */
+static int call_advance(call_t *c, PyObject *value) {
+    cc_mw_state_t *st = c->st;
+    switch (c->state) {
+    case C_DISPATCH: {
+        int ok = PyObject_IsInstance(value, st->response_base);
+        if (ok <= 0)
+            return ok < 0 ? -1 : not_a_response(c, value);
+        c->response = Py_NewRef(value);
+        PyObject *relay = Py_None;
+        if (Py_TYPE(value) == (PyTypeObject *)st->response_cls) {
+            relay = cc_mw_relay_driver(st, value);
+            if (!relay)
+                return -1;
+            Py_DECREF(relay); /* the driver holds it; only its identity matters */
+        }
+        if (relay != c->driver) {
+            c->sub = awaitable_iter(
+                PyObject_Vectorcall(value, (PyObject *[]){c->scope, c->receive, c->send}, 3, NULL));
+            c->state = C_GENERIC;
+            return c->sub ? 0 : -1;
+        }
+        PyObject *info = PyObject_GetAttr(value, st->s_info);
+        if (!info)
+            return -1;
+        if (info == Py_None) {
+            Py_DECREF(info);
+            return call_start(c);
+        }
+        PyObject *msg = dict3(st, st->s_type, st->s_debug, st->s_info, info, NULL, NULL);
+        Py_DECREF(info);
+        return call_send(c, msg, C_DEBUG);
+    }
+    case C_GENERIC:
+        return call_finish(c);
+    case C_DEBUG:
+        return call_start(c);
+    case C_START:
+        return call_pull(c);
+    case C_PULL: {
+        if (value == Py_None) { /* the app returned without ending its body */
+            c->last = 1;
+            return call_send(c,
+                             dict3(st, st->s_type, st->s_body_msg, st->s_body, st->empty_bytes,
+                                   st->s_more_body, Py_False),
+                             C_RELAY);
+        }
+        PyObject *type = cc_mw_msg_get(value, st->s_type, Py_None);
+        if (!type)
+            return -1;
+        int is_body = type == st->s_body_msg ||
+                      (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_body_msg) == 0);
+        Py_DECREF(type);
+        c->last = 1;
+        if (is_body) {
+            PyObject *more = cc_mw_msg_get(value, st->s_more_body, Py_False);
+            if (!more)
+                return -1;
+            int m = PyObject_IsTrue(more);
+            Py_DECREF(more);
+            if (m < 0)
+                return -1;
+            c->last = !m;
+        }
+        return call_send(c, Py_NewRef(value), C_RELAY);
+    }
+    case C_RELAY:
+        return c->last ? call_background(c) : call_pull(c);
+    case C_BACKGROUND:
+        return call_finish(c);
+    case C_FINISH:
+        c->state = C_DONE;
+        return 0;
+    case C_ABORT: {
+        c->state = C_DONE;
+        PyObject *err = c->error;
+        c->error = NULL;
+        restore_error(err);
+        return -1;
+    }
+    default:
+        PyErr_SetString(PyExc_RuntimeError, "middleware call in a bad state");
+        return -1;
+    }
+}
+
+/* An error came up: before the response is done, cancel the app first, then re-raise. */
+static int call_fail(call_t *c) {
+    Py_CLEAR(c->sub);
+    if (c->state >= C_FINISH || !c->driver) {
+        c->state = C_DONE;
+        return -1;
+    }
+    c->error = take_error();
+    c->sub = cc_mw_abort(c->driver, NULL);
+    c->state = C_ABORT;
+    if (!c->sub) {
+        Py_CLEAR(c->error);
+        c->state = C_DONE;
+        return -1;
+    }
+    return 0;
+}
+
+/* Done: drop every reference now. The layer above holds this call as its app's awaitable and
+ * this call holds that layer's send, so keeping them would make a cycle per request. */
+static void call_release(call_t *c) {
+    PyObject *exc = take_error();
+    Py_CLEAR(c->sub);
+    Py_CLEAR(c->response);
+    Py_CLEAR(c->driver);
+    Py_CLEAR(c->send);
+    Py_CLEAR(c->receive);
+    Py_CLEAR(c->scope);
+    Py_CLEAR(c->mw);
+    if (exc)
+        restore_error(exc);
+}
+
+static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObject **result) {
+    *result = NULL;
+    if (c->state == C_DONE) {
+        if (exc)
+            restore_error(Py_NewRef(exc));
+        else
+            PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware call");
+        return PYGEN_ERROR;
+    }
+    for (;;) {
+        PyObject *out = NULL;
+        int r;
+        if (c->sub) {
+            r = sub_resume(c, arg, exc, &out);
+        } else if (exc) {
+            restore_error(Py_NewRef(exc));
+            r = -1;
+        } else
+            r = 0;
+        arg = Py_None;
+        exc = NULL;
+        if (r == 1) {
+            *result = out;
+            return PYGEN_NEXT;
+        }
+        Py_CLEAR(c->sub);
+        if (r == 0) {
+            r = call_advance(c, out ? out : Py_None);
+            Py_XDECREF(out);
+        }
+        if (r < 0 && call_fail(c) < 0) {
+            call_release(c);
+            return PYGEN_ERROR;
+        }
+        if (c->state == C_DONE && !c->sub) {
+            call_release(c);
+            *result = Py_NewRef(Py_None);
+            return PYGEN_RETURN;
+        }
+    }
+}
+
+/* ---- iterator protocol ------------------------------------------------------------------------
+ */
+
+static PySendResult call_am_send(PyObject *self, PyObject *arg, PyObject **result) {
+    return call_resume((call_t *)self, arg, NULL, result);
+}
+
+static PyObject *call_to_iter(PySendResult r, PyObject *result) {
+    if (r == PYGEN_NEXT)
+        return result;
+    if (r == PYGEN_ERROR)
+        return NULL;
+    Py_DECREF(result); /* always None */
+    PyErr_SetNone(PyExc_StopIteration);
+    return NULL;
+}
+
+static PyObject *call_iternext(PyObject *self) {
+    PyObject *result;
+    PySendResult r = call_resume((call_t *)self, Py_None, NULL, &result);
+    return call_to_iter(r, result);
+}
+
+static PyObject *call_send_method(PyObject *self, PyObject *arg) {
+    PyObject *result;
+    PySendResult r = call_resume((call_t *)self, arg, NULL, &result);
+    return call_to_iter(r, result);
+}
+
+static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
+        return NULL;
+    }
+    PyObject *exc = args[0], *inst;
+    if (PyExceptionInstance_Check(exc))
+        inst = Py_NewRef(exc);
+    else if (PyExceptionClass_Check(exc)) {
+        PyObject *val = nargs > 1 ? args[1] : Py_None;
+        inst = PyExceptionInstance_Check(val) ? Py_NewRef(val)
+               : val == Py_None               ? PyObject_CallNoArgs(exc)
+                                              : PyObject_CallOneArg(exc, val);
+        if (!inst)
+            return NULL;
+    } else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+        return NULL;
+    }
+    PyObject *result;
+    PySendResult r = call_resume((call_t *)self, NULL, inst, &result);
+    Py_DECREF(inst);
+    return call_to_iter(r, result);
+}
+
+static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    call_t *c = (call_t *)self;
+    if (c->state == C_DONE || !c->sub) {
+        c->state = C_DONE;
+        Py_RETURN_NONE;
+    }
+    PyObject *exc = PyObject_CallNoArgs(PyExc_GeneratorExit);
+    if (!exc)
+        return NULL;
+    PyObject *result;
+    PySendResult r = call_resume(c, NULL, exc, &result);
+    Py_DECREF(exc);
+    if (r == PYGEN_ERROR) {
+        if (PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        return NULL;
+    }
+    Py_DECREF(result);
+    if (r == PYGEN_NEXT) {
+        PyErr_SetString(PyExc_RuntimeError, "middleware call ignored GeneratorExit");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *call_await(PyObject *self) {
+    return Py_NewRef(self);
+}
+
+static int call_traverse(PyObject *self, visitproc visit, void *arg) {
+    call_t *c = (call_t *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(c->mw);
+    Py_VISIT(c->scope);
+    Py_VISIT(c->receive);
+    Py_VISIT(c->send);
+    Py_VISIT(c->driver);
+    Py_VISIT(c->response);
+    Py_VISIT(c->sub);
+    Py_VISIT(c->error);
+    return 0;
+}
+
+static int call_clear(PyObject *self) {
+    call_t *c = (call_t *)self;
+    Py_CLEAR(c->mw);
+    Py_CLEAR(c->scope);
+    Py_CLEAR(c->receive);
+    Py_CLEAR(c->send);
+    Py_CLEAR(c->driver);
+    Py_CLEAR(c->response);
+    Py_CLEAR(c->sub);
+    Py_CLEAR(c->error);
+    return 0;
+}
+
+static void call_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    call_clear(self);
+    if (!cc_mw_fl_push(&((call_t *)self)->st->fl_call, self))
+        tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef call_methods[] = {
+    {"send", call_send_method, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))call_throw, METH_FASTCALL, NULL},
+    {"close", call_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot call_slots[] = {
+    {Py_tp_dealloc, call_dealloc}, {Py_tp_traverse, call_traverse}, {Py_tp_clear, call_clear},
+    {Py_tp_iter, call_await},      {Py_tp_iternext, call_iternext}, {Py_tp_methods, call_methods},
+    {Py_am_await, call_await},     {Py_am_send, call_am_send},      {0, NULL},
+};
+
+static PyType_Spec call_spec = {
+    .name = "cicada._core.MWCall",
+    .basicsize = sizeof(call_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = call_slots,
+};
+
+static PyType_Spec entry_spec, headers_spec;
+
+int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
+    st->call_type = PyType_FromModuleAndSpec(module, &call_spec, NULL);
+    if (!st->call_type)
+        return -1;
+    st->entry_type = PyType_FromModuleAndSpec(module, &entry_spec, NULL);
+    if (!st->entry_type)
+        return -1;
+    st->headers_type = PyType_FromModuleAndSpec(module, &headers_spec, NULL);
+    return st->headers_type ? 0 : -1;
+}
+
+/* ---- HTTPMiddleware.__call__ ------------------------------------------------------------------
+ */
+
+static PyObject *mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
+    PyObject *scope = args[0], *receive = args[1], *send = args[2];
+    PyObject *type = cc_mw_msg_get(scope, st->s_type, Py_None), *driver = NULL, *fn = NULL;
+    PyObject *call_next = NULL, *sub = NULL;
+    if (!type)
+        return NULL;
+    int http = PyUnicode_Check(type) && PyUnicode_CompareWithASCIIString(type, "http") == 0;
+    Py_DECREF(type);
+    if (!http) { /* websocket, lifespan: straight through */
+        PyObject *app = PyObject_GetAttr(self, st->s_app);
+        if (!app)
+            return NULL;
+        PyObject *r = PyObject_Vectorcall(app, args, 3, NULL);
+        Py_DECREF(app);
+        return r;
+    }
+    PyObject *loop, *task;
+    if (cc_mw_current_context(st, &loop, &task) < 0)
+        return NULL;
+    if (loop == Py_None) { /* not asyncio (trio): the driver needs asyncio futures */
+        Py_DECREF(loop);
+        return PyObject_Vectorcall(st->base_call, (PyObject *[]){self, scope, receive, send}, 4,
+                                   NULL);
+    }
+    driver = cc_mw_driver_new(st, self, scope, receive, send, loop, task);
+    Py_DECREF(loop);
+    Py_DECREF(task);
+    if (!driver)
+        goto error;
+    if (!(fn = PyObject_GetAttr(self, st->s_dispatch_func)) ||
+        !(call_next = cc_mw_call_next_fn(driver)))
+        goto error;
+    sub = awaitable_iter(
+        PyObject_Vectorcall(fn, (PyObject *[]){cc_mw_driver_request(driver), call_next}, 2, NULL));
+    if (!sub)
+        goto error;
+    call_t *c = (call_t *)cc_mw_fl_pop(&st->fl_call, (PyTypeObject *)st->call_type);
+    if (!c && !(c = PyObject_GC_New(call_t, (PyTypeObject *)st->call_type)))
+        goto error;
+    c->st = st;
+    c->mw = Py_NewRef(self);
+    c->scope = Py_NewRef(scope);
+    c->receive = Py_NewRef(receive);
+    c->send = Py_NewRef(send);
+    c->driver = driver;
+    c->response = c->error = NULL;
+    c->sub = sub;
+    c->state = C_DISPATCH;
+    c->last = 0;
+    PyObject_GC_Track(c);
+    Py_DECREF(fn);
+    Py_DECREF(call_next);
+    return (PyObject *)c;
+error:
+    Py_XDECREF(driver);
+    Py_XDECREF(fn);
+    Py_XDECREF(call_next);
+    Py_XDECREF(sub);
+    return NULL;
+}
+
+/* HTTPMiddleware.__call__ is an MWEntry: a method descriptor of our own type, so that calling
+ * a middleware reaches mw_call with our module state and without binding a method object. */
+static PyObject *entry_call(PyObject *entry, PyObject *args, PyObject *kwargs) {
+    if (kwargs && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "__call__() takes no keyword arguments");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(args) != 4) {
+        PyErr_SetString(PyExc_TypeError, "__call__(self, scope, receive, send)");
+        return NULL;
+    }
+    cc_mw_state_t *st = &((cc_state_t *)PyType_GetModuleState(Py_TYPE(entry)))->mw;
+    return mw_call(st, PyTuple_GET_ITEM(args, 0), &PyTuple_GET_ITEM(args, 1));
+}
+
+static PyObject *entry_get(PyObject *entry, PyObject *obj, PyObject *Py_UNUSED(type)) {
+    if (!obj || obj == Py_None)
+        return Py_NewRef(entry);
+    return PyMethod_New(entry, obj);
+}
+
+static void entry_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot entry_slots[] = {
+    {Py_tp_dealloc, entry_dealloc},
+    {Py_tp_call, entry_call},
+    {Py_tp_descr_get, entry_get},
+    {Py_tp_doc, "HTTPMiddleware.__call__(scope, receive, send): one request through the layer."},
+    {0, NULL},
+};
+
+static PyType_Spec entry_spec = {
+    .name = "cicada._core.MWEntry",
+    .basicsize = sizeof(PyObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = entry_slots,
+};
+
+/* _CallNextResponse.headers: Starlette's MutableHeaders over raw_headers, made without running
+ * its __init__ (which only stores the list) and cached like Starlette's property does. */
+static PyObject *headers_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED(type)) {
+    if (!obj || obj == Py_None)
+        return Py_NewRef(descr);
+    cc_mw_state_t *st = &((cc_state_t *)PyType_GetModuleState(Py_TYPE(descr)))->mw;
+    PyObject *h = PyObject_GetAttr(obj, st->s_headers_cache), *raw = NULL;
+    if (!h || h != Py_None)
+        return h;
+    Py_DECREF(h);
+    if (!(raw = PyObject_GetAttr(obj, st->s_raw_headers)))
+        return NULL;
+    PyTypeObject *cls = (PyTypeObject *)st->mutable_headers;
+    h = cls->tp_new(cls, st->empty_tuple, NULL);
+    if (h && (PyObject_SetAttr(h, st->s_list, raw) < 0 ||
+              PyObject_SetAttr(obj, st->s_headers_cache, h) < 0))
+        Py_CLEAR(h);
+    Py_DECREF(raw);
+    return h;
+}
+
+static PyType_Slot headers_slots[] = {
+    {Py_tp_dealloc, entry_dealloc},
+    {Py_tp_descr_get, headers_get},
+    {Py_tp_doc, "The response headers (starlette MutableHeaders over raw_headers)."},
+    {0, NULL},
+};
+
+static PyType_Spec headers_spec = {
+    .name = "cicada._core.MWHeadersDescriptor",
+    .basicsize = sizeof(PyObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = headers_slots,
+};
+
+/* mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, BaseHTTPMiddleware.__call__,
+ *          asyncio.current_task, asyncio._get_running_loop, asyncio.CancelledError,
+ *          MutableHeaders) */
+PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    cc_mw_state_t *st = &cc_state(module)->mw;
+    if (nargs != 10 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2]) ||
+        !PyType_Check(args[3]) || !PyType_Check(args[8])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, base_call, "
+                        "current_task, get_running_loop, CancelledError, MutableHeaders, "
+                        "ensure_future)");
+        return NULL;
+    }
+    PyObject *hd = PyType_GenericAlloc((PyTypeObject *)st->headers_type, 0);
+    if (!hd)
+        return NULL;
+    int hrc = PyObject_SetAttr(args[1], st->s_headers, hd);
+    Py_DECREF(hd);
+    if (hrc < 0)
+        return NULL;
+    Py_XSETREF(st->mutable_headers, Py_NewRef(args[8]));
+    Py_XSETREF(st->ensure_future, Py_NewRef(args[9]));
+    PyObject *descr = PyType_GenericAlloc((PyTypeObject *)st->entry_type, 0);
+    if (!descr)
+        return NULL;
+    int rc = PyObject_SetAttr(args[3], st->s_dispatch_func_call, descr);
+    Py_DECREF(descr);
+    if (rc < 0)
+        return NULL;
+    Py_XSETREF(st->request_cls, Py_NewRef(args[0]));
+    Py_XSETREF(st->response_cls, Py_NewRef(args[1]));
+    Py_XSETREF(st->response_base, Py_NewRef(args[2]));
+    Py_XSETREF(st->base_call, Py_NewRef(args[4]));
+    Py_XSETREF(st->current_task, Py_NewRef(args[5]));
+    Py_XSETREF(st->get_running_loop, Py_NewRef(args[6]));
+    Py_XSETREF(st->cancelled_error, Py_NewRef(args[7]));
+    Py_RETURN_NONE;
+}

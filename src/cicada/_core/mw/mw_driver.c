@@ -1,0 +1,1515 @@
+/* The HTTPMiddleware driver: runs one layer's downstream ASGI app inside the caller's task by
+ * stepping its coroutine by hand, so call_next costs no task, stream or task switch. It must
+ * never poll receive on its own, never create tasks, and never buffer a response body. */
+#include "mw/mw.h"
+
+/* Where the exchange with the downstream app stands. */
+enum { PH_INIT, PH_START, PH_BODY, PH_APP_DONE, PH_SENT };
+/* What a step awaitable runs the app for. */
+enum {
+    G_VALUE,   /* already done: returns `value` */
+    G_SUSPEND, /* the app's own send: yields itself once, so its driver takes the message */
+    G_START,   /* call_next: until http.response.start, returns the response object */
+    G_BODY,    /* next_message: until the next body message, returns it (None at the end) */
+    G_CHUNK,   /* body_iterator.__anext__: like G_BODY but returns bytes */
+    G_DRAIN,   /* after the response is sent: until the app returns */
+};
+/* How a step left its last resumption. */
+enum { W_NONE, W_PROXY, W_PASSED, W_CHILD };
+
+typedef struct {
+    PyObject_HEAD cc_mw_state_t *st;
+    PyObject *mw, *scope, *receive, *send, *request;
+    PyObject *coro;     /* the app's awaitable iterator once call_next ran */
+    PyObject *task;     /* the task that called call_next */
+    PyObject *loop;     /* fetched the first time a future is needed */
+    PyObject *msg;      /* message handed over by an in-task send */
+    PyObject *resume;   /* value to send into / exception to throw into the app next */
+    PyObject *waiting;  /* a future the app awaits, watched while a consumer waits */
+    PyObject *proxy;    /* the future our caller's task sleeps on instead of `waiting` */
+    PyObject *queue;    /* [(message, future)] sent from other tasks, oldest first */
+    PyObject *deferred; /* futures of final messages, released once the response is sent */
+    PyObject *info;     /* http.response.debug info */
+    PyObject *replay;   /* request body read by dispatch, replayed to the app */
+    /* anyio keeps one "current cancel scope" per task. When the app parks inside its own scopes
+     * (a task group streaming from a child task) while dispatch runs in the same task, each side
+     * gets its own view: ts is anyio's TaskState of `task`, swapped around every app step. */
+    PyObject *ts, *outer_scope, *app_scope;
+    int entangled, app_view;
+    /* Detached: call_next was awaited from another task than dispatch's (wait_for, create_task),
+     * so the app gets a task of its own, as under BaseHTTPMiddleware; all its messages then
+     * come through `queue`. */
+    PyObject *child;
+    int child_watched, child_cancelled;
+    int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
+} drv_t;
+
+/* One await on the driver. G_VALUE and G_SUSPEND steps are "done" objects: not tracked by the
+ * GC, they hold no driver reference (`owner` is only compared, never dereferenced). */
+typedef struct {
+    PyObject_HEAD cc_mw_state_t *st;
+    drv_t *d; /* strong; NULL for done objects */
+    void *owner;
+    PyObject *value;
+    int goal, wait, swallow, finished;
+} step_t;
+
+static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value);
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+/* Raises `exc` (an instance) as is: no implicit chaining to an exception being handled. */
+static void raise_exc(PyObject *exc) {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(Py_NewRef(exc));
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), Py_NewRef(exc),
+                  PyException_GetTraceback(exc));
+#endif
+}
+
+/* Saves and restores the error indicator around cleanup calls made from dealloc. */
+typedef struct {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc;
+#else
+    PyObject *type, *value, *tb;
+#endif
+} saved_err_t;
+
+static void err_save(saved_err_t *e) {
+#if PY_VERSION_HEX >= 0x030C0000
+    e->exc = PyErr_GetRaisedException();
+#else
+    PyErr_Fetch(&e->type, &e->value, &e->tb);
+#endif
+}
+
+static void err_restore(saved_err_t *e) {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(e->exc);
+#else
+    PyErr_Restore(e->type, e->value, e->tb);
+#endif
+}
+
+/* Exact-string test; ASGI type strings are usually interned literals, so identity hits first. */
+static inline int str_is(PyObject *a, PyObject *interned) {
+    return a == interned || (PyUnicode_Check(a) && PyUnicode_Compare(a, interned) == 0);
+}
+
+/* New reference to message[key] or `dflt` (new ref) when absent; NULL on error. */
+PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
+    if (CC_LIKELY(PyDict_CheckExact(msg))) {
+        PyObject *v = PyDict_GetItemWithError(msg, key);
+        if (v)
+            return Py_NewRef(v);
+        if (PyErr_Occurred())
+            return NULL;
+        return Py_XNewRef(dflt);
+    }
+    PyObject *v = PyObject_GetItem(msg, key);
+    if (!v && dflt && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
+        return Py_NewRef(dflt);
+    }
+    return v;
+}
+
+static const char *dispatch_name(drv_t *d, PyObject **hold) {
+    *hold = NULL;
+    PyObject *fn = PyObject_GetAttr(d->mw, d->st->s_dispatch_func);
+    if (!fn) {
+        PyErr_Clear();
+        return "?";
+    }
+    PyObject *name = PyObject_GetAttr(fn, d->st->s_qualname);
+    Py_DECREF(fn);
+    if (!name || !PyUnicode_Check(name)) {
+        PyErr_Clear();
+        Py_XDECREF(name);
+        return "?";
+    }
+    *hold = name;
+    const char *s = PyUnicode_AsUTF8(name);
+    if (!s) {
+        PyErr_Clear();
+        return "?";
+    }
+    return s;
+}
+
+static PyObject *current_task(drv_t *d) {
+    if (d->loop)
+        return PyObject_CallOneArg(d->st->current_task, d->loop);
+    return PyObject_CallNoArgs(d->st->current_task);
+}
+
+/* The running loop and task for a new driver (new refs); *loop is None off asyncio. Looking up
+ * the running loop costs a getpid() syscall on 3.11, so nested layers borrow the loop from the
+ * driver stepping them; current_task(loop) with an explicit loop is a dict lookup. */
+int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
+    *task = NULL;
+    drv_t *outer = (drv_t *)st->stepping_driver;
+    if (outer && outer->loop)
+        *loop = Py_NewRef(outer->loop);
+    else if (!(*loop = PyObject_CallNoArgs(st->get_running_loop)))
+        return -1;
+    if (*loop == Py_None)
+        return 0;
+    *task = PyObject_CallOneArg(st->current_task, *loop);
+    if (!*task) {
+        Py_CLEAR(*loop);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *get_loop(drv_t *d) {
+    if (!d->loop) {
+        d->loop = PyObject_CallMethodNoArgs(d->task ? d->task : Py_None, d->st->s_get_loop);
+        if (!d->loop)
+            return NULL;
+    }
+    return d->loop;
+}
+
+static PyObject *new_future(drv_t *d) {
+    PyObject *loop = get_loop(d);
+    return loop ? PyObject_CallMethodNoArgs(loop, d->st->s_create_future) : NULL;
+}
+
+/* 1 if fut.done(), 0 if not, -1 on error. */
+static int fut_done(drv_t *d, PyObject *fut) {
+    PyObject *r = PyObject_CallMethodNoArgs(fut, d->st->s_done);
+    if (!r)
+        return -1;
+    int v = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return v;
+}
+
+static int fut_release(drv_t *d, PyObject *fut) {
+    int done = fut_done(d, fut);
+    if (done != 0)
+        return done < 0 ? -1 : 0;
+    PyObject *r = PyObject_CallMethodOneArg(fut, d->st->s_set_result, Py_None);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+static PyObject *wake_callback(drv_t *d);
+
+/* Stop watching the app's future; cancel it too when the app is being cancelled. */
+static int drv_unwatch(drv_t *d, int cancel) {
+    PyObject *fut = d->waiting, *cb = NULL, *r = NULL;
+    if (!fut)
+        return 0;
+    d->waiting = NULL;
+    cb = wake_callback(d);
+    if (!cb)
+        goto error;
+    r = PyObject_CallMethodOneArg(fut, d->st->s_remove_done_callback, cb);
+    if (!r)
+        goto error;
+    Py_CLEAR(r);
+    if (cancel) {
+        r = PyObject_CallMethodNoArgs(fut, d->st->s_cancel);
+        if (!r)
+            goto error;
+        Py_CLEAR(r);
+    }
+    Py_DECREF(cb);
+    Py_DECREF(fut);
+    return 0;
+error:
+    Py_XDECREF(cb);
+    Py_DECREF(fut);
+    return -1;
+}
+
+/* Release every producer blocked in a cross-task send: the response is gone. */
+static int drv_release_all(drv_t *d) {
+    int rc = 0;
+    PyObject *lists[2] = {d->queue, d->deferred};
+    d->queue = d->deferred = NULL;
+    for (int i = 0; i < 2; i++) {
+        PyObject *l = lists[i];
+        if (!l)
+            continue;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(l); j++) {
+            PyObject *item = PyList_GET_ITEM(l, j);
+            PyObject *fut = PyTuple_Check(item) ? PyTuple_GET_ITEM(item, 1) : item;
+            if (rc == 0 && fut_release(d, fut) < 0)
+                rc = -1;
+        }
+        Py_DECREF(l);
+    }
+    return rc;
+}
+
+static int set_resume(drv_t *d, PyObject *value, int is_throw) {
+    Py_XSETREF(d->resume, Py_XNewRef(value));
+    d->resume_throw = is_throw;
+    return 0;
+}
+
+/* anyio's TaskState of `task`, or NULL (no error) when anyio's asyncio backend never saw it. */
+static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
+    if (!st->anyio_states) {
+        PyObject *mods = PyImport_GetModuleDict();
+        PyObject *mod = PyDict_GetItemWithError(mods, st->s_anyio_backend);
+        if (!mod)
+            return NULL;
+        PyObject *wkd = PyObject_GetAttrString(mod, "_task_states");
+        if (!wkd) {
+            PyErr_Clear();
+            return NULL;
+        }
+        st->anyio_states = PyObject_GetAttrString(wkd, "data");
+        Py_DECREF(wkd);
+        if (!st->anyio_states || !PyDict_Check(st->anyio_states)) {
+            PyErr_Clear();
+            Py_CLEAR(st->anyio_states);
+            return NULL;
+        }
+    }
+    /* WeakKeyDictionary keys are weakrefs; a plain weakref to the same task compares equal. */
+    PyObject *wr = PyWeakref_NewRef(task, NULL);
+    if (!wr) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *ts = PyDict_GetItemWithError(st->anyio_states, wr);
+    Py_DECREF(wr);
+    if (!ts) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return Py_NewRef(ts);
+}
+
+/* Moves `task` from one anyio scope's task set to another's (cancel delivery follows). */
+static int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to, PyObject *task) {
+    PyObject *scopes[2] = {from, to};
+    for (int i = 0; i < 2; i++) {
+        if (scopes[i] == Py_None)
+            continue;
+        PyObject *tasks = PyObject_GetAttr(scopes[i], st->s_tasks);
+        if (!tasks)
+            return -1;
+        int rc =
+            PySet_Check(tasks) ? (i == 0 ? PySet_Discard(tasks, task) : PySet_Add(tasks, task)) : 0;
+        Py_DECREF(tasks);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Switches anyio's view of our task between the app's open scopes (`to_app`) and dispatch's. */
+static int drv_view(drv_t *d, int to_app) {
+    cc_mw_state_t *st = d->st;
+    if (!d->entangled || d->app_view == to_app)
+        return 0;
+    PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
+    if (!cur)
+        return -1;
+    PyObject *next = to_app ? d->app_scope : d->outer_scope;
+    next = next ? next : Py_None;
+    Py_INCREF(next);
+    int rc = scope_move_task(st, cur, next, d->task);
+    if (rc == 0)
+        rc = PyObject_SetAttr(d->ts, st->s_cancel_scope, next);
+    if (rc == 0) {
+        if (to_app)
+            Py_XSETREF(d->outer_scope, cur);
+        else
+            Py_XSETREF(d->app_scope, cur);
+        d->app_view = to_app;
+    } else
+        Py_DECREF(cur);
+    Py_DECREF(next);
+    return rc;
+}
+
+/* Called when control goes back to dispatch: if the app left anyio cancel scopes open in this
+ * task, give dispatch back the scope it had, and keep the app's for the app's next steps. */
+static int drv_untangle(drv_t *d) {
+    cc_mw_state_t *st = d->st;
+    if (d->entangled || !d->task)
+        return 0;
+    if (!d->ts && !(d->ts = anyio_task_state(st, d->task)))
+        return 0;
+    PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
+    if (!cur)
+        return -1;
+    PyObject *outer = d->outer_scope ? d->outer_scope : Py_None;
+    Py_DECREF(cur);
+    if (cur == outer)
+        return 0;
+    d->entangled = 1;
+    d->app_view = 1;
+    return drv_view(d, 0);
+}
+
+/* Runs the app one step. 1: it yielded (*out), 0: it returned, -1: it raised. */
+static int drv_step(drv_t *d, PyObject **out) {
+    cc_mw_state_t *st = d->st;
+    PyObject *val = d->resume, *y = NULL;
+    int thr = d->resume_throw, r;
+    d->resume = NULL;
+    d->resume_throw = 0;
+    d->started = 1;
+    d->stepping = 1;
+    PyObject *outer_stepping = st->stepping_driver;
+    st->stepping_driver = (PyObject *)d;
+    if (thr) {
+        y = PyObject_CallMethodOneArg(d->coro, st->s_throw, val);
+        if (y)
+            r = 1;
+        else if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+            PyErr_Clear();
+            r = 0;
+        } else
+            r = -1;
+    } else {
+        PySendResult sr = PyIter_Send(d->coro, val ? val : Py_None, &y);
+        r = sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
+        if (r == 0)
+            Py_CLEAR(y);
+    }
+    st->stepping_driver = outer_stepping;
+    d->stepping = 0;
+    Py_XDECREF(val);
+    if (r != 1)
+        d->coro_done = 1;
+    if (r == 0) /* a finished app awaitable that is not a coroutine may still hold our send */
+        Py_CLEAR(d->coro);
+    *out = y;
+    return r;
+}
+
+/* 1 if `y` is an asyncio future the app is blocked on (the Task protocol), 0 otherwise. */
+static int is_blocking_future(drv_t *d, PyObject *y) {
+    if (y == Py_None)
+        return 0;
+    PyObject *b = PyObject_GetAttr(y, d->st->s_blocking);
+    if (!b) {
+        PyErr_Clear();
+        return 0;
+    }
+    int v = b == Py_True;
+    Py_DECREF(b);
+    return v;
+}
+
+static int set_blocking(drv_t *d, PyObject *fut, PyObject *value) {
+    return PyObject_SetAttr(fut, d->st->s_blocking, value);
+}
+
+static void no_response_error(void) {
+    PyErr_SetString(PyExc_RuntimeError, "No response returned.");
+}
+
+/* Takes a message from the app for goal `goal`. 1: done with *out (new ref, may be NULL for end
+ * of body in G_CHUNK), 0: keep going, -1: error. */
+static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
+    cc_mw_state_t *st = d->st;
+    PyObject *type = NULL, *hold = NULL;
+    int rc = -1;
+    *out = NULL;
+    if (goal == G_DRAIN)
+        return 0;
+    type = cc_mw_msg_get(msg, st->s_type, Py_None);
+    if (!type)
+        return -1;
+    if (goal == G_START) {
+        if (str_is(type, st->s_start)) {
+            d->phase = PH_BODY;
+            *out = Py_NewRef(msg);
+            rc = 1;
+        } else if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "middleware %s: the app sent %R before http.response.start",
+                         dispatch_name(d, &hold), type);
+        }
+        goto done;
+    }
+    /* G_BODY / G_CHUNK */
+    if (str_is(type, st->s_body_msg)) {
+        PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
+        if (!more)
+            goto done;
+        int m = PyObject_IsTrue(more);
+        Py_DECREF(more);
+        if (m < 0)
+            goto done;
+        if (!m)
+            d->phase = PH_APP_DONE;
+        if (goal == G_BODY) {
+            *out = Py_NewRef(msg);
+            rc = 1;
+            goto done;
+        }
+        PyObject *body = cc_mw_msg_get(msg, st->s_body, st->empty_bytes);
+        if (!body)
+            goto done;
+        int empty = PyObject_Length(body) == 0;
+        if (empty) {
+            Py_DECREF(body);
+            if (PyErr_Occurred())
+                goto done;
+            rc = m ? 0 : 1; /* skip empty chunks; an empty final chunk ends the body */
+            goto done;
+        }
+        *out = body;
+        rc = 1;
+    } else if (str_is(type, st->s_pathsend)) {
+        d->phase = PH_APP_DONE;
+        *out = Py_NewRef(msg);
+        rc = 1;
+    } else if (!PyErr_Occurred()) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "middleware %s: unexpected message %R in the response body",
+                     dispatch_name(d, &hold), type);
+    }
+done:
+    Py_XDECREF(hold);
+    Py_DECREF(type);
+    return rc;
+}
+
+/* The detached app's task finished: raise what it raised (its CancelledError included). */
+static int drv_child_result(drv_t *d) {
+    if (d->child_cancelled) { /* we cancelled it: its CancelledError is no news */
+        PyObject *c = PyObject_CallMethodNoArgs(d->child, d->st->s_cancelled);
+        if (!c)
+            return -1;
+        int yes = c == Py_True;
+        Py_DECREF(c);
+        if (yes)
+            return 0;
+    }
+    PyObject *r = PyObject_CallMethod(d->child, "result", NULL);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Starts the app in a task of its own (see `child`). */
+static int drv_detach(drv_t *d) {
+    PyObject *awaitable = d->coro;
+    PyObject *t = PyObject_CallOneArg(d->st->ensure_future, awaitable);
+    if (!t)
+        return -1;
+    d->child = t;
+    d->started = 1;
+    return 0;
+}
+
+/* Drives the app towards `s->goal`. 1: yield *out to our awaiter; 0: done (*out new ref or NULL
+ * meaning end of body for G_CHUNK); -1: error. */
+static int drv_pump(step_t *s, PyObject **out) {
+    drv_t *d = s->d;
+    cc_mw_state_t *st = d->st;
+    int goal = s->goal;
+    *out = NULL;
+    for (;;) {
+        if (goal != G_DRAIN && d->queue && PyList_GET_SIZE(d->queue) > 0) {
+            PyObject *item = Py_NewRef(PyList_GET_ITEM(d->queue, 0));
+            if (PyList_SetSlice(d->queue, 0, 1, NULL) < 0) {
+                Py_DECREF(item);
+                return -1;
+            }
+            PyObject *msg = PyTuple_GET_ITEM(item, 0), *fut = PyTuple_GET_ITEM(item, 1);
+            int done = fut_done(d, fut);
+            if (done != 0) { /* the producer was cancelled: nothing was delivered */
+                Py_DECREF(item);
+                if (done < 0)
+                    return -1;
+                continue;
+            }
+            int r = drv_accept(d, goal, msg, out);
+            int rel;
+            if (r >= 0 && d->phase >= PH_APP_DONE) {
+                if (!d->deferred && !(d->deferred = PyList_New(0)))
+                    rel = -1;
+                else
+                    rel = PyList_Append(d->deferred, fut);
+            } else
+                rel = fut_release(d, fut);
+            Py_DECREF(item);
+            if (rel < 0) {
+                Py_CLEAR(*out);
+                return -1;
+            }
+            if (r < 0)
+                return -1;
+            if (r == 1)
+                return 0;
+            continue;
+        }
+        if (d->child && !d->coro_done) {
+            int done = fut_done(d, d->child);
+            if (done < 0)
+                return -1;
+            if (done) {
+                d->coro_done = 1;
+                if (drv_child_result(d) < 0)
+                    return -1;
+                continue;
+            }
+            if (goal == G_DRAIN) {
+                if (set_blocking(d, d->child, Py_True) < 0)
+                    return -1;
+                s->wait = W_CHILD;
+                *out = Py_NewRef(d->child);
+                return 1;
+            }
+            if (!d->child_watched) {
+                PyObject *cb = wake_callback(d), *res = NULL;
+                if (!cb ||
+                    !(res = PyObject_CallMethodOneArg(d->child, st->s_add_done_callback, cb))) {
+                    Py_XDECREF(cb);
+                    return -1;
+                }
+                Py_DECREF(cb);
+                Py_DECREF(res);
+                d->child_watched = 1;
+            }
+            PyObject *w = new_future(d);
+            if (!w || set_blocking(d, w, Py_True) < 0) {
+                Py_XDECREF(w);
+                return -1;
+            }
+            Py_XSETREF(d->proxy, Py_NewRef(w));
+            s->wait = W_PROXY;
+            *out = w;
+            return 1;
+        }
+        if (d->coro_done) {
+            if (goal == G_START) {
+                no_response_error();
+                return -1;
+            }
+            if (goal == G_BODY || goal == G_DRAIN)
+                *out = Py_NewRef(Py_None);
+            return 0;
+        }
+        if (d->waiting) {
+            int done = fut_done(d, d->waiting);
+            if (done < 0)
+                return -1;
+            if (!done) {
+                if (goal == G_DRAIN) {
+                    /* nobody else to listen to: let the task wait on the app's future itself */
+                    PyObject *fut = Py_NewRef(d->waiting);
+                    if (drv_unwatch(d, 0) < 0 || set_blocking(d, fut, Py_True) < 0) {
+                        Py_DECREF(fut);
+                        return -1;
+                    }
+                    s->wait = W_PASSED;
+                    *out = fut;
+                    return 1;
+                }
+                PyObject *w = new_future(d);
+                if (!w)
+                    return -1;
+                if (set_blocking(d, w, Py_True) < 0) {
+                    Py_DECREF(w);
+                    return -1;
+                }
+                Py_XSETREF(d->proxy, Py_NewRef(w));
+                s->wait = W_PROXY;
+                *out = w;
+                return 1;
+            }
+            if (drv_unwatch(d, 0) < 0)
+                return -1;
+            set_resume(d, Py_None, 0);
+        }
+        PyObject *y = NULL;
+        int r = drv_step(d, &y);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            continue;
+        if (Py_TYPE(y) == (PyTypeObject *)st->done_type && ((step_t *)y)->owner == d) {
+            /* the app is suspended in its send: take the message */
+            Py_DECREF(y);
+            PyObject *msg = d->msg;
+            d->msg = NULL;
+            if (!msg)
+                continue;
+            r = drv_accept(d, goal, msg, out);
+            Py_DECREF(msg);
+            if (r < 0)
+                return -1;
+            if (r == 1)
+                return 0;
+            continue;
+        }
+        if (goal != G_DRAIN && is_blocking_future(d, y)) {
+            /* watch it ourselves so a send from another task can wake us meanwhile */
+            PyObject *cb = NULL, *res = NULL;
+            if (set_blocking(d, y, Py_False) < 0 || !(cb = wake_callback(d)) ||
+                !(res = PyObject_CallMethodOneArg(y, st->s_add_done_callback, cb))) {
+                Py_XDECREF(cb);
+                Py_DECREF(y);
+                return -1;
+            }
+            Py_DECREF(res);
+            Py_DECREF(cb);
+            d->waiting = y;
+            continue;
+        }
+        s->wait = W_PASSED;
+        *out = y;
+        return 1;
+    }
+}
+
+/* The call_next response, built without __init__. Attributes go through setattr so they land
+ * in the instance's inline values (no dict materialised; Starlette's attribute reads stay on
+ * CPython's fast path). `_headers` is None until the headers descriptor makes it. */
+static PyObject *make_response(drv_t *d, PyObject *start) {
+    cc_mw_state_t *st = d->st;
+    PyTypeObject *cls = (PyTypeObject *)st->response_cls;
+    PyObject *resp = NULL, *status = NULL, *headers = NULL;
+    resp = cls->tp_new(cls, st->empty_tuple, NULL);
+    if (!resp)
+        goto error;
+    status = cc_mw_msg_get(start, st->s_status, NULL);
+    if (!status)
+        goto error;
+    headers = cc_mw_msg_get(start, st->s_headers, NULL);
+    if (!headers) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError) && PyErr_Occurred())
+            goto error;
+        PyErr_Clear();
+        if (!(headers = PyList_New(0)))
+            goto error;
+    }
+    if (PyObject_SetAttr(resp, st->s_status_code, status) < 0 ||
+        PyObject_SetAttr(resp, st->s_raw_headers, headers) < 0 ||
+        PyObject_SetAttr(resp, st->s_body_iterator, (PyObject *)d) < 0 ||
+        PyObject_SetAttr(resp, st->s_background, Py_None) < 0 ||
+        PyObject_SetAttr(resp, st->s_media_type, Py_None) < 0 ||
+        PyObject_SetAttr(resp, st->s_info, d->info ? d->info : Py_None) < 0 ||
+        PyObject_SetAttr(resp, st->s_headers_cache, Py_None) < 0)
+        goto error;
+    Py_DECREF(status);
+    Py_DECREF(headers);
+    return resp;
+error:
+    Py_XDECREF(resp);
+    Py_XDECREF(status);
+    Py_XDECREF(headers);
+    return NULL;
+}
+
+/* ---- step: the awaitable every driver operation returns ----------------------------------- */
+
+static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
+    *result = NULL;
+    if (s->finished) {
+        if (exc)
+            raise_exc(exc);
+        else
+            PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware step");
+        return PYGEN_ERROR;
+    }
+    if (s->goal == G_VALUE || (s->goal == G_SUSPEND && s->wait != W_NONE)) {
+        s->finished = 1;
+        if (exc) {
+            raise_exc(exc);
+            return PYGEN_ERROR;
+        }
+        *result = Py_NewRef(s->goal == G_VALUE ? s->value : Py_None);
+        return PYGEN_RETURN;
+    }
+    if (s->goal == G_SUSPEND) {
+        if (exc) {
+            s->finished = 1;
+            raise_exc(exc);
+            return PYGEN_ERROR;
+        }
+        s->wait = W_PASSED;
+        *result = Py_NewRef((PyObject *)s); /* the driver stepping the app recognises it */
+        return PYGEN_NEXT;
+    }
+    drv_t *d = s->d;
+    PyObject *out = NULL;
+    int r;
+    if (s->wait == W_PROXY || s->wait == W_CHILD) {
+        Py_CLEAR(d->proxy);
+        if (exc && d->child) { /* cancel the app's own task and stop waiting for it */
+            d->child_cancelled = 1;
+            PyObject *r = PyObject_CallMethodNoArgs(d->child, d->st->s_cancel);
+            Py_XDECREF(r);
+            if (r)
+                raise_exc(exc);
+            goto error;
+        }
+        if (exc) { /* our task was cancelled (or thrown into): pass it on to the app */
+            if (drv_unwatch(d, 1) < 0)
+                goto error;
+            set_resume(d, exc, 1);
+        }
+    } else if (s->wait == W_PASSED) {
+        set_resume(d, exc ? exc : arg, exc != NULL);
+    } else if (exc) {
+        raise_exc(exc);
+        goto error;
+    } else if (s->goal == G_START && !d->started && !d->child) {
+        PyObject *cur = current_task(d);
+        if (!cur)
+            goto error;
+        Py_DECREF(cur);
+        if (cur != d->task && drv_detach(d) < 0)
+            goto error;
+    } else if (s->goal == G_CHUNK) {
+        d->body_started = 1;
+        if (d->phase >= PH_APP_DONE)
+            goto end_of_body;
+    } else if (s->goal == G_BODY && d->phase >= PH_APP_DONE) {
+        s->finished = 1;
+        *result = Py_NewRef(Py_None);
+        return PYGEN_RETURN;
+    }
+    s->wait = W_NONE;
+    if (drv_view(d, 1) < 0)
+        goto error;
+    r = drv_pump(s, &out);
+    if (r == 1) {
+        *result = out;
+        return PYGEN_NEXT;
+    }
+    if (r < 0)
+        goto error;
+    s->finished = 1;
+    if (drv_view(d, 0) < 0 || (s->goal != G_DRAIN && drv_untangle(d) < 0)) {
+        Py_XDECREF(out);
+        goto error;
+    }
+    if (s->goal == G_START) {
+        *result = make_response(d, out);
+        Py_DECREF(out);
+        return *result ? PYGEN_RETURN : PYGEN_ERROR;
+    }
+    if (s->goal == G_CHUNK && !out)
+        goto end_of_body;
+    *result = out;
+    return PYGEN_RETURN;
+end_of_body:
+    s->finished = 1;
+    PyErr_SetNone(PyExc_StopAsyncIteration);
+    return PYGEN_ERROR;
+error:
+    s->finished = 1;
+    if (d && d->app_view && d->entangled) {
+        saved_err_t e;
+        err_save(&e);
+        if (drv_view(d, 0) < 0)
+            PyErr_WriteUnraisable((PyObject *)d);
+        err_restore(&e);
+    }
+    if (s->swallow) {
+        PyErr_Clear();
+        *result = Py_NewRef(Py_None);
+        return PYGEN_RETURN;
+    }
+    return PYGEN_ERROR;
+}
+
+static PySendResult step_am_send(PyObject *self, PyObject *arg, PyObject **result) {
+    return step_resume((step_t *)self, arg, NULL, result);
+}
+
+/* Turns an am_send outcome into the iterator protocol (StopIteration carries the result). */
+static PyObject *send_result_to_iter(PySendResult r, PyObject *result) {
+    if (r == PYGEN_NEXT)
+        return result;
+    if (r == PYGEN_ERROR)
+        return NULL;
+    if (result == Py_None) {
+        Py_DECREF(result);
+        PyErr_SetNone(PyExc_StopIteration);
+        return NULL;
+    }
+    PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, result);
+    Py_DECREF(result);
+    if (stop) {
+        PyErr_SetObject(PyExc_StopIteration, stop);
+        Py_DECREF(stop);
+    }
+    return NULL;
+}
+
+static PyObject *step_iternext(PyObject *self) {
+    PyObject *result = NULL;
+    PySendResult r = step_resume((step_t *)self, Py_None, NULL, &result);
+    return send_result_to_iter(r, result);
+}
+
+static PyObject *step_send(PyObject *self, PyObject *arg) {
+    PyObject *result = NULL;
+    PySendResult r = step_resume((step_t *)self, arg, NULL, &result);
+    return send_result_to_iter(r, result);
+}
+
+static PyObject *step_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
+        return NULL;
+    }
+    PyObject *exc = args[0], *inst = NULL;
+    if (PyExceptionInstance_Check(exc))
+        inst = Py_NewRef(exc);
+    else if (PyExceptionClass_Check(exc)) {
+        PyObject *val = nargs > 1 ? args[1] : Py_None;
+        if (PyExceptionInstance_Check(val))
+            inst = Py_NewRef(val);
+        else
+            inst = val == Py_None ? PyObject_CallNoArgs(exc) : PyObject_CallOneArg(exc, val);
+        if (!inst)
+            return NULL;
+    } else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+        return NULL;
+    }
+    PyObject *result = NULL;
+    PySendResult r = step_resume((step_t *)self, NULL, inst, &result);
+    Py_DECREF(inst);
+    return send_result_to_iter(r, result);
+}
+
+static PyObject *step_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    step_t *s = (step_t *)self;
+    if (s->finished || s->wait == W_NONE) {
+        s->finished = 1;
+        Py_RETURN_NONE;
+    }
+    PyObject *exc = PyObject_CallNoArgs(PyExc_GeneratorExit);
+    if (!exc)
+        return NULL;
+    PyObject *result = NULL;
+    PySendResult r = step_resume(s, NULL, exc, &result);
+    Py_DECREF(exc);
+    if (r == PYGEN_ERROR) {
+        if (PyErr_ExceptionMatches(PyExc_GeneratorExit) ||
+            PyErr_ExceptionMatches(PyExc_StopIteration)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        return NULL;
+    }
+    Py_XDECREF(result);
+    if (r == PYGEN_NEXT) {
+        PyErr_SetString(PyExc_RuntimeError, "middleware step ignored GeneratorExit");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *step_await(PyObject *self) {
+    return Py_NewRef(self);
+}
+
+static int step_traverse(PyObject *self, visitproc visit, void *arg) {
+    step_t *s = (step_t *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT((PyObject *)s->d);
+    Py_VISIT(s->value);
+    return 0;
+}
+
+static int step_clear(PyObject *self) {
+    step_t *s = (step_t *)self;
+    Py_CLEAR(s->d);
+    Py_CLEAR(s->value);
+    return 0;
+}
+
+static void step_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    step_clear(self);
+    if (!cc_mw_fl_push(&((step_t *)self)->st->fl_step, self))
+        tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static void done_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_CLEAR(((step_t *)self)->value);
+    if (!cc_mw_fl_push(&((step_t *)self)->st->fl_done, self))
+        tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef step_methods[] = {
+    {"send", step_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))step_throw, METH_FASTCALL, NULL},
+    {"close", step_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot step_slots[] = {
+    {Py_tp_dealloc, step_dealloc}, {Py_tp_traverse, step_traverse}, {Py_tp_clear, step_clear},
+    {Py_tp_iter, step_await},      {Py_tp_iternext, step_iternext}, {Py_tp_methods, step_methods},
+    {Py_am_await, step_await},     {Py_am_send, step_am_send},      {0, NULL},
+};
+
+static PyType_Spec step_spec = {
+    .name = "cicada._core.MWStep",
+    .basicsize = sizeof(step_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = step_slots,
+};
+
+static PyType_Slot done_slots[] = {
+    {Py_tp_dealloc, done_dealloc},
+    {Py_tp_iter, step_await},
+    {Py_tp_iternext, step_iternext},
+    {Py_tp_methods, step_methods},
+    {Py_am_await, step_await},
+    {Py_am_send, step_am_send},
+    {0, NULL},
+};
+
+static PyType_Spec done_spec = {
+    .name = "cicada._core.MWDone",
+    .basicsize = sizeof(step_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = done_slots,
+};
+
+static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value) {
+    int done = goal == G_VALUE || goal == G_SUSPEND;
+    PyTypeObject *tp = (PyTypeObject *)(done ? st->done_type : st->step_type);
+    step_t *s = (step_t *)cc_mw_fl_pop(done ? &st->fl_done : &st->fl_step, tp);
+    if (!s) {
+        s = done ? PyObject_New(step_t, tp) : PyObject_GC_New(step_t, tp);
+        if (!s)
+            return NULL;
+    }
+    s->st = st;
+    s->d = done ? NULL : (drv_t *)Py_NewRef((PyObject *)d);
+    s->owner = d;
+    s->value = Py_XNewRef(value);
+    s->goal = goal;
+    s->wait = W_NONE;
+    s->swallow = 0;
+    s->finished = 0;
+    if (!done)
+        PyObject_GC_Track(s);
+    return (PyObject *)s;
+}
+
+/* ---- the driver ----------------------------------------------------------------------------- */
+
+static PyObject *drv_wake(PyObject *self, PyObject *Py_UNUSED(fut)) {
+    drv_t *d = (drv_t *)self;
+    if (d->proxy) {
+        PyObject *w = Py_NewRef(d->proxy);
+        int rc = fut_release(d, w);
+        Py_DECREF(w);
+        if (rc < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef drv_wake_def = {"_wake", drv_wake, METH_O, NULL};
+
+static PyObject *wake_callback(drv_t *d) {
+    return PyCFunction_New(&drv_wake_def, (PyObject *)d);
+}
+
+static PyObject *disconnect_message(cc_mw_state_t *st) {
+    PyObject *m = PyDict_New();
+    if (m && PyDict_SetItem(m, st->s_type, st->s_disconnect) < 0)
+        Py_CLEAR(m);
+    return m;
+}
+
+static PyObject *done_with(drv_t *d, PyObject *value) {
+    if (!value)
+        return NULL;
+    PyObject *s = step_new(d->st, NULL, G_VALUE, value);
+    Py_DECREF(value);
+    return s;
+}
+
+/* The `send` the downstream app gets. */
+static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
+    drv_t *d = (drv_t *)self;
+    cc_mw_state_t *st = d->st;
+    PyObject *type = NULL, *t = NULL, *fut = NULL, *item = NULL;
+    if (d->phase >= PH_SENT) /* the response is gone (or replaced): drop it */
+        return done_with(d, Py_NewRef(Py_None));
+    type = cc_mw_msg_get(msg, st->s_type, Py_None);
+    if (!type)
+        return NULL;
+    if (str_is(type, st->s_debug)) {
+        Py_DECREF(type);
+        PyObject *info = cc_mw_msg_get(msg, st->s_info, Py_None);
+        if (!info)
+            return NULL;
+        Py_XSETREF(d->info, info);
+        return done_with(d, Py_NewRef(Py_None));
+    }
+    if (str_is(type, st->s_early_hint)) {
+        Py_DECREF(type);
+        return PyObject_CallOneArg(d->send, msg);
+    }
+    Py_DECREF(type);
+    if (PyErr_Occurred())
+        return NULL;
+    if (d->stepping) {
+#if PY_VERSION_HEX >= 0x030C0000
+        /* an eager task started by the app runs its first step inside ours */
+        t = current_task(d);
+        if (!t)
+            return NULL;
+        Py_DECREF(t);
+        if (t == d->task)
+#else
+        (void)t; /* before 3.12 nothing else runs while we step the app */
+#endif
+        {
+            Py_XSETREF(d->msg, Py_NewRef(msg));
+            return step_new(st, d, G_SUSPEND, NULL);
+        }
+    }
+    /* From another task: hand it over and wait until the consumer took it. */
+    if (!(fut = new_future(d)) || !(item = PyTuple_Pack(2, msg, fut)))
+        goto error;
+    if (!d->queue && !(d->queue = PyList_New(0)))
+        goto error;
+    if (PyList_Append(d->queue, item) < 0)
+        goto error;
+    Py_DECREF(item);
+    PyObject *r = drv_wake(self, Py_None);
+    if (!r) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return fut;
+error:
+    Py_XDECREF(fut);
+    Py_XDECREF(item);
+    return NULL;
+}
+
+/* The `receive` the downstream app gets. */
+static PyObject *drv_asgi_receive(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    drv_t *d = (drv_t *)self;
+    cc_mw_state_t *st = d->st;
+    if (d->phase >= PH_SENT)
+        return done_with(d, disconnect_message(st));
+    if (d->replay_state == 1) {
+        d->replay_state = 2;
+        PyObject *m = PyDict_New();
+        if (m && (PyDict_SetItem(m, st->s_type, st->s_request) < 0 ||
+                  PyDict_SetItem(m, st->s_body, d->replay) < 0 ||
+                  PyDict_SetItem(m, st->s_more_body, Py_False) < 0))
+            Py_CLEAR(m);
+        return done_with(d, m);
+    }
+    if (d->replay_state == 2) {
+        PyObject *disc = PyObject_GetAttr(d->request, st->s_is_disconnected);
+        if (!disc)
+            return NULL;
+        int yes = PyObject_IsTrue(disc);
+        Py_DECREF(disc);
+        if (yes < 0)
+            return NULL;
+        if (yes)
+            return done_with(d, disconnect_message(st));
+    }
+    return PyObject_CallNoArgs(d->receive);
+}
+
+static PyMethodDef drv_receive_def = {"receive", drv_asgi_receive, METH_NOARGS, NULL};
+
+static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
+    drv_t *d = (drv_t *)self;
+    cc_mw_state_t *st = d->st;
+    PyObject *hold = NULL, *dict = NULL, *app = NULL, *snd = NULL, *rcv = NULL, *coro = NULL;
+    if (d->called) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "middleware %s called call_next() twice; it may be called once per request",
+                     dispatch_name(d, &hold));
+        Py_XDECREF(hold);
+        return NULL;
+    }
+    d->called = 1;
+    /* A body dispatch already read is replayed to the app (it can't be read twice): body()
+     * leaves it in _body; a stream() read to the end leaves an empty body to replay. */
+    dict = PyObject_GetAttr(d->request, st->s_stream_consumed);
+    if (!dict)
+        goto error;
+    int consumed = PyObject_IsTrue(dict);
+    Py_CLEAR(dict);
+    if (consumed < 0)
+        goto error;
+    if (consumed) {
+        d->replay = PyObject_GetAttr(d->request, st->s_body_attr);
+        if (!d->replay) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                goto error;
+            PyErr_Clear();
+            d->replay = Py_NewRef(st->empty_bytes);
+        }
+        d->replay_state = 1;
+    }
+    if (!d->task && !(d->task = current_task(d)))
+        goto error;
+    if ((d->ts = anyio_task_state(st, d->task))) {
+        d->outer_scope = PyObject_GetAttr(d->ts, st->s_cancel_scope);
+        if (!d->outer_scope)
+            goto error;
+    }
+    if (!(app = PyObject_GetAttr(d->mw, st->s_app)))
+        goto error;
+    snd = Py_NewRef(self);
+    if (!(rcv = PyCFunction_New(&drv_receive_def, self)))
+        goto error;
+    PyObject *args[3] = {d->scope, rcv, snd};
+    coro = PyObject_Vectorcall(app, args, 3, NULL);
+    if (!coro)
+        goto error;
+    if (!PyCoro_CheckExact(coro)) {
+        /* any awaitable will do: drive its __await__ iterator */
+        unaryfunc getter = Py_TYPE(coro)->tp_as_async ? Py_TYPE(coro)->tp_as_async->am_await : NULL;
+        if (!getter) {
+            PyErr_Format(PyExc_TypeError, "the app under middleware returned %R, not an awaitable",
+                         coro);
+            goto error;
+        }
+        Py_SETREF(coro, getter(coro));
+        if (!coro)
+            goto error;
+    }
+    d->coro = coro;
+    d->phase = PH_START;
+    Py_DECREF(app);
+    Py_DECREF(snd);
+    Py_DECREF(rcv);
+    return step_new(st, d, G_START, NULL);
+error:
+    Py_XDECREF(dict);
+    Py_XDECREF(app);
+    Py_XDECREF(snd);
+    Py_XDECREF(rcv);
+    Py_XDECREF(coro);
+    return NULL;
+}
+
+/* Closes an app coroutine that was created but never started (no "never awaited" warning). */
+static int drv_close_unstarted(drv_t *d) {
+    if (!d->coro || d->started || d->coro_done)
+        return 0;
+    d->coro_done = 1;
+    PyObject *r = PyObject_CallMethodNoArgs(d->coro, d->st->s_close);
+    if (!r) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    drv_t *d = (drv_t *)self;
+    d->body_started = 1;
+    return step_new(d->st, d, G_BODY, NULL);
+}
+
+/* The response went out (or dispatch replaced it): let the app run to its end. */
+PyObject *cc_mw_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    drv_t *d = (drv_t *)self;
+    d->phase = PH_SENT;
+    if (drv_release_all(d) < 0)
+        return NULL;
+    if ((d->child || (d->coro && d->started)) && !d->coro_done)
+        return step_new(d->st, d, G_DRAIN, NULL);
+    drv_close_unstarted(d);
+    return done_with(d, Py_NewRef(Py_None));
+}
+
+/* Dispatch or the response failed: cancel the app where it stands and let it clean up. */
+PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    drv_t *d = (drv_t *)self;
+    d->phase = PH_SENT;
+    if (drv_release_all(d) < 0)
+        return NULL;
+    if (d->child && !d->coro_done) {
+        d->child_cancelled = 1;
+        PyObject *r = PyObject_CallMethodNoArgs(d->child, d->st->s_cancel);
+        if (!r)
+            return NULL;
+        Py_DECREF(r);
+        step_t *s = (step_t *)step_new(d->st, d, G_DRAIN, NULL);
+        if (s)
+            s->swallow = 1;
+        return (PyObject *)s;
+    }
+    if (d->coro && d->started && !d->coro_done) {
+        Py_CLEAR(d->proxy);
+        if (drv_unwatch(d, 1) < 0)
+            return NULL;
+        PyObject *exc = PyObject_CallNoArgs(d->st->cancelled_error);
+        if (!exc)
+            return NULL;
+        set_resume(d, exc, 1);
+        Py_DECREF(exc);
+        Py_CLEAR(d->msg);
+        step_t *s = (step_t *)step_new(d->st, d, G_DRAIN, NULL);
+        if (s)
+            s->swallow = 1;
+        return (PyObject *)s;
+    }
+    drv_close_unstarted(d);
+    return done_with(d, Py_NewRef(Py_None));
+}
+
+/* The driver if `response` is untouched call_next output whose body can be relayed as the app
+ * sent it, else None. */
+PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response) {
+    PyObject *it = PyObject_GetAttr(response, st->s_body_iterator);
+    if (!it)
+        return NULL;
+    PyObject *res = Py_None;
+    if (Py_TYPE(it) == (PyTypeObject *)st->driver_type) {
+        drv_t *d = (drv_t *)it;
+        if (!d->body_started && d->phase == PH_BODY)
+            res = (PyObject *)d;
+    }
+    Py_INCREF(res);
+    Py_DECREF(it);
+    return res;
+}
+
+static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
+    drv_t *d = (drv_t *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(d->mw);
+    Py_VISIT(d->scope);
+    Py_VISIT(d->receive);
+    Py_VISIT(d->send);
+    Py_VISIT(d->request);
+    Py_VISIT(d->coro);
+    Py_VISIT(d->task);
+    Py_VISIT(d->loop);
+    Py_VISIT(d->msg);
+    Py_VISIT(d->resume);
+    Py_VISIT(d->waiting);
+    Py_VISIT(d->proxy);
+    Py_VISIT(d->queue);
+    Py_VISIT(d->deferred);
+    Py_VISIT(d->info);
+    Py_VISIT(d->replay);
+    Py_VISIT(d->ts);
+    Py_VISIT(d->outer_scope);
+    Py_VISIT(d->app_scope);
+    Py_VISIT(d->child);
+    return 0;
+}
+
+static int drv_clear(PyObject *self) {
+    drv_t *d = (drv_t *)self;
+    Py_CLEAR(d->mw);
+    Py_CLEAR(d->scope);
+    Py_CLEAR(d->receive);
+    Py_CLEAR(d->send);
+    Py_CLEAR(d->request);
+    Py_CLEAR(d->coro);
+    Py_CLEAR(d->task);
+    Py_CLEAR(d->loop);
+    Py_CLEAR(d->msg);
+    Py_CLEAR(d->resume);
+    Py_CLEAR(d->waiting);
+    Py_CLEAR(d->proxy);
+    Py_CLEAR(d->queue);
+    Py_CLEAR(d->deferred);
+    Py_CLEAR(d->info);
+    Py_CLEAR(d->replay);
+    Py_CLEAR(d->ts);
+    Py_CLEAR(d->outer_scope);
+    Py_CLEAR(d->app_scope);
+    Py_CLEAR(d->child);
+    return 0;
+}
+
+static void drv_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    drv_t *d = (drv_t *)self;
+    if (d->coro && !d->started && !d->coro_done) {
+        saved_err_t e;
+        err_save(&e);
+        PyObject *r = PyObject_CallMethodNoArgs(d->coro, d->st->s_close);
+        if (r)
+            Py_DECREF(r);
+        else
+            PyErr_Clear();
+        err_restore(&e);
+    }
+    drv_clear(self);
+    if (!cc_mw_fl_push(&d->st->fl_driver, self))
+        tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *drv_get_request(PyObject *self, void *Py_UNUSED(closure)) {
+    return Py_NewRef(((drv_t *)self)->request);
+}
+
+static PyGetSetDef drv_getset[] = {
+    {"request", drv_get_request, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef drv_methods[] = {
+    {"call_next", drv_call_next, METH_O, NULL},
+    {"next_message", cc_mw_next_message, METH_NOARGS, NULL},
+    {"finish", cc_mw_finish, METH_NOARGS, NULL},
+    {"abort", cc_mw_abort, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+/* response.body_iterator of a call_next response is the driver itself. */
+static PyObject *drv_aiter(PyObject *self) {
+    return Py_NewRef(self);
+}
+
+static PyObject *drv_anext(PyObject *self) {
+    drv_t *d = (drv_t *)self;
+    return step_new(d->st, d, G_CHUNK, NULL);
+}
+
+/* The driver is also the `send` callable handed to the app. */
+static PyObject *drv_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
+    if (PyTuple_GET_SIZE(args) != 1 || (kwargs && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "send(message) takes exactly one argument");
+        return NULL;
+    }
+    return drv_asgi_send(self, PyTuple_GET_ITEM(args, 0));
+}
+
+static PyType_Slot drv_slots[] = {
+    {Py_am_aiter, drv_aiter},     {Py_am_anext, drv_anext},       {Py_tp_call, drv_tp_call},
+    {Py_tp_dealloc, drv_dealloc}, {Py_tp_traverse, drv_traverse}, {Py_tp_clear, drv_clear},
+    {Py_tp_methods, drv_methods}, {Py_tp_getset, drv_getset},     {0, NULL},
+};
+
+static PyType_Spec drv_spec = {
+    .name = "cicada._core.MWDriver",
+    .basicsize = sizeof(drv_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = drv_slots,
+};
+
+/* A starlette Request built without running its __init__ (same attributes it sets). */
+static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *receive,
+                              PyObject *send) {
+    PyTypeObject *cls = (PyTypeObject *)st->request_cls;
+    PyObject *req = cls->tp_new(cls, st->empty_tuple, NULL);
+    if (!req)
+        return NULL;
+    /* setattr keeps them in the instance's inline values (see make_response) */
+    if (PyObject_SetAttr(req, st->s_scope, scope) < 0 ||
+        PyObject_SetAttr(req, st->s_receive_attr, receive) < 0 ||
+        PyObject_SetAttr(req, st->s_send_attr, send) < 0 ||
+        PyObject_SetAttr(req, st->s_stream_consumed, Py_False) < 0 ||
+        PyObject_SetAttr(req, st->s_is_disconnected, Py_False) < 0 ||
+        PyObject_SetAttr(req, st->s_form, Py_None) < 0) {
+        Py_DECREF(req);
+        return NULL;
+    }
+    return req;
+}
+
+PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyObject *receive,
+                           PyObject *send, PyObject *loop, PyObject *task) {
+    if (!st->request_cls) {
+        PyErr_SetString(PyExc_RuntimeError, "cicada.middleware is not set up (mw_setup)");
+        return NULL;
+    }
+    drv_t *d = (drv_t *)cc_mw_fl_pop(&st->fl_driver, (PyTypeObject *)st->driver_type);
+    if (!d && !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
+        return NULL;
+    d->st = st;
+    d->mw = Py_NewRef(mw);
+    d->scope = Py_NewRef(scope);
+    d->receive = Py_NewRef(receive);
+    d->send = Py_NewRef(send);
+    d->coro = d->msg = d->resume = NULL;
+    d->task = Py_XNewRef(task);
+    d->loop = Py_XNewRef(loop);
+    d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = NULL;
+    d->ts = d->outer_scope = d->app_scope = NULL;
+    d->entangled = d->app_view = 0;
+    d->child = NULL;
+    d->child_watched = d->child_cancelled = 0;
+    d->phase = PH_INIT;
+    d->stepping = d->coro_done = d->started = d->resume_throw = 0;
+    d->called = d->body_started = d->replay_state = 0;
+    d->request = make_request(st, scope, receive, send);
+    PyObject_GC_Track(d);
+    if (!d->request) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return (PyObject *)d;
+}
+
+PyObject *cc_mw_driver_request(PyObject *driver) {
+    return ((drv_t *)driver)->request;
+}
+
+static PyMethodDef drv_call_next_def = {"call_next", drv_call_next, METH_O, NULL};
+
+PyObject *cc_mw_call_next_fn(PyObject *driver) {
+    return PyCFunction_New(&drv_call_next_def, driver);
+}
+
+/* mw_driver(middleware, scope, receive, send) -> MWDriver */
+static PyObject *mw_driver(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "mw_driver(middleware, scope, receive, send)");
+        return NULL;
+    }
+    return cc_mw_driver_new(&cc_state(module)->mw, args[0], args[1], args[2], args[3], NULL, NULL);
+}
+
+/* mw_relay_driver(response) -> the driver whose body can be relayed as is, or None */
+static PyObject *mw_relay_driver(PyObject *module, PyObject *response) {
+    return cc_mw_relay_driver(&cc_state(module)->mw, response);
+}
+
+PyMethodDef cc_mw_functions[] = {
+    {"mw_setup", (PyCFunction)(void (*)(void))cc_mw_setup, METH_FASTCALL, NULL},
+    {"mw_driver", (PyCFunction)(void (*)(void))mw_driver, METH_FASTCALL, NULL},
+    {"mw_relay_driver", mw_relay_driver, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+int cc_mw_types_init(PyObject *module, cc_mw_state_t *st) {
+    st->driver_type = PyType_FromModuleAndSpec(module, &drv_spec, NULL);
+    if (!st->driver_type)
+        return -1;
+    st->step_type = PyType_FromModuleAndSpec(module, &step_spec, NULL);
+    if (!st->step_type)
+        return -1;
+    st->done_type = PyType_FromModuleAndSpec(module, &done_spec, NULL);
+    if (!st->done_type)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,130 @@
+"""`@app.middleware("http")` semantics without BaseHTTPMiddleware's per-request tasks and streams.
+
+`HTTPMiddleware` is a drop-in for Starlette's `BaseHTTPMiddleware`; `accelerate(app)` swaps it in
+for every such layer already declared on a Starlette/FastAPI app. The downstream app is driven in
+the caller's task by cicada._core's middleware driver; see docs/middleware.md for the semantics.
+This module needs starlette; the rest of cicada does not import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cicada import _core
+
+__all__ = ["HTTPMiddleware", "accelerate"]
+
+
+class _CallNextResponse(Response):
+    """What `call_next` returns: status and headers of the app's response, body pulled lazily.
+
+    Built by the C driver without running `__init__`; it sets status_code, raw_headers,
+    body_iterator, background, media_type and info, like Starlette's streaming response.
+    """
+
+    async def __call__(self, scope, receive, send):
+        await _send_response(self, send)
+
+
+async def _send_response(response, send):
+    """Sends a call_next response: the app's own body messages are relayed as they come."""
+    if response.info is not None:
+        await send({"type": "http.response.debug", "info": response.info})
+    await send(
+        {"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers}
+    )
+    driver = _core.mw_relay_driver(response)
+    if driver is not None:
+        while True:
+            message = await driver.next_message()
+            if message is None:  # the app returned without finishing its body
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                break
+            await send(message)
+            if message["type"] != "http.response.body" or not message.get("more_body", False):
+                break
+    else:
+        more = True
+        async for chunk in response.body_iterator:
+            if isinstance(chunk, dict):  # pathsend
+                more = False
+                await send(chunk)
+                continue
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if more:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    if response.background is not None:
+        await response.background()
+
+
+class HTTPMiddleware(BaseHTTPMiddleware):
+    """`BaseHTTPMiddleware` with the downstream app run in the caller's task.
+
+    Construct it like BaseHTTPMiddleware (`app, dispatch=fn`) or subclass it with a `dispatch`
+    method. Request objects are Starlette `Request`s; `call_next` returns a Starlette `Response`.
+    """
+
+    # __call__ is installed by _core.mw_setup below: a C method that awaits dispatch, sends the
+    # response and lets the app finish, all in the caller's task (mw/mw_call.c). Off asyncio
+    # (e.g. trio) it falls back to BaseHTTPMiddleware.__call__.
+
+
+_core.mw_setup(
+    Request,
+    _CallNextResponse,
+    Response,
+    HTTPMiddleware,
+    BaseHTTPMiddleware.__call__,
+    asyncio.current_task,
+    asyncio._get_running_loop,
+    asyncio.CancelledError,
+    MutableHeaders,
+    asyncio.ensure_future,
+)
+
+
+def _accelerated_subclass(cls: type) -> type:
+    """A subclass of a user's BaseHTTPMiddleware subclass that runs on cicada's driver."""
+    cached = cls.__dict__.get("_cicada_accelerated")
+    if cached is not None:
+        return cached
+    new = type(cls.__name__, (HTTPMiddleware, cls), {"__module__": cls.__module__,
+                                                     "__qualname__": cls.__qualname__})
+    cls._cicada_accelerated = new
+    return new
+
+
+def _accelerate_entry(entry):
+    cls, args, kwargs = entry
+    if not isinstance(cls, type) or not issubclass(cls, BaseHTTPMiddleware):
+        return entry
+    if issubclass(cls, HTTPMiddleware):
+        return entry
+    if cls.__call__ is not BaseHTTPMiddleware.__call__:
+        return entry  # the user replaced __call__ itself: leave it alone
+    if cls is BaseHTTPMiddleware:
+        return Middleware(HTTPMiddleware, *args, **kwargs)
+    return Middleware(_accelerated_subclass(cls), *args, **kwargs)
+
+
+def accelerate(app):
+    """Run every `@app.middleware("http")` / BaseHTTPMiddleware layer of `app` on cicada.
+
+    Call it once before the app serves its first request (or lifespan event). Calling it
+    again is harmless. Returns the app.
+    """
+    if not hasattr(app, "user_middleware"):
+        raise TypeError(f"accelerate() needs a Starlette or FastAPI app, got {type(app).__qualname__}")
+    if getattr(app, "middleware_stack", None) is not None:
+        raise RuntimeError(
+            "accelerate() must be called before the app starts: its middleware stack is already "
+            "built (call it right after the last add_middleware / @app.middleware)"
+        )
+    app.user_middleware[:] = [_accelerate_entry(m) for m in app.user_middleware]
+    return app
