@@ -107,7 +107,7 @@ def wrk(url: str, connections: int = 64, duration: float = 5, threads: int = 1,
     if not shutil.which("wrk"):
         raise RuntimeError("wrk is not installed (make sysdeps installs it as root)")
     cmd = taskset_prefix(CLIENT_CPU) + [
-        "wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{duration}s",
+        "wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
     ]
     if script:
         cmd += ["-s", script]
