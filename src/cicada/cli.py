@@ -52,7 +52,8 @@ class Opt:
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.dest.upper()
+        # Named after the flag (what users see in --help): --reload-dir -> CICADA_RELOAD_DIR.
+        return ENV_PREFIX + self.flags[0].lstrip("-").replace("-", "_").upper()
 
 
 def _choices(c: tuple[str, ...]) -> tuple[str, ...]:
@@ -112,6 +113,12 @@ OPTIONS: list[Opt] = [
     Opt("reset_contextvars", ("--reset-contextvars",), "Run each request in a fresh contextvars.Context (not supported yet; rejected if set).", "flag", False),
     Opt("factory", ("--factory",), "Treat APP as an application factory, i.e. a () -> <ASGI app> callable.", "flag", False),
 ]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # click-like: short usage, then the problem
+        message = message.replace("argument ", "Invalid value for ", 1) if message.startswith("argument ") else message
+        self.exit(2, f"Usage: cicada [OPTIONS] APP\nTry 'cicada --help' for help.\n\nError: {message}\n")
 
 
 def _env_value(opt: Opt, raw: str) -> Any:
@@ -187,8 +194,9 @@ def _show_default(opt: Opt, env_default: Any) -> str:
 
 def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cicada",
+        usage="cicada [OPTIONS] APP",
         description="cicada: a fast ASGI server. Run APP ('module:attribute', e.g. main:app).",
         formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=40, width=100),
         allow_abbrev=False,
@@ -263,7 +271,7 @@ def parse_config_kwargs(argv: list[str] | None) -> tuple[str, dict[str, Any]] | 
         print(version_text())
         return None
     if not ns.app:
-        parser.print_usage(sys.stderr)
+        print("Usage: cicada [OPTIONS] APP\nTry 'cicada --help' for help.\n", file=sys.stderr)
         raise UsageError("Missing argument 'APP'.")
     kwargs: dict[str, Any] = {}
     for opt in OPTIONS:

@@ -86,6 +86,10 @@ class Lifespan:
         }
         try:
             await self.app(scope, self._receive, self._send)
+        except asyncio.CancelledError:
+            # Forced exit: the loop is being torn down, not an app failure.
+            self.error_occurred = True
+            raise
         except BaseException as exc:
             self.error_occurred = True
             if self.startup_failed or self.shutdown_failed:
