@@ -38,6 +38,8 @@ int cc_asgi_init(PyObject *module, cc_asgi_state_t *st) {
     st->ready_none = cc_asgi_ready_new(st, Py_None);
     if (!st->ready_none)
         return -1;
+    if (cc_asgi_parser_init(module, &st->parser) < 0)
+        return -1;
     return 0;
 }
 
@@ -49,6 +51,7 @@ int cc_asgi_traverse(cc_asgi_state_t *st, visitproc visit, void *arg) {
     Py_VISIT(st->ready_type);
     Py_VISIT(st->client_disconnected);
     Py_VISIT(st->ready_none);
+    CC_TRY_VISIT(cc_asgi_parser_traverse(&st->parser, visit, arg));
     return 0;
 }
 
@@ -63,4 +66,5 @@ void cc_asgi_clear(cc_asgi_state_t *st) {
 #define CC_ASGI_STR_CLEAR(name, text) Py_CLEAR(st->s_##name);
     CC_ASGI_STRINGS(CC_ASGI_STR_CLEAR)
 #undef CC_ASGI_STR_CLEAR
+    cc_asgi_parser_clear(&st->parser);
 }

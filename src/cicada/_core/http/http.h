@@ -12,6 +12,8 @@
 #define CC_HTTP_DEFAULT_MAX_HEAD_SIZE 65536
 #define CC_HTTP_DEFAULT_MAX_HEADERS 100
 #define CC_HTTP_MAX_CHUNK_EXT 4096
+/* Trailer block limit used when a zero-initialised decoder has max_trailer == 0. */
+#define CC_HTTP_DEFAULT_MAX_TRAILER 8192
 
 /* Results. CC_HTTP_OK and CC_HTTP_INCOMPLETE are not errors; every other value is, and maps to a
  * static reason (cc_http_reason) and an HTTP status (cc_http_status). */
@@ -38,6 +40,7 @@ typedef enum {
     CC_HTTP_E_OBS_FOLD,
     CC_HTTP_E_BAD_HEADER_VALUE,
     CC_HTTP_E_BARE_CR,
+    CC_HTTP_E_BARE_LF,
     CC_HTTP_E_MISSING_HOST,
     CC_HTTP_E_MULTIPLE_HOST,
     /* 400: framing */
@@ -47,6 +50,7 @@ typedef enum {
     CC_HTTP_E_TE_NOT_CHUNKED_FINAL,
     CC_HTTP_E_TE_CHUNKED_TWICE,
     CC_HTTP_E_TE_HTTP10,
+    CC_HTTP_E_BAD_TRANSFER_ENCODING,
     /* 400: chunked body */
     CC_HTTP_E_BAD_CHUNK_SIZE,
     CC_HTTP_E_CHUNK_SIZE_OVERFLOW,
@@ -126,7 +130,7 @@ typedef struct {
 void cc_http_chunked_init(cc_http_chunked_t *d, size_t max_trailer);
 
 /* Consume bytes from buf[0..len). *consumed is always set to what was used.
- * - CC_HTTP_OK with *data/*data_len set to a non-empty span of body data inside buf: deliver it,
+ * - CC_HTTP_OK with *data and *data_len set to a non-empty span of body data inside buf: deliver it,
  *   then call again with the rest;
  * - CC_HTTP_OK with *data_len == 0 and cc_http_chunked_done(d): the last chunk and trailers have
  *   been read, the message ends at buf + *consumed;
@@ -136,8 +140,13 @@ cc_http_result_t cc_http_chunked_decode(cc_http_chunked_t *d, const char *buf, s
                                         size_t *consumed, const char **data, size_t *data_len);
 int cc_http_chunked_done(const cc_http_chunked_t *d);
 
-/* Offset of the end of the head ("\r\n\r\n") in buf, searching from `from`, or -1. Lets a caller
- * skip re-parsing until the head is complete. */
+/* Length of the head up to and including its blank line, or -1 when buf[from..len) holds none.
+ * Lets a caller skip re-parsing until a head may be complete: call cc_http_parse_request when this
+ * is >= 0 (it may still say INCOMPLETE, e.g. after leading empty lines: search again from the
+ * returned offset), or when len exceeds the smaller of the limits (so 414/431 are sent without
+ * waiting). A blank line is LF followed by LF or CRLF, so heads with bare LFs are found too and
+ * rejected promptly instead of waiting for a CRLFCRLF that never comes. To resume a search after
+ * more bytes arrive, pass from = previous len - 2 (or 0). */
 long cc_http_find_head_end(const char *buf, size_t len, size_t from);
 
 /* ---- Response writing (http/response.c) ------------------------------------------------------ */

@@ -1,0 +1,442 @@
+/* Python face of the http layer's parser: cicada._core.parse_request(), ChunkedDecoder and
+ * HTTPParseError, for tests, the differential test against h11, and benchmarks. It adds no parsing
+ * rules of its own; the server itself calls the C functions directly, not this module. */
+#include "module.h"
+
+#include "http/http.h"
+
+/* parse_request copies the head (the parser lowercases names in place and bytes are immutable):
+ * heads up to this size use a stack buffer, larger ones a heap buffer. */
+#define CC_PARSER_STACK_BUF 8192
+#define CC_PARSER_STACK_HEADERS 128
+
+static cc_asgi_parser_state_t *cc_parser_state_of_module(PyObject *module) {
+    return &cc_state(module)->asgi.parser;
+}
+
+/* Raises HTTPParseError(reason) with .status, .reason and .error (the enum's index). */
+static void cc_parser_raise(cc_asgi_parser_state_t *ps, cc_http_result_t rc) {
+    PyObject *msg = NULL, *exc = NULL, *status = NULL, *code = NULL;
+    msg = PyUnicode_FromString(cc_http_reason(rc));
+    if (!msg)
+        goto error;
+    exc = PyObject_CallOneArg(ps->http_parse_error, msg);
+    if (!exc)
+        goto error;
+    status = PyLong_FromLong(cc_http_status(rc));
+    code = PyLong_FromLong((long)rc);
+    if (!status || !code)
+        goto error;
+    if (PyObject_SetAttr(exc, ps->str_status, status) < 0 ||
+        PyObject_SetAttr(exc, ps->str_reason, msg) < 0 ||
+        PyObject_SetAttr(exc, ps->str_error, code) < 0)
+        goto error;
+    PyErr_SetObject(ps->http_parse_error, exc);
+error:
+    Py_XDECREF(msg);
+    Py_XDECREF(exc);
+    Py_XDECREF(status);
+    Py_XDECREF(code);
+}
+
+static int cc_parser_size_arg(PyObject *v, const char *what, size_t *out) {
+    Py_ssize_t n = PyNumber_AsSsize_t(v, PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0", what);
+        return -1;
+    }
+    *out = (size_t)n;
+    return 0;
+}
+
+static PyObject *cc_parser_build(cc_asgi_parser_state_t *ps, const cc_http_request_t *r) {
+    PyObject *res = NULL, *headers = NULL, *item = NULL;
+    res = PyStructSequence_New(ps->parsed_request_type);
+    if (!res)
+        goto error;
+    headers = PyList_New((Py_ssize_t)r->num_headers);
+    if (!headers)
+        goto error;
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const cc_http_header_t *h = &r->headers[i];
+        PyObject *name = PyBytes_FromStringAndSize(h->name, (Py_ssize_t)h->name_len);
+        if (!name)
+            goto error;
+        PyObject *value = PyBytes_FromStringAndSize(h->value, (Py_ssize_t)h->value_len);
+        if (!value) {
+            Py_DECREF(name);
+            goto error;
+        }
+        PyObject *pair = PyTuple_New(2);
+        if (!pair) {
+            Py_DECREF(name);
+            Py_DECREF(value);
+            goto error;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, value);
+        PyList_SET_ITEM(headers, (Py_ssize_t)i, pair);
+    }
+    /* Fields in ParsedRequest order; each item is stolen by the structseq. */
+    item = PyBytes_FromStringAndSize(r->method, (Py_ssize_t)r->method_len);
+    if (!item)
+        goto error;
+    PyStructSequence_SetItem(res, 0, item);
+    item = PyBytes_FromStringAndSize(r->target, (Py_ssize_t)r->target_len);
+    if (!item)
+        goto error;
+    PyStructSequence_SetItem(res, 1, item);
+    item = Py_NewRef(r->version_minor ? ps->str_v11 : ps->str_v10);
+    PyStructSequence_SetItem(res, 2, item);
+    PyStructSequence_SetItem(res, 3, headers);
+    headers = NULL;
+    item = Py_NewRef(r->body == CC_HTTP_BODY_CHUNKED ? ps->str_chunked
+                     : r->body == CC_HTTP_BODY_LENGTH ? ps->str_length
+                                                      : ps->str_none);
+    PyStructSequence_SetItem(res, 4, item);
+    if (r->body == CC_HTTP_BODY_CHUNKED) {
+        item = Py_NewRef(Py_None);
+    } else {
+        item = PyLong_FromUnsignedLongLong(r->content_length);
+        if (!item)
+            goto error;
+    }
+    PyStructSequence_SetItem(res, 5, item);
+    PyStructSequence_SetItem(res, 6, Py_NewRef(r->keep_alive ? Py_True : Py_False));
+    PyStructSequence_SetItem(res, 7, Py_NewRef(r->upgrade ? Py_True : Py_False));
+    PyStructSequence_SetItem(res, 8, Py_NewRef(r->expect_continue ? Py_True : Py_False));
+    item = PyLong_FromSize_t(r->head_len);
+    if (!item)
+        goto error;
+    PyStructSequence_SetItem(res, 9, item);
+    return res;
+error:
+    /* A half-filled structseq holds NULLs, which its dealloc tolerates. */
+    Py_XDECREF(headers);
+    Py_XDECREF(res);
+    return NULL;
+}
+
+/* parse_request(data, /, *, max_request_line=8192, max_head_size=65536, max_headers=100) */
+static PyObject *cc_parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
+    cc_asgi_parser_state_t *ps = cc_parser_state_of_module(module);
+    cc_http_limits_t lim;
+    cc_http_limits_default(&lim);
+    Py_buffer view = {0};
+    char stack_buf[CC_PARSER_STACK_BUF];
+    cc_http_header_t stack_headers[CC_PARSER_STACK_HEADERS];
+    char *buf = stack_buf;
+    cc_http_header_t *headers = stack_headers;
+    PyObject *res = NULL;
+
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "parse_request() takes exactly one positional argument");
+        return NULL;
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i), *v = args[nargs + i];
+        size_t *dst;
+        if (PyUnicode_Compare(k, ps->str_max_request_line) == 0)
+            dst = &lim.max_request_line;
+        else if (PyUnicode_Compare(k, ps->str_max_head_size) == 0)
+            dst = &lim.max_head_size;
+        else if (PyUnicode_Compare(k, ps->str_max_headers) == 0)
+            dst = &lim.max_headers;
+        else {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "parse_request() got an unexpected keyword %R", k);
+            return NULL;
+        }
+        if (cc_parser_size_arg(v, PyUnicode_AsUTF8(k), dst) < 0)
+            return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    /* Only the head can matter: never copy more than the head limit allows. */
+    size_t len = (size_t)view.len;
+    if (len > lim.max_head_size)
+        len = lim.max_head_size;
+    if (len > sizeof stack_buf) {
+        buf = PyMem_Malloc(len);
+        if (!buf) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    if (lim.max_headers > CC_PARSER_STACK_HEADERS) {
+        headers = PyMem_Calloc(lim.max_headers, sizeof *headers);
+        if (!headers) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    memcpy(buf, view.buf, len);
+    cc_http_request_t req;
+    cc_http_result_t rc = cc_http_parse_request(buf, len, &lim, headers, lim.max_headers, &req);
+    if (rc == CC_HTTP_OK)
+        res = cc_parser_build(ps, &req);
+    else if (rc == CC_HTTP_INCOMPLETE)
+        res = Py_NewRef(Py_None);
+    else
+        cc_parser_raise(ps, rc);
+done:
+    if (buf != stack_buf)
+        PyMem_Free(buf);
+    if (headers != stack_headers)
+        PyMem_Free(headers);
+    PyBuffer_Release(&view);
+    return res;
+}
+
+/* find_head_end(data, start=0) -> int: head length, or -1 when no blank line yet. */
+static PyObject *cc_find_head_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    Py_buffer view;
+    size_t start = 0;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "find_head_end(data, start=0)");
+        return NULL;
+    }
+    if (nargs == 2 && cc_parser_size_arg(args[1], "start", &start) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    long r = cc_http_find_head_end(view.buf, (size_t)view.len, start);
+    PyBuffer_Release(&view);
+    return PyLong_FromLong(r);
+}
+
+/* ------------------------------------------------------------------ ChunkedDecoder */
+
+typedef struct {
+    PyObject_HEAD
+    cc_http_chunked_t dec;
+    cc_http_result_t error; /* sticky: a malformed body stays malformed */
+} cc_chunked_decoder_t;
+
+static PyObject *cc_chunked_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    cc_asgi_parser_state_t *ps = NULL;
+    PyObject *mod = PyType_GetModuleByDef(type, &cc_module_def);
+    if (!mod)
+        return NULL;
+    ps = cc_parser_state_of_module(mod);
+    size_t max_trailer = CC_HTTP_DEFAULT_MAX_TRAILER;
+    Py_ssize_t npos = PyTuple_GET_SIZE(args);
+    PyObject *v = npos ? PyTuple_GET_ITEM(args, 0) : NULL;
+    if (npos > 1) {
+        PyErr_SetString(PyExc_TypeError, "ChunkedDecoder(max_trailer=8192)");
+        return NULL;
+    }
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyObject *kv = PyDict_GetItemWithError(kwds, ps->str_max_trailer);
+        if (!kv || v || PyDict_GET_SIZE(kwds) != 1) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "ChunkedDecoder(max_trailer=8192)");
+            return NULL;
+        }
+        v = kv;
+    }
+    if (v && cc_parser_size_arg(v, "max_trailer", &max_trailer) < 0)
+        return NULL;
+    if (max_trailer == 0) {
+        PyErr_SetString(PyExc_ValueError, "max_trailer must be > 0");
+        return NULL;
+    }
+    cc_chunked_decoder_t *self = (cc_chunked_decoder_t *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    cc_http_chunked_init(&self->dec, max_trailer);
+    self->error = CC_HTTP_OK;
+    return (PyObject *)self;
+}
+
+static void cc_chunked_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* feed(data) -> (list of body bytes, done, consumed) */
+static PyObject *cc_chunked_feed(PyObject *op, PyTypeObject *defining_class, PyObject *const *args,
+                                 Py_ssize_t nargs, PyObject *kwnames) {
+    cc_chunked_decoder_t *self = (cc_chunked_decoder_t *)op;
+    cc_asgi_parser_state_t *ps = &((cc_state_t *)PyType_GetModuleState(defining_class))->asgi.parser;
+    Py_buffer view = {0};
+    PyObject *chunks = NULL, *res = NULL;
+    if (nargs != 1 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "feed() takes exactly one positional argument");
+        return NULL;
+    }
+    if (self->error != CC_HTTP_OK) {
+        cc_parser_raise(ps, self->error);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    chunks = PyList_New(0);
+    if (!chunks)
+        goto done;
+    const char *p = view.buf;
+    size_t len = (size_t)view.len, off = 0;
+    for (;;) {
+        size_t used, dlen;
+        const char *data;
+        cc_http_result_t rc = cc_http_chunked_decode(&self->dec, p + off, len - off, &used, &data,
+                                                     &dlen);
+        off += used;
+        if (rc == CC_HTTP_OK && dlen) {
+            PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)dlen);
+            if (!b)
+                goto done;
+            int err = PyList_Append(chunks, b);
+            Py_DECREF(b);
+            if (err < 0)
+                goto done;
+            continue;
+        }
+        if (rc == CC_HTTP_OK || rc == CC_HTTP_INCOMPLETE)
+            break;
+        self->error = rc;
+        cc_parser_raise(ps, rc);
+        goto done;
+    }
+    res = Py_BuildValue("(OOn)", chunks, cc_http_chunked_done(&self->dec) ? Py_True : Py_False,
+                        (Py_ssize_t)off);
+done:
+    Py_XDECREF(chunks);
+    PyBuffer_Release(&view);
+    return res;
+}
+
+static PyObject *cc_chunked_get_done(PyObject *op, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(cc_http_chunked_done(&((cc_chunked_decoder_t *)op)->dec));
+}
+
+static PyMethodDef cc_chunked_methods[] = {
+    {"feed", (PyCFunction)(void (*)(void))cc_chunked_feed, METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     "feed(data) -> (list of body bytes, done, consumed). Raises HTTPParseError."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef cc_chunked_getset[] = {
+    {"done", cc_chunked_get_done, NULL, "True once the last chunk and trailers were read.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot cc_chunked_slots[] = {
+    {Py_tp_new, cc_chunked_new},
+    {Py_tp_dealloc, cc_chunked_dealloc},
+    {Py_tp_methods, cc_chunked_methods},
+    {Py_tp_getset, cc_chunked_getset},
+    {Py_tp_doc, "ChunkedDecoder(max_trailer=8192): incremental chunked body decoder."},
+    {0, NULL},
+};
+
+static PyType_Spec cc_chunked_spec = {
+    .name = "cicada._core.ChunkedDecoder",
+    .basicsize = sizeof(cc_chunked_decoder_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = cc_chunked_slots,
+};
+
+/* ------------------------------------------------------------------ module wiring */
+
+static PyStructSequence_Field cc_parsed_fields[] = {
+    {"method", "request method, bytes"},
+    {"target", "request-target as sent, bytes"},
+    {"http_version", "'1.0' or '1.1'"},
+    {"headers", "list of (lowercased name, value) bytes pairs, in order"},
+    {"body", "'none', 'length' or 'chunked'"},
+    {"content_length", "body length for 'length', 0 for 'none', None for 'chunked'"},
+    {"keep_alive", "the connection may be reused after this request"},
+    {"upgrade", "Connection: upgrade together with an Upgrade header"},
+    {"expect_continue", "Expect: 100-continue on HTTP/1.1"},
+    {"head_len", "bytes used by the head, blank line included"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc cc_parsed_desc = {
+    "cicada._core.ParsedRequest",
+    "A parsed HTTP/1.x request head.",
+    cc_parsed_fields,
+    10,
+};
+
+static PyMethodDef cc_parser_functions[] = {
+    {"parse_request", (PyCFunction)(void (*)(void))cc_parse_request, METH_FASTCALL | METH_KEYWORDS,
+     "parse_request(data, *, max_request_line=8192, max_head_size=65536, max_headers=100)\n"
+     "Parse one request head at the start of data. Returns a ParsedRequest, None when more bytes\n"
+     "are needed, or raises HTTPParseError (a ValueError with .status and .reason)."},
+    {"find_head_end", (PyCFunction)(void (*)(void))cc_find_head_end, METH_FASTCALL,
+     "find_head_end(data, start=0) -> length of the head up to its blank line, or -1."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int cc_intern(PyObject **slot, const char *s) {
+    *slot = PyUnicode_InternFromString(s);
+    return *slot ? 0 : -1;
+}
+
+int cc_asgi_parser_init(PyObject *module, cc_asgi_parser_state_t *ps) {
+    if (cc_intern(&ps->str_v10, "1.0") < 0 || cc_intern(&ps->str_v11, "1.1") < 0 ||
+        cc_intern(&ps->str_none, "none") < 0 || cc_intern(&ps->str_length, "length") < 0 ||
+        cc_intern(&ps->str_chunked, "chunked") < 0 ||
+        cc_intern(&ps->str_max_request_line, "max_request_line") < 0 ||
+        cc_intern(&ps->str_max_head_size, "max_head_size") < 0 ||
+        cc_intern(&ps->str_max_headers, "max_headers") < 0 ||
+        cc_intern(&ps->str_max_trailer, "max_trailer") < 0 ||
+        cc_intern(&ps->str_status, "status") < 0 || cc_intern(&ps->str_reason, "reason") < 0 ||
+        cc_intern(&ps->str_error, "error") < 0)
+        return -1;
+    ps->http_parse_error = PyErr_NewExceptionWithDoc(
+        "cicada._core.HTTPParseError",
+        "A malformed or over-limit HTTP request. .status is the HTTP status to answer with, "
+        ".reason a short description.",
+        PyExc_ValueError, NULL);
+    if (!ps->http_parse_error)
+        return -1;
+    if (PyModule_AddObjectRef(module, "HTTPParseError", ps->http_parse_error) < 0)
+        return -1;
+    ps->parsed_request_type = PyStructSequence_NewType(&cc_parsed_desc);
+    if (!ps->parsed_request_type)
+        return -1;
+    if (PyModule_AddObjectRef(module, "ParsedRequest", (PyObject *)ps->parsed_request_type) < 0)
+        return -1;
+    ps->chunked_decoder_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &cc_chunked_spec, NULL);
+    if (!ps->chunked_decoder_type)
+        return -1;
+    if (PyModule_AddObjectRef(module, "ChunkedDecoder", (PyObject *)ps->chunked_decoder_type) < 0)
+        return -1;
+    return PyModule_AddFunctions(module, cc_parser_functions);
+}
+
+int cc_asgi_parser_traverse(cc_asgi_parser_state_t *ps, visitproc visit, void *arg) {
+    Py_VISIT(ps->parsed_request_type);
+    Py_VISIT(ps->chunked_decoder_type);
+    Py_VISIT(ps->http_parse_error);
+    return 0;
+}
+
+void cc_asgi_parser_clear(cc_asgi_parser_state_t *ps) {
+    Py_CLEAR(ps->parsed_request_type);
+    Py_CLEAR(ps->chunked_decoder_type);
+    Py_CLEAR(ps->http_parse_error);
+    Py_CLEAR(ps->str_v10);
+    Py_CLEAR(ps->str_v11);
+    Py_CLEAR(ps->str_none);
+    Py_CLEAR(ps->str_length);
+    Py_CLEAR(ps->str_chunked);
+    Py_CLEAR(ps->str_max_request_line);
+    Py_CLEAR(ps->str_max_head_size);
+    Py_CLEAR(ps->str_max_headers);
+    Py_CLEAR(ps->str_max_trailer);
+    Py_CLEAR(ps->str_status);
+    Py_CLEAR(ps->str_reason);
+    Py_CLEAR(ps->str_error);
+}
