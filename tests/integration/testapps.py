@@ -39,6 +39,9 @@ async def app(scope, receive, send):
                 return
     assert scope["type"] == "http"
     path = scope["path"]
+    root = scope.get("root_path") or ""
+    if root and path.startswith(root):  # ASGI: path includes root_path; route on the rest
+        path = path[len(root):]
     qs = parse_qs(scope["query_string"].decode())
     if path == "/scope":
         await _body(receive)
