@@ -144,6 +144,7 @@ struct cc_asgi_cycle {
     off_t file_left;
     unsigned is_head : 1;
     unsigned body_done : 1;       /* the request body has been read up to its end */
+    unsigned body_delivered : 1;  /* the last http.request message was returned */
     unsigned keep_alive : 1;
     unsigned expect_continue : 1; /* 100 Continue not sent yet */
     unsigned disconnected : 1;

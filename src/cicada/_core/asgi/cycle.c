@@ -230,7 +230,7 @@ static PyObject *next_message(cc_asgi_cycle_t *c) {
     cc_asgi_state_t *st = c->proto->server->st;
     if (c->resp == CC_RESP_DONE || c->disconnected)
         return cc_asgi_disconnect_message(st);
-    if (c->body_done)
+    if (c->body_delivered)
         return Py_None; /* wait for the response to finish or the client to leave */
     PyObject *b = take_body(c, 0);
     if (!b || b == Py_None)
@@ -241,6 +241,8 @@ static PyObject *next_message(cc_asgi_cycle_t *c) {
     }
     PyObject *m = request_message(st, b, !c->body_done);
     Py_DECREF(b);
+    if (c->body_done)
+        c->body_delivered = 1;
     return m;
 }
 
