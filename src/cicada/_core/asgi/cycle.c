@@ -366,7 +366,9 @@ static void finish_abnormally(cc_asgi_cycle_t *c) {
     cc_asgi_proto_t *p = c->proto;
     if (c->disconnected || c->resp == CC_RESP_DONE)
         return;
-    if (c->resp == CC_RESP_INIT) {
+    /* STARTED: the head is held back until the first body message, so nothing was sent yet and
+     * a clean 500 is still possible. */
+    if (c->resp == CC_RESP_INIT || c->resp == CC_RESP_STARTED) {
         c->keep_alive = 0;
         c->resp = CC_RESP_DONE;
         if (cc_asgi_access_log(c, 500) < 0 ||
