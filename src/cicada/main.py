@@ -45,7 +45,16 @@ def run_config(config: Config) -> None:
         elif config.workers > 1:
             from cicada.supervisor import Supervisor
 
-            code = Supervisor(config, sockets=[bind_socket(config)]).run()
+            if config.reuse_port and config.uds is None and config.fd is None:
+                from cicada.server import reserve_reuse_port
+
+                placeholder = reserve_reuse_port(config)
+                try:
+                    code = Supervisor(config, sockets=[]).run()
+                finally:
+                    placeholder.close()
+            else:
+                code = Supervisor(config, sockets=[bind_socket(config)]).run()
         else:
             server.run()
     except KeyboardInterrupt:

@@ -47,7 +47,8 @@ def _child_main(config: Config, sockets: list[socket], ready: Connection | None,
 
     server.on_started = notify_ready
     try:
-        server.run(sockets=sockets)
+        # No sockets: the worker binds itself (--reuse-port).
+        server.run(sockets=sockets or None)
     except KeyboardInterrupt:
         pass
     if not server.started:

@@ -77,7 +77,7 @@ def _bind_unix(path: str, backlog: int) -> socket.socket:
     return sock
 
 
-def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool = False) -> socket.socket:
+def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool = False, listen: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -88,10 +88,25 @@ def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool = False) -> s
             # Like asyncio's create_server: an IPv6 host binds IPv6 only.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
-        sock.listen(backlog)
+        if listen:
+            sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
+    return sock
+
+
+def reserve_reuse_port(config: Config) -> socket.socket:
+    """--workers with --reuse-port: every worker binds and listens on its own SO_REUSEPORT
+    socket (the kernel spreads connections). The parent holds a bound, non-listening socket so
+    the port (even --port 0) stays reserved; it never receives connections."""
+    try:
+        sock = _bind_tcp(config.host, config.port, config.backlog, reuse_port=True, listen=False)
+    except OSError as exc:
+        logger.error("%s", exc)
+        sys.exit(STARTUP_FAILURE)
+    config.port = sock.getsockname()[1]
+    log_listening(config, sock)
     return sock
 
 

@@ -126,7 +126,7 @@ class Supervisor:
             elif deadline is not None and worker.stopping_since is not None and now - worker.stopping_since > deadline:
                 logger.error("Child process [%s] did not stop within %.1f s; killing it.", worker.pid, deadline)
                 worker.kill()
-        for idx, worker in enumerate(list(self.workers)):
+        for worker in list(self.workers):
             worker.poll_ready()
             if worker.is_alive():
                 continue
@@ -148,7 +148,6 @@ class Supervisor:
                 self.workers.remove(worker)
                 continue
             self.workers[self.workers.index(worker)] = self._spawn()
-            del idx
 
     def roll_workers(self) -> None:
         """Replace every worker one at a time, the new one serving before the old one stops."""

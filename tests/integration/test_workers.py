@@ -150,3 +150,17 @@ def test_worker_startup_failure_stops_parent(serve):
     p = serve("testapps:startup_fails", "--port", "0", "--workers", "2")
     assert p.wait(60) == 3
     assert "failed to start, stopping the parent process" in p.output
+
+
+def test_reuse_port_workers_each_bind(serve):
+    p = serve("testapps:app", "--port", "0", "--workers", "2", "--reuse-port")
+    port = p.wait_port()
+    wait_ready(p, 2)
+    seen = set()
+    for _ in range(60):
+        with httpx.Client() as c:  # a new connection (new source port) each time
+            seen.add(c.get(f"http://127.0.0.1:{port}/pid").json()["pid"])
+        if len(seen) == 2:
+            break
+    assert seen == set(worker_pids(p))
+    assert p.stop() == 0

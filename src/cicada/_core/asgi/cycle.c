@@ -231,7 +231,7 @@ static PyObject *next_message(cc_asgi_cycle_t *c) {
     if (c->resp == CC_RESP_DONE || c->disconnected)
         return cc_asgi_disconnect_message(st);
     if (c->body_delivered)
-        return Py_None; /* wait for the response to finish or the client to leave */
+        return c->proto->eof ? cc_asgi_disconnect_message(st) : Py_None; /* wait for the response to finish or the client to leave */
     PyObject *b = take_body(c, 0);
     if (!b || b == Py_None)
         return b;

@@ -355,9 +355,20 @@ static PyObject *proto_data_received(cc_asgi_proto_t *p, PyObject *data) {
 static PyObject *proto_eof_received(cc_asgi_proto_t *p, PyObject *unused) {
     (void)unused;
     p->eof = 1;
-    /* Keep the transport open for writing while a request is in flight or buffered. */
-    if (p->cycle || p->in.len) {
-        if (!p->cycle && process(p) < 0)
+    cc_asgi_cycle_t *c = p->cycle;
+    if (c) {
+        if (!c->body_done) { /* the request can never complete: treat as a disconnect */
+            p->closing = 1;
+            Py_RETURN_NONE;
+        }
+        /* Half-closed: the response can still be written, but an app listening for a
+         * disconnect hears about it now. */
+        if (cc_asgi_cycle_feed(c) < 0)
+            return NULL;
+        Py_RETURN_TRUE;
+    }
+    if (p->in.len) { /* answer what was sent before the EOF, then close */
+        if (process(p) < 0)
             return NULL;
         Py_RETURN_TRUE;
     }
