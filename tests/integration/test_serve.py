@@ -377,3 +377,51 @@ def test_python_api_with_app_object_in_thread_free_server():
 
     r = asyncio.run(main())
     assert r.text == "Hello, world!"
+
+
+def test_websocket_upgrade_refused_with_ws_none(serve):
+    p = serve("testapps:app", "--port", "0", "--ws", "none")
+    port = p.wait_port()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    s.settimeout(5)
+    data = s.recv(4096)
+    s.close()
+    assert data.startswith(b"HTTP/1.1 4"), data
+    assert b"101" not in data.split(b"\r\n")[0]
+
+
+def test_trace_log_level_logs_asgi_messages(serve):
+    p = serve("testapps:app", "--port", "0", "--log-level", "trace")
+    get(p.wait_port(), "/")
+    p.wait_for(r"TRACE:\s+127\.0\.0\.1:\d+ - ASGI \[\d+\] Send \{'type': 'http.response.start'")
+    p.wait_for(r"ASGI \[\d+\] Completed")
+
+
+def test_use_colors(serve):
+    p = serve("testapps:app", "--port", "0", "--use-colors")
+    p.wait_for(r"cicada running on \x1b\[1mhttp://127\.0\.0\.1:\d+\x1b\[0m")
+    assert "\x1b[32mINFO\x1b[0m:" in p.output  # green level name
+    q = serve("testapps:app", "--port", "0", "--no-use-colors")
+    q.wait_port()
+    assert "\x1b[" not in q.output
+
+
+def test_console_script(tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "cicada")
+    r = subprocess.run([script, "--version"], capture_output=True, text=True, env=base_env())
+    assert r.returncode == 0 and r.stdout.startswith("cicada ")
+
+
+def test_ipv6_host(serve):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    p = serve("testapps:app", "--host", "::1", "--port", "0")
+    m = p.wait_for(r"running on http://\[::1\]:(\d+)")
+    r = httpx.get(f"http://[::1]:{m.group(1)}/", timeout=10)
+    assert r.text == "Hello, world!"
