@@ -292,15 +292,19 @@ static PyObject *handle_start(cc_asgi_cycle_t *c, PyObject *msg) {
     return Py_NewRef(st->ready_none);
 }
 
-/* Start the response head in the scratch buffer; decides the body framing. extra_cl is the
- * Content-Length to add when the whole body is known (-1: not known). */
-static int begin_head(cc_asgi_cycle_t *c, cc_buf_t *o, int64_t known_len, int more) {
+/* Start the response head in the scratch buffer; decides the body framing. known_len is the
+ * whole body's length when this message carries all of it; `exact` says it is the real
+ * representation length even for HEAD (a file's size). */
+static int begin_head(cc_asgi_cycle_t *c, cc_buf_t *o, int64_t known_len, int more, int exact) {
     cc_asgi_server_t *srv = c->proto->server;
     int no_body = c->is_head || is_no_body_status(c->status);
     char cl_line[48];
     size_t cl_len = 0;
     const char *framing = NULL;
-    if (!c->has_cl && !c->chunked_out && !no_body) {
+    if (exact && c->is_head && !c->has_cl && !is_no_body_status(c->status)) {
+        cl_len = (size_t)snprintf(cl_line, sizeof(cl_line), "content-length: %lld\r\n",
+                                  (long long)known_len);
+    } else if (!c->has_cl && !c->chunked_out && !no_body) {
         if (known_len >= 0 && !more && !c->trailers) {
             cl_len = (size_t)snprintf(cl_line, sizeof(cl_line), "content-length: %lld\r\n",
                                       (long long)known_len);
@@ -373,7 +377,7 @@ static PyObject *handle_body(cc_asgi_cycle_t *c, PyObject *msg) {
         }
     }
     if (c->resp == CC_RESP_STARTED) {
-        if (begin_head(c, o, (int64_t)bl, more) < 0)
+        if (begin_head(c, o, (int64_t)bl, more, 0) < 0)
             return NULL;
     } else {
         o->start = o->len = 0;
@@ -619,7 +623,7 @@ static PyObject *handle_pathsend(cc_asgi_cycle_t *c, PyObject *msg) {
     c->file_left = c->has_cl ? (off_t)c->content_length : sb.st_size;
     int no_body = c->is_head || is_no_body_status(c->status);
     cc_buf_t *o = &srv->out;
-    if (begin_head(c, o, (int64_t)c->file_left, 0) < 0 || flush_out(p, o) < 0) {
+    if (begin_head(c, o, (int64_t)c->file_left, 0, 1) < 0 || flush_out(p, o) < 0) {
         pathsend_end(c);
         return NULL;
     }
