@@ -46,8 +46,8 @@ static outcome_t feed(const uint8_t *in, size_t len, size_t max_trailer, uint32_
             size_t used;
             const char *data;
             size_t dl;
-            cc_http_result_t rc = cc_http_chunked_decode(&d, piece + off, plen - off, &used, &data,
-                                                         &dl);
+            cc_http_result_t rc =
+                cc_http_chunked_decode(&d, piece + off, plen - off, &used, &data, &dl);
             INVARIANT(used <= plen - off);
             off += used;
             if (rc == CC_HTTP_OK && dl) {

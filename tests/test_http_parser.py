@@ -138,6 +138,23 @@ def test_limits():
         parse_request("GET / HTTP/1.1\r\n\r\n")
 
 
+def test_start_offset_walks_a_pipelined_batch():
+    one = b"POST /a HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\n\r\nabc"
+    two = b"GET /b HTTP/1.1\r\n" + HOST + b"\r\n"
+    data = one + two + b"\r\n" + two
+    r1 = parse_request(data)
+    off = r1.head_len + r1.content_length
+    r2 = parse_request(data, off)
+    assert r2.target == b"/b" and r2.head_len == len(two)
+    off += r2.head_len
+    r3 = parse_request(data, off)  # leading empty line before the third request
+    assert r3.target == b"/b" and r3.head_len == len(two) + 2
+    assert off + r3.head_len == len(data)
+    assert parse_request(data, len(data)) is None
+    with pytest.raises(ValueError):
+        parse_request(data, len(data) + 1)
+
+
 def test_large_head_uses_heap_buffer():
     head = b"GET / HTTP/1.1\r\n" + HOST + b"X-Big: " + b"v" * 20000 + b"\r\n\r\n"
     r = parse_request(head)

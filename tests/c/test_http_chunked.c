@@ -10,7 +10,7 @@ typedef struct {
     cc_http_result_t rc; /* OK: done; INCOMPLETE: ran out; else the error */
     char body[8192];
     size_t body_len;
-    size_t consumed; /* total bytes used when done or failed */
+    size_t consumed;  /* total bytes used when done or failed */
     int bad_consumed; /* INCOMPLETE returned without consuming the whole piece */
 } outcome_t;
 
@@ -32,8 +32,8 @@ static void feed(const char *in, size_t len, const size_t *cuts, size_t ncuts, s
             size_t used;
             const char *data;
             size_t dlen;
-            cc_http_result_t rc = cc_http_chunked_decode(&d, piece + off, plen - off, &used, &data,
-                                                         &dlen);
+            cc_http_result_t rc =
+                cc_http_chunked_decode(&d, piece + off, plen - off, &used, &data, &dlen);
             if (used > plen - off)
                 o->bad_consumed = 1;
             off += used;
@@ -182,8 +182,8 @@ TEST(test_reject) {
         snprintf(label, sizeof label, "reject[%zu]", i);
         outcome_t o;
         check_all(c->in, strlen(c->in), 0, label, &o);
-        CHECK_MSG(o.rc == c->rc, "%s: got %d (%s), want %d (%s)", label, o.rc,
-                  cc_http_reason(o.rc), c->rc, cc_http_reason(c->rc));
+        CHECK_MSG(o.rc == c->rc, "%s: got %d (%s), want %d (%s)", label, o.rc, cc_http_reason(o.rc),
+                  c->rc, cc_http_reason(c->rc));
         CHECK_EQ_INT(cc_http_status(o.rc), 400);
     }
 }

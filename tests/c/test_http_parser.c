@@ -74,26 +74,26 @@ typedef struct {
 static const accept_case_t accept_cases[] = {
     {"GET / HTTP/1.1\r\n" H11 "\r\n", "GET", "/", 1, CC_HTTP_BODY_NONE, 0, 1, 0, 0, 1},
     {"GET /a?b=c HTTP/1.0\r\n\r\n", "GET", "/a?b=c", 0, CC_HTTP_BODY_NONE, 0, 0, 0, 0, 0},
-    {"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", "GET", "/", 0, CC_HTTP_BODY_NONE, 0, 1,
-     0, 0, 1},
-    {"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", "GET", "/", 0, CC_HTTP_BODY_NONE,
-     0, 0, 0, 0, 1},
+    {"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", "GET", "/", 0, CC_HTTP_BODY_NONE, 0, 1, 0,
+     0, 1},
+    {"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", "GET", "/", 0, CC_HTTP_BODY_NONE, 0,
+     0, 0, 0, 1},
     {"GET / HTTP/1.1\r\n" H11 "Connection: close\r\n\r\n", "GET", "/", 1, CC_HTTP_BODY_NONE, 0, 0,
      0, 0, 2},
     {"GET / HTTP/1.1\r\n" H11 "Connection: foo\r\nConnection:  CLOSE \r\n\r\n", "GET", "/", 1,
      CC_HTTP_BODY_NONE, 0, 0, 0, 0, 3},
     {"GET /chat HTTP/1.1\r\n" H11 "Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
      "GET", "/chat", 1, CC_HTTP_BODY_NONE, 0, 1, 1, 0, 3},
-    {"GET / HTTP/1.1\r\n" H11 "Connection: upgrade\r\n\r\n", "GET", "/", 1, CC_HTTP_BODY_NONE, 0,
-     1, 0, 0, 2},
+    {"GET / HTTP/1.1\r\n" H11 "Connection: upgrade\r\n\r\n", "GET", "/", 1, CC_HTTP_BODY_NONE, 0, 1,
+     0, 0, 2},
     {"GET / HTTP/1.1\r\n" H11 "Upgrade: h2c\r\n\r\n", "GET", "/", 1, CC_HTTP_BODY_NONE, 0, 1, 0, 0,
      2},
     {"POST /u HTTP/1.1\r\n" H11 "Expect: 100-Continue\r\nContent-Length: 3\r\n\r\n", "POST", "/u",
      1, CC_HTTP_BODY_LENGTH, 3, 1, 0, 1, 3},
     {"POST /u HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", "POST", "/u", 0,
      CC_HTTP_BODY_LENGTH, 3, 0, 0, 0, 2},
-    {"POST / HTTP/1.1\r\n" H11 "Content-Length: 0\r\n\r\n", "POST", "/", 1, CC_HTTP_BODY_NONE, 0,
-     1, 0, 0, 2},
+    {"POST / HTTP/1.1\r\n" H11 "Content-Length: 0\r\n\r\n", "POST", "/", 1, CC_HTTP_BODY_NONE, 0, 1,
+     0, 0, 2},
     {"POST / HTTP/1.1\r\n" H11 "Content-Length: 5, 5\r\n\r\n", "POST", "/", 1, CC_HTTP_BODY_LENGTH,
      5, 1, 0, 0, 2},
     {"POST / HTTP/1.1\r\n" H11 "Content-Length: 5\r\ncontent-length: 5\r\n\r\n", "POST", "/", 1,
@@ -141,9 +141,11 @@ TEST(test_accept_table) {
             continue;
         }
         const cc_http_request_t *r = &p.req;
-        CHECK_MSG(r->method_len == strlen(c->method) && !memcmp(r->method, c->method, r->method_len),
+        CHECK_MSG(r->method_len == strlen(c->method) &&
+                      !memcmp(r->method, c->method, r->method_len),
                   "%s: method", label);
-        CHECK_MSG(r->target_len == strlen(c->target) && !memcmp(r->target, c->target, r->target_len),
+        CHECK_MSG(r->target_len == strlen(c->target) &&
+                      !memcmp(r->target, c->target, r->target_len),
                   "%s: target", label);
         CHECK_MSG(r->version_minor == c->minor, "%s: minor %d", label, r->version_minor);
         CHECK_MSG(r->body == c->body, "%s: body %d", label, r->body);
@@ -202,11 +204,15 @@ typedef struct {
 static const reject_case_t reject_cases[] = {
     /* line endings */
     {"GET / HTTP/1.1\n" H11 "\r\n", 0, CC_HTTP_E_BARE_LF},
-    {"GET / HTTP/1.1\r\n" "Host: a\n\r\n", 0, CC_HTTP_E_BARE_LF},
+    {"GET / HTTP/1.1\r\n"
+     "Host: a\n\r\n",
+     0, CC_HTTP_E_BARE_LF},
     {"GET / HTTP/1.1\r\n" H11 "\n", 0, CC_HTTP_E_BARE_LF},
     {"\nGET / HTTP/1.1\r\n" H11 "\r\n", 0, CC_HTTP_E_BARE_LF},
     {"GET / HTTP/1.1\rX" H11 "\r\n", 0, CC_HTTP_E_BARE_CR},
-    {"GET / HTTP/1.1\r\n" "Host: a\rb\r\n\r\n", 0, CC_HTTP_E_BARE_CR},
+    {"GET / HTTP/1.1\r\n"
+     "Host: a\rb\r\n\r\n",
+     0, CC_HTTP_E_BARE_CR},
     {"GET / HTTP/1.1\r\n" H11 "\rx", 0, CC_HTTP_E_BARE_CR},
     {"\rGET / HTTP/1.1\r\n" H11 "\r\n", 0, CC_HTTP_E_BARE_CR},
     /* request line */
@@ -225,7 +231,8 @@ static const reject_case_t reject_cases[] = {
     {"GET /\x01 HTTP/1.1\r\n" H11 "\r\n", 0, CC_HTTP_E_BAD_TARGET},
     {"GET /caf\xc3\xa9 HTTP/1.1\r\n" H11 "\r\n", 0, CC_HTTP_E_BAD_TARGET},
     {"GET /0123456789abcdef0123456789\xff HTTP/1.1\r\n" H11 "\r\n", 0, CC_HTTP_E_BAD_TARGET},
-    {"GET /\0 HTTP/1.1\r\n" H11 "\r\n", sizeof("GET /\0 HTTP/1.1\r\n" H11 "\r\n") - 1, CC_HTTP_E_BAD_TARGET},
+    {"GET /\0 HTTP/1.1\r\n" H11 "\r\n", sizeof("GET /\0 HTTP/1.1\r\n" H11 "\r\n") - 1,
+     CC_HTTP_E_BAD_TARGET},
     {"GET / http/1.1\r\n" H11 "\r\n", 0, CC_HTTP_E_BAD_VERSION},
     {"GET / HTTP/1\r\n" H11 "\r\n", 0, CC_HTTP_E_BAD_VERSION},
     {"GET / HTTP/1.10\r\n" H11 "\r\n", 0, CC_HTTP_E_BAD_VERSION},
@@ -235,19 +242,27 @@ static const reject_case_t reject_cases[] = {
     {"GET / HTTP/2.0\r\n" H11 "\r\n", 0, CC_HTTP_E_VERSION_UNSUPPORTED},
     {"GET / HTTP/0.9\r\n" H11 "\r\n", 0, CC_HTTP_E_VERSION_UNSUPPORTED},
     /* header names */
-    {"GET / HTTP/1.1\r\n" "Host : a\r\n\r\n", 0, CC_HTTP_E_WS_BEFORE_COLON},
-    {"GET / HTTP/1.1\r\n" "Host\t: a\r\n\r\n", 0, CC_HTTP_E_WS_BEFORE_COLON},
+    {"GET / HTTP/1.1\r\n"
+     "Host : a\r\n\r\n",
+     0, CC_HTTP_E_WS_BEFORE_COLON},
+    {"GET / HTTP/1.1\r\n"
+     "Host\t: a\r\n\r\n",
+     0, CC_HTTP_E_WS_BEFORE_COLON},
     {"GET / HTTP/1.1\r\n" H11 "X: a\r\n b\r\n\r\n", 0, CC_HTTP_E_OBS_FOLD},
-    {"GET / HTTP/1.1\r\n" " Host: a\r\n\r\n", 0, CC_HTTP_E_OBS_FOLD},
+    {"GET / HTTP/1.1\r\n"
+     " Host: a\r\n\r\n",
+     0, CC_HTTP_E_OBS_FOLD},
     {"GET / HTTP/1.1\r\n" H11 ": a\r\n\r\n", 0, CC_HTTP_E_BAD_HEADER_NAME},
     {"GET / HTTP/1.1\r\n" H11 "X(y: a\r\n\r\n", 0, CC_HTTP_E_BAD_HEADER_NAME},
     {"GET / HTTP/1.1\r\n" H11 "X\x80: a\r\n\r\n", 0, CC_HTTP_E_BAD_HEADER_NAME},
     {"GET / HTTP/1.1\r\n" H11 "X-No-Colon\r\n\r\n", 0, CC_HTTP_E_BAD_HEADER_NAME},
     {"GET / HTTP/1.1\r\n" H11 "\x7fX: a\r\n\r\n", 0, CC_HTTP_E_BAD_HEADER_NAME},
     /* header values */
-    {"GET / HTTP/1.1\r\n" H11 "X: a\0b\r\n\r\n", sizeof("GET / HTTP/1.1\r\n" H11 "X: a\0b\r\n\r\n") - 1,
-     CC_HTTP_E_BAD_HEADER_VALUE},
-    {"GET / HTTP/1.1\r\n" H11 "X: a\x01" "b\r\n\r\n", 0, CC_HTTP_E_BAD_HEADER_VALUE},
+    {"GET / HTTP/1.1\r\n" H11 "X: a\0b\r\n\r\n",
+     sizeof("GET / HTTP/1.1\r\n" H11 "X: a\0b\r\n\r\n") - 1, CC_HTTP_E_BAD_HEADER_VALUE},
+    {"GET / HTTP/1.1\r\n" H11 "X: a\x01"
+     "b\r\n\r\n",
+     0, CC_HTTP_E_BAD_HEADER_VALUE},
     {"GET / HTTP/1.1\r\n" H11 "X: a\x7f\r\n\r\n", 0, CC_HTTP_E_BAD_HEADER_VALUE},
     {"GET / HTTP/1.1\r\n" H11 "X: 0123456789abcdef0123456789\x1b\r\n\r\n", 0,
      CC_HTTP_E_BAD_HEADER_VALUE},
@@ -272,6 +287,10 @@ static const reject_case_t reject_cases[] = {
     {"POST / HTTP/1.1\r\n" H11 "Content-Length: 5, 6\r\n\r\n", 0,
      CC_HTTP_E_CONFLICTING_CONTENT_LENGTH},
     {"POST / HTTP/1.1\r\n" H11 "Content-Length: 5\r\nContent-Length: 6\r\n\r\n", 0,
+     CC_HTTP_E_CONFLICTING_CONTENT_LENGTH},
+    {"POST / HTTP/1.1\r\n" H11 "Content-Length: 7\r\nContent-Length: 007\r\n\r\n", 0,
+     CC_HTTP_E_CONFLICTING_CONTENT_LENGTH},
+    {"POST / HTTP/1.1\r\n" H11 "Content-Length: 7, 07\r\n\r\n", 0,
      CC_HTTP_E_CONFLICTING_CONTENT_LENGTH},
     /* Transfer-Encoding */
     {"POST / HTTP/1.1\r\n" H11 "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 0,
@@ -313,8 +332,8 @@ TEST(test_reject_table) {
         char label[32];
         snprintf(label, sizeof label, "reject[%zu]", i);
         cc_http_result_t rc = check_splits(c->in, len, NULL, label);
-        CHECK_MSG(rc == c->rc, "%s: got %d (%s), want %d (%s)", label, rc, cc_http_reason(rc), c->rc,
-                  cc_http_reason(c->rc));
+        CHECK_MSG(rc == c->rc, "%s: got %d (%s), want %d (%s)", label, rc, cc_http_reason(rc),
+                  c->rc, cc_http_reason(c->rc));
         CHECK(cc_http_status(rc) >= 400);
     }
 }
@@ -324,7 +343,7 @@ TEST(test_reject_table) {
 TEST(test_request_line_limit) {
     cc_http_limits_t lim;
     cc_http_limits_default(&lim);
-    lim.max_request_line = 16; /* "GET /0123456789 HTTP/1.1" is 24 */
+    lim.max_request_line = 16;                              /* "GET /0123456789 HTTP/1.1" is 24 */
     const char *ok = "GET /12 HTTP/1.1\r\nHost: a\r\n\r\n"; /* line exactly 16 */
     CHECK_EQ_INT(check_splits(ok, strlen(ok), &lim, "rl-exact"), CC_HTTP_OK);
     const char *bad = "GET /123 HTTP/1.1\r\nHost: a\r\n\r\n"; /* 17 */
@@ -333,7 +352,8 @@ TEST(test_request_line_limit) {
     parsed_t p;
     CHECK_EQ_INT(parse_copy("GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaa", 32, &lim, &p, NULL),
                  CC_HTTP_E_REQUEST_LINE_TOO_LONG);
-    CHECK_EQ_INT(parse_copy("GET /aaaaaaaaaaa", 16, &lim, &p, NULL), CC_HTTP_E_REQUEST_LINE_TOO_LONG);
+    CHECK_EQ_INT(parse_copy("GET /aaaaaaaaaaa", 16, &lim, &p, NULL),
+                 CC_HTTP_E_REQUEST_LINE_TOO_LONG);
     CHECK_EQ_INT(parse_copy("GET /aaaaaaaaaa", 15, &lim, &p, NULL), CC_HTTP_INCOMPLETE);
     CHECK_EQ_INT(parse_copy("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 39, &lim, &p, NULL),
                  CC_HTTP_E_REQUEST_LINE_TOO_LONG);
@@ -392,8 +412,9 @@ TEST(test_header_count_limit) {
 /* ------------------------------------------------------------------ misc */
 
 TEST(test_pipelined_and_body_bytes) {
-    const char *in = "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n"
-                     "Host: a\r\n\r\n";
+    const char *in =
+        "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n"
+        "Host: a\r\n\r\n";
     size_t len = strlen(in);
     parsed_t p;
     char *buf;

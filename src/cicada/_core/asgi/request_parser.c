@@ -10,6 +10,103 @@
 #define CC_PARSER_STACK_BUF 8192
 #define CC_PARSER_STACK_HEADERS 128
 
+/* Lowercase header names and methods common enough to be worth sharing one bytes object. */
+static const char *const cc_known_tokens[] = {
+    "host",
+    "user-agent",
+    "accept",
+    "accept-language",
+    "accept-encoding",
+    "accept-charset",
+    "referer",
+    "connection",
+    "cookie",
+    "upgrade-insecure-requests",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "sec-fetch-user",
+    "cache-control",
+    "pragma",
+    "if-none-match",
+    "if-modified-since",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "origin",
+    "authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-request-id",
+    "forwarded",
+    "via",
+    "upgrade",
+    "expect",
+    "te",
+    "range",
+    "dnt",
+    "priority",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "keep-alive",
+    "date",
+    "content-encoding",
+    "traceparent",
+    "x-requested-with",
+    "GET",
+    "POST",
+    "PUT",
+    "DELETE",
+    "HEAD",
+    "OPTIONS",
+    "PATCH",
+};
+
+static inline unsigned cc_known_hash(const char *s, size_t n) {
+    return ((unsigned)n * 31u + (unsigned char)s[0] * 7u + (unsigned char)s[n - 1] * 3u +
+            (n > 3 ? (unsigned char)s[3] : 0u)) &
+           (CC_ASGI_KNOWN_SLOTS - 1);
+}
+
+/* A new reference to bytes equal to s[0..n): the shared object when s is a known token. */
+static inline PyObject *cc_known_bytes(cc_asgi_parser_state_t *ps, const char *s, size_t n) {
+    if (n) {
+        for (unsigned h = cc_known_hash(s, n), probes = 0; probes < 4; probes++) {
+            PyObject *k = ps->known[(h + probes) & (CC_ASGI_KNOWN_SLOTS - 1)];
+            if (!k)
+                break;
+            if ((size_t)PyBytes_GET_SIZE(k) == n && memcmp(PyBytes_AS_STRING(k), s, n) == 0)
+                return Py_NewRef(k);
+        }
+    }
+    return PyBytes_FromStringAndSize(s, (Py_ssize_t)n);
+}
+
+static int cc_known_init(cc_asgi_parser_state_t *ps) {
+    for (size_t i = 0; i < sizeof cc_known_tokens / sizeof cc_known_tokens[0]; i++) {
+        const char *t = cc_known_tokens[i];
+        size_t n = strlen(t);
+        unsigned h = cc_known_hash(t, n), probes = 0;
+        while (ps->known[h] && probes < 4) {
+            h = (h + 1) & (CC_ASGI_KNOWN_SLOTS - 1);
+            probes++;
+        }
+        if (ps->known[h])
+            continue; /* a crowded bucket: that token just is not shared */
+        ps->known[h] = PyBytes_FromStringAndSize(t, (Py_ssize_t)n);
+        if (!ps->known[h])
+            return -1;
+    }
+    return 0;
+}
+
 static cc_asgi_parser_state_t *cc_parser_state_of_module(PyObject *module) {
     return &cc_state(module)->asgi.parser;
 }
@@ -61,7 +158,7 @@ static PyObject *cc_parser_build(cc_asgi_parser_state_t *ps, const cc_http_reque
         goto error;
     for (size_t i = 0; i < r->num_headers; i++) {
         const cc_http_header_t *h = &r->headers[i];
-        PyObject *name = PyBytes_FromStringAndSize(h->name, (Py_ssize_t)h->name_len);
+        PyObject *name = cc_known_bytes(ps, h->name, h->name_len);
         if (!name)
             goto error;
         PyObject *value = PyBytes_FromStringAndSize(h->value, (Py_ssize_t)h->value_len);
@@ -80,7 +177,7 @@ static PyObject *cc_parser_build(cc_asgi_parser_state_t *ps, const cc_http_reque
         PyList_SET_ITEM(headers, (Py_ssize_t)i, pair);
     }
     /* Fields in ParsedRequest order; each item is stolen by the structseq. */
-    item = PyBytes_FromStringAndSize(r->method, (Py_ssize_t)r->method_len);
+    item = cc_known_bytes(ps, r->method, r->method_len);
     if (!item)
         goto error;
     PyStructSequence_SetItem(res, 0, item);
@@ -92,7 +189,7 @@ static PyObject *cc_parser_build(cc_asgi_parser_state_t *ps, const cc_http_reque
     PyStructSequence_SetItem(res, 2, item);
     PyStructSequence_SetItem(res, 3, headers);
     headers = NULL;
-    item = Py_NewRef(r->body == CC_HTTP_BODY_CHUNKED ? ps->str_chunked
+    item = Py_NewRef(r->body == CC_HTTP_BODY_CHUNKED  ? ps->str_chunked
                      : r->body == CC_HTTP_BODY_LENGTH ? ps->str_length
                                                       : ps->str_none);
     PyStructSequence_SetItem(res, 4, item);
@@ -119,7 +216,8 @@ error:
     return NULL;
 }
 
-/* parse_request(data, /, *, max_request_line=8192, max_head_size=65536, max_headers=100) */
+/* parse_request(data, start=0, /, *, max_request_line=8192, max_head_size=65536,
+ *               max_headers=100) */
 static PyObject *cc_parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames) {
     cc_asgi_parser_state_t *ps = cc_parser_state_of_module(module);
@@ -132,10 +230,13 @@ static PyObject *cc_parse_request(PyObject *module, PyObject *const *args, Py_ss
     cc_http_header_t *headers = stack_headers;
     PyObject *res = NULL;
 
-    if (nargs != 1) {
-        PyErr_SetString(PyExc_TypeError, "parse_request() takes exactly one positional argument");
+    size_t start = 0;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "parse_request() takes one or two positional arguments");
         return NULL;
     }
+    if (nargs == 2 && cc_parser_size_arg(args[1], "start", &start) < 0)
+        return NULL;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *k = PyTuple_GET_ITEM(kwnames, i), *v = args[nargs + i];
@@ -156,8 +257,17 @@ static PyObject *cc_parse_request(PyObject *module, PyObject *const *args, Py_ss
     }
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    /* Only the head can matter: never copy more than the head limit allows. */
-    size_t len = (size_t)view.len;
+    if (start > (size_t)view.len) {
+        PyErr_SetString(PyExc_ValueError, "start is past the end of data");
+        goto done;
+    }
+    /* Only the head matters: copy up to its blank line when there is one (pipelined requests and
+     * bodies stay uncopied), and never more than the head limit. */
+    const char *src = (const char *)view.buf + start;
+    size_t len = (size_t)view.len - start;
+    long head_end = cc_http_find_head_end(src, len, 0);
+    if (head_end >= 0)
+        len = (size_t)head_end;
     if (len > lim.max_head_size)
         len = lim.max_head_size;
     if (len > sizeof stack_buf) {
@@ -174,9 +284,27 @@ static PyObject *cc_parse_request(PyObject *module, PyObject *const *args, Py_ss
             goto done;
         }
     }
-    memcpy(buf, view.buf, len);
+    memcpy(buf, src, len);
     cc_http_request_t req;
     cc_http_result_t rc = cc_http_parse_request(buf, len, &lim, headers, lim.max_headers, &req);
+    /* A blank line found early (leading empty lines) does not end the head: parse it all. */
+    if (rc == CC_HTTP_INCOMPLETE && head_end >= 0 && (size_t)view.len - start > len) {
+        if (buf != stack_buf)
+            PyMem_Free(buf);
+        buf = stack_buf;
+        len = (size_t)view.len - start;
+        if (len > lim.max_head_size)
+            len = lim.max_head_size;
+        if (len > sizeof stack_buf) {
+            buf = PyMem_Malloc(len);
+            if (!buf) {
+                PyErr_NoMemory();
+                goto done;
+            }
+        }
+        memcpy(buf, src, len);
+        rc = cc_http_parse_request(buf, len, &lim, headers, lim.max_headers, &req);
+    }
     if (rc == CC_HTTP_OK)
         res = cc_parser_build(ps, &req);
     else if (rc == CC_HTTP_INCOMPLETE)
@@ -213,8 +341,7 @@ static PyObject *cc_find_head_end(PyObject *module, PyObject *const *args, Py_ss
 /* ------------------------------------------------------------------ ChunkedDecoder */
 
 typedef struct {
-    PyObject_HEAD
-    cc_http_chunked_t dec;
+    PyObject_HEAD cc_http_chunked_t dec;
     cc_http_result_t error; /* sticky: a malformed body stays malformed */
 } cc_chunked_decoder_t;
 
@@ -264,7 +391,8 @@ static void cc_chunked_dealloc(PyObject *self) {
 static PyObject *cc_chunked_feed(PyObject *op, PyTypeObject *defining_class, PyObject *const *args,
                                  Py_ssize_t nargs, PyObject *kwnames) {
     cc_chunked_decoder_t *self = (cc_chunked_decoder_t *)op;
-    cc_asgi_parser_state_t *ps = &((cc_state_t *)PyType_GetModuleState(defining_class))->asgi.parser;
+    cc_asgi_parser_state_t *ps =
+        &((cc_state_t *)PyType_GetModuleState(defining_class))->asgi.parser;
     Py_buffer view = {0};
     PyObject *chunks = NULL, *res = NULL;
     if (nargs != 1 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
@@ -285,8 +413,8 @@ static PyObject *cc_chunked_feed(PyObject *op, PyTypeObject *defining_class, PyO
     for (;;) {
         size_t used, dlen;
         const char *data;
-        cc_http_result_t rc = cc_http_chunked_decode(&self->dec, p + off, len - off, &used, &data,
-                                                     &dlen);
+        cc_http_result_t rc =
+            cc_http_chunked_decode(&self->dec, p + off, len - off, &used, &data, &dlen);
         off += used;
         if (rc == CC_HTTP_OK && dlen) {
             PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)dlen);
@@ -318,7 +446,8 @@ static PyObject *cc_chunked_get_done(PyObject *op, void *closure) {
 }
 
 static PyMethodDef cc_chunked_methods[] = {
-    {"feed", (PyCFunction)(void (*)(void))cc_chunked_feed, METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+    {"feed", (PyCFunction)(void (*)(void))cc_chunked_feed,
+     METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
      "feed(data) -> (list of body bytes, done, consumed). Raises HTTPParseError."},
     {NULL, NULL, 0, NULL},
 };
@@ -369,9 +498,11 @@ static PyStructSequence_Desc cc_parsed_desc = {
 
 static PyMethodDef cc_parser_functions[] = {
     {"parse_request", (PyCFunction)(void (*)(void))cc_parse_request, METH_FASTCALL | METH_KEYWORDS,
-     "parse_request(data, *, max_request_line=8192, max_head_size=65536, max_headers=100)\n"
-     "Parse one request head at the start of data. Returns a ParsedRequest, None when more bytes\n"
-     "are needed, or raises HTTPParseError (a ValueError with .status and .reason)."},
+     "parse_request(data, start=0, *, max_request_line=8192, max_head_size=65536, "
+     "max_headers=100)\n"
+     "Parse one request head at data[start:] (head_len counts from start). Returns a\n"
+     "ParsedRequest, None when more bytes are needed, or raises HTTPParseError (a ValueError\n"
+     "with .status and .reason)."},
     {"find_head_end", (PyCFunction)(void (*)(void))cc_find_head_end, METH_FASTCALL,
      "find_head_end(data, start=0) -> length of the head up to its blank line, or -1."},
     {NULL, NULL, 0, NULL},
@@ -383,6 +514,8 @@ static int cc_intern(PyObject **slot, const char *s) {
 }
 
 int cc_asgi_parser_init(PyObject *module, cc_asgi_parser_state_t *ps) {
+    if (cc_known_init(ps) < 0)
+        return -1;
     if (cc_intern(&ps->str_v10, "1.0") < 0 || cc_intern(&ps->str_v11, "1.1") < 0 ||
         cc_intern(&ps->str_none, "none") < 0 || cc_intern(&ps->str_length, "length") < 0 ||
         cc_intern(&ps->str_chunked, "chunked") < 0 ||
@@ -439,4 +572,6 @@ void cc_asgi_parser_clear(cc_asgi_parser_state_t *ps) {
     Py_CLEAR(ps->str_status);
     Py_CLEAR(ps->str_reason);
     Py_CLEAR(ps->str_error);
+    for (size_t i = 0; i < CC_ASGI_KNOWN_SLOTS; i++)
+        Py_CLEAR(ps->known[i]);
 }

@@ -130,8 +130,8 @@ typedef struct {
 void cc_http_chunked_init(cc_http_chunked_t *d, size_t max_trailer);
 
 /* Consume bytes from buf[0..len). *consumed is always set to what was used.
- * - CC_HTTP_OK with *data and *data_len set to a non-empty span of body data inside buf: deliver it,
- *   then call again with the rest;
+ * - CC_HTTP_OK with *data and *data_len set to a non-empty span of body data inside buf:
+ *   deliver it, then call again with the rest;
  * - CC_HTTP_OK with *data_len == 0 and cc_http_chunked_done(d): the last chunk and trailers have
  *   been read, the message ends at buf + *consumed;
  * - CC_HTTP_INCOMPLETE: everything given was consumed (into state); feed more;

@@ -63,11 +63,12 @@ static int cc_http_ieq(const char *a, size_t n, const char *lower_lit, size_t li
 #define CC_HTTP_IEQ(a, n, lit) cc_http_ieq((a), (n), lit, sizeof(lit) - 1)
 
 /* Content-Length: 1*DIGIT, or a comma list of identical values (RFC 9110 section 8.6 lets a
- * recipient accept "5, 5"). Anything else, or a value above UINT64_MAX, is rejected. */
-static cc_http_result_t cc_http_parse_cl(const char *v, size_t n, uint64_t *out) {
+ * recipient accept "5, 5"). "Identical" is textual: "7, 007" is rejected, so that no two parsers
+ * can read different lengths from one field. first and first_len carry the digits of the first
+ * value seen across repeated fields. Values above UINT64_MAX are rejected. */
+static cc_http_result_t cc_http_parse_cl(const char *v, size_t n, const char **first,
+                                         size_t *first_len, uint64_t *out) {
     size_t i = 0;
-    int have = 0;
-    uint64_t first = 0;
     for (;;) {
         while (i < n && cc_http_is((unsigned char)v[i], CC_HTTP_C_WS))
             i++;
@@ -82,20 +83,22 @@ static cc_http_result_t cc_http_parse_cl(const char *v, size_t n, uint64_t *out)
         }
         if (i == start)
             return CC_HTTP_E_BAD_CONTENT_LENGTH;
+        if (*first) {
+            if (i - start != *first_len || memcmp(v + start, *first, *first_len) != 0)
+                return CC_HTTP_E_CONFLICTING_CONTENT_LENGTH;
+        } else {
+            *first = v + start;
+            *first_len = i - start;
+        }
+        *out = x;
         while (i < n && cc_http_is((unsigned char)v[i], CC_HTTP_C_WS))
             i++;
-        if (have && x != first)
-            return CC_HTTP_E_CONFLICTING_CONTENT_LENGTH;
-        first = x;
-        have = 1;
         if (i == n)
-            break;
+            return CC_HTTP_OK;
         if (v[i] != ',')
             return CC_HTTP_E_BAD_CONTENT_LENGTH;
         i++;
     }
-    *out = first;
-    return CC_HTTP_OK;
 }
 
 typedef struct {
@@ -293,7 +296,9 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
         if (p >= cend)
             return cc_http_rl_oob(p, rl_cap, head_limit);
         unsigned char c = (unsigned char)buf[p];
-        int ok = k < 5 ? c == (unsigned char)proto[k] : k == 6 ? c == '.' : (unsigned)(c - '0') < 10u;
+        int ok = k < 5    ? c == (unsigned char)proto[k]
+                 : k == 6 ? c == '.'
+                          : (unsigned)(c - '0') < 10u;
         if (!ok)
             return c == ' ' && k == 0 ? CC_HTTP_E_BAD_REQUEST_LINE : CC_HTTP_E_BAD_VERSION;
     }
@@ -320,6 +325,8 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
     const char *upgrade_value = NULL;
     size_t upgrade_len = 0;
     uint64_t cl = 0;
+    const char *cl_first = NULL;
+    size_t cl_first_len = 0;
     cc_http_te_t te = {0, 0, 0, 0};
     /* Framing errors wait until the head is complete: a later syntax error must win on the whole
      * input too, or a prefix could report a different error than the full head. */
@@ -394,7 +401,8 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
                 host_count++;
             break;
         case 6:
-            if (memcmp(name, "expect", 6) == 0 && CC_HTTP_IEQ(h->value, h->value_len, "100-continue"))
+            if (memcmp(name, "expect", 6) == 0 &&
+                CC_HTTP_IEQ(h->value, h->value_len, "100-continue"))
                 expect = 1;
             break;
         case 7:
@@ -410,13 +418,10 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
             break;
         case 14:
             if (memcmp(name, "content-length", 14) == 0 && deferred == CC_HTTP_OK) {
-                uint64_t v = 0;
-                cc_http_result_t r = cc_http_parse_cl(h->value, h->value_len, &v);
+                cc_http_result_t r =
+                    cc_http_parse_cl(h->value, h->value_len, &cl_first, &cl_first_len, &cl);
                 if (r != CC_HTTP_OK)
                     deferred = r;
-                else if (cl_seen && v != cl)
-                    deferred = CC_HTTP_E_CONFLICTING_CONTENT_LENGTH;
-                cl = v;
                 cl_seen = 1;
             }
             break;
@@ -469,8 +474,9 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
     req->num_headers = nh;
     req->body = body;
     req->content_length = cl;
-    req->keep_alive = minor_v == 1 ? !(conn & CC_HTTP_CONN_CLOSE)
-                                   : (conn & CC_HTTP_CONN_KEEP_ALIVE) && !(conn & CC_HTTP_CONN_CLOSE);
+    req->keep_alive = minor_v == 1
+                          ? !(conn & CC_HTTP_CONN_CLOSE)
+                          : (conn & CC_HTTP_CONN_KEEP_ALIVE) && !(conn & CC_HTTP_CONN_CLOSE);
     req->upgrade = (conn & CC_HTTP_CONN_UPGRADE) && has_upgrade;
     req->expect_continue = expect && minor_v == 1;
     req->upgrade_value = req->upgrade ? upgrade_value : NULL;
