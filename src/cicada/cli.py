@@ -66,7 +66,7 @@ OPTIONS: list[Opt] = [
     Opt("uds", ("--uds",), "Bind to a UNIX domain socket (mode 0666, or the existing socket's mode).", metavar="PATH"),
     Opt("fd", ("--fd",), "Bind to socket from this file descriptor (an inherited listening socket).", int),
     Opt("backlog", ("--backlog",), "Maximum number of connections to hold in backlog.", int, 2048),
-    Opt("reuse_port", ("--reuse-port",), "Set SO_REUSEPORT on the listening socket (cicada extension).", "bool", False),
+    Opt("reuse_port", ("--reuse-port",), "With --workers: each worker listens on its own SO_REUSEPORT socket and the kernel spreads connections (cicada extension).", "bool", False),
     Opt("reload", ("--reload",), "Enable auto-reload (development; needs watchfiles).", "flag", False),
     Opt("reload_dirs", ("--reload-dir",), "Set reload directories explicitly, instead of using the current working directory. Repeatable.", "list", metavar="PATH", default_text="current directory"),
     Opt("reload_includes", ("--reload-include",), "Glob pattern of files to watch (in addition to '*.py'). Repeatable.", "list", metavar="GLOB", default_text="*.py"),
@@ -76,7 +76,7 @@ OPTIONS: list[Opt] = [
     Opt("loop", ("--loop",), "Event loop implementation (or 'module:factory'). auto = uvloop if installed, else asyncio.", str, "auto", _choices(LOOP_CHOICES), extra_choices_ok=True),
     Opt("http", ("--http",), "HTTP protocol implementation: cicada's C parser (h11/httptools are accepted aliases), or 'module:Class' with the HttpServer interface.", str, "auto", HTTP_CHOICES, extra_choices_ok=True),
     Opt("http2", ("--http2",), "HTTP/2 (not supported by cicada; accepted for compatibility and rejected if set).", "flag", False),
-    Opt("ws", ("--ws",), "WebSocket protocol implementation. 'none' refuses upgrades (cicada's WebSocket support comes later).", str, "auto", WS_CHOICES),
+    Opt("ws", ("--ws",), "WebSocket protocol implementation. 'none' refuses upgrades; until cicada's WebSocket support lands, upgrades are refused whatever the value.", str, "auto", WS_CHOICES),
     Opt("ws_max_size", ("--ws-max-size",), "WebSocket max message size in bytes (accepted; WebSocket support comes later).", int, 16777216),
     Opt("ws_max_queue", ("--ws-max-queue",), "WebSocket message queue length (accepted; WebSocket support comes later).", int, 32),
     Opt("ws_ping_interval", ("--ws-ping-interval",), "WebSocket ping interval in seconds (accepted; WebSocket support comes later).", float, 20.0),
@@ -232,6 +232,8 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
         else:
             conv = _choice_type(opt) if opt.choices else opt.type
             metavar = opt.metavar or ("{" + ",".join(opt.choices) + "}" if opt.choices else None)
+            if metavar is None:
+                metavar = {int: "INT", float: "FLOAT"}.get(opt.type, "TEXT")
             parser.add_argument(
                 *opt.flags, dest=opt.dest, type=conv, default=default, metavar=metavar, help=help_text,
             )

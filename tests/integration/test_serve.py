@@ -425,3 +425,14 @@ def test_ipv6_host(serve):
     m = p.wait_for(r"running on http://\[::1\]:(\d+)")
     r = httpx.get(f"http://[::1]:{m.group(1)}/", timeout=10)
     assert r.text == "Hello, world!"
+
+
+def test_custom_http_implementation_import_string(serve):
+    """--http module:Class plugs in another HttpServer-compatible protocol factory (here the
+    uvicorn-backed test stand-in)."""
+    p = serve("testapps:app", "--port", "0", "--http", "uvicorn_backend:HttpServer", add_http=False)
+    r = get(p.wait_port(), "/scope")
+    assert r.status_code == 200 and r.headers["server"] == "cicada"
+    bad = serve("testapps:app", "--port", "0", "--http", "uvicorn_backend:Nope", add_http=False)
+    assert bad.wait(20) == 3
+    assert 'Attribute "Nope" not found in module "uvicorn_backend"' in bad.output
