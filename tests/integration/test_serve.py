@@ -436,3 +436,17 @@ def test_custom_http_implementation_import_string(serve):
     bad = serve("testapps:app", "--port", "0", "--http", "uvicorn_backend:Nope", add_http=False)
     assert bad.wait(20) == 3
     assert 'Attribute "Nope" not found in module "uvicorn_backend"' in bad.output
+
+
+def test_idle_keepalive_connections_do_not_delay_shutdown(serve):
+    p = serve("testapps:app", "--port", "0", "--timeout-keep-alive", "60")
+    port = p.wait_port()
+    clients = [httpx.Client() for _ in range(5)]
+    for c in clients:
+        assert c.get(f"http://127.0.0.1:{port}/").status_code == 200  # connection stays open
+    t0 = time.monotonic()
+    p.signal(signal.SIGTERM)
+    assert p.wait(20) == 0
+    assert time.monotonic() - t0 < 5
+    for c in clients:
+        c.close()
