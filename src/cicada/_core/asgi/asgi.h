@@ -58,8 +58,7 @@ typedef struct cc_asgi_proto cc_asgi_proto_t;
 typedef struct cc_asgi_cycle cc_asgi_cycle_t;
 
 struct cc_asgi_server {
-    PyObject_HEAD
-    PyObject *module; /* keeps the state alive */
+    PyObject_HEAD PyObject *module; /* keeps the state alive */
     cc_asgi_state_t *st;
     PyObject *app;
     PyObject *loop;
@@ -95,8 +94,7 @@ struct cc_asgi_server {
 };
 
 struct cc_asgi_proto {
-    PyObject_HEAD
-    cc_asgi_server_t *server;
+    PyObject_HEAD cc_asgi_server_t *server;
     PyObject *transport;
     PyObject *client;   /* (host, port) or None */
     PyObject *sockname; /* (host, port) or None */
@@ -111,7 +109,7 @@ struct cc_asgi_proto {
     unsigned connected : 1;
     unsigned closing : 1; /* close requested or done: no more requests */
     unsigned lost : 1;
-    unsigned eof : 1;       /* the client half-closed */
+    unsigned eof : 1; /* the client half-closed */
     unsigned close_called : 1;
     unsigned reading_paused : 1;
     unsigned writing_paused : 1;
@@ -120,12 +118,11 @@ struct cc_asgi_proto {
 enum { CC_RESP_INIT = 0, CC_RESP_STARTED, CC_RESP_BODY, CC_RESP_TRAILERS, CC_RESP_DONE };
 
 struct cc_asgi_cycle {
-    PyObject_HEAD
-    cc_asgi_proto_t *proto;
+    PyObject_HEAD cc_asgi_proto_t *proto;
     PyObject *scope;
     PyObject *task;
     PyObject *recv_waiter;
-    PyObject *send_waiter; /* pathsend in progress */
+    PyObject *send_waiter;   /* pathsend in progress */
     PyObject *start_headers; /* list/tuple from http.response.start until the head is written */
     PyObject *method;        /* str, borrowed from scope's ownership: kept for the access log */
     /* request body */
@@ -143,8 +140,8 @@ struct cc_asgi_cycle {
     int sock_fd; /* for zero-copy pathsend, -1 when not possible */
     off_t file_left;
     unsigned is_head : 1;
-    unsigned body_done : 1;       /* the request body has been read up to its end */
-    unsigned body_delivered : 1;  /* the last http.request message was returned */
+    unsigned body_done : 1;      /* the request body has been read up to its end */
+    unsigned body_delivered : 1; /* the last http.request message was returned */
     unsigned keep_alive : 1;
     unsigned expect_continue : 1; /* 100 Continue not sent yet */
     unsigned disconnected : 1;

@@ -30,8 +30,8 @@ int cc_asgi_init(PyObject *module, cc_asgi_state_t *st) {
         return -1;
     st->client_disconnected = PyErr_NewExceptionWithDoc(
         "cicada._core.ClientDisconnected",
-        "send() was called after the client closed the connection (ASGI spec 2.4).",
-        PyExc_OSError, NULL);
+        "send() was called after the client closed the connection (ASGI spec 2.4).", PyExc_OSError,
+        NULL);
     if (!st->client_disconnected ||
         PyModule_AddObjectRef(module, "ClientDisconnected", st->client_disconnected) < 0)
         return -1;

@@ -10,8 +10,7 @@
 /* ---- _Ready: an awaitable that completes immediately with a value ------------------------ */
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *value;
+    PyObject_HEAD PyObject *value;
 } cc_ready_t;
 
 PyObject *cc_asgi_ready_new(cc_asgi_state_t *st, PyObject *value) {
@@ -23,7 +22,9 @@ PyObject *cc_asgi_ready_new(cc_asgi_state_t *st, PyObject *value) {
     return (PyObject *)r;
 }
 
-static PyObject *ready_await(PyObject *self) { return Py_NewRef(self); }
+static PyObject *ready_await(PyObject *self) {
+    return Py_NewRef(self);
+}
 
 static PyObject *ready_next(cc_ready_t *r) {
     PyObject *v = r->value;
@@ -64,14 +65,10 @@ static void ready_dealloc(cc_ready_t *r) {
 }
 
 static PyType_Slot ready_slots[] = {
-    {Py_am_await, ready_await},
-    {Py_am_send, ready_send},
-    {Py_tp_iter, ready_await},
-    {Py_tp_iternext, ready_next},
-    {Py_tp_dealloc, ready_dealloc},
-    {Py_tp_traverse, ready_traverse},
-    {Py_tp_clear, ready_clear},
-    {0, NULL},
+    {Py_am_await, ready_await},     {Py_am_send, ready_send},
+    {Py_tp_iter, ready_await},      {Py_tp_iternext, ready_next},
+    {Py_tp_dealloc, ready_dealloc}, {Py_tp_traverse, ready_traverse},
+    {Py_tp_clear, ready_clear},     {0, NULL},
 };
 
 PyType_Spec cc_asgi_ready_spec = {
@@ -91,8 +88,8 @@ void cc_asgi_wake(cc_asgi_state_t *st, PyObject **waiter, PyObject *value) {
         return;
     CC_EXC_SAVE(exc);
     PyObject *args[2] = {fut, value};
-    PyObject *done = PyObject_VectorcallMethod(st->s_done, args,
-                                               1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *done =
+        PyObject_VectorcallMethod(st->s_done, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     if (done) {
         int d = PyObject_IsTrue(done);
         Py_DECREF(done);
@@ -231,7 +228,8 @@ static PyObject *next_message(cc_asgi_cycle_t *c) {
     if (c->resp == CC_RESP_DONE || c->disconnected)
         return cc_asgi_disconnect_message(st);
     if (c->body_delivered)
-        return c->proto->eof ? cc_asgi_disconnect_message(st) : Py_None; /* wait for the response to finish or the client to leave */
+        return c->proto->eof ? cc_asgi_disconnect_message(st)
+                             : Py_None; /* wait for the response to finish or the client to leave */
     PyObject *b = take_body(c, 0);
     if (!b || b == Py_None)
         return b;
@@ -265,7 +263,7 @@ int cc_asgi_cycle_disconnect(cc_asgi_cycle_t *c) {
     if (c->file_fd >= 0) {
         close(c->file_fd);
         c->file_fd = -1;
-    c->sock_fd = -1;
+        c->sock_fd = -1;
     }
     if (c->send_waiter)
         cc_asgi_wake(st, &c->send_waiter, Py_None);
@@ -407,8 +405,7 @@ static void cycle_finish(cc_asgi_cycle_t *c, PyObject *exc, PyObject *res) {
         cc_asgi_log(srv, st->s_error, "ASGI callable returned without starting response.", NULL);
         finish_abnormally(c);
     } else if (c->resp != CC_RESP_DONE && !c->disconnected) {
-        cc_asgi_log(srv, st->s_error, "ASGI callable returned without completing response.",
-                    NULL);
+        cc_asgi_log(srv, st->s_error, "ASGI callable returned without completing response.", NULL);
         finish_abnormally(c);
     }
     Py_CLEAR(c->task);

@@ -20,10 +20,14 @@ static int type_is(PyObject *t, PyObject *want) {
     return t == want || (PyUnicode_Check(t) && PyUnicode_Compare(t, want) == 0);
 }
 
-static int is_no_body_status(int status) { return status < 200 || status == 204 || status == 304; }
+static int is_no_body_status(int status) {
+    return status < 200 || status == 204 || status == 304;
+}
 
 /* Borrowed item or NULL (and no exception) when absent. */
-static PyObject *get(PyObject *d, PyObject *key) { return PyDict_GetItemWithError(d, key); }
+static PyObject *get(PyObject *d, PyObject *key) {
+    return PyDict_GetItemWithError(d, key);
+}
 
 static int out_append(cc_buf_t *o, const void *p, size_t n) {
     if (cc_buf_append(o, p, n) < 0) {
@@ -92,8 +96,7 @@ done:
 }
 
 /* Date and Server (unless the app set them) and the configured default headers. */
-static int append_server_headers(cc_asgi_server_t *srv, cc_buf_t *o, int has_date,
-                                 int has_server) {
+static int append_server_headers(cc_asgi_server_t *srv, cc_buf_t *o, int has_date, int has_server) {
     if (srv->date_header && !has_date) {
         if (OUT_LIT(o, "date: ") < 0 || out_append(o, cc_date_now(), CC_DATE_LEN) < 0 ||
             OUT_LIT(o, "\r\n") < 0)
@@ -141,8 +144,7 @@ static int parse_content_length(const char *v, size_t n, uint64_t *out) {
 }
 
 /* Validate one header list (response headers or trailers); count its serialized size. */
-static PyObject *check_headers(cc_asgi_cycle_t *c, PyObject *headers, int response,
-                               size_t *bytes) {
+static PyObject *check_headers(cc_asgi_cycle_t *c, PyObject *headers, int response, size_t *bytes) {
     PyObject *fast = PySequence_Fast(headers, "");
     if (!fast) {
         PyErr_Format(PyExc_RuntimeError,
@@ -502,8 +504,7 @@ int cc_asgi_pathsend_continue(cc_asgi_cycle_t *c) {
                     c->sock_fd = -1; /* let the read path report the short file */
             }
         }
-        size_t want =
-            c->file_left > CC_ASGI_FILE_CHUNK ? CC_ASGI_FILE_CHUNK : (size_t)c->file_left;
+        size_t want = c->file_left > CC_ASGI_FILE_CHUNK ? CC_ASGI_FILE_CHUNK : (size_t)c->file_left;
         PyObject *chunk = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)want);
         if (!chunk)
             return -1;
@@ -615,8 +616,7 @@ static PyObject *handle_pathsend(cc_asgi_cycle_t *c, PyObject *msg) {
     struct stat sb;
     if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        PyErr_Format(PyExc_RuntimeError, "http.response.pathsend: %R is not a regular file.",
-                     path);
+        PyErr_Format(PyExc_RuntimeError, "http.response.pathsend: %R is not a regular file.", path);
         return NULL;
     }
     c->file_fd = fd;
@@ -669,8 +669,8 @@ PyObject *cc_asgi_send(cc_asgi_cycle_t *c, PyObject *message) {
     case CC_RESP_INIT:
         if (type_is(type, st->s_t_start))
             return handle_start(c, message);
-        PyErr_Format(PyExc_RuntimeError,
-                     "Expected ASGI message 'http.response.start', but got %R.", type);
+        PyErr_Format(PyExc_RuntimeError, "Expected ASGI message 'http.response.start', but got %R.",
+                     type);
         return NULL;
     case CC_RESP_STARTED:
     case CC_RESP_BODY:
@@ -678,8 +678,8 @@ PyObject *cc_asgi_send(cc_asgi_cycle_t *c, PyObject *message) {
             return handle_body(c, message);
         if (type_is(type, st->s_t_pathsend))
             return handle_pathsend(c, message);
-        PyErr_Format(PyExc_RuntimeError,
-                     "Expected ASGI message 'http.response.body', but got %R.", type);
+        PyErr_Format(PyExc_RuntimeError, "Expected ASGI message 'http.response.body', but got %R.",
+                     type);
         return NULL;
     case CC_RESP_TRAILERS:
         if (type_is(type, st->s_t_trailers))

@@ -64,11 +64,27 @@ static Py_ssize_t opt_size(PyObject *o, Py_ssize_t dflt) {
 }
 
 static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"app", "loop", "root_path", "scheme", "server_header", "date_header",
-                             "default_headers", "max_request_line", "max_head_size", "max_headers",
-                             "limit_concurrency", "timeout_keep_alive", "timeout_request_head",
-                             "proxy_headers", "trusted_proxy", "access_logger", "error_logger",
-                             "state", "read_buffer_limit", "write_high_water", "write_low_water",
+    static char *kwlist[] = {"app",
+                             "loop",
+                             "root_path",
+                             "scheme",
+                             "server_header",
+                             "date_header",
+                             "default_headers",
+                             "max_request_line",
+                             "max_head_size",
+                             "max_headers",
+                             "limit_concurrency",
+                             "timeout_keep_alive",
+                             "timeout_request_head",
+                             "proxy_headers",
+                             "trusted_proxy",
+                             "access_logger",
+                             "error_logger",
+                             "state",
+                             "read_buffer_limit",
+                             "write_high_water",
+                             "write_low_water",
                              NULL};
     PyObject *app, *loop, *root_path = NULL, *scheme = NULL, *server_header = NULL;
     int date_header = 1, proxy_headers = 0;
@@ -122,8 +138,7 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     s->date_header = date_header ? 1 : 0;
     s->proxy_headers = proxy_headers ? 1 : 0;
     cc_http_limits_default(&s->limits);
-    s->limits.max_request_line =
-        (size_t)opt_size(max_line, (Py_ssize_t)s->limits.max_request_line);
+    s->limits.max_request_line = (size_t)opt_size(max_line, (Py_ssize_t)s->limits.max_request_line);
     s->limits.max_head_size = (size_t)opt_size(max_head, (Py_ssize_t)s->limits.max_head_size);
     s->limits.max_headers = (size_t)opt_size(max_headers, (Py_ssize_t)s->limits.max_headers);
     s->limit_concurrency = opt_size(limit, -1);

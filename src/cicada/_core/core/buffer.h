@@ -20,7 +20,9 @@ static inline void cc_buf_init(cc_buf_t *b) {
     b->data = NULL;
     b->start = b->len = b->cap = 0;
 }
-static inline char *cc_buf_ptr(const cc_buf_t *b) { return b->data + b->start; }
+static inline char *cc_buf_ptr(const cc_buf_t *b) {
+    return b->data + b->start;
+}
 
 /* Make room for `extra` more bytes at the tail (compacting first if that is enough). 0 / -1. */
 int cc_buf_reserve(cc_buf_t *b, size_t extra);
