@@ -287,6 +287,12 @@ class Server:
         for sock in sockets or ():
             sock.close()
         srv = self.http_server
+        if srv.connection_count and not self.force_exit:
+            # Connections accepted just before the listeners closed may have their request
+            # bytes in flight or still unread in the socket; give the loop a moment to read
+            # them so shutdown() sees those connections as busy instead of idle (closing a
+            # socket with unread data would reset it and lose the request).
+            await asyncio.sleep(0.1)
         srv.shutdown()
         try:
             await asyncio.wait_for(self._wait_drained(), timeout=self.config.timeout_graceful_shutdown)

@@ -32,6 +32,8 @@ SIGNAL_NAMES = {
 ROLL_READY_TIMEOUT = 60.0
 # Extra time, beyond the graceful-shutdown timeout, before a stopping worker is killed.
 KILL_GRACE = 5.0
+# A worker dying sooner than this after its start counts as a crash loop (restart backoff).
+CRASH_WINDOW = 1.0
 
 logger = logging.getLogger("cicada.error")
 
@@ -47,6 +49,7 @@ class Supervisor:
         self.should_exit = False
         self.force = False
         self.exit_code = 0
+        self.quick_deaths = 0
 
     # -- signal plumbing ------------------------------------------------------------------
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
@@ -147,6 +150,16 @@ class Supervisor:
             if self.should_exit:
                 self.workers.remove(worker)
                 continue
+            lived = time.monotonic() - worker.started_at
+            if lived < CRASH_WINDOW:
+                # Dying right after start: back off so a crashing app can't spin the CPU.
+                self.quick_deaths += 1
+                delay = min(0.1 * (2 ** self.quick_deaths), 5.0)
+                logger.warning("Child process [%s] lived only %.1f s; waiting %.1f s before restarting.",
+                               worker.pid, lived, delay)
+                time.sleep(delay)
+            else:
+                self.quick_deaths = 0
             self.workers[self.workers.index(worker)] = self._spawn()
 
     def roll_workers(self) -> None:

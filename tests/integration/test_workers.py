@@ -164,3 +164,18 @@ def test_reuse_port_workers_each_bind(serve):
             break
     assert seen == set(worker_pids(p))
     assert p.stop() == 0
+
+
+def test_crashing_worker_is_replaced_and_others_keep_serving(serve):
+    p = serve("testapps:crash_on_request", "--port", "0", "--workers", "2")
+    port = p.wait_port()
+    wait_ready(p, 2)
+    try:
+        get(port, "/crash")
+    except httpx.TransportError:
+        pass  # the worker died mid-request: the client sees a closed connection
+    p.wait_for(r"died \(exit code 13\); starting a replacement")
+    wait_ready(p, 1, start_count=2)
+    for _ in range(10):
+        assert get(port, "/pid").status_code == 200
+    assert p.stop() == 0

@@ -146,3 +146,12 @@ def wsgi_app(environ, start_response):
 class Nested:
     class Inner:
         app = app
+
+
+async def crash_on_request(scope, receive, send):
+    """Serves, but any request to /crash kills the worker process outright."""
+    if scope["type"] == "lifespan":
+        return await app(scope, receive, send)
+    if scope["path"] == "/crash":
+        os._exit(13)
+    await app(scope, receive, send)
