@@ -285,6 +285,10 @@ static PyObject *handle_start(cc_asgi_cycle_t *c, PyObject *msg) {
         return NULL;
     }
     c->trailers = trailers ? 1 : 0;
+    /* The client waits for 100 Continue before sending the body; it will never come, so this
+     * connection can't be reused: say so in the head. */
+    if (c->expect_continue && !c->body_done)
+        c->keep_alive = 0;
     c->start_headers = fast;
     c->status = (int)v;
     c->resp = CC_RESP_STARTED;
