@@ -275,6 +275,28 @@ def test_shutdown_graceful(serve):
     assert wait_for(lambda: st.server.connection_count == 0)
 
 
+def test_shutdown_finishes_requests_already_received(serve):
+    release = asyncio.Event()
+
+    async def app(scope, receive, send):
+        if scope["path"] == "/slow":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert wait_for(lambda: st.server.request_count == 1 and st.server.active_requests == 1)
+    st.call(st.server.shutdown)
+    st.loop.call_soon_threadsafe(release.set)
+    status, headers, body, _ = read_response(s)
+    assert body == b"/slow" and b"connection" not in headers  # more was already received
+    status, headers, body, _ = read_response(s)
+    assert body == b"/second" and headers[b"connection"] == b"close"
+    assert recv_until_closed(s) == b""
+
+
 def test_close_all(serve):
     async def app(scope, receive, send):
         await asyncio.sleep(3600)

@@ -166,6 +166,7 @@ int cc_asgi_write_obj(cc_asgi_proto_t *p, PyObject *bytes);
 void cc_asgi_close(cc_asgi_proto_t *p, int force);
 void cc_asgi_response_complete(cc_asgi_cycle_t *c);
 int cc_asgi_update_reading(cc_asgi_proto_t *p);
+int cc_asgi_next_request_buffered(cc_asgi_proto_t *p);
 PyObject *cc_asgi_drain_waiter(cc_asgi_proto_t *p);
 void cc_asgi_log(cc_asgi_server_t *srv, PyObject *level, const char *fmt, PyObject *arg);
 double cc_asgi_monotonic(void);

@@ -458,7 +458,7 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     if (req->body == CC_HTTP_BODY_CHUNKED)
         cc_http_chunked_init(&c->chunked, srv->limits.max_head_size);
     c->version_minor = req->version_minor;
-    c->keep_alive = req->keep_alive && !srv->shutting_down;
+    c->keep_alive = req->keep_alive;
     c->expect_continue = req->expect_continue && !c->body_done;
     c->is_head = req->method_len == 4 && !memcmp(req->method, "HEAD", 4);
     cc_buf_consume(&p->in, req->head_len);

@@ -68,7 +68,9 @@ void cc_asgi_close(cc_asgi_proto_t *p, int force) {
 int cc_asgi_update_reading(cc_asgi_proto_t *p) {
     if (!p->transport || p->lost || p->close_called)
         return 0;
-    int want_pause = p->in.len >= p->server->read_buffer_limit;
+    /* While shutting down, read nothing new once the current request is in. */
+    int want_pause = p->in.len >= p->server->read_buffer_limit ||
+                     (p->server->shutting_down && (!p->cycle || p->cycle->body_done));
     if (want_pause == (int)p->reading_paused)
         return 0;
     p->reading_paused = want_pause;
@@ -204,7 +206,7 @@ static int process(cc_asgi_proto_t *p) {
         cc_http_result_t r = cc_http_parse_request(cc_buf_ptr(&p->in), p->in.len, &srv->limits,
                                                    srv->hdrs, srv->limits.max_headers, &req);
         if (r == CC_HTTP_INCOMPLETE) {
-            if (p->eof)
+            if (p->eof || srv->shutting_down)
                 cc_asgi_close(p, 0); /* the client stopped sending mid-head */
             break;
         }
@@ -245,7 +247,7 @@ void cc_asgi_response_complete(cc_asgi_cycle_t *c) {
         PyErr_WriteUnraisable((PyObject *)c);
     if (!c->body_done)
         c->keep_alive = 0; /* the rest of an unread body has not arrived: don't wait for it */
-    int keep = c->keep_alive && !p->server->shutting_down;
+    int keep = c->keep_alive;
     p->cycle = NULL;
     Py_DECREF(c);
     if (!keep) {
@@ -256,6 +258,22 @@ void cc_asgi_response_complete(cc_asgi_cycle_t *c) {
         PyErr_WriteUnraisable((PyObject *)p);
     if (process(p) < 0)
         PyErr_WriteUnraisable((PyObject *)p);
+}
+
+/* Whether a complete request head follows the current request in the buffer. A heuristic while
+ * the current body is unread (body bytes may contain a blank line): worst case, a connection
+ * closes after a response that did not announce it, which clients handle. */
+int cc_asgi_next_request_buffered(cc_asgi_proto_t *p) {
+    cc_asgi_cycle_t *c = p->cycle;
+    size_t skip = 0;
+    if (p->in.len == 0)
+        return 0;
+    if (c && !c->body_done) {
+        if (c->body_kind != CC_HTTP_BODY_LENGTH || c->body_remaining > p->in.len)
+            return 0;
+        skip = (size_t)c->body_remaining;
+    }
+    return cc_http_find_head_end(cc_buf_ptr(&p->in) + skip, p->in.len - skip, 0) >= 0;
 }
 
 PyObject *cc_asgi_drain_waiter(cc_asgi_proto_t *p) {

@@ -323,7 +323,9 @@ static int begin_head(cc_asgi_cycle_t *c, cc_buf_t *o, int64_t known_len, int mo
             c->close_delimited = 1;
         }
     }
-    int keep = c->keep_alive && !c->app_close && !c->close_delimited && !srv->shutting_down;
+    /* Shutting down: keep the connection only for requests already received (pipelined). */
+    int keep = c->keep_alive && !c->app_close && !c->close_delimited &&
+               !(srv->shutting_down && !cc_asgi_next_request_buffered(c->proto));
     c->keep_alive = keep;
     o->start = o->len = 0;
     char line[CC_HTTP_STATUS_LINE_MAX];

@@ -296,10 +296,16 @@ static PyObject *server_shutdown(cc_asgi_server_t *s, PyObject *unused) {
         return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
         cc_asgi_proto_t *p = (cc_asgi_proto_t *)PyList_GET_ITEM(list, i);
-        if (p->cycle && p->cycle->resp != CC_RESP_DONE)
-            p->cycle->keep_alive = 0; /* closes right after the in-flight response */
-        else
+        /* Busy: finish the in-flight response and the requests already received after it,
+         * reading nothing new; then close. Idle: close now. */
+        if (p->cycle && p->cycle->resp != CC_RESP_DONE) {
+            if (cc_asgi_update_reading(p) < 0) {
+                Py_DECREF(list);
+                return NULL;
+            }
+        } else {
             cc_asgi_close(p, 0);
+        }
     }
     Py_DECREF(list);
     Py_RETURN_NONE;
@@ -332,7 +338,8 @@ static PyObject *get_request_count(cc_asgi_server_t *s, void *c) {
 
 static PyMethodDef server_methods[] = {
     {"shutdown", (PyCFunction)server_shutdown, METH_NOARGS,
-     "Graceful stop: idle connections close now, busy ones after their in-flight response."},
+     "Graceful stop: idle connections close now; busy ones finish the in-flight request and "
+     "any already received (pipelined) after it, read nothing new, then close."},
     {"close_all", (PyCFunction)server_close_all, METH_NOARGS, "Abort every connection."},
     {NULL, NULL, 0, NULL},
 };

@@ -20,8 +20,9 @@ static inline void cc_buf_init(cc_buf_t *b) {
     b->data = NULL;
     b->start = b->len = b->cap = 0;
 }
+/* Start of the unconsumed bytes (NULL when nothing was ever allocated: no NULL + 0). */
 static inline char *cc_buf_ptr(const cc_buf_t *b) {
-    return b->data + b->start;
+    return b->data ? b->data + b->start : NULL;
 }
 
 /* Make room for `extra` more bytes at the tail (compacting first if that is enough). 0 / -1. */
