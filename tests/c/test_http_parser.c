@@ -358,6 +358,9 @@ TEST(test_request_line_limit) {
     CHECK_EQ_INT(parse_copy("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 39, &lim, &p, NULL),
                  CC_HTTP_E_REQUEST_LINE_TOO_LONG);
     CHECK_EQ_INT(cc_http_status(CC_HTTP_E_REQUEST_LINE_TOO_LONG), 414);
+    /* Limits near SIZE_MAX must not wrap around. */
+    cc_http_limits_t huge = {SIZE_MAX, SIZE_MAX, SIZE_MAX};
+    CHECK_EQ_INT(check_splits(ok, strlen(ok), &huge, "rl-huge"), CC_HTTP_OK);
     /* Leading empty lines do not count towards the request line. */
     const char *lead = "\r\n\r\nGET /12 HTTP/1.1\r\nHost: a\r\n\r\n";
     CHECK_EQ_INT(check_splits(lead, strlen(lead), &lim, "rl-lead"), CC_HTTP_OK);

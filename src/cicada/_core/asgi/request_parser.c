@@ -241,18 +241,22 @@ static PyObject *cc_parse_request(PyObject *module, PyObject *const *args, Py_ss
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *k = PyTuple_GET_ITEM(kwnames, i), *v = args[nargs + i];
         size_t *dst;
-        if (PyUnicode_Compare(k, ps->str_max_request_line) == 0)
+        const char *what;
+        if (PyUnicode_Compare(k, ps->str_max_request_line) == 0) {
             dst = &lim.max_request_line;
-        else if (PyUnicode_Compare(k, ps->str_max_head_size) == 0)
+            what = "max_request_line";
+        } else if (PyUnicode_Compare(k, ps->str_max_head_size) == 0) {
             dst = &lim.max_head_size;
-        else if (PyUnicode_Compare(k, ps->str_max_headers) == 0)
+            what = "max_head_size";
+        } else if (PyUnicode_Compare(k, ps->str_max_headers) == 0) {
             dst = &lim.max_headers;
-        else {
+            what = "max_headers";
+        } else {
             if (!PyErr_Occurred())
                 PyErr_Format(PyExc_TypeError, "parse_request() got an unexpected keyword %R", k);
             return NULL;
         }
-        if (cc_parser_size_arg(v, PyUnicode_AsUTF8(k), dst) < 0)
+        if (cc_parser_size_arg(v, what, dst) < 0)
             return NULL;
     }
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
@@ -277,8 +281,16 @@ static PyObject *cc_parse_request(PyObject *module, PyObject *const *args, Py_ss
             goto done;
         }
     }
-    if (lim.max_headers > CC_PARSER_STACK_HEADERS) {
-        headers = PyMem_Calloc(lim.max_headers, sizeof *headers);
+    /* A field line takes at least 4 bytes ("a:" CRLF), so the bytes we may parse cannot hold
+     * more than avail / 4 fields: no need to allocate for more than that. */
+    size_t avail = (size_t)view.len - start;
+    if (avail > lim.max_head_size)
+        avail = lim.max_head_size;
+    size_t nheaders = lim.max_headers;
+    if (nheaders > avail / 4 + 1)
+        nheaders = avail / 4 + 1;
+    if (nheaders > CC_PARSER_STACK_HEADERS) {
+        headers = PyMem_Calloc(nheaders, sizeof *headers);
         if (!headers) {
             PyErr_NoMemory();
             goto done;
@@ -286,15 +298,13 @@ static PyObject *cc_parse_request(PyObject *module, PyObject *const *args, Py_ss
     }
     memcpy(buf, src, len);
     cc_http_request_t req;
-    cc_http_result_t rc = cc_http_parse_request(buf, len, &lim, headers, lim.max_headers, &req);
+    cc_http_result_t rc = cc_http_parse_request(buf, len, &lim, headers, nheaders, &req);
     /* A blank line found early (leading empty lines) does not end the head: parse it all. */
     if (rc == CC_HTTP_INCOMPLETE && head_end >= 0 && (size_t)view.len - start > len) {
         if (buf != stack_buf)
             PyMem_Free(buf);
         buf = stack_buf;
-        len = (size_t)view.len - start;
-        if (len > lim.max_head_size)
-            len = lim.max_head_size;
+        len = avail;
         if (len > sizeof stack_buf) {
             buf = PyMem_Malloc(len);
             if (!buf) {
@@ -303,7 +313,7 @@ static PyObject *cc_parse_request(PyObject *module, PyObject *const *args, Py_ss
             }
         }
         memcpy(buf, src, len);
-        rc = cc_http_parse_request(buf, len, &lim, headers, lim.max_headers, &req);
+        rc = cc_http_parse_request(buf, len, &lim, headers, nheaders, &req);
     }
     if (rc == CC_HTTP_OK)
         res = cc_parser_build(ps, &req);

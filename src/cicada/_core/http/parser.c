@@ -256,7 +256,8 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
     }
 
     /* ---- request line: method SP request-target SP HTTP-version CRLF ---- */
-    const size_t rl_cap = p + lim->max_request_line;
+    const size_t rl_cap =
+        lim->max_request_line <= SIZE_MAX - p ? p + lim->max_request_line : SIZE_MAX;
     const size_t cend = end < rl_cap ? end : rl_cap;
 
     const size_t method = p;
