@@ -450,3 +450,15 @@ def test_idle_keepalive_connections_do_not_delay_shutdown(serve):
     assert time.monotonic() - t0 < 5
     for c in clients:
         c.close()
+
+
+def test_env_file_and_cicada_env_vars(serve, tmp_path):
+    env = tmp_path / "app.env"
+    env.write_text("GREETING=hello from dotenv\nCICADA_ROOT_PATH=/mounted\n")
+    p = serve("testapps:env_app", "--port", "0", "--env-file", str(env))
+    port = p.wait_port()
+    assert get(port, "/").json() == {"greeting": "hello from dotenv"}
+    q = serve("testapps:app", env={"CICADA_PORT": "0", "CICADA_ROOT_PATH": "/x", "CICADA_NO_SUCH": "1"})
+    assert get(q.wait_port(), "/scope").json()["root_path"] == "/x"
+    r = serve("testapps:app", "--port", "0", "--env-file", str(env))
+    assert get(r.wait_port(), "/scope").json()["root_path"] == "/mounted"

@@ -179,3 +179,38 @@ def test_crashing_worker_is_replaced_and_others_keep_serving(serve):
     for _ in range(10):
         assert get(port, "/pid").status_code == 200
     assert p.stop() == 0
+
+
+def test_workers_on_unix_socket(serve, tmp_path):
+    path = str(tmp_path / "w.sock")
+    p = serve("testapps:app", "--uds", path, "--workers", "2")
+    p.wait_for(f"cicada running on unix socket {path}")
+    wait_ready(p, 2)
+    with httpx.Client(transport=httpx.HTTPTransport(uds=path)) as c:
+        pids = {c.get("http://x/pid", headers={"Connection": "close"}).json()["pid"] for _ in range(20)}
+    assert pids <= set(worker_pids(p))
+    assert p.stop() == 0
+    assert not os.path.exists(path)
+
+
+def test_second_sigint_forces_workers(serve):
+    p = serve("testapps:app", "--port", "0", "--workers", "2")
+    port = p.wait_port()
+    wait_ready(p, 2)
+
+    def slow():
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/slow?s=60", timeout=90)
+        except httpx.TransportError:
+            pass
+
+    t = threading.Thread(target=slow, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    p.signal(signal.SIGINT)
+    p.wait_for("Waiting for connections to close")
+    p.signal(signal.SIGINT)
+    assert p.wait(20) == 0
+    assert time.monotonic() - t0 < 15
+    assert "Received SIGINT again, forcing workers to quit." in p.output

@@ -155,3 +155,10 @@ async def crash_on_request(scope, receive, send):
     if scope["path"] == "/crash":
         os._exit(13)
     await app(scope, receive, send)
+
+
+async def env_app(scope, receive, send):
+    """Reports an environment variable (for --env-file)."""
+    if scope["type"] == "lifespan":
+        return await app(scope, receive, send)
+    await _send_json(send, {"greeting": os.environ.get("GREETING")})
