@@ -281,3 +281,15 @@ def test_counters(serve):
             break
         time.sleep(0.01)
     assert st.server.connection_count == 0 and st.server.active_requests == 0
+
+
+def test_bytearray_and_memoryview_bodies(serve):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": bytearray(b"ab"), "more_body": True})
+        await send({"type": "http.response.body", "body": memoryview(b"cd")})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert read_response(s)[2] == b"abcd"

@@ -173,6 +173,7 @@ INVALID = {
     "body before start": [{"type": "http.response.body", "body": b"x"}],
     "start twice": [START, START],
     "non-bytes body": [START, {"type": "http.response.body", "body": "text"}],
+    "int body": [START, {"type": "http.response.body", "body": 5}],
     "bad status": [{"type": "http.response.start", "status": "200", "headers": []}],
     "status out of range": [{"type": "http.response.start", "status": 42, "headers": []}],
     "CR in header value": [{"type": "http.response.start", "status": 200,

@@ -354,19 +354,35 @@ static int begin_head(cc_asgi_cycle_t *c, cc_buf_t *o, int64_t known_len, int mo
 
 /* ---- http.response.body -------------------------------------------------------------------- */
 
+static PyObject *body_bytes(cc_asgi_cycle_t *c, PyObject *msg, PyObject *body);
+
 static PyObject *handle_body(cc_asgi_cycle_t *c, PyObject *msg) {
+    cc_asgi_state_t *st = c->proto->server->st;
+    PyObject *body = get(msg, st->s_body);
+    if (!body && PyErr_Occurred())
+        return NULL;
+    PyObject *converted = NULL;
+    if (body && !PyBytes_Check(body)) {
+        /* bytearray/memoryview are accepted as uvicorn does (anything transport.write takes). */
+        if (!PyObject_CheckBuffer(body) || PyUnicode_Check(body)) {
+            PyErr_Format(PyExc_RuntimeError, "http.response.body 'body' must be bytes, got %s.",
+                         Py_TYPE(body)->tp_name);
+            return NULL;
+        }
+        body = converted = PyBytes_FromObject(body);
+        if (!body)
+            return NULL;
+    }
+    PyObject *r = body_bytes(c, msg, body);
+    Py_XDECREF(converted);
+    return r;
+}
+
+static PyObject *body_bytes(cc_asgi_cycle_t *c, PyObject *msg, PyObject *body) {
     cc_asgi_proto_t *p = c->proto;
     cc_asgi_server_t *srv = p->server;
     cc_asgi_state_t *st = srv->st;
     cc_buf_t *o = &srv->out;
-    PyObject *body = get(msg, st->s_body);
-    if (!body && PyErr_Occurred())
-        return NULL;
-    if (body && !PyBytes_Check(body)) {
-        PyErr_Format(PyExc_RuntimeError, "http.response.body 'body' must be bytes, got %s.",
-                     Py_TYPE(body)->tp_name);
-        return NULL;
-    }
     PyObject *mb = get(msg, st->s_more_body);
     int more = mb ? PyObject_IsTrue(mb) : 0;
     if (more < 0 || PyErr_Occurred())
