@@ -111,6 +111,18 @@ def test_500_when_app_is_not_a_coroutine_function(serve, error_log):
     assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
 
 
+def test_500_when_app_returns_a_non_awaitable(serve, error_log):
+    def app(scope, receive, send):
+        return None  # a plain function: create_task() refuses it
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
+    assert wait_for(lambda: error_log.handler.records)
+    assert error_log.handler.records[0].exc_info[0] is TypeError
+
+
 def test_close_on_exception_after_start(serve, error_log):
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})

@@ -307,3 +307,32 @@ def test_close_all(serve):
     assert wait_for(lambda: st.server.active_requests == 1)
     st.call(st.server.close_all)
     assert recv_until_closed(s) == b""
+
+
+def test_pipelining_client_that_never_reads_is_bounded(serve):
+    """A client pipelining requests without reading responses must not make the server buffer
+    responses without limit: it stops taking requests while the transport is paused."""
+    big = b"r" * 65536
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": big})
+
+    st = serve(app, read_buffer_limit=65536 * 2)
+    s = st.connect(timeout=30)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    s.setblocking(False)
+    req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * 100
+    deadline = time.monotonic() + 1.5
+    pushed = 0
+    while time.monotonic() < deadline:
+        try:
+            pushed += s.send(req)
+        except BlockingIOError:
+            time.sleep(0.01)
+    started = st.server.request_count
+    # socket buffers on both sides hold a few MiB at most: ~64 KiB responses bound the count
+    assert started < 400, started
+    time.sleep(0.3)
+    assert st.server.request_count == started  # it stopped, not just slowed down
+    s.close()

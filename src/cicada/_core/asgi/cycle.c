@@ -484,8 +484,12 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     PyObject *targs[2] = {srv->loop, coro};
     task = PyObject_VectorcallMethod(st->s_create_task, targs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
                                      NULL);
-    if (!task)
-        goto error;
+    if (!task) { /* e.g. the app is a plain function: same handling as an app exception */
+        PyObject *exc = cc_asgi_fetch_exception();
+        cycle_finish(c, exc, NULL);
+        Py_XDECREF(exc);
+        goto done;
+    }
     c->task = Py_NewRef(task);
     PyObject *dargs[2] = {task, cb};
     PyObject *r = PyObject_VectorcallMethod(st->s_add_done_callback, dargs,

@@ -38,8 +38,19 @@ int cc_asgi_write_obj(cc_asgi_proto_t *p, PyObject *bytes) {
     PyObject *args[2] = {p->transport, bytes};
     PyObject *r = PyObject_VectorcallMethod(p->server->st->s_write, args,
                                             2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (!r)
-        return -1;
+    if (!r) {
+        /* The loop may close a transport before connection_lost() runs (uvloop raises on such
+         * writes): that is a disconnect in progress, not an error of the caller. */
+        PyObject *closing = PyObject_CallMethod(p->transport, "is_closing", NULL);
+        int yes = closing ? PyObject_IsTrue(closing) : -1;
+        Py_XDECREF(closing);
+        if (yes != 1)
+            return -1;
+        PyErr_Clear();
+        p->close_called = 1;
+        p->closing = 1;
+        return 0;
+    }
     Py_DECREF(r);
     return 0;
 }
@@ -150,6 +161,11 @@ static PyObject *proto_on_timer(cc_asgi_proto_t *p, PyObject *unused) {
     Py_CLEAR(p->timer);
     if (p->lost || p->closing || p->cycle)
         Py_RETURN_NONE; /* a request in progress has no head or idle timeout */
+    if (p->writing_paused) { /* responses still flowing out to a slow reader: not idle */
+        if (arm_timer(p, p->server->timeout_request_head) < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
     double now = cc_asgi_monotonic();
     if (now + 0.001 < p->deadline) {
         if (arm_timer(p, p->deadline - now) < 0)
@@ -202,6 +218,10 @@ static int process(cc_asgi_proto_t *p) {
             after_idle(p);
             break;
         }
+        /* The client isn't reading our responses: leave its pipelined requests in the buffer
+         * (which then stops reading) until resume_writing(). */
+        if (p->writing_paused)
+            break;
         cc_http_request_t req;
         cc_http_result_t r = cc_http_parse_request(cc_buf_ptr(&p->in), p->in.len, &srv->limits,
                                                    srv->hdrs, srv->limits.max_headers, &req);
@@ -377,6 +397,7 @@ static PyObject *proto_eof_received(cc_asgi_proto_t *p, PyObject *unused) {
     if (c) {
         if (!c->body_done) { /* the request can never complete: treat as a disconnect */
             p->closing = 1;
+            p->close_called = 1; /* returning None makes the transport close itself */
             Py_RETURN_NONE;
         }
         /* Half-closed: the response can still be written, but an app listening for a
@@ -391,6 +412,7 @@ static PyObject *proto_eof_received(cc_asgi_proto_t *p, PyObject *unused) {
         Py_RETURN_TRUE;
     }
     p->closing = 1;
+    p->close_called = 1;
     Py_RETURN_NONE;
 }
 
@@ -447,6 +469,8 @@ static PyObject *proto_resume_writing(cc_asgi_proto_t *p, PyObject *unused) {
         Py_DECREF(c);
         if (rc < 0)
             return NULL;
+    } else if (!p->cycle && p->in.len && !p->closing && !p->lost && process(p) < 0) {
+        return NULL;
     }
     Py_RETURN_NONE;
 }
