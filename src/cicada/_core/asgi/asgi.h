@@ -52,6 +52,11 @@ static inline PyObject *cc_asgi_fetch_exception(void) {
 #define CC_ASGI_COALESCE_MAX (64 * 1024)
 /* pathsend fallback: bytes read from the file per write. */
 #define CC_ASGI_FILE_CHUNK (256 * 1024)
+/* Lingering close: after an error response, keep reading (and dropping) the client's bytes for
+ * this long / this much, so that closing with unread data doesn't reset the connection before
+ * the client has read our response. */
+#define CC_ASGI_LINGER_SECONDS 2.0
+#define CC_ASGI_LINGER_MAX_BYTES (1024 * 1024)
 
 typedef struct cc_asgi_server cc_asgi_server_t;
 typedef struct cc_asgi_proto cc_asgi_proto_t;
@@ -104,6 +109,7 @@ struct cc_asgi_proto {
     cc_asgi_proto_t *prev, *next;
     cc_buf_t in;
     double deadline; /* monotonic seconds: keep-alive or head timeout */
+    size_t linger_bytes;
     double timer_when;
     unsigned linked : 1;
     unsigned connected : 1;
@@ -111,6 +117,7 @@ struct cc_asgi_proto {
     unsigned lost : 1;
     unsigned eof : 1; /* the client half-closed */
     unsigned close_called : 1;
+    unsigned lingering : 1; /* write side shut, discarding input until EOF or the deadline */
     unsigned reading_paused : 1;
     unsigned writing_paused : 1;
 };
@@ -163,7 +170,10 @@ extern PyType_Spec cc_asgi_protocol_spec;
 PyObject *cc_asgi_protocol_new(cc_asgi_server_t *srv);
 int cc_asgi_write(cc_asgi_proto_t *p, const char *data, size_t len);
 int cc_asgi_write_obj(cc_asgi_proto_t *p, PyObject *bytes);
+/* force: 0 close after flushing (lingering if unread input is buffered or `more_input` says the
+ * client may still be sending), 1 abort now. */
 void cc_asgi_close(cc_asgi_proto_t *p, int force);
+void cc_asgi_close_linger(cc_asgi_proto_t *p);
 void cc_asgi_response_complete(cc_asgi_cycle_t *c);
 int cc_asgi_update_reading(cc_asgi_proto_t *p);
 int cc_asgi_next_request_buffered(cc_asgi_proto_t *p);

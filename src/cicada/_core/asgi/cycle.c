@@ -138,7 +138,7 @@ static int body_error(cc_asgi_cycle_t *c, cc_http_result_t r) {
         if (cc_asgi_send_simple(p, c->version_minor, cc_http_status(r), cc_http_reason(r), 1) < 0)
             return -1;
     }
-    cc_asgi_close(p, 0);
+    cc_asgi_close_linger(p);
     return 0;
 }
 

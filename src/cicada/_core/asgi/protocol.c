@@ -66,8 +66,65 @@ int cc_asgi_write(cc_asgi_proto_t *p, const char *data, size_t len) {
     return rc;
 }
 
+static int set_deadline(cc_asgi_proto_t *p, double secs);
+static void cancel_timer(cc_asgi_proto_t *p);
+
+/* Shut our write side after the response is flushed, then drop whatever the client still sends
+ * until it closes or the linger deadline passes. Plain close when the transport can't half-close.
+ */
+void cc_asgi_close_linger(cc_asgi_proto_t *p) {
+    p->closing = 1;
+    if (!p->transport || p->lost || p->close_called)
+        return;
+    if (p->eof) {
+        cc_asgi_close(p, 0);
+        return;
+    }
+    PyObject *can = PyObject_CallMethod(p->transport, "can_write_eof", NULL);
+    int yes = can ? PyObject_IsTrue(can) : -1;
+    Py_XDECREF(can);
+    if (yes != 1) {
+        PyErr_Clear();
+        cc_asgi_close(p, 0);
+        return;
+    }
+    PyObject *r = PyObject_CallMethod(p->transport, "write_eof", NULL);
+    if (!r) {
+        PyErr_Clear();
+        cc_asgi_close(p, 0);
+        return;
+    }
+    Py_DECREF(r);
+    p->lingering = 1;
+    p->close_called = 1; /* no more writes; the real close comes from the linger end */
+    cc_buf_free(&p->in);
+    if (p->reading_paused) {
+        p->reading_paused = 0;
+        if (tr_call0_void(p, p->server->st->s_resume_reading) < 0)
+            PyErr_WriteUnraisable((PyObject *)p);
+    }
+    cancel_timer(p); /* a pending keep-alive/head timer must not cut the linger short */
+    if (set_deadline(p, CC_ASGI_LINGER_SECONDS) < 0)
+        PyErr_WriteUnraisable((PyObject *)p);
+}
+
+/* The end of a lingering close. */
+static void linger_end(cc_asgi_proto_t *p) {
+    p->lingering = 0;
+    if (p->transport && !p->lost && tr_call0_void(p, p->server->st->s_close) < 0)
+        PyErr_WriteUnraisable((PyObject *)p);
+}
+
 void cc_asgi_close(cc_asgi_proto_t *p, int force) {
     p->closing = 1;
+    if (!force && !p->eof && p->in.len && !p->close_called) {
+        cc_asgi_close_linger(p); /* unread client bytes: a plain close would reset */
+        return;
+    }
+    if (force && p->lingering) {
+        p->lingering = 0;
+        p->close_called = 0;
+    }
     if (!p->transport || p->lost || (p->close_called && !force))
         return;
     p->close_called = 1;
@@ -159,8 +216,18 @@ static int send_error(cc_asgi_proto_t *p, int status, const char *reason);
 static PyObject *proto_on_timer(cc_asgi_proto_t *p, PyObject *unused) {
     (void)unused;
     Py_CLEAR(p->timer);
+    if (p->lingering && !p->lost) {
+        double left = p->deadline - cc_asgi_monotonic();
+        if (left > 0.001) {
+            if (arm_timer(p, left) < 0)
+                return NULL;
+        } else {
+            linger_end(p);
+        }
+        Py_RETURN_NONE;
+    }
     if (p->lost || p->closing || p->cycle)
-        Py_RETURN_NONE; /* a request in progress has no head or idle timeout */
+        Py_RETURN_NONE;      /* a request in progress has no head or idle timeout */
     if (p->writing_paused) { /* responses still flowing out to a slow reader: not idle */
         if (arm_timer(p, p->server->timeout_request_head) < 0)
             return NULL;
@@ -268,10 +335,14 @@ void cc_asgi_response_complete(cc_asgi_cycle_t *c) {
     if (!c->body_done)
         c->keep_alive = 0; /* the rest of an unread body has not arrived: don't wait for it */
     int keep = c->keep_alive;
+    int unread = !c->body_done;
     p->cycle = NULL;
     Py_DECREF(c);
     if (!keep) {
-        cc_asgi_close(p, 0);
+        if (unread)
+            cc_asgi_close_linger(p); /* the client may still be sending the body */
+        else
+            cc_asgi_close(p, 0);
         return;
     }
     if (p->in.len && set_deadline(p, p->server->timeout_request_head) < 0)
@@ -373,6 +444,13 @@ static PyObject *proto_connection_made(cc_asgi_proto_t *p, PyObject *transport) 
 }
 
 static PyObject *proto_data_received(cc_asgi_proto_t *p, PyObject *data) {
+    if (p->lingering) { /* dropped; a client that keeps sending is cut off at the limit */
+        Py_ssize_t n = PyObject_Length(data);
+        p->linger_bytes += n > 0 ? (size_t)n : 0;
+        if (p->linger_bytes > CC_ASGI_LINGER_MAX_BYTES)
+            linger_end(p);
+        Py_RETURN_NONE;
+    }
     if (p->closing || p->lost)
         Py_RETURN_NONE;
     Py_buffer view;
@@ -393,6 +471,10 @@ static PyObject *proto_data_received(cc_asgi_proto_t *p, PyObject *data) {
 static PyObject *proto_eof_received(cc_asgi_proto_t *p, PyObject *unused) {
     (void)unused;
     p->eof = 1;
+    if (p->lingering) {
+        p->lingering = 0;
+        Py_RETURN_NONE; /* both sides done: the transport closes itself */
+    }
     cc_asgi_cycle_t *c = p->cycle;
     if (c) {
         if (!c->body_done) { /* the request can never complete: treat as a disconnect */
