@@ -220,7 +220,13 @@ class Server:
             sys.exit(STARTUP_FAILURE)
 
         loop = asyncio.get_running_loop()
-        self.http_server = build_http_server(config, loop, self.lifespan.state)
+        try:
+            self.http_server = build_http_server(config, loop, self.lifespan.state)
+        except (TypeError, ValueError) as exc:
+            # The HTTP implementation rejected a setting: say which, don't dump a traceback.
+            logger.error("Invalid HTTP server settings: %s", exc)
+            await self.lifespan.shutdown()
+            sys.exit(STARTUP_FAILURE)
         srv = self.http_server
         try:
             if sockets is not None:
