@@ -79,3 +79,19 @@ def test_reload_restarts_on_change(serve, tmp_path):
     assert p.stop(signal.SIGINT) == 0
     assert "Stopping reloader process" in p.output
     assert len(re.findall(r"Started server process", p.output)) == 2
+
+
+def test_gunicorn_heartbeat_keeps_idle_worker_alive(serve):
+    """gunicorn kills workers that don't refresh their heartbeat within --timeout; an idle
+    cicada worker must keep refreshing it from its tick."""
+    worker = "cicada.workers.CicadaWorker" if have_c_server() else "gunicorn_workers.TestWorker"
+    p = serve("-b", "127.0.0.1:0", "-w", "1", "-k", worker, "--timeout", "2", "testapps:app",
+              module="gunicorn")
+    port = int(p.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)", timeout=30).group(1))
+    p.wait_for("Application startup complete.", timeout=30)
+    pid1 = httpx.get(f"http://127.0.0.1:{port}/pid", timeout=10).json()["pid"]
+    time.sleep(6)  # three gunicorn timeouts with no traffic
+    pid2 = httpx.get(f"http://127.0.0.1:{port}/pid", timeout=10).json()["pid"]
+    assert pid1 == pid2
+    assert "WORKER TIMEOUT" not in p.output
+    assert p.stop() == 0

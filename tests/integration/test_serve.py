@@ -462,3 +462,17 @@ def test_env_file_and_cicada_env_vars(serve, tmp_path):
     assert get(q.wait_port(), "/scope").json()["root_path"] == "/x"
     r = serve("testapps:app", "--port", "0", "--env-file", str(env))
     assert get(r.wait_port(), "/scope").json()["root_path"] == "/mounted"
+
+
+def test_limit_concurrency_503(serve):
+    p = serve("testapps:app", "--port", "0", "--limit-concurrency", "1")
+    port = p.wait_port()
+    threads, results = _slow_requests(port, 1, 1.5)
+    _wait_active(port, 1)
+    time.sleep(0.2)
+    r = get(port, "/")
+    assert r.status_code == 503
+    for t in threads:
+        t.join(10)
+    assert results == [200]
+    p.wait_for("Exceeded concurrency limit.")
