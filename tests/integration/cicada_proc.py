@@ -123,3 +123,26 @@ def run_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: floa
         [sys.executable, "-m", "cicada", *args], capture_output=True, text=True, env=base_env(env),
         timeout=timeout, cwd=cwd,
     )
+
+
+def tcp_sockets(port: int, states: tuple[str, ...] | None = None) -> int:
+    """Count TCP sockets (IPv4 + IPv6, from /proc/net/tcp*) with ``port`` at either end, not in
+    LISTEN. ``states`` filters on the kernel's hex state codes ("01" = ESTABLISHED,
+    "06" = TIME_WAIT)."""
+    count = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as fh:
+                next(fh)
+                for line in fh:
+                    fields = line.split()
+                    local, remote, state = fields[1], fields[2], fields[3]
+                    if state == "0A":
+                        continue
+                    if states is not None and state not in states:
+                        continue
+                    if int(local.rsplit(":", 1)[1], 16) == port or int(remote.rsplit(":", 1)[1], 16) == port:
+                        count += 1
+        except FileNotFoundError:
+            continue
+    return count

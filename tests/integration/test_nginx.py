@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from cicada_proc import have_c_server
+from cicada_proc import have_c_server, tcp_sockets
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
@@ -113,12 +113,6 @@ def test_proxy_headers_reach_app(stack, via):
     assert body["headers"]["x-forwarded-for"] == "203.0.113.50, 127.0.0.1"
 
 
-def _upstream_sockets(port: int) -> int:
-    out = subprocess.run(["ss", "-Htan", f"( sport = :{port} or dport = :{port} )"],
-                         capture_output=True, text=True).stdout
-    return sum(1 for line in out.splitlines() if line and not line.startswith("LISTEN"))
-
-
 def test_upstream_keepalive_reuse(stack):
     base, port = stack
     with httpx.Client(timeout=10) as c:
@@ -126,7 +120,7 @@ def test_upstream_keepalive_reuse(stack):
             assert c.get(f"{base}/tcp/pid").status_code == 200
     # Without reuse, 200 requests leave ~200 sockets (TIME-WAIT) behind; with the keepalive
     # pool nginx keeps a handful of connections open to cicada.
-    count = _upstream_sockets(port)
+    count = tcp_sockets(port)
     assert count <= 2 * 8, count
 
 

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from cicada_proc import CicadaProcess, base_env, http_args
+from cicada_proc import CicadaProcess, base_env, http_args, tcp_sockets
 
 
 def get(port, path="/", **kw):
@@ -259,13 +259,12 @@ def _slow_requests(port, n, seconds):
     return threads, results
 
 
-def _wait_active(p, expected_connections, timeout=10):
-    # Wait until every slow request has been accepted: their sockets are established.
+def _wait_active(port, expected_connections, timeout=10):
+    # Wait until every slow request has been accepted: both ends of each connection are
+    # ESTABLISHED (client and server side both show up in /proc/net/tcp on loopback).
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{p} )"],
-                             capture_output=True, text=True).stdout
-        if len(out.strip().splitlines()) >= expected_connections:
+        if tcp_sockets(port, ("01",)) >= 2 * expected_connections:
             return
         time.sleep(0.05)
 
