@@ -475,3 +475,19 @@ def test_limit_concurrency_503(serve):
         t.join(10)
     assert results == [200]
     p.wait_for("Exceeded concurrency limit.")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop", "cicada"])
+def test_loop_choices_serve(serve, loop):
+    import importlib.util
+
+    if loop == "cicada":
+        try:
+            import cicada.loop  # noqa: F401
+        except ImportError:
+            pytest.skip("cicada's own loop is not in this build")
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        pytest.skip("uvloop not installed")
+    p = serve("testapps:app", "--port", "0", "--loop", loop)
+    assert get(p.wait_port()).text == "Hello, world!"
+    assert p.stop() == 0
