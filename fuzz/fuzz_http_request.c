@@ -34,7 +34,15 @@ static int in_buf(const char *p, size_t n, const char *buf, size_t len) {
     return p >= buf && p + n <= buf + len;
 }
 
-static void check_ok(const cc_http_request_t *r, const char *buf, size_t len,
+/* The parser's only write is lowercasing names: every other byte must be as the client sent it. */
+static void check_writes(const char *buf, const uint8_t *orig, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char o = orig[i], b = (unsigned char)buf[i];
+        INVARIANT(b == o || (o >= 'A' && o <= 'Z' && b == o + 32));
+    }
+}
+
+static void check_ok(const cc_http_request_t *r, const char *buf, const uint8_t *orig, size_t len,
                      const cc_http_limits_t *lim) {
     INVARIANT(r->head_len <= len && r->head_len <= lim->max_head_size);
     INVARIANT(r->num_headers <= lim->max_headers && r->num_headers <= MAXH);
@@ -48,6 +56,11 @@ static void check_ok(const cc_http_request_t *r, const char *buf, size_t len,
         const cc_http_header_t *h = &r->headers[i];
         INVARIANT(h->name_len > 0 && in_buf(h->name, h->name_len, buf, r->head_len));
         INVARIANT(in_buf(h->value, h->value_len, buf, r->head_len));
+        INVARIANT(memcmp(h->value, orig + (h->value - buf), h->value_len) == 0);
+        for (size_t k = 0; k < h->name_len; k++) {
+            unsigned char o = orig[(size_t)(h->name - buf) + k];
+            INVARIANT((unsigned char)h->name[k] == (o >= 'A' && o <= 'Z' ? o + 32 : o));
+        }
         for (size_t k = 0; k < h->name_len; k++)
             INVARIANT(!(h->name[k] >= 'A' && h->name[k] <= 'Z') && h->name[k] != ':' &&
                       (unsigned char)h->name[k] > 0x20);
@@ -93,8 +106,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     INVARIANT(cc_http_reason(rc) != NULL);
     if (rc >= CC_HTTP_E_REQUEST_LINE_TOO_LONG)
         INVARIANT(cc_http_status(rc) >= 400);
+    check_writes(buf, data, size);
     if (rc == CC_HTTP_OK)
-        check_ok(&req, buf, size, &lim);
+        check_ok(&req, buf, data, size, &lim);
     /* Re-parsing the same (lowercased) buffer gives the same answer. */
     cc_http_result_t rc2 = cc_http_parse_request(buf, size, &lim, hs2, MAXH, &req2);
     INVARIANT(rc2 == rc);

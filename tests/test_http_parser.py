@@ -265,3 +265,19 @@ def test_no_leak_flat_rss():
     _churn(100000)
     gc.collect()
     assert _rss_kb() - before < 4096, "RSS grew by more than 4 MB over 100k iterations"
+
+
+def test_parsed_request_object():
+    data = b"GET / HTTP/1.1\r\n" + HOST + b"\r\n"
+    r = parse_request(data)
+    assert r == parse_request(data) and not (r != parse_request(data))
+    assert r != parse_request(b"GET /x HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert repr(r).startswith("ParsedRequest(method=b'GET', target=b'/'")
+    with pytest.raises(AttributeError):
+        r.method = b"POST"
+    with pytest.raises(TypeError):
+        type(r)()
+    # A cycle through the mutable headers list is collected (the type supports GC).
+    r.headers.append(r)
+    del r
+    assert gc.collect() >= 1

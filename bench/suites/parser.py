@@ -207,12 +207,17 @@ def collect(opts) -> list[harness.Result]:
         for name, run in runners.items():
             got = _normalise(run(1))
             assert got == ref, f"{name} parsed {scenario!r} differently"
+        # Runs are interleaved (a, b, c, a, b, c, ...) so that load from elsewhere on the machine
+        # hits every subject alike instead of skewing one subject's whole series.
+        values = {name: [] for name in runners}
+        for _ in range(opts.runs):
+            for name, run in runners.items():
+                values[name].append(_rate(run, per_pass, seconds))
         by = {}
-        for name, run in runners.items():
-            values = [_rate(run, per_pass, seconds) for _ in range(opts.runs)]
-            med = statistics.median(values)
+        for name, vals in values.items():
+            med = statistics.median(vals)
             by[name] = med
-            results.append(harness.Result(scenario, name, med, "req/s", values))
+            results.append(harness.Result(scenario, name, med, "req/s", vals))
             print(f"  {scenario:28s} {name:10s} {med:12,.0f} req/s", flush=True)
         ratios.append(f"{scenario}: {by['cicada'] / by['httptools']:.2f}x httptools, "
                       f"{by['cicada'] / by['h11']:.1f}x h11")

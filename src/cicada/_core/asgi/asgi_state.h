@@ -78,7 +78,7 @@
 
 /* The Python face of the http layer's parser (request_parser.c): used by tests and benchmarks. */
 typedef struct {
-    PyTypeObject *parsed_request_type;  /* structseq returned by parse_request() */
+    PyTypeObject *parsed_request_type;  /* ParsedRequest returned by parse_request() */
     PyTypeObject *chunked_decoder_type; /* ChunkedDecoder */
     PyObject *http_parse_error;         /* HTTPParseError(ValueError) with .status, .reason */
     PyObject *str_v10, *str_v11;        /* "1.0", "1.1" */

@@ -5,6 +5,11 @@
 
 #include "http/http.h"
 
+#include <stddef.h>
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>
+#endif
+
 /* parse_request copies the head (the parser lowercases names in place and bytes are immutable):
  * heads up to this size use a stack buffer, larger ones a heap buffer. */
 #define CC_PARSER_STACK_BUF 8192
@@ -148,14 +153,141 @@ static int cc_parser_size_arg(PyObject *v, const char *what, size_t *out) {
     return 0;
 }
 
+/* ParsedRequest: a plain object with ten read-only slots. (A structseq would do, but on 3.11 its
+ * constructor and destructor look their sizes up in the type dict: most of the binding's cost.) */
+#define CC_PARSED_NFIELDS 10
+
+typedef struct {
+    PyObject_HEAD PyObject *f[CC_PARSED_NFIELDS];
+} cc_parsed_t;
+
+static const char *const cc_parsed_names[CC_PARSED_NFIELDS] = {
+    "method",         "target",     "http_version", "headers",         "body",
+    "content_length", "keep_alive", "upgrade",      "expect_continue", "head_len",
+};
+
+static int cc_parsed_traverse(PyObject *op, visitproc visit, void *arg) {
+    cc_parsed_t *self = (cc_parsed_t *)op;
+    Py_VISIT(Py_TYPE(op));
+    for (int i = 0; i < CC_PARSED_NFIELDS; i++)
+        Py_VISIT(self->f[i]);
+    return 0;
+}
+
+static int cc_parsed_clear(PyObject *op) {
+    cc_parsed_t *self = (cc_parsed_t *)op;
+    for (int i = 0; i < CC_PARSED_NFIELDS; i++)
+        Py_CLEAR(self->f[i]);
+    return 0;
+}
+
+static void cc_parsed_dealloc(PyObject *op) {
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    cc_parsed_clear(op);
+    PyObject_GC_Del(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *cc_parsed_repr(PyObject *op) {
+    cc_parsed_t *self = (cc_parsed_t *)op;
+    PyObject *parts = NULL, *sep = NULL, *joined = NULL, *res = NULL;
+    parts = PyList_New(0);
+    if (!parts)
+        goto done;
+    for (int i = 0; i < CC_PARSED_NFIELDS; i++) {
+        PyObject *s = PyUnicode_FromFormat("%s=%R", cc_parsed_names[i], self->f[i]);
+        if (!s)
+            goto done;
+        int err = PyList_Append(parts, s);
+        Py_DECREF(s);
+        if (err < 0)
+            goto done;
+    }
+    sep = PyUnicode_FromString(", ");
+    if (!sep)
+        goto done;
+    joined = PyUnicode_Join(sep, parts);
+    if (!joined)
+        goto done;
+    res = PyUnicode_FromFormat("ParsedRequest(%U)", joined);
+done:
+    Py_XDECREF(parts);
+    Py_XDECREF(sep);
+    Py_XDECREF(joined);
+    return res;
+}
+
+/* Equal when every field is equal: lets tests compare a prefix's parse with the whole's. */
+static PyObject *cc_parsed_richcompare(PyObject *a, PyObject *b, int op) {
+    if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b))
+        Py_RETURN_NOTIMPLEMENTED;
+    int eq = 1;
+    for (int i = 0; i < CC_PARSED_NFIELDS && eq; i++) {
+        int r = PyObject_RichCompareBool(((cc_parsed_t *)a)->f[i], ((cc_parsed_t *)b)->f[i], Py_EQ);
+        if (r < 0)
+            return NULL;
+        eq = r;
+    }
+    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+}
+
+/* 3.12 renamed the member constants into Python.h; structmember.h keeps the old names. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define CC_T_OBJECT Py_T_OBJECT_EX
+#define CC_READONLY Py_READONLY
+#else
+#define CC_T_OBJECT T_OBJECT_EX
+#define CC_READONLY READONLY
+#endif
+
+#define CC_PARSED_MEMBER(i, name, doc)                                                             \
+    {name, CC_T_OBJECT, offsetof(cc_parsed_t, f) + (i) * sizeof(PyObject *), CC_READONLY, doc}
+
+static PyMemberDef cc_parsed_members[] = {
+    CC_PARSED_MEMBER(0, "method", "request method, bytes"),
+    CC_PARSED_MEMBER(1, "target", "request-target as sent, bytes"),
+    CC_PARSED_MEMBER(2, "http_version", "'1.0' or '1.1'"),
+    CC_PARSED_MEMBER(3, "headers", "list of (lowercased name, value) bytes pairs, in order"),
+    CC_PARSED_MEMBER(4, "body", "'none', 'length' or 'chunked'"),
+    CC_PARSED_MEMBER(5, "content_length",
+                     "body length for 'length', 0 for 'none', None for 'chunked'"),
+    CC_PARSED_MEMBER(6, "keep_alive", "the connection may be reused after this request"),
+    CC_PARSED_MEMBER(7, "upgrade", "Connection: upgrade together with an Upgrade header"),
+    CC_PARSED_MEMBER(8, "expect_continue", "Expect: 100-continue on HTTP/1.1"),
+    CC_PARSED_MEMBER(9, "head_len", "bytes used by the head, blank line included"),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot cc_parsed_slots[] = {
+    {Py_tp_dealloc, cc_parsed_dealloc},
+    {Py_tp_traverse, cc_parsed_traverse},
+    {Py_tp_clear, cc_parsed_clear},
+    {Py_tp_repr, cc_parsed_repr},
+    {Py_tp_richcompare, cc_parsed_richcompare},
+    {Py_tp_members, cc_parsed_members},
+    {Py_tp_doc, "A parsed HTTP/1.x request head (returned by parse_request)."},
+    {0, NULL},
+};
+
+static PyType_Spec cc_parsed_spec = {
+    .name = "cicada._core.ParsedRequest",
+    .basicsize = sizeof(cc_parsed_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = cc_parsed_slots,
+};
+
 static PyObject *cc_parser_build(cc_asgi_parser_state_t *ps, const cc_http_request_t *r) {
-    PyObject *res = NULL, *headers = NULL, *item = NULL;
-    res = PyStructSequence_New(ps->parsed_request_type);
+    cc_parsed_t *res = PyObject_GC_New(cc_parsed_t, ps->parsed_request_type);
     if (!res)
-        goto error;
-    headers = PyList_New((Py_ssize_t)r->num_headers);
+        return NULL;
+    PyObject **f = res->f;
+    memset(f, 0, sizeof res->f);
+    PyObject *headers = PyList_New((Py_ssize_t)r->num_headers);
     if (!headers)
         goto error;
+    f[3] = headers;
     for (size_t i = 0; i < r->num_headers; i++) {
         const cc_http_header_t *h = &r->headers[i];
         PyObject *name = cc_known_bytes(ps, h->name, h->name_len);
@@ -176,43 +308,28 @@ static PyObject *cc_parser_build(cc_asgi_parser_state_t *ps, const cc_http_reque
         PyTuple_SET_ITEM(pair, 1, value);
         PyList_SET_ITEM(headers, (Py_ssize_t)i, pair);
     }
-    /* Fields in ParsedRequest order; each item is stolen by the structseq. */
-    item = cc_known_bytes(ps, r->method, r->method_len);
-    if (!item)
+    if (!(f[0] = cc_known_bytes(ps, r->method, r->method_len)))
         goto error;
-    PyStructSequence_SetItem(res, 0, item);
-    item = PyBytes_FromStringAndSize(r->target, (Py_ssize_t)r->target_len);
-    if (!item)
+    if (!(f[1] = PyBytes_FromStringAndSize(r->target, (Py_ssize_t)r->target_len)))
         goto error;
-    PyStructSequence_SetItem(res, 1, item);
-    item = Py_NewRef(r->version_minor ? ps->str_v11 : ps->str_v10);
-    PyStructSequence_SetItem(res, 2, item);
-    PyStructSequence_SetItem(res, 3, headers);
-    headers = NULL;
-    item = Py_NewRef(r->body == CC_HTTP_BODY_CHUNKED  ? ps->str_chunked
+    f[2] = Py_NewRef(r->version_minor ? ps->str_v11 : ps->str_v10);
+    f[4] = Py_NewRef(r->body == CC_HTTP_BODY_CHUNKED  ? ps->str_chunked
                      : r->body == CC_HTTP_BODY_LENGTH ? ps->str_length
                                                       : ps->str_none);
-    PyStructSequence_SetItem(res, 4, item);
-    if (r->body == CC_HTTP_BODY_CHUNKED) {
-        item = Py_NewRef(Py_None);
-    } else {
-        item = PyLong_FromUnsignedLongLong(r->content_length);
-        if (!item)
-            goto error;
-    }
-    PyStructSequence_SetItem(res, 5, item);
-    PyStructSequence_SetItem(res, 6, Py_NewRef(r->keep_alive ? Py_True : Py_False));
-    PyStructSequence_SetItem(res, 7, Py_NewRef(r->upgrade ? Py_True : Py_False));
-    PyStructSequence_SetItem(res, 8, Py_NewRef(r->expect_continue ? Py_True : Py_False));
-    item = PyLong_FromSize_t(r->head_len);
-    if (!item)
+    if (r->body == CC_HTTP_BODY_CHUNKED)
+        f[5] = Py_NewRef(Py_None);
+    else if (!(f[5] = PyLong_FromUnsignedLongLong(r->content_length)))
         goto error;
-    PyStructSequence_SetItem(res, 9, item);
-    return res;
+    f[6] = Py_NewRef(r->keep_alive ? Py_True : Py_False);
+    f[7] = Py_NewRef(r->upgrade ? Py_True : Py_False);
+    f[8] = Py_NewRef(r->expect_continue ? Py_True : Py_False);
+    if (!(f[9] = PyLong_FromSize_t(r->head_len)))
+        goto error;
+    PyObject_GC_Track((PyObject *)res);
+    return (PyObject *)res;
 error:
-    /* A half-filled structseq holds NULLs, which its dealloc tolerates. */
-    Py_XDECREF(headers);
-    Py_XDECREF(res);
+    /* Never tracked: dealloc's untrack is a no-op then, and it clears whatever was filled. */
+    Py_DECREF(res);
     return NULL;
 }
 
@@ -485,27 +602,6 @@ static PyType_Spec cc_chunked_spec = {
 
 /* ------------------------------------------------------------------ module wiring */
 
-static PyStructSequence_Field cc_parsed_fields[] = {
-    {"method", "request method, bytes"},
-    {"target", "request-target as sent, bytes"},
-    {"http_version", "'1.0' or '1.1'"},
-    {"headers", "list of (lowercased name, value) bytes pairs, in order"},
-    {"body", "'none', 'length' or 'chunked'"},
-    {"content_length", "body length for 'length', 0 for 'none', None for 'chunked'"},
-    {"keep_alive", "the connection may be reused after this request"},
-    {"upgrade", "Connection: upgrade together with an Upgrade header"},
-    {"expect_continue", "Expect: 100-continue on HTTP/1.1"},
-    {"head_len", "bytes used by the head, blank line included"},
-    {NULL, NULL},
-};
-
-static PyStructSequence_Desc cc_parsed_desc = {
-    "cicada._core.ParsedRequest",
-    "A parsed HTTP/1.x request head.",
-    cc_parsed_fields,
-    10,
-};
-
 static PyMethodDef cc_parser_functions[] = {
     {"parse_request", (PyCFunction)(void (*)(void))cc_parse_request, METH_FASTCALL | METH_KEYWORDS,
      "parse_request(data, start=0, *, max_request_line=8192, max_head_size=65536, "
@@ -545,7 +641,8 @@ int cc_asgi_parser_init(PyObject *module, cc_asgi_parser_state_t *ps) {
         return -1;
     if (PyModule_AddObjectRef(module, "HTTPParseError", ps->http_parse_error) < 0)
         return -1;
-    ps->parsed_request_type = PyStructSequence_NewType(&cc_parsed_desc);
+    ps->parsed_request_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &cc_parsed_spec, NULL);
     if (!ps->parsed_request_type)
         return -1;
     if (PyModule_AddObjectRef(module, "ParsedRequest", (PyObject *)ps->parsed_request_type) < 0)

@@ -51,6 +51,47 @@ static inline size_t cc_http_scan_target(const char *buf, size_t p, size_t end) 
     return p;
 }
 
+/* Lowercases a header name in place from buf[p] and returns the index of the first byte that is
+ * not a token character (normally the colon), or end. The SIMD path handles the usual name
+ * alphabet (letters, digits, '-') 16 bytes at a time; rarer token characters take the byte loop. */
+static inline size_t cc_http_scan_name(char *buf, size_t p, size_t end) {
+#if defined(__SSE2__)
+    /* Sliding window: loading 16 bytes at offset 16 - k gives 0xff in lanes 0..k-1 only. */
+    static const signed char prefix_mask[32] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                -1, -1, -1, -1, -1, 0,  0,  0,  0,  0,  0,
+                                                0,  0,  0,  0,  0,  0,  0,  0,  0,  0};
+    const __m128i case_bit = _mm_set1_epi8(0x20);
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(buf + p));
+        __m128i upper = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('A' - 1)),
+                                      _mm_cmplt_epi8(x, _mm_set1_epi8('Z' + 1)));
+        __m128i lower = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('a' - 1)),
+                                      _mm_cmplt_epi8(x, _mm_set1_epi8('z' + 1)));
+        __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)),
+                                      _mm_cmplt_epi8(x, _mm_set1_epi8('9' + 1)));
+        __m128i ok = _mm_or_si128(_mm_or_si128(upper, lower),
+                                  _mm_or_si128(digit, _mm_cmpeq_epi8(x, _mm_set1_epi8('-'))));
+        unsigned stop = ~(unsigned)_mm_movemask_epi8(ok) & 0xffffu;
+        size_t k = stop ? (size_t)__builtin_ctz(stop) : 16;
+        /* Lowercase only lanes inside the name; the rest are written back unchanged. */
+        __m128i keep = _mm_loadu_si128((const __m128i *)(const void *)(prefix_mask + 16 - k));
+        x = _mm_add_epi8(x, _mm_and_si128(_mm_and_si128(upper, keep), case_bit));
+        _mm_storeu_si128((__m128i *)(void *)(buf + p), x);
+        p += k;
+        if (k < 16) {
+            if (!cc_http_is((unsigned char)buf[p], CC_HTTP_C_TCHAR))
+                return p;
+            p++; /* a rarer token character ('_', '.', '!', ...): never a letter */
+        }
+    }
+#endif
+    while (p < end && cc_http_is((unsigned char)buf[p], CC_HTTP_C_TCHAR)) {
+        buf[p] = (char)cc_http_lower((unsigned char)buf[p]);
+        p++;
+    }
+    return p;
+}
+
 static int cc_http_ieq(const char *a, size_t n, const char *lower_lit, size_t lit_len) {
     if (n != lit_len)
         return 0;
@@ -355,10 +396,7 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
         if (CC_HTTP_UNLIKELY(nh >= nmax))
             return CC_HTTP_E_TOO_MANY_HEADERS;
         char *name = buf + p;
-        do {
-            buf[p] = (char)cc_http_lower((unsigned char)buf[p]);
-            p++;
-        } while (p < end && cc_http_is((unsigned char)buf[p], CC_HTTP_C_TCHAR));
+        p = cc_http_scan_name(buf, p, end);
         if (p >= end)
             return cc_http_oob(p, head_limit);
         if (CC_HTTP_UNLIKELY(buf[p] != ':')) {
