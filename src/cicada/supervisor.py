@@ -136,9 +136,11 @@ class Supervisor:
             worker.join()
             worker.close()
             code = worker.exitcode
-            if code == STARTUP_FAILURE and not worker.ready:
-                # The app, its lifespan or the socket is broken; restarting would fail the same way.
-                logger.error("Child process [%s] failed to start, stopping the parent process.", worker.pid)
+            if code != 0 and not worker.ready:
+                # It never served: the app (import, syntax error), its lifespan or the socket is
+                # broken, and a restart would fail the same way.
+                logger.error("Child process [%s] failed to start (exit code %s), stopping the parent process.",
+                             worker.pid, code)
                 self.workers.remove(worker)
                 self.exit_code = STARTUP_FAILURE
                 self.should_exit = True

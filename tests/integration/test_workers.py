@@ -149,7 +149,7 @@ def test_ttin_ttou(serve):
 def test_worker_startup_failure_stops_parent(serve):
     p = serve("testapps:startup_fails", "--port", "0", "--workers", "2")
     assert p.wait(60) == 3
-    assert "failed to start, stopping the parent process" in p.output
+    assert "failed to start (exit code 3), stopping the parent process" in p.output
 
 
 def test_reuse_port_workers_each_bind(serve):
@@ -214,3 +214,11 @@ def test_second_sigint_forces_workers(serve):
     assert p.wait(20) == 0
     assert time.monotonic() - t0 < 15
     assert "Received SIGINT again, forcing workers to quit." in p.output
+
+
+def test_worker_import_crash_stops_parent(serve, tmp_path):
+    (tmp_path / "broken_syntax.py").write_text("def app(:\n")
+    p = serve("broken_syntax:app", "--port", "0", "--workers", "2", "--app-dir", str(tmp_path),
+              cwd=str(tmp_path))
+    assert p.wait(60) == 3
+    assert "SyntaxError" in p.output and "failed to start" in p.output
