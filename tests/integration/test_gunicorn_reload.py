@@ -95,3 +95,33 @@ def test_gunicorn_heartbeat_keeps_idle_worker_alive(serve):
     assert pid1 == pid2
     assert "WORKER TIMEOUT" not in p.output
     assert p.stop() == 0
+
+
+def _wait_text(port, expected, timeout=20):
+    deadline = time.monotonic() + timeout
+    text = None
+    while time.monotonic() < deadline:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
+            if text == expected:
+                return text
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return text
+
+
+def test_reload_survives_a_broken_edit(serve, tmp_path):
+    mod = tmp_path / "editme.py"
+    mod.write_text(APP_V1.replace("VERSION", "v1"))
+    p = serve("editme:app", "--port", "0", "--reload", "--reload-dir", str(tmp_path),
+              "--app-dir", str(tmp_path), "--reload-delay", "0.1", cwd=str(tmp_path))
+    port = p.wait_port()
+    assert _wait_text(port, "v1") == "v1"
+    time.sleep(0.5)
+    mod.write_text("def app(:\n")  # syntax error: the server process fails to start
+    p.wait_for("SyntaxError", timeout=20)
+    assert p.proc.poll() is None  # the reloader keeps watching
+    mod.write_text(APP_V1.replace("VERSION", "v3"))
+    assert _wait_text(port, "v3") == "v3", p.output
+    assert p.stop(signal.SIGTERM) == 0

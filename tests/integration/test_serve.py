@@ -491,3 +491,10 @@ def test_loop_choices_serve(serve, loop):
     p = serve("testapps:app", "--port", "0", "--loop", loop)
     assert get(p.wait_port()).text == "Hello, world!"
     assert p.stop() == 0
+
+
+def test_python_api_workers_need_import_string():
+    code = "import cicada, testapps\ncicada.run(testapps.app, workers=2, port=0)\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=base_env(), timeout=30)
+    assert r.returncode == 3
+    assert "You must pass the application as an import string to enable 'reload' or 'workers'." in r.stderr
