@@ -183,6 +183,7 @@ double cc_asgi_monotonic(void);
 /* scope.c */
 PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req);
 int cc_asgi_scope_template(cc_asgi_server_t *srv);
+int cc_asgi_header_names_init(cc_asgi_state_t *st);
 /* cycle.c */
 extern PyType_Spec cc_asgi_cycle_spec;
 extern PyType_Spec cc_asgi_ready_spec;

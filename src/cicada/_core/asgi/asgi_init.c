@@ -38,6 +38,8 @@ int cc_asgi_init(PyObject *module, cc_asgi_state_t *st) {
     st->ready_none = cc_asgi_ready_new(st, Py_None);
     if (!st->ready_none)
         return -1;
+    if (cc_asgi_header_names_init(st) < 0)
+        return -1;
     if (cc_asgi_parser_init(module, &st->parser) < 0)
         return -1;
     return 0;
@@ -51,6 +53,8 @@ int cc_asgi_traverse(cc_asgi_state_t *st, visitproc visit, void *arg) {
     Py_VISIT(st->ready_type);
     Py_VISIT(st->client_disconnected);
     Py_VISIT(st->ready_none);
+    for (int i = 0; i < CC_ASGI_HDR_SLOTS; i++)
+        Py_VISIT(st->hdr_names[i]);
     CC_TRY_VISIT(cc_asgi_parser_traverse(&st->parser, visit, arg));
     return 0;
 }
@@ -58,6 +62,8 @@ int cc_asgi_traverse(cc_asgi_state_t *st, visitproc visit, void *arg) {
 void cc_asgi_clear(cc_asgi_state_t *st) {
     Py_CLEAR(st->request_parser_type);
     Py_CLEAR(st->ready_none);
+    for (int i = 0; i < CC_ASGI_HDR_SLOTS; i++)
+        Py_CLEAR(st->hdr_names[i]);
     Py_CLEAR(st->server_type);
     Py_CLEAR(st->protocol_type);
     Py_CLEAR(st->cycle_type);

@@ -75,6 +75,7 @@
     X(socket, "socket")
 
 #define CC_ASGI_KNOWN_SLOTS 256
+#define CC_ASGI_HDR_SLOTS 128
 
 /* The Python face of the http layer's parser (request_parser.c): used by tests and benchmarks. */
 typedef struct {
@@ -100,6 +101,8 @@ typedef struct {
     PyTypeObject *ready_type;
     PyObject *client_disconnected; /* exception type, subclass of OSError */
     PyObject *ready_none;          /* an awaitable that completes at once with None */
+    /* Shared bytes for common request header names (scope.c): open addressing by a cheap hash. */
+    PyObject *hdr_names[CC_ASGI_HDR_SLOTS];
 #define CC_ASGI_STR_FIELD(name, text) PyObject *s_##name;
     CC_ASGI_STRINGS(CC_ASGI_STR_FIELD)
 #undef CC_ASGI_STR_FIELD

@@ -139,7 +139,102 @@ static PyObject *concat_bytes(PyObject *prefix, const char *s, size_t n) {
     return r;
 }
 
-static PyObject *headers_list(const cc_http_request_t *req) {
+/* Request header names common enough that sharing one bytes object per name saves an allocation
+ * per header on the hot path. */
+static const char *const common_names[] = {
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "connection",
+    "content-type",
+    "content-length",
+    "cookie",
+    "referer",
+    "origin",
+    "authorization",
+    "cache-control",
+    "pragma",
+    "upgrade-insecure-requests",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "sec-fetch-user",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "if-none-match",
+    "if-modified-since",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-request-id",
+    "transfer-encoding",
+    "expect",
+    "upgrade",
+    "dnt",
+    "te",
+    "range",
+    "priority",
+    "forwarded",
+    "via",
+    "keep-alive",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "access-control-request-method",
+    "access-control-request-headers",
+    "x-requested-with",
+};
+
+/* Header names up to this length are looked up; longer ones are never common. */
+#define CC_ASGI_HDR_NAME_MAX 32
+#define CC_ASGI_HDR_PROBES 4
+
+static unsigned hdr_hash(const char *s, size_t n) {
+    return (unsigned)(n * 31u + (unsigned char)s[0] * 7u + (unsigned char)s[n - 1] * 3u +
+                      (unsigned char)s[n / 2]) &
+           (CC_ASGI_HDR_SLOTS - 1);
+}
+
+int cc_asgi_header_names_init(cc_asgi_state_t *st) {
+    for (size_t i = 0; i < sizeof(common_names) / sizeof(common_names[0]); i++) {
+        const char *name = common_names[i];
+        size_t n = strlen(name);
+        unsigned h = hdr_hash(name, n);
+        int probes = 0;
+        while (st->hdr_names[h] && probes < CC_ASGI_HDR_PROBES) {
+            h = (h + 1) & (CC_ASGI_HDR_SLOTS - 1);
+            probes++;
+        }
+        if (st->hdr_names[h])
+            continue; /* crowded: this one just isn't shared */
+        st->hdr_names[h] = PyBytes_FromStringAndSize(name, (Py_ssize_t)n);
+        if (!st->hdr_names[h])
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *header_name(cc_asgi_state_t *st, const char *s, size_t n) {
+    if (n && n <= CC_ASGI_HDR_NAME_MAX) {
+        unsigned h = hdr_hash(s, n);
+        for (int probes = 0; probes < CC_ASGI_HDR_PROBES; probes++) {
+            PyObject *b = st->hdr_names[h];
+            if (!b)
+                break;
+            if ((size_t)PyBytes_GET_SIZE(b) == n && !memcmp(PyBytes_AS_STRING(b), s, n))
+                return Py_NewRef(b);
+            h = (h + 1) & (CC_ASGI_HDR_SLOTS - 1);
+        }
+    }
+    return PyBytes_FromStringAndSize(s, (Py_ssize_t)n);
+}
+
+static PyObject *headers_list(cc_asgi_state_t *st, const cc_http_request_t *req) {
     PyObject *list = PyList_New((Py_ssize_t)req->num_headers);
     if (!list)
         return NULL;
@@ -149,7 +244,7 @@ static PyObject *headers_list(const cc_http_request_t *req) {
         if (!pair)
             goto error;
         PyList_SET_ITEM(list, (Py_ssize_t)i, pair);
-        PyObject *n = PyBytes_FromStringAndSize(h->name, (Py_ssize_t)h->name_len);
+        PyObject *n = header_name(st, h->name, h->name_len);
         if (!n)
             goto error;
         PyTuple_SET_ITEM(pair, 0, n);
@@ -390,7 +485,7 @@ PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) 
         goto error;
     if (req->version_minor == 0 && PyDict_SetItem(scope, st->s_http_version, st->s_v_10) < 0)
         goto error;
-    if (set_steal(scope, st->s_headers, headers_list(req)) < 0)
+    if (set_steal(scope, st->s_headers, headers_list(st, req)) < 0)
         goto error;
     if (PyDict_SetItem(scope, st->s_client, p->client) < 0 ||
         PyDict_SetItem(scope, st->s_server, p->sockname) < 0)
