@@ -341,7 +341,8 @@ static int process(cc_asgi_proto_t *p) {
             return send_error(p, cc_http_status(r), cc_http_reason(r));
         }
         if (req.upgrade && cc_http_name_eq(req.upgrade_value, req.upgrade_len, "websocket", 9)) {
-            /* Hook for the ws layer: until it exists, refuse like uvicorn without websockets. */
+            if (srv->ws_upgrade)
+                return srv->ws_upgrade(p, &req);
             cc_asgi_log(srv, srv->st->s_warning, "Unsupported upgrade request.", NULL);
             return send_error(p, 400, "Unsupported upgrade request.");
         }
