@@ -149,4 +149,27 @@ int cc_http_chunked_done(const cc_http_chunked_t *d);
  * more bytes arrive, pass from = previous len - 2 (or 0). */
 long cc_http_find_head_end(const char *buf, size_t len, size_t from);
 
+/* ---- Response writing (http/response.c) ------------------------------------------------------ */
+
+/* Longest status line cc_http_status_line writes ("HTTP/1.1 " + 3 digits + " " + reason + CRLF). */
+#define CC_HTTP_STATUS_LINE_MAX 64
+
+/* Standard reason phrase for a status code; "" for codes without one (the status line then ends
+ * with "NNN \r\n", which RFC 9112 allows). Never NULL. */
+const char *cc_http_status_reason(int status);
+/* Write "HTTP/1.<minor> <status> <reason>\r\n" to out (at least CC_HTTP_STATUS_LINE_MAX bytes).
+ * status must be 100..999. Returns the length written. */
+size_t cc_http_status_line(char *out, int version_minor, int status);
+/* 1 if name[0..len) is a non-empty RFC 9110 token (valid field name), else 0. */
+int cc_http_valid_header_name(const char *name, size_t len);
+/* 1 if a field value holds no CR, LF or NUL (what would let an app split or smuggle a header). */
+int cc_http_valid_header_value(const char *value, size_t len);
+/* Write the chunk-size line "<hex>\r\n" for a chunk of n bytes into out (>= 20 bytes); returns
+ * its length. */
+size_t cc_http_chunk_size_line(char *out, size_t n);
+/* Case-insensitive comparison of a[0..alen) with the lowercase ASCII literal b. */
+int cc_http_name_eq(const char *a, size_t alen, const char *b, size_t blen);
+/* 1 if the comma-separated list value contains the token tok (lowercase), ignoring case and OWS. */
+int cc_http_list_has_token(const char *value, size_t len, const char *tok, size_t tok_len);
+
 #endif

@@ -1,0 +1,581 @@
+/* One request/response cycle: the object behind the ASGI `receive` and `send` callables, the
+ * request body reader, and the completion check when the app's task ends. Awaiting receive() or
+ * send() creates no future when the result is already known (a _Ready awaitable returns it at
+ * once); only a real wait makes a loop future. Response serialization is in send.c. */
+#include "asgi/asgi.h"
+
+#include <string.h>
+#include <unistd.h>
+
+/* ---- _Ready: an awaitable that completes immediately with a value ------------------------ */
+
+typedef struct {
+    PyObject_HEAD PyObject *value;
+} cc_ready_t;
+
+PyObject *cc_asgi_ready_new(cc_asgi_state_t *st, PyObject *value) {
+    cc_ready_t *r = PyObject_GC_New(cc_ready_t, st->ready_type);
+    if (!r)
+        return NULL;
+    r->value = Py_NewRef(value);
+    PyObject_GC_Track(r);
+    return (PyObject *)r;
+}
+
+static PyObject *ready_await(PyObject *self) {
+    return Py_NewRef(self);
+}
+
+static PyObject *ready_next(cc_ready_t *r) {
+    PyObject *v = r->value;
+    if (v == Py_None)
+        return NULL; /* StopIteration(None) */
+    /* A tuple or exception would be unpacked by StopIteration(value): wrap it. */
+    PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, v);
+    if (exc) {
+        PyErr_SetObject(PyExc_StopIteration, exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static PySendResult ready_send(cc_ready_t *r, PyObject *arg, PyObject **result) {
+    (void)arg;
+    *result = Py_NewRef(r->value);
+    return PYGEN_RETURN;
+}
+
+static int ready_traverse(cc_ready_t *r, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(r));
+    Py_VISIT(r->value);
+    return 0;
+}
+
+static int ready_clear(cc_ready_t *r) {
+    Py_CLEAR(r->value);
+    return 0;
+}
+
+static void ready_dealloc(cc_ready_t *r) {
+    PyTypeObject *tp = Py_TYPE(r);
+    PyObject_GC_UnTrack(r);
+    Py_CLEAR(r->value);
+    tp->tp_free((PyObject *)r);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot ready_slots[] = {
+    {Py_am_await, ready_await},     {Py_am_send, ready_send},
+    {Py_tp_iter, ready_await},      {Py_tp_iternext, ready_next},
+    {Py_tp_dealloc, ready_dealloc}, {Py_tp_traverse, ready_traverse},
+    {Py_tp_clear, ready_clear},     {0, NULL},
+};
+
+PyType_Spec cc_asgi_ready_spec = {
+    .name = "cicada._core._Ready",
+    .basicsize = sizeof(cc_ready_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = ready_slots,
+};
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+/* Resolve a waiting future (if its awaiter has not given up) and drop our reference. */
+void cc_asgi_wake(cc_asgi_state_t *st, PyObject **waiter, PyObject *value) {
+    PyObject *fut = *waiter;
+    *waiter = NULL;
+    if (!fut)
+        return;
+    CC_EXC_SAVE(exc);
+    PyObject *args[2] = {fut, value};
+    PyObject *done =
+        PyObject_VectorcallMethod(st->s_done, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (done) {
+        int d = PyObject_IsTrue(done);
+        Py_DECREF(done);
+        if (d == 0) {
+            PyObject *r = PyObject_VectorcallMethod(st->s_set_result, args,
+                                                    2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            Py_XDECREF(r);
+        }
+    }
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable(fut);
+    Py_DECREF(fut);
+    CC_EXC_RESTORE(exc);
+}
+
+PyObject *cc_asgi_disconnect_message(cc_asgi_state_t *st) {
+    PyObject *d = PyDict_New();
+    if (d && PyDict_SetItem(d, st->s_type, st->s_t_disconnect) < 0)
+        Py_CLEAR(d);
+    return d;
+}
+
+static PyObject *new_future(cc_asgi_server_t *srv) {
+    PyObject *args[1] = {srv->loop};
+    return PyObject_VectorcallMethod(srv->st->s_create_future, args,
+                                     1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* ---- request body --------------------------------------------------------------------------- */
+
+/* Handle a malformed chunked body while the app runs: answer 400 if nothing was sent yet, close,
+ * and let receive() report a disconnect. */
+static int body_error(cc_asgi_cycle_t *c, cc_http_result_t r) {
+    cc_asgi_proto_t *p = c->proto;
+    cc_asgi_server_t *srv = p->server;
+    PyObject *why = PyUnicode_FromString(cc_http_reason(r));
+    if (!why)
+        return -1;
+    cc_asgi_log(srv, srv->st->s_warning, "Invalid HTTP request received: %s", why);
+    Py_DECREF(why);
+    c->keep_alive = 0;
+    c->body_done = 1;
+    c->disconnected = 1;
+    if (c->resp == CC_RESP_INIT) {
+        c->resp = CC_RESP_DONE;
+        if (cc_asgi_send_simple(p, c->version_minor, cc_http_status(r), cc_http_reason(r), 1) < 0)
+            return -1;
+    }
+    cc_asgi_close_linger(p);
+    return 0;
+}
+
+/* Take the request body bytes already buffered. Returns a new bytes object (possibly empty, with
+ * body_done set when the end was reached), Py_None (borrowed, nothing available yet), or NULL. */
+static PyObject *take_body(cc_asgi_cycle_t *c, int discard) {
+    cc_asgi_proto_t *p = c->proto;
+    cc_buf_t *in = &p->in;
+    if (c->body_done)
+        return discard ? Py_None : PyBytes_FromStringAndSize(NULL, 0);
+    if (c->body_kind == CC_HTTP_BODY_LENGTH) {
+        size_t n = in->len;
+        if ((uint64_t)n > c->body_remaining)
+            n = (size_t)c->body_remaining;
+        if (n == 0)
+            return Py_None;
+        PyObject *b = discard ? Py_None : PyBytes_FromStringAndSize(cc_buf_ptr(in), (Py_ssize_t)n);
+        if (!b)
+            return NULL;
+        cc_buf_consume(in, n);
+        c->body_remaining -= n;
+        if (c->body_remaining == 0)
+            c->body_done = 1;
+        return b;
+    }
+    /* chunked: decode in place, moving data spans down over the framing already consumed */
+    char *base = cc_buf_ptr(in);
+    size_t off = 0, w = 0;
+    while (off < in->len && !c->body_done) {
+        size_t used = 0, dlen = 0;
+        const char *data = NULL;
+        cc_http_result_t r =
+            cc_http_chunked_decode(&c->chunked, base + off, in->len - off, &used, &data, &dlen);
+        off += used;
+        if (r == CC_HTTP_INCOMPLETE)
+            break;
+        if (r != CC_HTTP_OK) {
+            cc_buf_consume(in, off);
+            if (body_error(c, r) < 0)
+                return NULL;
+            return Py_None;
+        }
+        if (dlen) {
+            if (!discard)
+                memmove(base + w, data, dlen);
+            w += dlen;
+        } else if (cc_http_chunked_done(&c->chunked)) {
+            c->body_done = 1;
+        }
+    }
+    if (w == 0 && !c->body_done) {
+        cc_buf_consume(in, off);
+        return Py_None;
+    }
+    PyObject *b = discard ? Py_None : PyBytes_FromStringAndSize(base, (Py_ssize_t)w);
+    cc_buf_consume(in, off);
+    return b;
+}
+
+int cc_asgi_cycle_drain_body(cc_asgi_cycle_t *c) {
+    while (!c->body_done && c->proto->in.len) {
+        size_t before = c->proto->in.len;
+        if (!take_body(c, 1))
+            return -1;
+        if (c->proto->in.len == before)
+            break;
+    }
+    return 0;
+}
+
+static PyObject *request_message(cc_asgi_state_t *st, PyObject *body, int more) {
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    if (PyDict_SetItem(d, st->s_type, st->s_t_request) < 0 ||
+        PyDict_SetItem(d, st->s_body, body) < 0 ||
+        PyDict_SetItem(d, st->s_more_body, more ? Py_True : Py_False) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* The next receive() message if one is available now: new ref, Py_None (borrowed) if not. */
+static PyObject *next_message(cc_asgi_cycle_t *c) {
+    cc_asgi_state_t *st = c->proto->server->st;
+    if (c->resp == CC_RESP_DONE || c->disconnected)
+        return cc_asgi_disconnect_message(st);
+    if (c->body_delivered)
+        return c->proto->eof ? cc_asgi_disconnect_message(st)
+                             : Py_None; /* wait for the response to finish or the client to leave */
+    PyObject *b = take_body(c, 0);
+    if (!b || b == Py_None)
+        return b;
+    if (c->disconnected) { /* a body error while reading */
+        Py_DECREF(b);
+        return cc_asgi_disconnect_message(st);
+    }
+    PyObject *m = request_message(st, b, !c->body_done);
+    Py_DECREF(b);
+    if (c->body_done)
+        c->body_delivered = 1;
+    return m;
+}
+
+int cc_asgi_cycle_feed(cc_asgi_cycle_t *c) {
+    if (!c->recv_waiter)
+        return 0;
+    PyObject *m = next_message(c);
+    if (!m)
+        return -1;
+    if (m != Py_None) {
+        cc_asgi_wake(c->proto->server->st, &c->recv_waiter, m);
+        Py_DECREF(m);
+    }
+    return cc_asgi_update_reading(c->proto);
+}
+
+int cc_asgi_cycle_disconnect(cc_asgi_cycle_t *c) {
+    cc_asgi_state_t *st = c->proto->server->st;
+    c->disconnected = 1;
+    if (c->file_fd >= 0) {
+        close(c->file_fd);
+        c->file_fd = -1;
+        c->sock_fd = -1;
+    }
+    if (c->send_waiter)
+        cc_asgi_wake(st, &c->send_waiter, Py_None);
+    if (c->recv_waiter) {
+        PyObject *m = cc_asgi_disconnect_message(st);
+        if (!m)
+            return -1;
+        cc_asgi_wake(st, &c->recv_waiter, m);
+        Py_DECREF(m);
+    }
+    return 0;
+}
+
+/* ---- the ASGI callables ------------------------------------------------------------------- */
+
+static PyObject *cycle_receive(cc_asgi_cycle_t *c, PyObject *unused) {
+    (void)unused;
+    cc_asgi_proto_t *p = c->proto;
+    cc_asgi_server_t *srv = p->server;
+    if (c->expect_continue && c->resp == CC_RESP_INIT && !c->body_done && !p->closing) {
+        /* The app wants the body: now the client may send it. */
+        c->expect_continue = 0;
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (cc_asgi_write(p, cont, sizeof(cont) - 1) < 0)
+            return NULL;
+    }
+    PyObject *m = next_message(c);
+    if (!m)
+        return NULL;
+    if (m != Py_None) {
+        PyObject *r = cc_asgi_ready_new(srv->st, m);
+        Py_DECREF(m);
+        if (cc_asgi_update_reading(p) < 0) {
+            Py_XDECREF(r);
+            return NULL;
+        }
+        return r;
+    }
+    if (c->recv_waiter) {
+        PyObject *args[1] = {c->recv_waiter};
+        PyObject *d = PyObject_VectorcallMethod(srv->st->s_done, args,
+                                                1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (!d)
+            return NULL;
+        int done = PyObject_IsTrue(d);
+        Py_DECREF(d);
+        if (!done) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "receive() called while another receive() is still waiting");
+            return NULL;
+        }
+        Py_CLEAR(c->recv_waiter);
+    }
+    c->recv_waiter = new_future(srv);
+    if (!c->recv_waiter)
+        return NULL;
+    if (cc_asgi_update_reading(p) < 0)
+        return NULL;
+    return Py_NewRef(c->recv_waiter);
+}
+
+static PyObject *cycle_send(cc_asgi_cycle_t *c, PyObject *message) {
+    return cc_asgi_send(c, message);
+}
+
+/* True if exc (or an exception it was raised while handling) is our ClientDisconnected: an app
+ * that stops because its client left is not an error worth a traceback. */
+static int is_disconnect_error(cc_asgi_state_t *st, PyObject *exc) {
+    for (int depth = 0; exc && depth < 4; depth++) {
+        if (PyObject_TypeCheck(exc, (PyTypeObject *)st->client_disconnected))
+            return 1;
+        PyObject *ctx = PyException_GetContext(exc);
+        Py_XDECREF(ctx); /* still referenced by exc */
+        exc = ctx;
+    }
+    return 0;
+}
+
+static void log_exception(cc_asgi_server_t *srv, const char *text, PyObject *exc) {
+    if (!srv->error_logger)
+        return;
+    PyObject *msg = PyUnicode_FromString(text);
+    PyObject *kwnames = PyTuple_Pack(1, srv->st->s_exc_info);
+    if (msg && kwnames) {
+        PyObject *args[3] = {srv->error_logger, msg, exc};
+        PyObject *r = PyObject_VectorcallMethod(srv->st->s_error, args,
+                                                2 | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(msg);
+    Py_XDECREF(kwnames);
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable(srv->error_logger);
+}
+
+/* After the app failed or returned early: 500 if nothing was sent, else cut the connection. */
+static void finish_abnormally(cc_asgi_cycle_t *c) {
+    cc_asgi_proto_t *p = c->proto;
+    if (c->disconnected || c->resp == CC_RESP_DONE)
+        return;
+    /* STARTED: the head is held back until the first body message, so nothing was sent yet and
+     * a clean 500 is still possible. */
+    if (c->resp == CC_RESP_INIT || c->resp == CC_RESP_STARTED) {
+        c->keep_alive = 0;
+        c->resp = CC_RESP_DONE;
+        if (cc_asgi_access_log(c, 500) < 0 ||
+            cc_asgi_send_simple(p, c->version_minor, 500, "Internal Server Error", 1) < 0)
+            PyErr_WriteUnraisable((PyObject *)c);
+        cc_asgi_response_complete(c);
+        return;
+    }
+    c->keep_alive = 0;
+    c->resp = CC_RESP_DONE;
+    cc_asgi_close(p, 0);
+    cc_asgi_response_complete(c);
+}
+
+/* The app's task ended: exc is its exception (or NULL), res its result otherwise. */
+static void cycle_finish(cc_asgi_cycle_t *c, PyObject *exc, PyObject *res) {
+    cc_asgi_server_t *srv = c->proto->server;
+    cc_asgi_state_t *st = srv->st;
+    if (c->counted) {
+        c->counted = 0;
+        srv->active_requests--;
+    }
+    c->task_done = 1;
+    if (exc) {
+        if (!(c->disconnected && is_disconnect_error(st, exc)))
+            log_exception(srv, "Exception in ASGI application\n", exc);
+        finish_abnormally(c);
+    } else if (res != Py_None) {
+        cc_asgi_log(srv, st->s_error, "ASGI callable should return None, but returned '%s'.", res);
+        c->keep_alive = 0;
+        if (c->resp == CC_RESP_DONE)
+            cc_asgi_close(c->proto, 0);
+        else
+            finish_abnormally(c);
+    } else if (c->resp == CC_RESP_INIT && !c->disconnected) {
+        cc_asgi_log(srv, st->s_error, "ASGI callable returned without starting response.", NULL);
+        finish_abnormally(c);
+    } else if (c->resp != CC_RESP_DONE && !c->disconnected) {
+        cc_asgi_log(srv, st->s_error, "ASGI callable returned without completing response.", NULL);
+        finish_abnormally(c);
+    }
+    Py_CLEAR(c->task);
+    Py_CLEAR(c->scope);
+}
+
+static PyObject *cycle_task_done(cc_asgi_cycle_t *c, PyObject *task) {
+    PyObject *args[1] = {task};
+    PyObject *res = PyObject_VectorcallMethod(c->proto->server->st->s_result, args,
+                                              1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *exc = res ? NULL : cc_asgi_fetch_exception();
+    cycle_finish(c, exc, res);
+    Py_XDECREF(res);
+    Py_XDECREF(exc);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef receive_def = {"receive", (PyCFunction)cycle_receive, METH_NOARGS, NULL};
+static PyMethodDef send_def = {"send", (PyCFunction)cycle_send, METH_O, NULL};
+static PyMethodDef done_def = {"_task_done", (PyCFunction)cycle_task_done, METH_O, NULL};
+
+/* ---- starting a request ------------------------------------------------------------------- */
+
+int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
+    cc_asgi_server_t *srv = p->server;
+    cc_asgi_state_t *st = srv->st;
+    PyObject *recv = NULL, *send = NULL, *coro = NULL, *task = NULL, *cb = NULL;
+    if (srv->limit_concurrency >= 0 && (srv->active_requests >= srv->limit_concurrency ||
+                                        srv->connection_count > srv->limit_concurrency)) {
+        cc_asgi_log(srv, st->s_warning, "Exceeded concurrency limit.", NULL);
+        int rc = cc_asgi_send_simple(p, req->version_minor, 503, "Service Unavailable", 1);
+        cc_asgi_close(p, 0);
+        return rc;
+    }
+    cc_asgi_cycle_t *c = PyObject_GC_New(cc_asgi_cycle_t, st->cycle_type);
+    if (!c)
+        return -1;
+    memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
+    c->file_fd = -1;
+    c->sock_fd = -1;
+    c->proto = (cc_asgi_proto_t *)Py_NewRef(p);
+    PyObject_GC_Track(c);
+    c->scope = cc_asgi_build_scope(p, req);
+    if (!c->scope) {
+        /* e.g. trusted_proxy raised: answer 500 and log it rather than drop the connection */
+        PyObject *exc = cc_asgi_fetch_exception();
+        log_exception(srv, "Exception while building the request scope\n", exc);
+        Py_XDECREF(exc);
+        Py_DECREF(c);
+        int rc = cc_asgi_send_simple(p, req->version_minor, 500, "Internal Server Error", 1);
+        cc_asgi_close(p, 0);
+        return rc;
+    }
+    c->body_kind = req->body;
+    c->body_remaining = req->content_length;
+    c->body_done = req->body == CC_HTTP_BODY_NONE ||
+                   (req->body == CC_HTTP_BODY_LENGTH && req->content_length == 0);
+    if (req->body == CC_HTTP_BODY_CHUNKED)
+        cc_http_chunked_init(&c->chunked, srv->limits.max_head_size);
+    c->version_minor = req->version_minor;
+    c->keep_alive = req->keep_alive;
+    c->expect_continue = req->expect_continue && !c->body_done;
+    c->is_head = req->method_len == 4 && !memcmp(req->method, "HEAD", 4);
+    cc_buf_consume(&p->in, req->head_len);
+
+    recv = PyCFunction_New(&receive_def, (PyObject *)c);
+    send = PyCFunction_New(&send_def, (PyObject *)c);
+    cb = PyCFunction_New(&done_def, (PyObject *)c);
+    if (!recv || !send || !cb)
+        goto error;
+    p->cycle = (cc_asgi_cycle_t *)Py_NewRef(c);
+    srv->request_count++;
+    srv->active_requests++;
+    c->counted = 1;
+    PyObject *args[3] = {c->scope, recv, send};
+    coro = PyObject_Vectorcall(srv->app, args, 3, NULL);
+    if (!coro) {
+        /* The app failed before it could be awaited: same handling as a task exception. */
+        PyObject *exc = cc_asgi_fetch_exception();
+        cycle_finish(c, exc, NULL);
+        Py_XDECREF(exc);
+        goto done;
+    }
+    PyObject *targs[2] = {srv->loop, coro};
+    task = PyObject_VectorcallMethod(st->s_create_task, targs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                     NULL);
+    if (!task) { /* e.g. the app is a plain function: same handling as an app exception */
+        PyObject *exc = cc_asgi_fetch_exception();
+        cycle_finish(c, exc, NULL);
+        Py_XDECREF(exc);
+        goto done;
+    }
+    c->task = Py_NewRef(task);
+    PyObject *dargs[2] = {task, cb};
+    PyObject *r = PyObject_VectorcallMethod(st->s_add_done_callback, dargs,
+                                            2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (!r)
+        goto error;
+    Py_DECREF(r);
+done:
+    Py_XDECREF(recv);
+    Py_XDECREF(send);
+    Py_XDECREF(cb);
+    Py_XDECREF(coro);
+    Py_XDECREF(task);
+    Py_DECREF(c);
+    return 0;
+error:
+    Py_XDECREF(recv);
+    Py_XDECREF(send);
+    Py_XDECREF(cb);
+    Py_XDECREF(coro);
+    Py_XDECREF(task);
+    if (c->counted) {
+        c->counted = 0;
+        srv->active_requests--;
+    }
+    if (p->cycle == c)
+        Py_CLEAR(p->cycle);
+    Py_DECREF(c);
+    return -1;
+}
+
+/* ---- type ---------------------------------------------------------------------------------- */
+
+static int cycle_traverse(cc_asgi_cycle_t *c, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(c));
+    Py_VISIT(c->proto);
+    Py_VISIT(c->scope);
+    Py_VISIT(c->task);
+    Py_VISIT(c->recv_waiter);
+    Py_VISIT(c->send_waiter);
+    Py_VISIT(c->start_headers);
+    return 0;
+}
+
+static int cycle_clear(cc_asgi_cycle_t *c) {
+    Py_CLEAR(c->scope);
+    Py_CLEAR(c->task);
+    Py_CLEAR(c->recv_waiter);
+    Py_CLEAR(c->send_waiter);
+    Py_CLEAR(c->start_headers);
+    Py_CLEAR(c->proto);
+    return 0;
+}
+
+static void cycle_dealloc(cc_asgi_cycle_t *c) {
+    PyTypeObject *tp = Py_TYPE(c);
+    PyObject_GC_UnTrack(c);
+    if (c->counted && c->proto) {
+        c->proto->server->active_requests--;
+        c->counted = 0;
+    }
+    if (c->file_fd >= 0)
+        close(c->file_fd);
+    cycle_clear(c);
+    tp->tp_free((PyObject *)c);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot cycle_slots[] = {
+    {Py_tp_dealloc, cycle_dealloc},
+    {Py_tp_traverse, cycle_traverse},
+    {Py_tp_clear, cycle_clear},
+    {0, NULL},
+};
+
+PyType_Spec cc_asgi_cycle_spec = {
+    .name = "cicada._core._RequestCycle",
+    .basicsize = sizeof(cc_asgi_cycle_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = cycle_slots,
+};

@@ -1,0 +1,503 @@
+/* Builds the ASGI `http` scope of one request from the parsed head: copies a per-server template
+ * dict (constant entries preset, table already sized) and fills the per-request keys with
+ * interned names. Proxy headers are applied here. It never touches the transport. */
+#include "asgi/asgi.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Entries X-Forwarded-For may list before we stop looking (the rightmost ones count). */
+#define CC_ASGI_MAX_FORWARDED 64
+/* Paths up to this size are percent-decoded on the stack. */
+#define CC_ASGI_PATH_STACK 1024
+
+int cc_asgi_scope_template(cc_asgi_server_t *srv) {
+    cc_asgi_state_t *st = srv->st;
+    PyObject *t = NULL, *asgi = NULL, *ext = NULL, *empty = NULL;
+    t = PyDict_New();
+    asgi = PyDict_New();
+    ext = PyDict_New();
+    if (!t || !asgi || !ext)
+        goto error;
+    if (PyDict_SetItem(asgi, st->s_version, st->s_v_asgi_version) < 0 ||
+        PyDict_SetItem(asgi, st->s_spec_version, st->s_v_spec_version) < 0)
+        goto error;
+    empty = PyDict_New();
+    if (!empty || PyDict_SetItem(ext, st->s_t_pathsend, empty) < 0)
+        goto error;
+    Py_DECREF(empty);
+    empty = PyDict_New();
+    if (!empty || PyDict_SetItem(ext, st->s_t_trailers, empty) < 0)
+        goto error;
+    Py_CLEAR(empty);
+    /* Every key is present so the per-request copy never resizes. */
+    if (PyDict_SetItem(t, st->s_type, st->s_v_http) < 0 ||
+        PyDict_SetItem(t, st->s_asgi, asgi) < 0 ||
+        PyDict_SetItem(t, st->s_http_version, st->s_v_11) < 0 ||
+        PyDict_SetItem(t, st->s_server, Py_None) < 0 ||
+        PyDict_SetItem(t, st->s_client, Py_None) < 0 ||
+        PyDict_SetItem(t, st->s_scheme, srv->scheme) < 0 ||
+        PyDict_SetItem(t, st->s_method, Py_None) < 0 ||
+        PyDict_SetItem(t, st->s_root_path, srv->root_path) < 0 ||
+        PyDict_SetItem(t, st->s_path, Py_None) < 0 ||
+        PyDict_SetItem(t, st->s_raw_path, Py_None) < 0 ||
+        PyDict_SetItem(t, st->s_query_string, Py_None) < 0 ||
+        PyDict_SetItem(t, st->s_headers, Py_None) < 0 ||
+        PyDict_SetItem(t, st->s_state, Py_None) < 0 ||
+        PyDict_SetItem(t, st->s_extensions, Py_None) < 0)
+        goto error;
+    srv->scope_template = t;
+    srv->extensions = ext;
+    Py_DECREF(asgi);
+    return 0;
+error:
+    Py_XDECREF(t);
+    Py_XDECREF(asgi);
+    Py_XDECREF(ext);
+    Py_XDECREF(empty);
+    return -1;
+}
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode then UTF-8 decode with U+FFFD for invalid sequences (what urllib's unquote
+ * gives uvicorn). */
+static PyObject *decode_path(const char *s, size_t n) {
+    const char *pct = memchr(s, '%', n);
+    if (!pct)
+        return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, "replace");
+    char stackbuf[CC_ASGI_PATH_STACK];
+    char *out = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
+    if (!out)
+        return PyErr_NoMemory();
+    size_t o = (size_t)(pct - s);
+    memcpy(out, s, o);
+    for (size_t i = o; i < n; i++) {
+        int hi, lo;
+        if (s[i] == '%' && i + 2 < n && (hi = hexval(s[i + 1])) >= 0 &&
+            (lo = hexval(s[i + 2])) >= 0) {
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    PyObject *r = PyUnicode_DecodeUTF8(out, (Py_ssize_t)o, "replace");
+    if (out != stackbuf)
+        free(out);
+    return r;
+}
+
+static PyObject *method_str(cc_asgi_state_t *st, const char *m, size_t n) {
+    PyObject *r = NULL;
+    switch (n) {
+    case 3:
+        if (!memcmp(m, "GET", 3))
+            r = st->s_m_get;
+        else if (!memcmp(m, "PUT", 3))
+            r = st->s_m_put;
+        break;
+    case 4:
+        if (!memcmp(m, "POST", 4))
+            r = st->s_m_post;
+        else if (!memcmp(m, "HEAD", 4))
+            r = st->s_m_head;
+        break;
+    case 5:
+        if (!memcmp(m, "PATCH", 5))
+            r = st->s_m_patch;
+        break;
+    case 6:
+        if (!memcmp(m, "DELETE", 6))
+            r = st->s_m_delete;
+        break;
+    case 7:
+        if (!memcmp(m, "OPTIONS", 7))
+            r = st->s_m_options;
+        break;
+    }
+    if (r)
+        return Py_NewRef(r);
+    return PyUnicode_DecodeLatin1(m, (Py_ssize_t)n, NULL);
+}
+
+static PyObject *concat_bytes(PyObject *prefix, const char *s, size_t n) {
+    Py_ssize_t pl = PyBytes_GET_SIZE(prefix);
+    PyObject *r = PyBytes_FromStringAndSize(NULL, pl + (Py_ssize_t)n);
+    if (!r)
+        return NULL;
+    memcpy(PyBytes_AS_STRING(r), PyBytes_AS_STRING(prefix), (size_t)pl);
+    memcpy(PyBytes_AS_STRING(r) + pl, s, n);
+    return r;
+}
+
+/* Request header names common enough that sharing one bytes object per name saves an allocation
+ * per header on the hot path. */
+static const char *const common_names[] = {
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "connection",
+    "content-type",
+    "content-length",
+    "cookie",
+    "referer",
+    "origin",
+    "authorization",
+    "cache-control",
+    "pragma",
+    "upgrade-insecure-requests",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "sec-fetch-user",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "if-none-match",
+    "if-modified-since",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-request-id",
+    "transfer-encoding",
+    "expect",
+    "upgrade",
+    "dnt",
+    "te",
+    "range",
+    "priority",
+    "forwarded",
+    "via",
+    "keep-alive",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "access-control-request-method",
+    "access-control-request-headers",
+    "x-requested-with",
+};
+
+/* Header names up to this length are looked up; longer ones are never common. */
+#define CC_ASGI_HDR_NAME_MAX 32
+#define CC_ASGI_HDR_PROBES 4
+
+static unsigned hdr_hash(const char *s, size_t n) {
+    return (unsigned)(n * 31u + (unsigned char)s[0] * 7u + (unsigned char)s[n - 1] * 3u +
+                      (unsigned char)s[n / 2]) &
+           (CC_ASGI_HDR_SLOTS - 1);
+}
+
+int cc_asgi_header_names_init(cc_asgi_state_t *st) {
+    for (size_t i = 0; i < sizeof(common_names) / sizeof(common_names[0]); i++) {
+        const char *name = common_names[i];
+        size_t n = strlen(name);
+        unsigned h = hdr_hash(name, n);
+        int probes = 0;
+        while (st->hdr_names[h] && probes < CC_ASGI_HDR_PROBES) {
+            h = (h + 1) & (CC_ASGI_HDR_SLOTS - 1);
+            probes++;
+        }
+        if (st->hdr_names[h])
+            continue; /* crowded: this one just isn't shared */
+        st->hdr_names[h] = PyBytes_FromStringAndSize(name, (Py_ssize_t)n);
+        if (!st->hdr_names[h])
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *header_name(cc_asgi_state_t *st, const char *s, size_t n) {
+    if (n && n <= CC_ASGI_HDR_NAME_MAX) {
+        unsigned h = hdr_hash(s, n);
+        for (int probes = 0; probes < CC_ASGI_HDR_PROBES; probes++) {
+            PyObject *b = st->hdr_names[h];
+            if (!b)
+                break;
+            if ((size_t)PyBytes_GET_SIZE(b) == n && !memcmp(PyBytes_AS_STRING(b), s, n))
+                return Py_NewRef(b);
+            h = (h + 1) & (CC_ASGI_HDR_SLOTS - 1);
+        }
+    }
+    return PyBytes_FromStringAndSize(s, (Py_ssize_t)n);
+}
+
+static PyObject *headers_list(cc_asgi_state_t *st, const cc_http_request_t *req) {
+    PyObject *list = PyList_New((Py_ssize_t)req->num_headers);
+    if (!list)
+        return NULL;
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const cc_http_header_t *h = &req->headers[i];
+        PyObject *pair = PyTuple_New(2);
+        if (!pair)
+            goto error;
+        PyList_SET_ITEM(list, (Py_ssize_t)i, pair);
+        PyObject *n = header_name(st, h->name, h->name_len);
+        if (!n)
+            goto error;
+        PyTuple_SET_ITEM(pair, 0, n);
+        PyObject *v = PyBytes_FromStringAndSize(h->value, (Py_ssize_t)h->value_len);
+        if (!v)
+            goto error;
+        PyTuple_SET_ITEM(pair, 1, v);
+    }
+    return list;
+error:
+    Py_DECREF(list);
+    return NULL;
+}
+
+/* trusted_proxy(host) as 1/0/-1. */
+static int is_trusted(cc_asgi_server_t *srv, PyObject *host) {
+    PyObject *r = PyObject_CallOneArg(srv->trusted_proxy, host);
+    if (!r)
+        return -1;
+    int t = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return t;
+}
+
+/* Split "host", "host:port", "[v6]:port" the way uvicorn's proxy middleware does. */
+static PyObject *host_port(const char *s, size_t n) {
+    const char *h = s;
+    size_t hl = n;
+    long port = 0;
+    if (n && s[0] == '[') {
+        const char *e = memchr(s, ']', n);
+        if (e) {
+            size_t rest = n - (size_t)(e + 1 - s);
+            if (rest == 0) {
+                h = s + 1;
+                hl = (size_t)(e - s - 1);
+            } else if (e[1] == ':') {
+                h = s + 1;
+                hl = (size_t)(e - s - 1);
+                char tmp[16];
+                size_t pl = rest - 1;
+                if (pl > 0 && pl < sizeof(tmp)) {
+                    memcpy(tmp, e + 2, pl);
+                    tmp[pl] = 0;
+                    char *end;
+                    long v = strtol(tmp, &end, 10);
+                    port = *end ? 0 : v;
+                }
+            }
+        }
+    } else {
+        const char *c = memchr(s, ':', n);
+        if (c && !memchr(c + 1, ':', n - (size_t)(c + 1 - s))) {
+            char tmp[16];
+            size_t pl = n - (size_t)(c + 1 - s);
+            char *end = NULL;
+            long v = 0;
+            if (pl > 0 && pl < sizeof(tmp)) {
+                memcpy(tmp, c + 1, pl);
+                tmp[pl] = 0;
+                v = strtol(tmp, &end, 10);
+            }
+            if (end && !*end) {
+                hl = (size_t)(c - s);
+                port = v;
+            }
+        }
+    }
+    return Py_BuildValue("(Nl)", PyUnicode_DecodeLatin1(h, (Py_ssize_t)hl, NULL), port);
+}
+
+/* Apply X-Forwarded-Proto / X-Forwarded-For when the peer is a trusted proxy. */
+static int apply_proxy(cc_asgi_server_t *srv, cc_asgi_proto_t *p, const cc_http_request_t *req,
+                       PyObject *scope) {
+    cc_asgi_state_t *st = srv->st;
+    if (!srv->trusted_proxy || !PyTuple_Check(p->client))
+        return 0;
+    int rc = -1;
+    int t = is_trusted(srv, PyTuple_GET_ITEM(p->client, 0));
+    if (t <= 0)
+        return t;
+    const cc_http_header_t *proto = NULL;
+    cc_buf_t xff;
+    cc_buf_init(&xff);
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const cc_http_header_t *h = &req->headers[i];
+        if (h->name_len == 17 && !memcmp(h->name, "x-forwarded-proto", 17))
+            proto = h;
+        else if (h->name_len == 15 && !memcmp(h->name, "x-forwarded-for", 15)) {
+            if ((xff.len && cc_buf_append(&xff, ", ", 2) < 0) ||
+                cc_buf_append(&xff, h->value, h->value_len) < 0) {
+                PyErr_NoMemory();
+                goto done;
+            }
+        }
+    }
+    if (proto) {
+        const char *v = proto->value;
+        size_t n = proto->value_len;
+        while (n && (*v == ' ' || *v == '\t'))
+            v++, n--;
+        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            n--;
+        PyObject *sch = NULL;
+        if (n == 4 && !memcmp(v, "http", 4))
+            sch = st->s_v_http;
+        else if (n == 5 && !memcmp(v, "https", 5))
+            sch = st->s_v_https;
+        else if (n == 2 && !memcmp(v, "ws", 2))
+            sch = st->s_v_ws;
+        else if (n == 3 && !memcmp(v, "wss", 3))
+            sch = st->s_v_wss;
+        if (sch && PyDict_SetItem(scope, st->s_scheme, sch) < 0)
+            goto done;
+    }
+    if (xff.len) {
+        const char *s = cc_buf_ptr(&xff);
+        size_t n = xff.len;
+        const char *starts[CC_ASGI_MAX_FORWARDED];
+        size_t lens[CC_ASGI_MAX_FORWARDED];
+        size_t cnt = 0, i = 0;
+        while (i <= n) {
+            size_t b = i;
+            while (i < n && s[i] != ',')
+                i++;
+            size_t e = i;
+            while (b < e && (s[b] == ' ' || s[b] == '\t'))
+                b++;
+            while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t'))
+                e--;
+            if (cnt == CC_ASGI_MAX_FORWARDED) { /* keep the rightmost entries */
+                memmove(starts, starts + 1, sizeof(starts[0]) * (cnt - 1));
+                memmove(lens, lens + 1, sizeof(lens[0]) * (cnt - 1));
+                cnt--;
+            }
+            starts[cnt] = s + b;
+            lens[cnt++] = e - b;
+            i++;
+        }
+        PyObject *chosen = NULL;
+        for (size_t k = cnt; k-- > 0;) {
+            PyObject *hp = host_port(starts[k], lens[k]);
+            if (!hp)
+                goto done;
+            int tr = is_trusted(srv, PyTuple_GET_ITEM(hp, 0));
+            if (tr < 0) {
+                Py_DECREF(hp);
+                goto done;
+            }
+            if (!tr) {
+                chosen = hp;
+                break;
+            }
+            Py_DECREF(hp);
+        }
+        if (!chosen && !(chosen = host_port(starts[0], lens[0])))
+            goto done;
+        if (PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(chosen, 0)) > 0 &&
+            PyDict_SetItem(scope, st->s_client, chosen) < 0) {
+            Py_DECREF(chosen);
+            goto done;
+        }
+        Py_DECREF(chosen);
+    }
+    rc = 0;
+done:
+    cc_buf_free(&xff);
+    return rc;
+}
+
+/* Set key to a new reference, consuming it. */
+static int set_steal(PyObject *d, PyObject *k, PyObject *v) {
+    if (!v)
+        return -1;
+    int rc = PyDict_SetItem(d, k, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) {
+    cc_asgi_server_t *srv = p->server;
+    cc_asgi_state_t *st = srv->st;
+    PyObject *scope = PyDict_Copy(srv->scope_template);
+    if (!scope)
+        return NULL;
+    const char *t = req->target;
+    size_t tl = req->target_len;
+    /* absolute-form: skip "scheme://authority" */
+    if (tl && t[0] != '/' && t[0] != '*') {
+        const char *sep = NULL;
+        for (size_t i = 0; i + 2 < tl; i++)
+            if (t[i] == ':' && t[i + 1] == '/' && t[i + 2] == '/') {
+                sep = t + i + 3;
+                break;
+            }
+        if (sep) {
+            const char *slash = memchr(sep, '/', tl - (size_t)(sep - t));
+            const char *q = memchr(sep, '?', tl - (size_t)(sep - t));
+            if (slash && (!q || slash < q)) {
+                tl -= (size_t)(slash - t);
+                t = slash;
+            } else if (q) {
+                tl -= (size_t)(q - t);
+                t = q;
+            } else {
+                t = "/";
+                tl = 1;
+            }
+        }
+    }
+    const char *hash = memchr(t, '#', tl);
+    if (hash)
+        tl = (size_t)(hash - t);
+    const char *q = memchr(t, '?', tl);
+    size_t pl = q ? (size_t)(q - t) : tl;
+    const char *qs = q ? q + 1 : t + tl;
+    size_t ql = q ? tl - pl - 1 : 0;
+    if (pl == 0 && t[0] != '/') { /* "?a" after absolute-form with no path */
+        t = "/";
+        pl = 1;
+    }
+
+    PyObject *path = decode_path(t, pl);
+    if (!path)
+        goto error;
+    if (PyUnicode_GET_LENGTH(srv->root_path)) {
+        PyObject *full = PyUnicode_Concat(srv->root_path, path);
+        Py_DECREF(path);
+        path = full;
+    }
+    if (set_steal(scope, st->s_path, path) < 0)
+        goto error;
+    if (set_steal(scope, st->s_raw_path, concat_bytes(srv->root_path_bytes, t, pl)) < 0)
+        goto error;
+    if (set_steal(scope, st->s_query_string, PyBytes_FromStringAndSize(qs, (Py_ssize_t)ql)) < 0)
+        goto error;
+    if (set_steal(scope, st->s_method, method_str(st, req->method, req->method_len)) < 0)
+        goto error;
+    if (req->version_minor == 0 && PyDict_SetItem(scope, st->s_http_version, st->s_v_10) < 0)
+        goto error;
+    if (set_steal(scope, st->s_headers, headers_list(st, req)) < 0)
+        goto error;
+    if (PyDict_SetItem(scope, st->s_client, p->client) < 0 ||
+        PyDict_SetItem(scope, st->s_server, p->sockname) < 0)
+        goto error;
+    if (set_steal(scope, st->s_state, srv->state ? PyDict_Copy(srv->state) : PyDict_New()) < 0)
+        goto error;
+    if (set_steal(scope, st->s_extensions, PyDict_Copy(srv->extensions)) < 0)
+        goto error;
+    if (srv->proxy_headers && apply_proxy(srv, p, req, scope) < 0)
+        goto error;
+    return scope;
+error:
+    Py_DECREF(scope);
+    return NULL;
+}

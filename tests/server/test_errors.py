@@ -1,0 +1,301 @@
+"""Bad clients and bad apps: every failure gets a response or a clear error, then a clean close."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from apps import hello, read_body
+from support.server_thread import read_response, recv_until_closed
+
+
+def wait_for(pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize(
+    "request_bytes,status",
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-A: b\r\n" * 150 + b"\r\n", 431),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+    ],
+)
+def test_parser_rejections(serve, error_log, request_bytes, status):
+    st = serve(hello)
+    s = st.connect()
+    s.sendall(request_bytes)
+    data = recv_until_closed(s)  # the server closes AFTER the response
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status)
+    assert b"connection: close" in head
+    assert b"content-type: text/plain; charset=utf-8" in head
+    assert body and int(head.split(b"content-length: ")[1].split(b"\r\n")[0]) == len(body)
+    assert wait_for(lambda: any("Invalid HTTP request received" in m
+                                for m in error_log.handler.messages()))
+
+
+def test_rejection_after_good_pipelined_request(serve):
+    st = serve(hello)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nBad Header: x\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert b"HTTP/1.1 400 Bad Request" in data
+
+
+def test_head_too_large_incomplete(serve):
+    st = serve(hello, max_head_size=1024)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + b"a" * 2000)
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 431 ")
+
+
+def test_503_over_limit_concurrency(serve, error_log):
+    release = asyncio.Event()
+    started = []
+
+    async def app(scope, receive, send):
+        started.append(1)
+        if len(started) == 1:
+            await release.wait()
+        await hello(scope, receive, send)
+
+    st = serve(app, limit_concurrency=1)
+    a = st.connect()
+    a.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert wait_for(lambda: st.server.active_requests == 1)
+    b = st.connect()
+    b.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = recv_until_closed(b)
+    assert data.startswith(b"HTTP/1.1 503 Service Unavailable")
+    assert data.endswith(b"Service Unavailable")
+    st.loop.call_soon_threadsafe(release.set)
+    assert read_response(a)[2] == b"hello"
+    assert "Exceeded concurrency limit." in error_log.handler.messages()
+
+
+def test_500_on_exception_before_start(serve, error_log):
+    async def app(scope, receive, send):
+        raise ValueError("boom")
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 500 Internal Server Error")
+    assert data.endswith(b"Internal Server Error")
+    assert wait_for(lambda: error_log.handler.records)
+    rec = error_log.handler.records[0]
+    assert rec.getMessage().startswith("Exception in ASGI application")
+    assert rec.exc_info and rec.exc_info[0] is ValueError
+
+
+def test_500_when_app_is_not_a_coroutine_function(serve, error_log):
+    def app(scope, receive, send):
+        raise TypeError("not async")
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
+
+
+def test_500_when_app_returns_a_non_awaitable(serve, error_log):
+    def app(scope, receive, send):
+        return None  # a plain function: create_task() refuses it
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
+    assert wait_for(lambda: error_log.handler.records)
+    assert error_log.handler.records[0].exc_info[0] is TypeError
+
+
+def test_close_on_exception_after_start(serve, error_log):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        raise ValueError("late boom")
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert not data.endswith(b"0\r\n\r\n")  # the response was cut, not completed
+    assert wait_for(lambda: error_log.handler.records)
+
+
+def test_500_when_app_returns_without_response(serve, error_log):
+    async def app(scope, receive, send):
+        return None
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
+    assert wait_for(lambda: "ASGI callable returned without starting response."
+                    in error_log.handler.messages())
+
+
+def test_500_when_app_returns_after_start_before_any_body(serve, error_log):
+    # The head is held back until the first body message, so nothing reached the client yet:
+    # a clean 500 is still possible.
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
+    assert wait_for(lambda: "ASGI callable returned without completing response."
+                    in error_log.handler.messages())
+
+
+def test_close_when_app_returns_mid_response(serve, error_log):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 200")
+    assert wait_for(lambda: "ASGI callable returned without completing response."
+                    in error_log.handler.messages())
+
+
+START = {"type": "http.response.start", "status": 200, "headers": []}
+
+INVALID = {
+    "unknown type": [{"type": "http.nope"}],
+    "body before start": [{"type": "http.response.body", "body": b"x"}],
+    "start twice": [START, START],
+    "non-bytes body": [START, {"type": "http.response.body", "body": "text"}],
+    "int body": [START, {"type": "http.response.body", "body": 5}],
+    "bad status": [{"type": "http.response.start", "status": "200", "headers": []}],
+    "status out of range": [{"type": "http.response.start", "status": 42, "headers": []}],
+    "CR in header value": [{"type": "http.response.start", "status": 200,
+                            "headers": [(b"x", b"a\r\nInjected: 1")]}],
+    "NUL in header value": [{"type": "http.response.start", "status": 200,
+                             "headers": [(b"x", b"a\x00")]}],
+    "non-token header name": [{"type": "http.response.start", "status": 200,
+                               "headers": [(b"bad name", b"v")]}],
+    "str header": [{"type": "http.response.start", "status": 200, "headers": [("x", "y")]}],
+    "header not a pair": [{"type": "http.response.start", "status": 200, "headers": [(b"x",)]}],
+    "bad content-length": [{"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-length", b"abc")]}],
+    "body longer than content-length": [
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]},
+        {"type": "http.response.body", "body": b"abc"}],
+    "body shorter than content-length": [
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]},
+        {"type": "http.response.body", "body": b"abc"}],
+    "message after completion": [START, {"type": "http.response.body", "body": b""},
+                                 {"type": "http.response.body", "body": b""}],
+    "trailers without trailers=True": [START, {"type": "http.response.body", "body": b""},
+                                       {"type": "http.response.trailers", "headers": []}],
+    "trailers with content-length": [
+        {"type": "http.response.start", "status": 200, "trailers": True,
+         "headers": [(b"content-length", b"1")]},
+        {"type": "http.response.body", "body": b"a"},
+        {"type": "http.response.trailers", "headers": []}],
+    "not a dict": [[("type", "http.response.start")]],
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID))
+def test_invalid_app_messages_raise_runtime_error(serve, error_log, case):
+    raised = []
+
+    async def app(scope, receive, send):
+        for msg in INVALID[case]:
+            try:
+                await send(msg)
+            except RuntimeError as exc:
+                raised.append(str(exc))
+                raise
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data == b"" or data.startswith(b"HTTP/1.1 ")
+    assert wait_for(lambda: raised and error_log.handler.records)
+    assert raised[0]  # a message that names the problem
+    assert error_log.handler.records[0].exc_info[0] is RuntimeError
+
+
+def test_websocket_upgrade_refused_for_now(serve, error_log):
+    st = serve(hello)
+    s = st.connect()
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 400 ") and data.endswith(b"Unsupported upgrade request.")
+    assert "Unsupported upgrade request." in error_log.handler.messages()
+
+
+def test_other_upgrade_is_served_as_http(serve):
+    st = serve(hello)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+    assert read_response(s)[2] == b"hello"
+
+
+def test_send_after_disconnect_raises_client_disconnected(serve):
+    import cicada._core as core
+
+    outcome = []
+    gone = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        assert (await receive())["type"] == "http.request"
+        msg = await receive()
+        outcome.append(msg["type"])
+        try:
+            await send({"type": "http.response.body", "body": b"y", "more_body": True})
+        except OSError as exc:
+            outcome.append(type(exc))
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    s.recv(100)
+    s.close()
+    assert wait_for(lambda: len(outcome) == 2)
+    assert outcome == ["http.disconnect", core.ClientDisconnected]
+    del gone
+
+
+def test_receive_body_error_mid_body(serve, error_log):
+    got = []
+
+    async def app(scope, receive, send):
+        while True:
+            m = await receive()
+            got.append(m["type"])
+            if m["type"] == "http.disconnect" or not m.get("more_body"):
+                break
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\nzz\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert wait_for(lambda: got and got[-1] == "http.disconnect")

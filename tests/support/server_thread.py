@@ -1,0 +1,235 @@
+"""Run a cicada HttpServer (or uvicorn's protocol, for comparison) on a free loopback port in a
+background thread with its own event loop, and stop it cleanly.
+
+Tests talk to it over real sockets; the app runs on the server thread's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from typing import Any, Callable
+
+
+class ServerThread:
+    def __init__(self, app, *, loop_kind: str = "asyncio", backend: str = "cicada", **settings):
+        self.app = app
+        self.loop_kind = loop_kind
+        self.backend = backend
+        self.settings = settings
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server = None  # the cicada HttpServer (or None for uvicorn)
+        self.port = 0
+        self.host = "127.0.0.1"
+        self._aio_server = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._error: BaseException | None = None
+        self.log_records: list[logging.LogRecord] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> "ServerThread":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("server thread did not start")
+        if self._error:
+            raise self._error
+        return self
+
+    def _new_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop_kind == "uvloop":
+            import uvloop
+
+            return uvloop.new_event_loop()
+        return asyncio.new_event_loop()
+
+    def _run(self) -> None:
+        loop = self.loop = self._new_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # pragma: no cover - surfaced to start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        loop.run_forever()
+        # stopping: close the listener, then every connection
+        loop.run_until_complete(self._shutdown())
+        loop.close()
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.backend == "cicada":
+            import cicada._core as core
+
+            self.server = core.HttpServer(self.app, loop, **self.settings)
+            factory = self.server
+        else:
+            factory = _uvicorn_factory(self.app, loop, **self.settings)
+        self._aio_server = await loop.create_server(factory, self.host, 0)
+        self.port = self._aio_server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        self._aio_server.close()
+        if self.server is not None:
+            self.server.shutdown()
+            for _ in range(100):
+                if self.server.connection_count == 0 and self.server.active_requests == 0:
+                    break
+                await asyncio.sleep(0.01)
+            self.server.close_all()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)
+
+    def stop(self) -> None:
+        if self.loop and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the server loop's thread and return its result."""
+        fut = asyncio.run_coroutine_threadsafe(_as_coro(fn), self.loop)
+        return fut.result(10)
+
+    # -- clients -------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def connect(self, timeout: float = 5.0) -> "Sock":
+        s = Sock(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect((self.host, self.port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+async def _as_coro(fn):
+    return fn()
+
+
+def _uvicorn_factory(app, loop, **settings):
+    """uvicorn's httptools protocol, for side-by-side scope comparison."""
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    config = Config(app, http="httptools", lifespan="off", **settings)
+    config.load()
+    state = ServerState()
+    return lambda: HttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
+
+
+class ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]
+
+
+# -- tiny raw HTTP client helpers -------------------------------------------------------------
+
+class Sock(socket.socket):
+    """A client socket that remembers bytes read past the end of a response."""
+
+    _cicada_buf = b""
+
+
+def recv_until_closed(s: socket.socket, limit: int = 1 << 24) -> bytes:
+    out = bytearray()
+    while len(out) < limit:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def read_response(s: socket.socket, head_only: bool = False) -> tuple[int, dict, bytes, bytes]:
+    """Read one HTTP/1.x response from s: (status, headers lowercased, body, raw head).
+    Handles Content-Length, chunked and close-delimited bodies. `head_only` for HEAD requests."""
+    buf = getattr(s, "_cicada_buf", b"")
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a full head: {buf!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ")[1])
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        key = k.strip().lower()
+        headers[key] = (headers[key] + b", " + v.strip()) if key in headers else v.strip()
+    body = b""
+    if head_only or status in (204, 304) or 100 <= status < 200:
+        s._cicada_buf = rest  # type: ignore[attr-defined]
+        return status, headers, b"", head
+    if b"content-length" in headers:
+        n = int(headers[b"content-length"])
+        while len(rest) < n:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed mid-body")
+            rest += chunk
+        body, rest = rest[:n], rest[n:]
+    elif headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        body, rest, trailers = _read_chunked(s, rest)
+        headers.update({b"trailer:" + k: v for k, v in trailers.items()})
+    else:
+        body = rest + recv_until_closed(s)
+        rest = b""
+    s._cicada_buf = rest  # type: ignore[attr-defined]
+    return status, headers, body, head
+
+
+def _read_chunked(s, rest):
+    body = bytearray()
+    trailers = {}
+
+    def need(n_bytes_pred):
+        nonlocal rest
+        while not n_bytes_pred(rest):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed mid-chunked-body")
+            rest += chunk
+
+    while True:
+        need(lambda r: b"\r\n" in r)
+        line, _, rest = rest.partition(b"\r\n")
+        size = int(line.split(b";")[0], 16)
+        if size == 0:
+            while True:
+                need(lambda r: b"\r\n" in r)
+                line, _, rest = rest.partition(b"\r\n")
+                if not line:
+                    return bytes(body), rest, trailers
+                k, _, v = line.partition(b":")
+                trailers[k.strip().lower()] = v.strip()
+        need(lambda r: len(r) >= size + 2)
+        body += rest[:size]
+        rest = rest[size + 2:]
