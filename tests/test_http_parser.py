@@ -60,6 +60,9 @@ def test_upgrade_and_expect():
     r = parse_request(b"GET /ws HTTP/1.1\r\n" + HOST + b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
     assert r.upgrade is True
     assert parse_request(b"GET / HTTP/1.1\r\n" + HOST + b"Upgrade: h2c\r\n\r\n").upgrade is False
+    # RFC 9110 7.8: Upgrade in an HTTP/1.0 request MUST be ignored.
+    r = parse_request(b"GET /ws HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    assert r.upgrade is False
     r = parse_request(b"PUT / HTTP/1.1\r\n" + HOST + b"Expect: 100-CONTINUE\r\nContent-Length: 2\r\n\r\n")
     assert r.expect_continue is True
     r = parse_request(b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")

@@ -86,6 +86,9 @@ static const accept_case_t accept_cases[] = {
      "GET", "/chat", 1, CC_HTTP_BODY_NONE, 0, 1, 1, 0, 3},
     {"GET / HTTP/1.1\r\n" H11 "Connection: upgrade\r\n\r\n", "GET", "/", 1, CC_HTTP_BODY_NONE, 0, 1,
      0, 0, 2},
+    /* RFC 9110 7.8: a server MUST ignore Upgrade in an HTTP/1.0 request. */
+    {"GET /chat HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "GET", "/chat", 0,
+     CC_HTTP_BODY_NONE, 0, 0, 0, 0, 2},
     {"GET / HTTP/1.1\r\n" H11 "Upgrade: h2c\r\n\r\n", "GET", "/", 1, CC_HTTP_BODY_NONE, 0, 1, 0, 0,
      2},
     {"POST /u HTTP/1.1\r\n" H11 "Expect: 100-Continue\r\nContent-Length: 3\r\n\r\n", "POST", "/u",

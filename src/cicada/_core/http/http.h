@@ -99,7 +99,7 @@ typedef struct {
     cc_http_body_t body;
     uint64_t content_length;    /* valid when body == CC_HTTP_BODY_LENGTH */
     unsigned keep_alive : 1;    /* persistent connection per version and Connection */
-    unsigned upgrade : 1;       /* Connection: upgrade together with an Upgrade header */
+    unsigned upgrade : 1;       /* HTTP/1.1, Connection: upgrade and an Upgrade header */
     unsigned expect_continue : 1; /* Expect: 100-continue (HTTP/1.1 only) */
     const char *upgrade_value; /* the Upgrade header's value when upgrade is set */
     size_t upgrade_len;

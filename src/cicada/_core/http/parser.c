@@ -516,7 +516,9 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
     req->keep_alive = minor_v == 1
                           ? !(conn & CC_HTTP_CONN_CLOSE)
                           : (conn & CC_HTTP_CONN_KEEP_ALIVE) && !(conn & CC_HTTP_CONN_CLOSE);
-    req->upgrade = (conn & CC_HTTP_CONN_UPGRADE) && has_upgrade;
+    /* RFC 9110 section 7.8: Upgrade in an HTTP/1.0 request MUST be ignored (a 1.0 intermediary
+     * may have passed it on without honouring Connection). */
+    req->upgrade = minor_v == 1 && (conn & CC_HTTP_CONN_UPGRADE) && has_upgrade;
     req->expect_continue = expect && minor_v == 1;
     req->upgrade_value = req->upgrade ? upgrade_value : NULL;
     req->upgrade_len = req->upgrade ? upgrade_len : 0;
