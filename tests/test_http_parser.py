@@ -90,6 +90,8 @@ def test_body_framing():
         (b"GET / HTTP/1.1\r\n" + HOST + b"X: a\r\n b\r\n\r\n", 400, "folding"),
         (b"GET / HTTP/1.1\r\nX: a\r\n\r\n", 400, "Host"),
         (b"GET / HTTP/1.1\r\n" + HOST + HOST + b"\r\n", 400, "Host"),
+        (b"GET / HTTP/1.1\r\nHost: user@evil.example\r\n\r\n", 400, "invalid Host"),
+        (b"GET / HTTP/1.1\r\nHost: a.example/x\r\n\r\n", 400, "invalid Host"),
         (b"GET /\xc3\xa9 HTTP/1.1\r\n" + HOST + b"\r\n", 400, "target"),
         (b"G(T / HTTP/1.1\r\n" + HOST + b"\r\n", 400, "method"),
         (b"GET / HTTP/2.0\r\n" + HOST + b"\r\n", 505, "version"),
