@@ -227,6 +227,25 @@ def _cl_values(g: Generated) -> list[bytes]:
     return [p.strip() for v in g.values(b"content-length") for p in v.split(b",")]
 
 
+_HOST_CHARS = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=")
+
+
+def _host_invalid(g: Generated) -> bool:
+    """Loosely, a Host value that is not reg-name [":" port] or [IP-literal] [":" port]. The
+    generator's own Host values are valid; this covers random field names that happen to be Host."""
+    for v in g.values(b"host"):
+        v = v.strip(b" \t")
+        if v.startswith(b"[") and b"]" in v:
+            name, port = b"", v[v.index(b"]") + 1:]
+            if port and not (port[:1] == b":" and (port[1:].isdigit() or port == b":")):
+                return True
+            continue
+        name, _, port = v.partition(b":")
+        if not set(name) <= _HOST_CHARS | {ord("%")} or (port and not port.isdigit()):
+            return True
+    return False
+
+
 def _cl_overflows(g: Generated) -> bool:
     return any(p.isdigit() and int(p) >= 2**64 for p in _cl_values(g))
 
@@ -245,6 +264,7 @@ INTENTIONAL_REJECTS = [
      lambda g: g.version[:5] == b"HTTP/" and len(g.version) == 8 and g.version[5:6].isdigit()
      and g.version[7:8].isdigit() and g.version not in (b"HTTP/1.0", b"HTTP/1.1")),
     ("Content-Length above 2**64-1", _cl_overflows),
+    ("Host value that is not uri-host [\":\" port]", _host_invalid),
 ]
 INTENTIONAL_ACCEPTS = [
     ("leading empty lines before the request line", lambda g: g.leading_crlf),
@@ -298,6 +318,7 @@ def test_agrees_with_h11(g):
         (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
          "reject", "accept"),
         (b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", "accept", "reject"),
+        (b"GET / HTTP/1.1\r\nHost: a@b/c\r\n\r\n", "reject", "accept"),
     ],
 )
 def test_each_intentional_disagreement_is_real(data, ours_verdict, h11_verdict):

@@ -60,6 +60,9 @@ def test_upgrade_and_expect():
     r = parse_request(b"GET /ws HTTP/1.1\r\n" + HOST + b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
     assert r.upgrade is True
     assert parse_request(b"GET / HTTP/1.1\r\n" + HOST + b"Upgrade: h2c\r\n\r\n").upgrade is False
+    # RFC 9110 7.8: Upgrade in an HTTP/1.0 request MUST be ignored.
+    r = parse_request(b"GET /ws HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    assert r.upgrade is False
     r = parse_request(b"PUT / HTTP/1.1\r\n" + HOST + b"Expect: 100-CONTINUE\r\nContent-Length: 2\r\n\r\n")
     assert r.expect_continue is True
     r = parse_request(b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
@@ -87,6 +90,8 @@ def test_body_framing():
         (b"GET / HTTP/1.1\r\n" + HOST + b"X: a\r\n b\r\n\r\n", 400, "folding"),
         (b"GET / HTTP/1.1\r\nX: a\r\n\r\n", 400, "Host"),
         (b"GET / HTTP/1.1\r\n" + HOST + HOST + b"\r\n", 400, "Host"),
+        (b"GET / HTTP/1.1\r\nHost: user@evil.example\r\n\r\n", 400, "invalid Host"),
+        (b"GET / HTTP/1.1\r\nHost: a.example/x\r\n\r\n", 400, "invalid Host"),
         (b"GET /\xc3\xa9 HTTP/1.1\r\n" + HOST + b"\r\n", 400, "target"),
         (b"G(T / HTTP/1.1\r\n" + HOST + b"\r\n", 400, "method"),
         (b"GET / HTTP/2.0\r\n" + HOST + b"\r\n", 505, "version"),

@@ -490,6 +490,77 @@ TEST(test_inflate_bfinal_block) {
     b_free(&out);
 }
 
+TEST(test_inflate_final_block_then_stored_tail) {
+    /* RFC 7692 7.2.3.4's sample: "Hello" in a final block, then the 0x00 left over from the empty
+     * stored block its sender appended and trimmed. Data after BFINAL inside one message. */
+    static const uint8_t hello[] = {0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00};
+    cc_ws_deflate_params_t prm;
+    cc_ws_inflater_t in;
+    bytes_t out = {0};
+    params(&prm, 15, 15, 0, 0);
+    for (size_t piece = 1; piece <= sizeof(hello); piece++) {
+        CHECK_EQ_INT(cc_ws_inflater_init(&in, &prm, 5), CC_WS_OK);
+        for (int m = 0; m < 3; m++) {
+            CHECK_EQ_INT(ws_decompress(&in, hello, sizeof(hello), piece, 16, &out), CC_WS_OK);
+            CHECK(out.len == 5 && memcmp(out.p, "Hello", 5) == 0);
+        }
+        cc_ws_inflater_free(&in);
+    }
+    b_free(&out);
+}
+
+TEST(test_inflate_stream_restarts_are_bounded) {
+    /* Each deflate stream that ends inside a message makes the inflater carry its window over
+     * (two copies of up to 32 KiB). A message of one full window followed by many 2-byte empty
+     * final blocks (03 00) would cost that per 2 bytes of input: max_message must bound it. */
+    enum { WIN = 32768, EMPTY_STREAMS = 200, LIMIT = 1 << 20 };
+    uint8_t *raw = xmalloc(WIN), *comp = xmalloc(WIN + 1024);
+    uint32_t seed = 7;
+    for (size_t i = 0; i < WIN; i++) {
+        seed = seed * 1103515245u + 12345u;
+        raw[i] = (uint8_t)(seed >> 16);
+    }
+    z_stream zs;
+    memset(&zs, 0, sizeof(zs));
+    CHECK_EQ_INT(deflateInit2(&zs, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    zs.next_in = raw;
+    zs.avail_in = WIN;
+    zs.next_out = comp;
+    zs.avail_out = WIN + 1024;
+    CHECK_EQ_INT(deflate(&zs, Z_FINISH), Z_STREAM_END);
+    size_t clen = WIN + 1024 - zs.avail_out;
+    deflateEnd(&zs);
+    size_t total = clen + 2 * EMPTY_STREAMS;
+    uint8_t *msg = xmalloc(total);
+    memcpy(msg, comp, clen);
+    for (size_t i = 0; i < EMPTY_STREAMS; i++) {
+        msg[clen + 2 * i] = 0x03;
+        msg[clen + 2 * i + 1] = 0x00;
+    }
+    cc_ws_deflate_params_t prm;
+    cc_ws_inflater_t in;
+    bytes_t out = {0};
+    params(&prm, 15, 15, 0, 0);
+    CHECK_EQ_INT(cc_ws_inflater_init(&in, &prm, LIMIT), CC_WS_OK);
+    CHECK_EQ_INT(ws_decompress(&in, msg, total, total, 65536, &out), CC_WS_E_TOO_BIG);
+    cc_ws_inflater_free(&in);
+    /* A few streams in a message stay within the limit and decode. */
+    CHECK_EQ_INT(cc_ws_inflater_init(&in, &prm, LIMIT), CC_WS_OK);
+    CHECK_EQ_INT(ws_decompress(&in, msg, clen + 2 * 4, 4096, 65536, &out), CC_WS_OK);
+    CHECK(out.len == WIN && memcmp(out.p, raw, WIN) == 0);
+    cc_ws_inflater_free(&in);
+    /* Without context takeover a restart copies nothing, so it costs nothing to count. */
+    params(&prm, 15, 15, 0, 1);
+    CHECK_EQ_INT(cc_ws_inflater_init(&in, &prm, LIMIT), CC_WS_OK);
+    CHECK_EQ_INT(ws_decompress(&in, msg, total, total, 65536, &out), CC_WS_OK);
+    CHECK(out.len == WIN);
+    cc_ws_inflater_free(&in);
+    b_free(&out);
+    free(msg);
+    free(comp);
+    free(raw);
+}
+
 TEST(test_window_8_never_reaches_past_256) {
     /* Data whose only repeats are 300 bytes back: a compressor allowed to look 512 bytes back
      * could use them, and a strict peer inflating with the negotiated 256-byte window would
@@ -760,6 +831,8 @@ int main(void) {
     RUN(test_inflate_from_zlib_peer);
     RUN(test_inflate_delivers_all_decodable_output);
     RUN(test_inflate_bfinal_block);
+    RUN(test_inflate_final_block_then_stored_tail);
+    RUN(test_inflate_stream_restarts_are_bounded);
     RUN(test_window_8_never_reaches_past_256);
     RUN(test_inflater_resets_without_takeover);
     RUN(test_decompression_bomb);

@@ -475,6 +475,19 @@ TEST(test_max_message) {
     CHECK_EQ_INT(cc_ws_close_code(CC_WS_E_TOO_BIG), 1009);
     /* Sticky. */
     CHECK_EQ_INT(cc_ws_parse(&p, h, sizeof(h), &used, &ev), CC_WS_E_TOO_BIG);
+
+    /* max_message may change between calls: lowered below what a message in progress already
+     * has, the next fragment must fail rather than the subtraction wrapping to "no limit". */
+    frame(&w, 0, CC_WS_OP_BINARY, pl, 80);
+    frame(&w, 1, CC_WS_OP_CONT, pl, 1);
+    cc_ws_parser_init(&p, 100, 0);
+    size_t pos = 0;
+    CHECK_EQ_INT(cc_ws_parse(&p, w.p, w.len, &used, &ev), CC_WS_OK);
+    CHECK(ev.type == CC_WS_EV_DATA && ev.len == 80 && !ev.last);
+    pos += used;
+    p.max_message = 50;
+    CHECK_EQ_INT(cc_ws_parse(&p, w.p + pos, w.len - pos, &used, &ev), CC_WS_E_TOO_BIG);
+    b_free(&w);
 }
 
 TEST(test_huge_frame_streams) {

@@ -43,6 +43,7 @@ typedef enum {
     CC_HTTP_E_BARE_LF,
     CC_HTTP_E_MISSING_HOST,
     CC_HTTP_E_MULTIPLE_HOST,
+    CC_HTTP_E_BAD_HOST,
     /* 400: framing */
     CC_HTTP_E_BAD_CONTENT_LENGTH,
     CC_HTTP_E_CONFLICTING_CONTENT_LENGTH,
@@ -99,7 +100,7 @@ typedef struct {
     cc_http_body_t body;
     uint64_t content_length;    /* valid when body == CC_HTTP_BODY_LENGTH */
     unsigned keep_alive : 1;    /* persistent connection per version and Connection */
-    unsigned upgrade : 1;       /* Connection: upgrade together with an Upgrade header */
+    unsigned upgrade : 1;       /* HTTP/1.1, Connection: upgrade and an Upgrade header */
     unsigned expect_continue : 1; /* Expect: 100-continue (HTTP/1.1 only) */
     const char *upgrade_value; /* the Upgrade header's value when upgrade is set */
     size_t upgrade_len;

@@ -228,6 +228,46 @@ static cc_http_result_t cc_http_parse_te(const char *v, size_t n, cc_http_te_t *
     }
 }
 
+/* unreserved / sub-delims (RFC 3986 section 2): what a reg-name holds besides pct-encoded. */
+static int cc_http_host_char(unsigned char c) {
+    return (unsigned)((c | 0x20) - 'a') < 26u || (unsigned)(c - '0') < 10u ||
+           (c != 0 && strchr("-._~!$&'()*+,;=", c) != NULL);
+}
+
+/* Host = uri-host [ ":" port ] (RFC 9112 section 3.2): a reg-name (IPv4 addresses included) or
+ * an IP-literal in brackets, whose inside is only checked for its alphabet. RFC 9112 requires
+ * a 400 for anything else, and characters such as '/', '@' or SP in a Host that an application
+ * pastes into URLs are how it gets misled. */
+static int cc_http_host_valid(const char *v, size_t n) {
+    size_t i = 0;
+    if (n && v[0] == '[') {
+        for (i = 1; i < n && v[i] != ']'; i++)
+            if (!cc_http_host_char((unsigned char)v[i]) && v[i] != ':' && v[i] != '%')
+                return 0;
+        if (i == n)
+            return 0;
+        i++;
+    } else {
+        while (i < n && v[i] != ':') {
+            if (v[i] == '%') {
+                if (n - i < 3 || !cc_http_is((unsigned char)v[i + 1], CC_HTTP_C_HEX) ||
+                    !cc_http_is((unsigned char)v[i + 2], CC_HTTP_C_HEX))
+                    return 0;
+                i += 3;
+                continue;
+            }
+            if (!cc_http_host_char((unsigned char)v[i]))
+                return 0;
+            i++;
+        }
+    }
+    if (i < n && v[i] == ':')
+        for (i++; i < n; i++)
+            if ((unsigned)(v[i] - '0') >= 10u)
+                return 0;
+    return i == n;
+}
+
 #define CC_HTTP_CONN_CLOSE 1u
 #define CC_HTTP_CONN_KEEP_ALIVE 2u
 #define CC_HTTP_CONN_UPGRADE 4u
@@ -436,8 +476,11 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
         /* The few fields that decide framing and connection handling, by length first. */
         switch (name_len) {
         case 4:
-            if (memcmp(name, "host", 4) == 0)
+            if (memcmp(name, "host", 4) == 0) {
                 host_count++;
+                if (deferred == CC_HTTP_OK && !cc_http_host_valid(h->value, h->value_len))
+                    deferred = CC_HTTP_E_BAD_HOST;
+            }
             break;
         case 6:
             if (memcmp(name, "expect", 6) == 0 &&
@@ -516,7 +559,9 @@ cc_http_result_t cc_http_parse_request(char *buf, size_t len, const cc_http_limi
     req->keep_alive = minor_v == 1
                           ? !(conn & CC_HTTP_CONN_CLOSE)
                           : (conn & CC_HTTP_CONN_KEEP_ALIVE) && !(conn & CC_HTTP_CONN_CLOSE);
-    req->upgrade = (conn & CC_HTTP_CONN_UPGRADE) && has_upgrade;
+    /* RFC 9110 section 7.8: Upgrade in an HTTP/1.0 request MUST be ignored (a 1.0 intermediary
+     * may have passed it on without honouring Connection). */
+    req->upgrade = minor_v == 1 && (conn & CC_HTTP_CONN_UPGRADE) && has_upgrade;
     req->expect_continue = expect && minor_v == 1;
     req->upgrade_value = req->upgrade ? upgrade_value : NULL;
     req->upgrade_len = req->upgrade ? upgrade_len : 0;

@@ -28,6 +28,7 @@ static const cc_http_error_info_t cc_http_errors[CC_HTTP_E__COUNT] = {
     [CC_HTTP_E_BARE_LF] = {"line ends with LF without CR", 400},
     [CC_HTTP_E_MISSING_HOST] = {"missing Host header", 400},
     [CC_HTTP_E_MULTIPLE_HOST] = {"multiple Host headers", 400},
+    [CC_HTTP_E_BAD_HOST] = {"invalid Host header", 400},
     [CC_HTTP_E_BAD_CONTENT_LENGTH] = {"invalid Content-Length", 400},
     [CC_HTTP_E_CONFLICTING_CONTENT_LENGTH] = {"conflicting Content-Length values", 400},
     [CC_HTTP_E_CL_AND_TE] = {"both Content-Length and Transfer-Encoding", 400},

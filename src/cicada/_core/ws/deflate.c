@@ -274,7 +274,10 @@ void cc_ws_inflater_free(cc_ws_inflater_t *z) {
 }
 
 /* The sender finished a deflate stream (BFINAL) inside a message: start a new one, carrying the
- * window over when context takeover is on, since later messages may refer back into it. */
+ * window over when context takeover is on, since later messages may refer back into it. That
+ * copies the window twice, so a message of empty final blocks (2 bytes each) would cost 64 KiB of
+ * copying per 2 bytes: past the first restart of a message, the copy counts towards max_message
+ * like output does. */
 static cc_ws_result_t restart_stream(cc_ws_inflater_t *z) {
     uint8_t *dict = NULL;
     uInt dlen = 0;
@@ -292,6 +295,9 @@ static cc_ws_result_t restart_stream(cc_ws_inflater_t *z) {
     if (r == CC_WS_OK && dlen && inflateSetDictionary(&z->zs, dict, dlen) != Z_OK)
         r = CC_WS_E_ZLIB;
     free(dict);
+    if (z->restarted)
+        z->msg_out += dlen;
+    z->restarted = 1;
     return r;
 }
 
@@ -350,6 +356,8 @@ cc_ws_result_t cc_ws_inflate(cc_ws_inflater_t *z, const uint8_t *in, size_t in_l
             r = restart_stream(z);
             if (r != CC_WS_OK)
                 return r;
+            if (z->max_message && z->msg_out > z->max_message)
+                return CC_WS_E_TOO_BIG;
             z->at_end = 1;
         } else if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT) {
             return CC_WS_E_INFLATE;
@@ -365,6 +373,7 @@ cc_ws_result_t cc_ws_inflate(cc_ws_inflater_t *z, const uint8_t *in, size_t in_l
         z->msg_out = 0;
         z->tail_fed = 0;
         z->at_end = 0;
+        z->restarted = 0;
         if (z->no_context_takeover && inflateReset(&z->zs) != Z_OK)
             return CC_WS_E_ZLIB;
     }

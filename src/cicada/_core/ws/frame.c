@@ -192,8 +192,9 @@ static cc_ws_result_t start_frame(cc_ws_parser_t *p, const uint8_t *h, size_t hs
         p->msg_len = 0;
         cc_ws_utf8_init(&p->utf8);
     }
-    /* Checked against the frame header so an oversized message fails before its payload. */
-    if (p->max_message && plen > p->max_message - p->msg_len)
+    /* Checked against the frame header so an oversized message fails before its payload.
+     * max_message may have been lowered below msg_len since the last frame: no wrap then. */
+    if (p->max_message && (p->msg_len > p->max_message || plen > p->max_message - p->msg_len))
         return CC_WS_E_TOO_BIG;
     p->msg_len += plen;
     return CC_WS_OK;

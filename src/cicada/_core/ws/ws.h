@@ -226,10 +226,11 @@ typedef struct {
     uint64_t msg_out;     /* inflated so far in the current message */
     uint8_t window_bits;
     uint8_t no_context_takeover;
-    uint8_t ready;    /* zs initialised */
-    uint8_t tail_fed; /* bytes of the 00 00 ff ff trailer already given to zlib */
-    uint8_t at_end;   /* the stream hit BFINAL and nothing came after it */
-    uint8_t out_full; /* the last inflate() filled the output: it may hold more */
+    uint8_t ready;     /* zs initialised */
+    uint8_t tail_fed;  /* bytes of the 00 00 ff ff trailer already given to zlib */
+    uint8_t at_end;    /* the stream hit BFINAL and nothing came after it */
+    uint8_t out_full;  /* the last inflate() filled the output: it may hold more */
+    uint8_t restarted; /* a deflate stream already ended inside the current message */
 } cc_ws_inflater_t;
 
 cc_ws_result_t cc_ws_inflater_init(cc_ws_inflater_t *z, const cc_ws_deflate_params_t *params,
@@ -241,7 +242,8 @@ void cc_ws_inflater_free(cc_ws_inflater_t *z);
  * filled up before the input was done: deliver out, call again with in + *consumed. CC_WS_OK
  * when all input was processed (and, with fin, the message is complete). Errors: CC_WS_E_INFLATE
  * (corrupt data, 1007), CC_WS_E_TOO_BIG (over max_message: checked per chunk, so a bomb costs
- * at most out_cap bytes), CC_WS_E_NOMEM. After an error, free the inflater. */
+ * at most out_cap bytes; window copies for deflate streams ended inside a message, past the
+ * first, count as output), CC_WS_E_NOMEM. After an error, free the inflater. */
 cc_ws_result_t cc_ws_inflate(cc_ws_inflater_t *z, const uint8_t *in, size_t in_len, int fin,
                              uint8_t *out, size_t out_cap, size_t *consumed, size_t *produced);
 
