@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from cicada_proc import have_c_server, tcp_sockets
+from cicada_proc import tcp_sockets
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
@@ -96,18 +96,9 @@ def stack(serve, tmp_path):
 @pytest.mark.parametrize("via", ["tcp", "uds"])
 def test_proxy_headers_reach_app(stack, via):
     base, _ = stack
-    if via == "uds" and have_c_server():
-        c_skips_unix_peers = True  # see the xfail below
-    else:
-        c_skips_unix_peers = False
     r = httpx.get(f"{base}/{via}/scope", headers={"X-Forwarded-For": "203.0.113.50"}, timeout=10)
     assert r.status_code == 200
     body = r.json()
-    if c_skips_unix_peers and body["client"] is None:
-        pytest.xfail(
-            "C HttpServer ignores X-Forwarded-* when the peer is a unix socket (client is None), "
-            "even with --forwarded-allow-ips '*'; uvicorn applies them (src/cicada/_core/asgi/scope.c)"
-        )
     assert body["client"] and body["client"][0] == "203.0.113.50", body["headers"]
     assert body["scheme"] == "https"
     assert body["headers"]["x-forwarded-for"] == "203.0.113.50, 127.0.0.1"

@@ -320,10 +320,12 @@ static PyObject *host_port(const char *s, size_t n) {
 static int apply_proxy(cc_asgi_server_t *srv, cc_asgi_proto_t *p, const cc_http_request_t *req,
                        PyObject *scope) {
     cc_asgi_state_t *st = srv->st;
-    if (!srv->trusted_proxy || !PyTuple_Check(p->client))
+    if (!srv->trusted_proxy)
         return 0;
     int rc = -1;
-    int t = is_trusted(srv, PyTuple_GET_ITEM(p->client, 0));
+    /* A unix-socket peer has no address: the predicate sees None, so '*' still trusts it. */
+    PyObject *peer = PyTuple_Check(p->client) ? PyTuple_GET_ITEM(p->client, 0) : Py_None;
+    int t = is_trusted(srv, peer);
     if (t <= 0)
         return t;
     const cc_http_header_t *proto = NULL;
