@@ -1,15 +1,68 @@
-/* The event-loop layer's module wiring: registers its types in cicada._core. */
+/* The event-loop layer's module wiring: creates LoopCore and the interned names in module state.
+ * asyncio itself is imported lazily, when the first loop is created. */
 #include "module.h"
 
+#include "loop/loop_internal.h"
+
+#define INTERN(field, text)                                                                        \
+    do {                                                                                           \
+        if (!(st->field = PyUnicode_InternFromString(text)))                                      \
+            return -1;                                                                             \
+    } while (0)
+
 int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
-    (void)module;
-    st->unused = NULL;
+    INTERN(str_context, "context");
+    INTERN(str_cc_callback_error, "_cc_callback_error");
+    INTERN(str_cc_slow_callback, "_cc_slow_callback");
+    INTERN(str_check_thread, "_check_thread");
+    INTERN(str_check_callback, "_check_callback");
+    INTERN(str_call_soon, "call_soon");
+    INTERN(str_call_at, "call_at");
+    INTERN(str_call_soon_threadsafe, "call_soon_threadsafe");
+    INTERN(str_run, "_run");
+    INTERN(str_done, "done");
+    INTERN(str_remove_reader, "_remove_reader");
+    INTERN(str_remove_writer, "_remove_writer");
+    INTERN(str_loop, "loop");
+    INTERN(str_name, "name");
+    INTERN(str_task_factory, "_task_factory");
+    st->loop_core_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, cc_loop_core_spec(), NULL);
+    if (!st->loop_core_type)
+        return -1;
+    if (PyModule_AddObjectRef(module, "LoopCore", (PyObject *)st->loop_core_type) < 0)
+        return -1;
     return 0;
 }
 
 int cc_loop_traverse(cc_loop_state_t *st, visitproc visit, void *arg) {
-    Py_VISIT(st->unused);
+    Py_VISIT(st->loop_core_type);
+    Py_VISIT(st->handle_type);
+    Py_VISIT(st->timer_handle_type);
+    Py_VISIT(st->task_type);
     return 0;
 }
 
-void cc_loop_clear(cc_loop_state_t *st) { Py_CLEAR(st->unused); }
+void cc_loop_clear(cc_loop_state_t *st) {
+    Py_CLEAR(st->loop_core_type);
+    Py_CLEAR(st->handle_type);
+    Py_CLEAR(st->timer_handle_type);
+    Py_CLEAR(st->task_type);
+    st->handles_loaded = 0;
+    Py_CLEAR(st->str_context);
+    Py_CLEAR(st->str_cc_callback_error);
+    Py_CLEAR(st->str_cc_slow_callback);
+    Py_CLEAR(st->str_check_thread);
+    Py_CLEAR(st->str_check_callback);
+    Py_CLEAR(st->str_call_soon);
+    Py_CLEAR(st->str_call_at);
+    Py_CLEAR(st->str_call_soon_threadsafe);
+    Py_CLEAR(st->str_run);
+    Py_CLEAR(st->str_done);
+    Py_CLEAR(st->str_remove_reader);
+    Py_CLEAR(st->str_remove_writer);
+    Py_CLEAR(st->str_loop);
+    Py_CLEAR(st->str_name);
+    Py_CLEAR(st->task_type);
+    Py_CLEAR(st->str_task_factory);
+}
