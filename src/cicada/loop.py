@@ -202,11 +202,15 @@ class _RunningScope:
         return False
 
 
-class EventLoopPolicy(events.BaseDefaultEventLoopPolicy):
+class EventLoopPolicy(unix_events.DefaultEventLoopPolicy):
     """Event loop policy whose new_event_loop() returns cicada's Loop."""
 
+    def __init__(self, *, nested: bool | None = None) -> None:
+        super().__init__()
+        self._nested = nested
+
     def _loop_factory(self):
-        return Loop()
+        return Loop(nested=self._nested)
 
 
 def new_event_loop(*, nested: bool | None = None) -> Loop:
