@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import os
 import selectors
+import socket
 import sys
 import threading
-from asyncio import events, format_helpers, futures, tasks, unix_events
+from asyncio import constants, events, format_helpers, futures, selector_events, tasks, unix_events
+from asyncio.log import logger
 
 from cicada import _core
 
@@ -56,12 +58,41 @@ class _SelectorView:
         pass
 
 
+def _c_transport_default() -> bool:
+    return os.environ.get("CICADA_C_TRANSPORT", "1").strip().lower() not in ("0", "false", "no")
+
+
+_STREAM_FAMILIES = {socket.AF_INET, socket.AF_INET6, socket.AF_UNIX}
+
+
+class _SocketTransport(_core.transport_core_type(), selector_events._SelectorSocketTransport):
+    """Stream socket transport: reads and writes in C (SocketTransportCore), everything else is
+    asyncio's own _SelectorSocketTransport code running over the C state."""
+
+    def _cc_warn_send_after_lost(self):
+        logger.warning("socket.send() raised exception.")
+
+    def writelines(self, list_of_data):
+        self.write(b"".join(list_of_data))
+
+    def _read_ready__data_received(self):  # asyncio's name for the same thing
+        self._read_ready()
+
+    _read_ready__get_buffer = _read_ready__data_received
+
+
 class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
     """asyncio event loop with a C core; re-entrant unless created with nested=False."""
 
     def __init__(self, *, nested: bool | None = None) -> None:
         self._nested = _nested_default() if nested is None else bool(nested)
+        self._c_transport = _c_transport_default()
         super().__init__(_SelectorView(self))
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        if self._c_transport and sock.family in _STREAM_FAMILIES and sock.type == socket.SOCK_STREAM:
+            return _SocketTransport(self, sock, protocol, waiter, extra, server)
+        return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)
 
     # -- create_task: C fast path falls back here for task factories and debug mode --------
     def _cc_create_task_py(self, coro, **kwargs):

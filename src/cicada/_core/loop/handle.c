@@ -53,9 +53,18 @@ int cc_loop_handles_load(cc_loop_state_t *st) {
     tasks = PyImport_ImportModule("asyncio.tasks");
     if (!tasks)
         goto error;
+    Py_CLEAR(st->task_type); /* a previous, failed load may have set it */
+    Py_CLEAR(st->buffered_protocol_type);
     st->task_type = PyObject_GetAttrString(tasks, "Task");
     Py_DECREF(tasks);
     if (!st->task_type)
+        goto error;
+    PyObject *protocols = PyImport_ImportModule("asyncio.protocols");
+    if (!protocols)
+        goto error;
+    st->buffered_protocol_type = PyObject_GetAttrString(protocols, "BufferedProtocol");
+    Py_DECREF(protocols);
+    if (!st->buffered_protocol_type)
         goto error;
     st->handle_type = ht;
     st->timer_handle_type = tht;

@@ -10,6 +10,16 @@
             return -1;                                                                             \
     } while (0)
 
+static PyObject *transport_core(PyObject *module, PyObject *unused) {
+    (void)unused;
+    return (PyObject *)cc_loop_transport_type(module, &cc_state(module)->loop);
+}
+
+static PyMethodDef transport_core_def = {
+    "transport_core_type", transport_core, METH_NOARGS,
+    "The C base of cicada's stream transport (created on first use: it subclasses asyncio's).",
+};
+
 int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
     INTERN(str_context, "context");
     INTERN(str_cc_callback_error, "_cc_callback_error");
@@ -26,6 +36,14 @@ int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
     INTERN(str_loop, "loop");
     INTERN(str_name, "name");
     INTERN(str_task_factory, "_task_factory");
+    INTERN(str_data_received, "data_received");
+    PyObject *fn = PyCFunction_NewEx(&transport_core_def, module, NULL);
+    if (!fn)
+        return -1;
+    if (PyModule_AddObject(module, "transport_core_type", fn) < 0) {
+        Py_DECREF(fn);
+        return -1;
+    }
     st->loop_core_type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, cc_loop_core_spec(), NULL);
     if (!st->loop_core_type)
@@ -40,6 +58,8 @@ int cc_loop_traverse(cc_loop_state_t *st, visitproc visit, void *arg) {
     Py_VISIT(st->handle_type);
     Py_VISIT(st->timer_handle_type);
     Py_VISIT(st->task_type);
+    Py_VISIT(st->buffered_protocol_type);
+    Py_VISIT(st->transport_core_type);
     return 0;
 }
 
@@ -65,4 +85,9 @@ void cc_loop_clear(cc_loop_state_t *st) {
     Py_CLEAR(st->str_name);
     Py_CLEAR(st->task_type);
     Py_CLEAR(st->str_task_factory);
+    Py_CLEAR(st->buffered_protocol_type);
+    Py_CLEAR(st->transport_core_type);
+    Py_CLEAR(st->str_data_received);
+    PyMem_Free(st->read_buf);
+    st->read_buf = NULL;
 }

@@ -18,6 +18,10 @@
 #define CC_LOOP_MIN_SCHEDULED_TO_PRUNE 100
 #define CC_LOOP_CANCELLED_FRACTION 0.5
 #define CC_LOOP_MAX_SELECT_TIMEOUT (24 * 3600.0)
+/* Transports: bytes taken per recv() (asyncio's max_size) and asyncio's
+ * LOG_THRESHOLD_FOR_CONNLOST_WRITES. */
+#define CC_LOOP_READ_MAX (256 * 1024)
+#define CC_LOOP_LOG_CONNLOST_WRITES 5
 
 typedef struct {
     PyObject **items;
@@ -92,7 +96,8 @@ int cc_loop_handle_cancelled(cc_loop_state_t *st, PyObject *h);
 void cc_loop_handle_set_scheduled(cc_loop_state_t *st, PyObject *h, int scheduled);
 int cc_loop_handle_run(cc_loop_t *loop, PyObject *h);
 
-/* loop.c */
+/* loop.c, transport.c */
 PyType_Spec *cc_loop_core_spec(void);
+PyTypeObject *cc_loop_transport_type(PyObject *module, cc_loop_state_t *st);
 
 #endif

@@ -32,6 +32,10 @@ typedef struct {
     PyObject *str_name;
     PyObject *str_task_factory;
     PyObject *task_type; /* asyncio.tasks.Task (the C one when _asyncio is present) */
+    PyObject *buffered_protocol_type; /* asyncio.BufferedProtocol */
+    PyTypeObject *transport_core_type;
+    PyObject *str_data_received;
+    char *read_buf; /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
 } cc_loop_state_t;
 
 int cc_loop_init(PyObject *module, cc_loop_state_t *st);
