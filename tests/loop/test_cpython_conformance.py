@@ -26,7 +26,30 @@ from test.test_asyncio import test_timeouts as tto  # noqa: E402
 from test.test_asyncio import utils as test_utils  # noqa: E402
 
 # test name -> reason. Names are "<our class>.<test method>".
-SKIPS: dict[str, str] = {}
+_VIRTUAL_CLOCK = ("drives test_utils.TestLoop's virtual clock through a time generator "
+                  "(it tests the fake clock's arithmetic, not a real loop)")
+SKIPS: dict[str, str] = {
+    "TestCicadaTasks.test_as_completed": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_as_completed_concurrent": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_as_completed_reverse_wait": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_as_completed_with_timeout": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_as_completed_with_unused_timeout": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_baseexception_during_cancel": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_cancel": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_sleep": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_sleep_cancel": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_stop_while_run_in_complete": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_task_cancel_sleeping_task": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_wait": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_wait_concurrent_complete": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_wait_first_completed": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_wait_first_exception": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_wait_first_exception_in_wait": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_wait_with_exception": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_wait_with_iterator_of_tasks": _VIRTUAL_CLOCK,
+    "TestCicadaTasks.test_wait_with_timeout": _VIRTUAL_CLOCK,
+    # test_refleaks_in_task___init__ also skips itself on a release build (needs sys.gettotalrefcount)
+}
 
 
 def _strict_loop():
