@@ -66,6 +66,14 @@ int cc_loop_handles_load(cc_loop_state_t *st) {
     Py_DECREF(protocols);
     if (!st->buffered_protocol_type)
         goto error;
+    if (!st->handle_free) {
+        st->handle_free = PyMem_Calloc(CC_LOOP_HANDLE_FREELIST, sizeof(PyObject *));
+        st->timer_free = PyMem_Calloc(CC_LOOP_HANDLE_FREELIST, sizeof(PyObject *));
+        if (!st->handle_free || !st->timer_free) {
+            PyErr_NoMemory();
+            goto error;
+        }
+    }
     st->handle_type = ht;
     st->timer_handle_type = tht;
     st->handles_loaded = 1;
@@ -93,7 +101,13 @@ static PyObject *fill(cc_loop_t *loop, PyTypeObject *tp, PyObject *cb, PyObject 
             return NULL;
         ctx = owned_ctx;
     }
-    PyObject *h = tp->tp_alloc(tp, 0);
+    PyObject *h;
+    if (tp == st->handle_type && st->handle_free_n > 0)
+        h = st->handle_free[--st->handle_free_n];
+    else if (tp == st->timer_handle_type && st->timer_free_n > 0)
+        h = st->timer_free[--st->timer_free_n];
+    else
+        h = tp->tp_alloc(tp, 0);
     if (!h) {
         Py_XDECREF(owned_ctx);
         return NULL;
@@ -131,6 +145,57 @@ PyObject *cc_loop_timer_new(cc_loop_t *loop, PyObject *when, PyObject *cb, PyObj
     set_slot(h, st->off_when, when);
     set_slot(h, st->off_scheduled, Py_False);
     return h;
+}
+
+static inline PyObject *steal_slot(PyObject *obj, Py_ssize_t off) {
+    PyObject *v = CC_SLOT(obj, off);
+    CC_SLOT(obj, off) = NULL;
+    return v;
+}
+
+void cc_loop_handle_release(cc_loop_state_t *st, PyObject *h) {
+    PyTypeObject *tp = Py_TYPE(h);
+    PyObject **list;
+    int *n;
+    if (tp == st->handle_type) {
+        list = st->handle_free;
+        n = &st->handle_free_n;
+    } else if (tp == st->timer_handle_type) {
+        list = st->timer_free;
+        n = &st->timer_free_n;
+    } else {
+        Py_DECREF(h);
+        return;
+    }
+    /* Only when the loop holds the last reference and no weak reference can see the reuse. */
+    if (Py_REFCNT(h) != 1 || !list || *n >= CC_LOOP_HANDLE_FREELIST ||
+        (tp->tp_weaklistoffset > 0 && *(PyObject **)((char *)h + tp->tp_weaklistoffset))) {
+        Py_DECREF(h);
+        return;
+    }
+    /* Park it first, release what it held afterwards: that release may run arbitrary code. */
+    PyObject *cb = steal_slot(h, st->off_callback), *args = steal_slot(h, st->off_args),
+             *ctx = steal_slot(h, st->off_context), *lp = steal_slot(h, st->off_loop),
+             *tb = steal_slot(h, st->off_source_tb), *repr = steal_slot(h, st->off_repr),
+             *when = tp == st->timer_handle_type ? steal_slot(h, st->off_when) : NULL;
+    list[(*n)++] = h;
+    Py_XDECREF(cb);
+    Py_XDECREF(args);
+    Py_XDECREF(ctx);
+    Py_XDECREF(lp);
+    Py_XDECREF(tb);
+    Py_XDECREF(repr);
+    Py_XDECREF(when);
+}
+
+void cc_loop_handles_free(cc_loop_state_t *st) {
+    while (st->handle_free_n > 0)
+        Py_DECREF(st->handle_free[--st->handle_free_n]);
+    while (st->timer_free_n > 0)
+        Py_DECREF(st->timer_free[--st->timer_free_n]);
+    PyMem_Free(st->handle_free);
+    PyMem_Free(st->timer_free);
+    st->handle_free = st->timer_free = NULL;
 }
 
 int cc_loop_handle_cancelled(cc_loop_state_t *st, PyObject *h) {

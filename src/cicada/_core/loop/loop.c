@@ -577,7 +577,7 @@ static int run_once(cc_loop_t *self) {
             self->timer_cancelled_count--;
             h = cc_loop_timers_pop(tm);
             cc_loop_handle_set_scheduled(st, h, 0);
-            Py_DECREF(h);
+            cc_loop_handle_release(st, h);
         }
     }
 
@@ -634,7 +634,7 @@ static int run_once(cc_loop_t *self) {
         if (!h)
             break; /* close() from a callback emptied the queue */
         if (cc_loop_handle_cancelled(st, h)) {
-            Py_DECREF(h);
+            cc_loop_handle_release(st, h);
             continue;
         }
         int rc;
@@ -646,7 +646,7 @@ static int run_once(cc_loop_t *self) {
         } else {
             rc = cc_loop_handle_run(self, h);
         }
-        Py_DECREF(h);
+        cc_loop_handle_release(st, h);
         if (rc < 0)
             return -1;
     }
@@ -746,6 +746,11 @@ static PyObject *core_create_task(cc_loop_t *self, PyObject *const *args, Py_ssi
     }
     /* Task(coro, loop=self, **kwargs) with name=/context= passed through as given. */
     PyObject *stack[4];
+    if (nk == 0) {
+        stack[0] = args[0];
+        stack[1] = (PyObject *)self;
+        return PyObject_Vectorcall(self->st->task_type, stack, 1, self->st->kw_loop);
+    }
     PyObject *names = PyTuple_New(1 + nk);
     if (!names)
         return NULL;

@@ -37,6 +37,9 @@ int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
     INTERN(str_name, "name");
     INTERN(str_task_factory, "_task_factory");
     INTERN(str_data_received, "data_received");
+    st->kw_loop = PyTuple_Pack(1, st->str_loop);
+    if (!st->kw_loop)
+        return -1;
     PyObject *fn = PyCFunction_NewEx(&transport_core_def, module, NULL);
     if (!fn)
         return -1;
@@ -64,6 +67,8 @@ int cc_loop_traverse(cc_loop_state_t *st, visitproc visit, void *arg) {
 }
 
 void cc_loop_clear(cc_loop_state_t *st) {
+    cc_loop_handles_free(st);
+    Py_CLEAR(st->kw_loop);
     Py_CLEAR(st->loop_core_type);
     Py_CLEAR(st->handle_type);
     Py_CLEAR(st->timer_handle_type);

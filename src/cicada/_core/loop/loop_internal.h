@@ -22,6 +22,8 @@
  * LOG_THRESHOLD_FOR_CONNLOST_WRITES. */
 #define CC_LOOP_READ_MAX (256 * 1024)
 #define CC_LOOP_LOG_CONNLOST_WRITES 5
+/* Spent handles kept for reuse, per kind. */
+#define CC_LOOP_HANDLE_FREELIST 256
 
 typedef struct {
     PyObject **items;
@@ -95,6 +97,10 @@ PyObject *cc_loop_timer_new(cc_loop_t *loop, PyObject *when, PyObject *cb, PyObj
 int cc_loop_handle_cancelled(cc_loop_state_t *st, PyObject *h);
 void cc_loop_handle_set_scheduled(cc_loop_state_t *st, PyObject *h, int scheduled);
 int cc_loop_handle_run(cc_loop_t *loop, PyObject *h);
+/* Drop the loop's reference to a handle it has run or discarded: recycled when nobody else
+ * holds it, else a plain Py_DECREF. */
+void cc_loop_handle_release(cc_loop_state_t *st, PyObject *h);
+void cc_loop_handles_free(cc_loop_state_t *st);
 
 /* loop.c, transport.c */
 PyType_Spec *cc_loop_core_spec(void);

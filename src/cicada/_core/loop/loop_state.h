@@ -36,6 +36,12 @@ typedef struct {
     PyTypeObject *transport_core_type;
     PyObject *str_data_received;
     char *read_buf; /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
+    PyObject *kw_loop; /* ("loop",): kwnames for Task(coro, loop=...) */
+    /* Bounded freelists of spent Handle / TimerHandle instances (see handle.c). */
+    PyObject **handle_free;
+    int handle_free_n;
+    PyObject **timer_free;
+    int timer_free_n;
 } cc_loop_state_t;
 
 int cc_loop_init(PyObject *module, cc_loop_state_t *st);
