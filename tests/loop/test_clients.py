@@ -153,9 +153,18 @@ def pg_port():
 def test_asyncpg(pg_port):
     asyncpg = pytest.importorskip("asyncpg")
 
+    async def connect():
+        # The port opens before the server accepts sessions ("the database system is starting up").
+        for _ in range(200):
+            try:
+                return await asyncpg.connect(host="127.0.0.1", port=pg_port, user="postgres",
+                                             database="postgres")
+            except asyncpg.exceptions.CannotConnectNowError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("PostgreSQL did not become ready")
+
     async def main():
-        conn = await asyncpg.connect(host="127.0.0.1", port=pg_port, user="postgres",
-                                     database="postgres")
+        conn = await connect()
         try:
             await conn.execute("CREATE TABLE t (id int primary key, name text)")
             await conn.executemany("INSERT INTO t VALUES ($1, $2)",
