@@ -19,7 +19,8 @@ import harness
 
 TITLE = "Event loop: cicada vs asyncio vs uvloop"
 NOTES = (
-    "Micro-benchmarks: one process per loop pinned to core 0. Echo: server process (loop under "
+    "Micro-benchmarks: one process per loop pinned to core 0, best of 3 repetitions inside "
+    "the process, median over runs. Echo: server process (loop under "
     "test) on core 0, client process (uvloop, 8 connections ping-pong) on core 1; figures are "
     "round trips per second. Nested: cost of one nested `run_until_complete(noop())` (cicada "
     "only) next to one loop iteration (`await asyncio.sleep(0)`)."
@@ -188,10 +189,16 @@ if __name__ == "__main__":
     what = sys.argv[1]
     if what == "micro":
         kind, scen, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
-        loop = make_loop(kind)
-        r = globals()["bench_" + scen](loop, n)
-        loop.close()
-        print(json.dumps(r))
+        best = None
+        for _ in range(3):  # best of 3 inside the process: the machine is shared
+            loop = make_loop(kind)
+            r = globals()["bench_" + scen](loop, n)
+            loop.close()
+            if isinstance(r, dict):
+                best = r if best is None or r["iteration_us"] < best["iteration_us"] else best
+            else:
+                best = r if best is None else max(best, r)
+        print(json.dumps(best))
     elif what == "serve":
         serve(sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5]), sys.argv[6])
     elif what == "client":

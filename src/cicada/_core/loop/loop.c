@@ -598,8 +598,15 @@ static int run_once(cc_loop_t *self) {
     }
     int n;
     if (timeout_ms == 0) {
-        n = cc_loop_backend_poll(&self->backend, 0, self->events);
+        double now = now_monotonic();
+        if (now - self->last_poll < CC_LOOP_BUSY_POLL_INTERVAL && !self->stopping) {
+            n = 0;
+        } else {
+            self->last_poll = now;
+            n = cc_loop_backend_poll(&self->backend, 0, self->events);
+        }
     } else {
+        self->last_poll = 0;
         Py_BEGIN_ALLOW_THREADS
         n = cc_loop_backend_poll(&self->backend, timeout_ms, self->events);
         Py_END_ALLOW_THREADS
@@ -618,7 +625,7 @@ static int run_once(cc_loop_t *self) {
         if (dispatch_io(self, &self->events[i]) < 0)
             return -1;
 
-    double end = now_monotonic() + self->clock_resolution;
+    double end = tm->len ? now_monotonic() + self->clock_resolution : 0;
     while (tm->len && tm->items[0].when < end) {
         h = cc_loop_timers_pop(tm);
         cc_loop_handle_set_scheduled(st, h, 0);

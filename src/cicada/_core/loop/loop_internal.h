@@ -22,6 +22,10 @@
  * LOG_THRESHOLD_FOR_CONNLOST_WRITES. */
 #define CC_LOOP_READ_MAX (256 * 1024)
 #define CC_LOOP_LOG_CONNLOST_WRITES 5
+/* With callbacks ready (a zero-timeout poll), skip the epoll_wait syscall if the last poll was
+ * this recent (seconds): a busy chain of callbacks then pays one syscall per interval instead of
+ * one per iteration, and I/O readiness is still seen within this much time. */
+#define CC_LOOP_BUSY_POLL_INTERVAL 50e-6
 /* Spent handles kept for reuse, per kind. */
 #define CC_LOOP_HANDLE_FREELIST 256
 
@@ -64,6 +68,7 @@ typedef struct {
     int running_depth; /* how many run_once loops of this loop are on the C stack */
     Py_ssize_t timer_cancelled_count;
     double clock_resolution;
+    double last_poll; /* monotonic time of the last epoll_wait */
     PyObject *thread_id; /* None when not running */
 } cc_loop_t;
 
