@@ -69,6 +69,11 @@ class _SocketTransport(_core.transport_core_type(), selector_events._SelectorSoc
     """Stream socket transport: reads and writes in C (SocketTransportCore), everything else is
     asyncio's own _SelectorSocketTransport code running over the C state."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # 3.12+ picks a Python write path per instance (self._write_ready = ...); ours is C.
+        self.__dict__.pop("_write_ready", None)
+
     def _cc_warn_send_after_lost(self):
         logger.warning("socket.send() raised exception.")
 

@@ -18,8 +18,8 @@ typedef struct {
 } cc_loop_event_t;
 
 typedef struct {
-    int pfd;    /* the epoll (or kqueue) descriptor */
-    void *raw;  /* backend-specific event buffer */
+    int pfd;     /* the epoll (or kqueue) descriptor */
+    void *raw;   /* backend-specific event buffer */
     int nevents; /* capacity of raw and of out */
 } cc_loop_backend_t;
 

@@ -262,8 +262,8 @@ int cc_loop_handle_run(cc_loop_t *loop, PyObject *h) {
     int entered = PyContext_Enter(ctx) == 0;
     if (!entered)
         PyErr_Clear(); /* entered higher up the stack (a nested run): run it in place */
-    PyObject *res = PyObject_Vectorcall(cb, &PyTuple_GET_ITEM(args, 0),
-                                       (size_t)PyTuple_GET_SIZE(args), NULL);
+    PyObject *res =
+        PyObject_Vectorcall(cb, &PyTuple_GET_ITEM(args, 0), (size_t)PyTuple_GET_SIZE(args), NULL);
     if (entered) {
         /* PyContext_Exit cannot fail for a context we entered; keep any pending error intact. */
 #if PY_VERSION_HEX >= 0x030C0000

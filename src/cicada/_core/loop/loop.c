@@ -127,8 +127,8 @@ static int parse_cb(cc_loop_t *self, const char *fname, PyObject *const *args, P
             if (k == self->st->str_context || PyUnicode_Compare(k, self->st->str_context) == 0) {
                 *ctx = args[nargs + i];
             } else {
-                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
-                             fname, k);
+                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
+                             k);
                 return -1;
             }
         }
@@ -194,8 +194,8 @@ static PyObject *core__call_soon(cc_loop_t *self, PyObject *const *args, Py_ssiz
     return h;
 }
 
-static PyObject *core_call_soon_threadsafe(cc_loop_t *self, PyObject *const *args,
-                                           Py_ssize_t nargs, PyObject *kwnames) {
+static PyObject *core_call_soon_threadsafe(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs,
+                                           PyObject *kwnames) {
     PyObject *cb, *cbargs, *ctx, *h = NULL;
     if (check_closed(self) < 0)
         return NULL;
@@ -467,8 +467,12 @@ static PyObject *core__add_reader(cc_loop_t *self, PyObject *const *a, Py_ssize_
 static PyObject *core__add_writer(cc_loop_t *self, PyObject *const *a, Py_ssize_t n) {
     return add_io(self, a, n, 1);
 }
-static PyObject *core__remove_reader(cc_loop_t *self, PyObject *fd) { return remove_io(self, fd, 0); }
-static PyObject *core__remove_writer(cc_loop_t *self, PyObject *fd) { return remove_io(self, fd, 1); }
+static PyObject *core__remove_reader(cc_loop_t *self, PyObject *fd) {
+    return remove_io(self, fd, 0);
+}
+static PyObject *core__remove_writer(cc_loop_t *self, PyObject *fd) {
+    return remove_io(self, fd, 1);
+}
 
 /* (events mask, reader, writer) for fd, or None: backs the _selector view in loop.py. */
 static PyObject *core__cc_fd_info(cc_loop_t *self, PyObject *fdobj) {
@@ -551,8 +555,8 @@ static int report_slow(cc_loop_t *self, PyObject *h, double dt) {
     PyObject *dto = PyFloat_FromDouble(dt);
     if (!dto)
         return -1;
-    PyObject *r = PyObject_CallMethodObjArgs((PyObject *)self, self->st->str_cc_slow_callback, h,
-                                             dto, NULL);
+    PyObject *r =
+        PyObject_CallMethodObjArgs((PyObject *)self, self->st->str_cc_slow_callback, h, dto, NULL);
     Py_DECREF(dto);
     if (!r)
         return -1;
@@ -607,8 +611,7 @@ static int run_once(cc_loop_t *self) {
         }
     } else {
         self->last_poll = 0;
-        Py_BEGIN_ALLOW_THREADS
-        n = cc_loop_backend_poll(&self->backend, timeout_ms, self->events);
+        Py_BEGIN_ALLOW_THREADS n = cc_loop_backend_poll(&self->backend, timeout_ms, self->events);
         Py_END_ALLOW_THREADS
     }
     if (n < 0) {
@@ -880,8 +883,7 @@ static PyGetSetDef core_getset[] = {
 static PyMethodDef core_methods[] = {
     {"call_soon", (PyCFunction)(void (*)(void))core_call_soon, FASTKW, NULL},
     {"_call_soon", (PyCFunction)(void (*)(void))core__call_soon, METH_FASTCALL, NULL},
-    {"call_soon_threadsafe", (PyCFunction)(void (*)(void))core_call_soon_threadsafe, FASTKW,
-     NULL},
+    {"call_soon_threadsafe", (PyCFunction)(void (*)(void))core_call_soon_threadsafe, FASTKW, NULL},
     {"call_later", (PyCFunction)(void (*)(void))core_call_later, FASTKW, NULL},
     {"call_at", (PyCFunction)(void (*)(void))core_call_at, FASTKW, NULL},
     {"create_task", (PyCFunction)(void (*)(void))core_create_task, FASTKW, NULL},

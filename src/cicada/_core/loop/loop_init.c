@@ -6,7 +6,7 @@
 
 #define INTERN(field, text)                                                                        \
     do {                                                                                           \
-        if (!(st->field = PyUnicode_InternFromString(text)))                                      \
+        if (!(st->field = PyUnicode_InternFromString(text)))                                       \
             return -1;                                                                             \
     } while (0)
 
@@ -16,7 +16,9 @@ static PyObject *transport_core(PyObject *module, PyObject *unused) {
 }
 
 static PyMethodDef transport_core_def = {
-    "transport_core_type", transport_core, METH_NOARGS,
+    "transport_core_type",
+    transport_core,
+    METH_NOARGS,
     "The C base of cicada's stream transport (created on first use: it subclasses asyncio's).",
 };
 

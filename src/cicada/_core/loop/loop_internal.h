@@ -53,8 +53,7 @@ typedef struct {
 } cc_loop_fd_t;
 
 typedef struct {
-    PyObject_HEAD
-    cc_loop_state_t *st;
+    PyObject_HEAD cc_loop_state_t *st;
     cc_loop_ready_t ready;
     cc_loop_timers_t timers;
     cc_loop_backend_t backend;
@@ -68,7 +67,7 @@ typedef struct {
     int running_depth; /* how many run_once loops of this loop are on the C stack */
     Py_ssize_t timer_cancelled_count;
     double clock_resolution;
-    double last_poll; /* monotonic time of the last epoll_wait */
+    double last_poll;    /* monotonic time of the last epoll_wait */
     PyObject *thread_id; /* None when not running */
 } cc_loop_t;
 

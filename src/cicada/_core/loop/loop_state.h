@@ -31,11 +31,11 @@ typedef struct {
     PyObject *str_loop;
     PyObject *str_name;
     PyObject *str_task_factory;
-    PyObject *task_type; /* asyncio.tasks.Task (the C one when _asyncio is present) */
+    PyObject *task_type;              /* asyncio.tasks.Task (the C one when _asyncio is present) */
     PyObject *buffered_protocol_type; /* asyncio.BufferedProtocol */
     PyTypeObject *transport_core_type;
     PyObject *str_data_received;
-    char *read_buf; /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
+    char *read_buf;    /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
     PyObject *kw_loop; /* ("loop",): kwnames for Task(coro, loop=...) */
     /* Bounded freelists of spent Handle / TimerHandle instances (see handle.c). */
     PyObject **handle_free;

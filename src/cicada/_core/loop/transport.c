@@ -25,7 +25,8 @@ typedef struct {
     PyObject *buffer; /* bytearray: bytes accepted by write() but not yet sent */
 } cc_transport_t;
 
-static Py_ssize_t tr_off; /* offset of cc_transport_t inside an instance; set when the type is made */
+static Py_ssize_t
+    tr_off; /* offset of cc_transport_t inside an instance; set when the type is made */
 #define F(o) ((cc_transport_t *)((char *)(o) + tr_off))
 
 static PyObject *tr_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
@@ -256,9 +257,8 @@ static PyObject *tr_write_ready(PyObject *o, PyObject *unused) {
     if (self->conn_lost || self->fd < 0)
         Py_RETURN_NONE;
     Py_ssize_t size = PyByteArray_GET_SIZE(self->buffer);
-    ssize_t n = size ? send(self->fd, PyByteArray_AS_STRING(self->buffer), (size_t)size,
-                            MSG_NOSIGNAL)
-                     : 0;
+    ssize_t n =
+        size ? send(self->fd, PyByteArray_AS_STRING(self->buffer), (size_t)size, MSG_NOSIGNAL) : 0;
     if (n < 0) {
         if (would_block(errno))
             Py_RETURN_NONE;
@@ -322,12 +322,12 @@ static PyObject *tr_get_write_buffer_size(PyObject *o, PyObject *unused) {
 /* ---- state shared with asyncio's Python transport code ----------------------------------- */
 
 #define OBJ_FIELD(name)                                                                            \
-    static PyObject *g_##name(PyObject *o, void *c) {                                        \
+    static PyObject *g_##name(PyObject *o, void *c) {                                              \
         (void)c;                                                                                   \
         cc_transport_t *s = F(o);                                                                  \
         return Py_NewRef(s->name);                                                                 \
     }                                                                                              \
-    static int s_##name(PyObject *o, PyObject *v, void *c) {                                 \
+    static int s_##name(PyObject *o, PyObject *v, void *c) {                                       \
         (void)c;                                                                                   \
         cc_transport_t *s = F(o);                                                                  \
         Py_XSETREF(s->name, Py_NewRef(v ? v : Py_None));                                           \
@@ -338,12 +338,12 @@ OBJ_FIELD(loop)
 OBJ_FIELD(empty_waiter)
 
 #define BOOL_FIELD(name)                                                                           \
-    static PyObject *g_##name(PyObject *o, void *c) {                                        \
+    static PyObject *g_##name(PyObject *o, void *c) {                                              \
         (void)c;                                                                                   \
         cc_transport_t *s = F(o);                                                                  \
         return PyBool_FromLong(s->name);                                                           \
     }                                                                                              \
-    static int s_##name(PyObject *o, PyObject *v, void *c) {                                 \
+    static int s_##name(PyObject *o, PyObject *v, void *c) {                                       \
         (void)c;                                                                                   \
         cc_transport_t *s = F(o);                                                                  \
         int b = v ? PyObject_IsTrue(v) : 0;                                                        \
@@ -358,12 +358,12 @@ BOOL_FIELD(paused)
 BOOL_FIELD(protocol_paused)
 
 #define SIZE_FIELD(name)                                                                           \
-    static PyObject *g_##name(PyObject *o, void *c) {                                        \
+    static PyObject *g_##name(PyObject *o, void *c) {                                              \
         (void)c;                                                                                   \
         cc_transport_t *s = F(o);                                                                  \
         return PyLong_FromSsize_t(s->name);                                                        \
     }                                                                                              \
-    static int s_##name(PyObject *o, PyObject *v, void *c) {                                 \
+    static int s_##name(PyObject *o, PyObject *v, void *c) {                                       \
         (void)c;                                                                                   \
         cc_transport_t *s = F(o);                                                                  \
         Py_ssize_t n = v ? PyLong_AsSsize_t(v) : 0;                                                \
@@ -431,7 +431,8 @@ static int s_buffer(PyObject *o, PyObject *v, void *c) {
     return 0;
 }
 
-#define GS(pyname, field) {pyname, (getter)g_##field, (setter)s_##field, NULL, NULL}
+#define GS(pyname, field)                                                                          \
+    { pyname, (getter)g_##field, (setter)s_##field, NULL, NULL }
 static PyGetSetDef tr_getset[] = {
     GS("_sock", sock),
     GS("_loop", loop),
@@ -486,7 +487,7 @@ PyTypeObject *cc_loop_transport_type(PyObject *module, cc_loop_state_t *st) {
         PyErr_SetString(PyExc_TypeError, "unexpected layout of asyncio's _FlowControlMixin");
         return NULL;
     }
-    Py_ssize_t align = (Py_ssize_t)_Alignof(max_align_t);
+    Py_ssize_t align = (Py_ssize_t) _Alignof(max_align_t);
     tr_off = (((PyTypeObject *)base)->tp_basicsize + align - 1) & ~(align - 1);
     static const struct {
         const char *name;
@@ -497,8 +498,8 @@ PyTypeObject *cc_loop_transport_type(PyObject *module, cc_loop_state_t *st) {
                 {"_cc_empty_waiter", offsetof(cc_transport_t, empty_waiter)},
                 {"_cc_buffer", offsetof(cc_transport_t, buffer)}};
     for (size_t i = 0; i < 5; i++)
-        tr_members[i] = (PyMemberDef){objs[i].name, T_OBJECT_EX,
-                                      tr_off + (Py_ssize_t)objs[i].off, 0, NULL};
+        tr_members[i] =
+            (PyMemberDef){objs[i].name, T_OBJECT_EX, tr_off + (Py_ssize_t)objs[i].off, 0, NULL};
     tr_members[5] = (PyMemberDef){NULL, 0, 0, 0, NULL};
     for (PyType_Slot *sl = tr_slots; sl->slot; sl++)
         if (sl->slot == Py_tp_members)
