@@ -55,6 +55,7 @@ int cc_loop_handles_load(cc_loop_state_t *st) {
         goto error;
     Py_CLEAR(st->task_type); /* a previous, failed load may have set it */
     Py_CLEAR(st->buffered_protocol_type);
+    Py_CLEAR(st->future_type);
     st->task_type = PyObject_GetAttrString(tasks, "Task");
     Py_DECREF(tasks);
     if (!st->task_type)
@@ -65,6 +66,13 @@ int cc_loop_handles_load(cc_loop_state_t *st) {
     st->buffered_protocol_type = PyObject_GetAttrString(protocols, "BufferedProtocol");
     Py_DECREF(protocols);
     if (!st->buffered_protocol_type)
+        goto error;
+    PyObject *futures = PyImport_ImportModule("asyncio.futures");
+    if (!futures)
+        goto error;
+    st->future_type = PyObject_GetAttrString(futures, "Future");
+    Py_DECREF(futures);
+    if (!st->future_type)
         goto error;
     if (!st->handle_free) {
         st->handle_free = PyMem_Calloc(CC_LOOP_HANDLE_FREELIST, sizeof(PyObject *));

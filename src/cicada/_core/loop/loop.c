@@ -781,6 +781,13 @@ static PyObject *core_create_task(cc_loop_t *self, PyObject *const *args, Py_ssi
     return t;
 }
 
+static PyObject *core_create_future(cc_loop_t *self, PyObject *unused) {
+    (void)unused;
+    PyObject *stack[2] = {NULL, (PyObject *)self};
+    return PyObject_Vectorcall(self->st->future_type, stack + 1, 0 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                               self->st->kw_loop);
+}
+
 /* ---- attributes shared with asyncio's Python code ---------------------------------------- */
 
 static PyObject *get_bool(int v) { return PyBool_FromLong(v); }
@@ -887,6 +894,7 @@ static PyMethodDef core_methods[] = {
     {"call_later", (PyCFunction)(void (*)(void))core_call_later, FASTKW, NULL},
     {"call_at", (PyCFunction)(void (*)(void))core_call_at, FASTKW, NULL},
     {"create_task", (PyCFunction)(void (*)(void))core_create_task, FASTKW, NULL},
+    {"create_future", (PyCFunction)core_create_future, METH_NOARGS, NULL},
     {"_add_callback", (PyCFunction)core__add_callback, METH_O, NULL},
     {"_add_callback_signalsafe", (PyCFunction)core__add_callback_signalsafe, METH_O, NULL},
     {"_timer_handle_cancelled", (PyCFunction)core__timer_handle_cancelled, METH_O, NULL},

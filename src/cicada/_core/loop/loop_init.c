@@ -64,6 +64,7 @@ int cc_loop_traverse(cc_loop_state_t *st, visitproc visit, void *arg) {
     Py_VISIT(st->timer_handle_type);
     Py_VISIT(st->task_type);
     Py_VISIT(st->buffered_protocol_type);
+    Py_VISIT(st->future_type);
     Py_VISIT(st->transport_core_type);
     return 0;
 }
@@ -93,6 +94,7 @@ void cc_loop_clear(cc_loop_state_t *st) {
     Py_CLEAR(st->task_type);
     Py_CLEAR(st->str_task_factory);
     Py_CLEAR(st->buffered_protocol_type);
+    Py_CLEAR(st->future_type);
     Py_CLEAR(st->transport_core_type);
     Py_CLEAR(st->str_data_received);
     PyMem_Free(st->read_buf);

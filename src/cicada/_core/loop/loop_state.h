@@ -33,6 +33,7 @@ typedef struct {
     PyObject *str_task_factory;
     PyObject *task_type;              /* asyncio.tasks.Task (the C one when _asyncio is present) */
     PyObject *buffered_protocol_type; /* asyncio.BufferedProtocol */
+    PyObject *future_type;            /* asyncio.futures.Future */
     PyTypeObject *transport_core_type;
     PyObject *str_data_received;
     char *read_buf;    /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
