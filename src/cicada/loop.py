@@ -99,6 +99,15 @@ class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
             return _SocketTransport(self, sock, protocol, waiter, extra, server)
         return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)
 
+    # -- the self-pipe signal.set_wakeup_fd writes to is drained in C (loop/signals.c) ---------
+    def _make_self_pipe(self):
+        super()._make_self_pipe()
+        self._cc_set_signal_fd(self._ssock.fileno())
+
+    def _close_self_pipe(self):
+        self._cc_set_signal_fd(-1)
+        super()._close_self_pipe()
+
     # -- create_task: C fast path falls back here for task factories and debug mode --------
     def _cc_create_task_py(self, coro, **kwargs):
         return unix_events._UnixSelectorEventLoop.create_task(self, coro, **kwargs)

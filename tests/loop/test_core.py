@@ -456,3 +456,28 @@ def test_no_leak_in_hot_paths():
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     lp.close()
     assert after - before < 8 * 1024  # KiB: flat, not ~proportional to 100k iterations
+
+
+def test_signals_drained_in_c(loop):
+    assert Loop._read_from_self is _core.LoopCore._read_from_self
+    got = []
+    loop.add_signal_handler(signal.SIGUSR1, got.append, "usr1")
+    loop.add_signal_handler(signal.SIGUSR2, got.append, "usr2")
+
+    def fire():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    loop.call_soon(fire)
+    loop.call_later(5, loop.stop)
+
+    async def wait():
+        while len(got) < 2:
+            await asyncio.sleep(0.001)
+
+    loop.run_until_complete(asyncio.wait_for(wait(), 5))
+    assert sorted(got) == ["usr1", "usr2"]
+    loop.remove_signal_handler(signal.SIGUSR1)
+    loop.remove_signal_handler(signal.SIGUSR2)
+    loop.close()
+    assert signal.set_wakeup_fd(-1) == -1  # close() released the wake-up fd

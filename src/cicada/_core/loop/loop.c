@@ -41,6 +41,7 @@ static PyObject *core_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     self->st = &mst->loop;
     self->backend.pfd = -1;
     self->wakeup_fd = -1;
+    self->signal_fd = -1;
     self->thread_id = Py_NewRef(Py_None);
     struct timespec res;
     self->clock_resolution = clock_getres(CLOCK_MONOTONIC, &res) == 0
@@ -781,6 +782,24 @@ static PyObject *core_create_task(cc_loop_t *self, PyObject *const *args, Py_ssi
     return t;
 }
 
+static PyObject *core__read_from_self(cc_loop_t *self, PyObject *unused) {
+    (void)unused;
+    return cc_loop_read_signals(self);
+}
+
+/* _cc_set_signal_fd(fd): the self-pipe's read end (-1 when it is closed). */
+static PyObject *core__cc_set_signal_fd(cc_loop_t *self, PyObject *arg) {
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < -1 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "invalid fd");
+        return NULL;
+    }
+    self->signal_fd = (int)fd;
+    Py_RETURN_NONE;
+}
+
 static PyObject *core_create_future(cc_loop_t *self, PyObject *unused) {
     (void)unused;
     PyObject *stack[2] = {NULL, (PyObject *)self};
@@ -895,6 +914,8 @@ static PyMethodDef core_methods[] = {
     {"call_at", (PyCFunction)(void (*)(void))core_call_at, FASTKW, NULL},
     {"create_task", (PyCFunction)(void (*)(void))core_create_task, FASTKW, NULL},
     {"create_future", (PyCFunction)core_create_future, METH_NOARGS, NULL},
+    {"_read_from_self", (PyCFunction)core__read_from_self, METH_NOARGS, NULL},
+    {"_cc_set_signal_fd", (PyCFunction)core__cc_set_signal_fd, METH_O, NULL},
     {"_add_callback", (PyCFunction)core__add_callback, METH_O, NULL},
     {"_add_callback_signalsafe", (PyCFunction)core__add_callback_signalsafe, METH_O, NULL},
     {"_timer_handle_cancelled", (PyCFunction)core__timer_handle_cancelled, METH_O, NULL},

@@ -68,6 +68,7 @@ typedef struct {
     Py_ssize_t timer_cancelled_count;
     double clock_resolution;
     double last_poll;    /* monotonic time of the last epoll_wait */
+    int signal_fd;       /* read end of the self-pipe signal.set_wakeup_fd writes to, or -1 */
     PyObject *thread_id; /* None when not running */
 } cc_loop_t;
 
@@ -105,6 +106,9 @@ int cc_loop_handle_run(cc_loop_t *loop, PyObject *h);
  * holds it, else a plain Py_DECREF. */
 void cc_loop_handle_release(cc_loop_state_t *st, PyObject *h);
 void cc_loop_handles_free(cc_loop_state_t *st);
+
+/* signals.c */
+PyObject *cc_loop_read_signals(cc_loop_t *self);
 
 /* loop.c, transport.c */
 PyType_Spec *cc_loop_core_spec(void);
