@@ -18,6 +18,15 @@ import pytest
 import cicada.loop
 
 
+def server_env() -> dict:
+    """The environment for server processes: without the sanitizer preload of `make asan`
+    (PostgreSQL and Redis are not built for it and hang or abort under it)."""
+    env = dict(os.environ)
+    for k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC"):
+        env.pop(k, None)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,7 +90,7 @@ def redis_port(tmp_path):
     port = free_port()
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env())
     try:
         wait_port(port)
         yield port
@@ -136,11 +145,13 @@ def pg_port():
     proc = None
     try:
         subprocess.run(prefix + [initdb, "-D", data, "-A", "trust", "-U", "postgres"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+                       env=server_env(), timeout=120)
         port = free_port()
         proc = subprocess.Popen(prefix + [postgres, "-D", data, "-p", str(port), "-h",
                                           "127.0.0.1", "-k", data],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+                                env=server_env())
         wait_port(port)
         yield port
     finally:
