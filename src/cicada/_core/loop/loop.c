@@ -432,9 +432,8 @@ static PyObject *remove_io_fd(cc_loop_t *self, int fd, int writer) {
     uint32_t bit = writer ? CC_EV_WRITE : CC_EV_READ;
     if (!(e->mask & bit))
         Py_RETURN_FALSE;
-    /* Errors here mean the fd is gone already; the kernel has forgotten it either way. */
-    if (cc_loop_backend_set(&self->backend, fd, e->mask, e->mask & ~bit) < 0 && e->mask == bit)
-        errno = 0;
+    /* An error here means the fd was closed under us: the kernel has forgotten it already. */
+    (void)cc_loop_backend_set(&self->backend, fd, e->mask, e->mask & ~bit);
     e->mask &= ~bit;
     PyObject **slot = writer ? &e->writer : &e->reader;
     PyObject *old = *slot;

@@ -158,9 +158,12 @@ static PyObject *tr_read_ready(PyObject *o, PyObject *unused) {
     PyObject *data = PyBytes_FromStringAndSize(self->st->read_buf, n);
     if (!data)
         return NULL;
-    PyObject *a[2] = {self->protocol, data};
+    /* The protocol may be swapped (set_protocol) while it runs: hold it. */
+    PyObject *proto = Py_NewRef(self->protocol);
+    PyObject *a[2] = {proto, data};
     PyObject *r = PyObject_VectorcallMethod(self->st->str_data_received, a,
                                             2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(proto);
     Py_DECREF(data);
     if (!r)
         return fatal(o, "Fatal error: protocol.data_received() call failed.");
