@@ -273,19 +273,24 @@ int cc_loop_handle_run(cc_loop_t *loop, PyObject *h) {
     PyObject *res =
         PyObject_Vectorcall(cb, &PyTuple_GET_ITEM(args, 0), (size_t)PyTuple_GET_SIZE(args), NULL);
     if (entered) {
-        /* PyContext_Exit cannot fail for a context we entered; keep any pending error intact. */
+        /* PyContext_Exit cannot fail for a context we entered; keep a pending error intact. */
+        if (CC_LIKELY(res != NULL)) {
+            if (PyContext_Exit(ctx) < 0)
+                PyErr_Clear();
+        } else {
 #if PY_VERSION_HEX >= 0x030C0000
-        PyObject *pending = PyErr_GetRaisedException();
-        if (PyContext_Exit(ctx) < 0)
-            PyErr_Clear();
-        PyErr_SetRaisedException(pending);
+            PyObject *pending = PyErr_GetRaisedException();
+            if (PyContext_Exit(ctx) < 0)
+                PyErr_Clear();
+            PyErr_SetRaisedException(pending);
 #else
-        PyObject *et, *ev, *etb;
-        PyErr_Fetch(&et, &ev, &etb);
-        if (PyContext_Exit(ctx) < 0)
-            PyErr_Clear();
-        PyErr_Restore(et, ev, etb);
+            PyObject *et, *ev, *etb;
+            PyErr_Fetch(&et, &ev, &etb);
+            if (PyContext_Exit(ctx) < 0)
+                PyErr_Clear();
+            PyErr_Restore(et, ev, etb);
 #endif
+        }
     }
     Py_DECREF(cb);
     Py_DECREF(args);

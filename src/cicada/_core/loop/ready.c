@@ -1,5 +1,6 @@
-/* The ready queue: a growable ring buffer of handles (strong references), FIFO. It only stores
- * and hands back objects; running them is loop.c's job. */
+/* The ready queue: a growable ring buffer of handles (strong references), FIFO; the capacity is
+ * a power of two so positions wrap with a mask. It only stores and hands back objects; running
+ * them is loop.c's job. */
 #include "loop/loop_internal.h"
 
 #include <stdlib.h>
@@ -13,13 +14,13 @@ int cc_loop_ready_push(cc_loop_ready_t *q, PyObject *h) {
             return -1;
         }
         for (Py_ssize_t i = 0; i < q->len; i++)
-            nitems[i] = q->items[(q->head + i) % q->cap];
+            nitems[i] = q->items[(q->head + i) & (q->cap - 1)];
         PyMem_Free(q->items);
         q->items = nitems;
         q->cap = ncap;
         q->head = 0;
     }
-    q->items[(q->head + q->len) % q->cap] = Py_NewRef(h);
+    q->items[(q->head + q->len) & (q->cap - 1)] = Py_NewRef(h);
     q->len++;
     return 0;
 }
@@ -29,18 +30,18 @@ PyObject *cc_loop_ready_pop(cc_loop_ready_t *q) {
         return NULL;
     PyObject *h = q->items[q->head];
     q->items[q->head] = NULL;
-    q->head = (q->head + 1) % q->cap;
+    q->head = (q->head + 1) & (q->cap - 1);
     q->len--;
     return h;
 }
 
 PyObject *cc_loop_ready_peek(cc_loop_ready_t *q, Py_ssize_t i) {
-    return q->items[(q->head + i) % q->cap];
+    return q->items[(q->head + i) & (q->cap - 1)];
 }
 
 int cc_loop_ready_traverse(cc_loop_ready_t *q, visitproc visit, void *arg) {
     for (Py_ssize_t i = 0; i < q->len; i++)
-        Py_VISIT(q->items[(q->head + i) % q->cap]);
+        Py_VISIT(q->items[(q->head + i) & (q->cap - 1)]);
     return 0;
 }
 
