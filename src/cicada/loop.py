@@ -144,6 +144,9 @@ class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
                 f"closed={self.is_closed()} debug={self.get_debug()} nested={self._nested}>")
 
     def _refuse_if_strict(self):
+        if self.is_running() and self._thread_id != threading.get_ident():
+            # Nesting is a same-thread affair: another thread must not drive a running loop.
+            raise RuntimeError("This event loop is already running")
         if self._nested:
             return
         if self.is_running():

@@ -343,3 +343,32 @@ def test_seed_snippets_in_fresh_process(tmp_path):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(["initialised"] * 3)
+
+
+def test_no_nesting_from_another_thread():
+    import threading
+
+    errs = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        def other():
+            coro = add(1, 1)
+            try:
+                loop.run_until_complete(coro)
+            except RuntimeError as e:
+                errs.append(str(e))
+            coro.close()
+            try:
+                loop.run_forever()
+            except RuntimeError as e:
+                errs.append(str(e))
+
+        t = threading.Thread(target=other)
+        t.start()
+        while t.is_alive():
+            await asyncio.sleep(0.001)
+
+    cicada.loop.run(main())
+    assert errs == ["This event loop is already running"] * 2
