@@ -33,7 +33,7 @@ def test_types():
     try:
         assert isinstance(lp, asyncio.AbstractEventLoop)
         assert isinstance(lp, _core.LoopCore)
-        assert lp.get_debug() is False
+        assert lp.get_debug() is asyncio.coroutines._is_debug_mode()
     finally:
         lp.close()
 

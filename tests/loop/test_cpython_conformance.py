@@ -98,6 +98,25 @@ class TestCicadaEvents(te.UnixEventLoopTestsMixin, te.SubprocessTestsMixin, test
         return _strict_loop()
 
 
+def _strict_debug_loop():
+    loop = Loop(nested=False)
+    loop.set_debug(True)  # the C core takes its debug paths (Python-built handles, checks)
+    return loop
+
+
+@_apply_skips
+class TestCicadaEventsDebug(te.UnixEventLoopTestsMixin, te.SubprocessTestsMixin,
+                            test_utils.TestCase):
+    def create_event_loop(self):
+        return _strict_debug_loop()
+
+
+@_apply_skips
+class TestCicadaSockLowlevelDebug(tsl.BaseSockTestsMixin, test_utils.TestCase):
+    def create_event_loop(self):
+        return _strict_debug_loop()
+
+
 @_apply_skips
 class TestCicadaSockLowlevel(tsl.BaseSockTestsMixin, test_utils.TestCase):
     def create_event_loop(self):
