@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ import harness
 
 TITLE = "Event loop: cicada vs asyncio vs uvloop"
 NOTES = (
+    "Runs are interleaved (run r of every loop before run r+1 of any). "
     "Micro-benchmarks: one process per loop pinned to core 0, best of 3 repetitions inside "
     "the process, median over runs. Echo: server process (loop under "
     "test) on core 0, client process (uvloop, 8 connections ping-pong) on core 1; figures are "
@@ -250,17 +252,25 @@ def _echo_once(worker, kind, mode, family, size, duration) -> float:
         proc.wait(10)
 
 
+def _interleaved(label, unit, runs, measure) -> list[harness.Result]:
+    """Run r of every subject before run r+1 of any, so load changes on a shared machine hit
+    all subjects alike; keep the median per subject."""
+    values = {kind: [] for kind in SUBJECTS}
+    for _ in range(runs):
+        for kind in SUBJECTS:
+            values[kind].append(measure(kind))
+    return [harness.Result(label, kind, statistics.median(v), unit, v) for kind, v in values.items()]
+
+
 def collect(opts) -> list[harness.Result]:
     worker = _worker_path()
     results = []
     duration = min(getattr(opts, "duration", 2.0), 2.0)
     try:
         for label, scen, n, unit in MICRO:
-            for kind in SUBJECTS:
-                med, runs = harness.median_of(
-                    lambda: float(_run([worker, "micro", kind, scen, str(n)], harness.SERVER_CPU)),
-                    opts.runs)
-                results.append(harness.Result(label, kind, med, unit, runs))
+            results += _interleaved(
+                label, unit, opts.runs,
+                lambda kind: float(_run([worker, "micro", kind, scen, str(n)], harness.SERVER_CPU)))
         for kind in SUBJECTS:
             def nested():
                 return json.loads(_run([worker, "micro", kind, "nested", "50000"],
@@ -276,10 +286,9 @@ def collect(opts) -> list[harness.Result]:
                                               [v["nested_us"] for v in vals],
                                               higher_is_better=False))
         for label, mode, family, size in ECHO:
-            for kind in SUBJECTS:
-                med, runs = harness.median_of(
-                    lambda: _echo_once(worker, kind, mode, family, size, duration), opts.runs)
-                results.append(harness.Result(label, kind, med, "rt/s", runs))
+            results += _interleaved(
+                label, "rt/s", opts.runs,
+                lambda kind: _echo_once(worker, kind, mode, family, size, duration))
     finally:
         os.unlink(worker)
     return results
