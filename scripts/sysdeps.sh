@@ -7,6 +7,9 @@ command -v clang >/dev/null 2>&1 || missing="$missing clang libclang-rt-14-dev"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
 [ -f /usr/include/zlib.h ] || missing="$missing zlib1g-dev"
+# Servers the loop's client-library tests start (tests/loop/test_clients.py).
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 [ -n "$missing" ] || exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "sysdeps: missing Debian packages:$missing (install them as root); tests needing them skip" >&2

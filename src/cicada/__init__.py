@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "Server", "__version__", "run"]
+from cicada._sync import run_sync  # noqa: E402
+
+__all__ = ["Config", "Server", "__version__", "run", "run_sync"]
 
 if TYPE_CHECKING:
     from cicada.config import Config

@@ -1,15 +1,102 @@
-/* The event-loop layer's module wiring: registers its types in cicada._core. */
+/* The event-loop layer's module wiring: creates LoopCore and the interned names in module state.
+ * asyncio itself is imported lazily, when the first loop is created. */
 #include "module.h"
 
+#include "loop/loop_internal.h"
+
+#define INTERN(field, text)                                                                        \
+    do {                                                                                           \
+        if (!(st->field = PyUnicode_InternFromString(text)))                                       \
+            return -1;                                                                             \
+    } while (0)
+
+static PyObject *transport_core(PyObject *module, PyObject *unused) {
+    (void)unused;
+    return (PyObject *)cc_loop_transport_type(module, &cc_state(module)->loop);
+}
+
+static PyMethodDef transport_core_def = {
+    "transport_core_type",
+    transport_core,
+    METH_NOARGS,
+    "The C base of cicada's stream transport (created on first use: it subclasses asyncio's).",
+};
+
 int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
-    (void)module;
-    st->unused = NULL;
+    INTERN(str_context, "context");
+    INTERN(str_cc_callback_error, "_cc_callback_error");
+    INTERN(str_cc_slow_callback, "_cc_slow_callback");
+    INTERN(str_check_thread, "_check_thread");
+    INTERN(str_check_callback, "_check_callback");
+    INTERN(str_call_soon, "call_soon");
+    INTERN(str_call_at, "call_at");
+    INTERN(str_call_soon_threadsafe, "call_soon_threadsafe");
+    INTERN(str_run, "_run");
+    INTERN(str_done, "done");
+    INTERN(str_remove_reader, "_remove_reader");
+    INTERN(str_remove_writer, "_remove_writer");
+    INTERN(str_loop, "loop");
+    INTERN(str_name, "name");
+    INTERN(str_task_factory, "_task_factory");
+    INTERN(str_data_received, "data_received");
+    st->kw_loop = PyTuple_Pack(1, st->str_loop);
+    if (!st->kw_loop)
+        return -1;
+    PyObject *fn = PyCFunction_NewEx(&transport_core_def, module, NULL);
+    if (!fn)
+        return -1;
+    if (PyModule_AddObject(module, "transport_core_type", fn) < 0) {
+        Py_DECREF(fn);
+        return -1;
+    }
+    st->loop_core_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, cc_loop_core_spec(), NULL);
+    if (!st->loop_core_type)
+        return -1;
+    if (PyModule_AddObjectRef(module, "LoopCore", (PyObject *)st->loop_core_type) < 0)
+        return -1;
     return 0;
 }
 
 int cc_loop_traverse(cc_loop_state_t *st, visitproc visit, void *arg) {
-    Py_VISIT(st->unused);
+    Py_VISIT(st->loop_core_type);
+    Py_VISIT(st->handle_type);
+    Py_VISIT(st->timer_handle_type);
+    Py_VISIT(st->task_type);
+    Py_VISIT(st->buffered_protocol_type);
+    Py_VISIT(st->future_type);
+    Py_VISIT(st->transport_core_type);
     return 0;
 }
 
-void cc_loop_clear(cc_loop_state_t *st) { Py_CLEAR(st->unused); }
+void cc_loop_clear(cc_loop_state_t *st) {
+    cc_loop_handles_free(st);
+    Py_CLEAR(st->kw_loop);
+    Py_CLEAR(st->loop_core_type);
+    Py_CLEAR(st->handle_type);
+    Py_CLEAR(st->timer_handle_type);
+    Py_CLEAR(st->task_type);
+    st->handles_loaded = 0;
+    Py_CLEAR(st->str_context);
+    Py_CLEAR(st->str_cc_callback_error);
+    Py_CLEAR(st->str_cc_slow_callback);
+    Py_CLEAR(st->str_check_thread);
+    Py_CLEAR(st->str_check_callback);
+    Py_CLEAR(st->str_call_soon);
+    Py_CLEAR(st->str_call_at);
+    Py_CLEAR(st->str_call_soon_threadsafe);
+    Py_CLEAR(st->str_run);
+    Py_CLEAR(st->str_done);
+    Py_CLEAR(st->str_remove_reader);
+    Py_CLEAR(st->str_remove_writer);
+    Py_CLEAR(st->str_loop);
+    Py_CLEAR(st->str_name);
+    Py_CLEAR(st->task_type);
+    Py_CLEAR(st->str_task_factory);
+    Py_CLEAR(st->buffered_protocol_type);
+    Py_CLEAR(st->future_type);
+    Py_CLEAR(st->transport_core_type);
+    Py_CLEAR(st->str_data_received);
+    PyMem_Free(st->read_buf);
+    st->read_buf = NULL;
+}

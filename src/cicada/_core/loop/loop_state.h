@@ -1,4 +1,5 @@
-/* Module state owned by the event-loop layer. */
+/* Module state owned by the event-loop layer: the LoopCore type, asyncio's Handle classes with
+ * the slot offsets used to build them without a Python call, and interned method names. */
 #ifndef CC_LOOP_STATE_H
 #define CC_LOOP_STATE_H
 
@@ -6,7 +7,42 @@
 #include <Python.h>
 
 typedef struct {
-    PyObject *unused; /* placeholder until the loop layer lands */
+    PyTypeObject *loop_core_type;
+    /* asyncio.events.Handle / TimerHandle, loaded when the first loop is created. */
+    PyTypeObject *handle_type;
+    PyTypeObject *timer_handle_type;
+    int handles_loaded;
+    int handles_fast; /* 1 when every slot offset below is known (else: call the classes) */
+    Py_ssize_t off_callback, off_args, off_cancelled, off_loop, off_source_tb, off_repr,
+        off_context, off_scheduled, off_when;
+    /* interned names */
+    PyObject *str_context;
+    PyObject *str_cc_callback_error;
+    PyObject *str_cc_slow_callback;
+    PyObject *str_check_thread;
+    PyObject *str_check_callback;
+    PyObject *str_call_soon;
+    PyObject *str_call_at;
+    PyObject *str_call_soon_threadsafe;
+    PyObject *str_run;
+    PyObject *str_done;
+    PyObject *str_remove_reader;
+    PyObject *str_remove_writer;
+    PyObject *str_loop;
+    PyObject *str_name;
+    PyObject *str_task_factory;
+    PyObject *task_type;              /* asyncio.tasks.Task (the C one when _asyncio is present) */
+    PyObject *buffered_protocol_type; /* asyncio.BufferedProtocol */
+    PyObject *future_type;            /* asyncio.futures.Future */
+    PyTypeObject *transport_core_type;
+    PyObject *str_data_received;
+    char *read_buf;    /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
+    PyObject *kw_loop; /* ("loop",): kwnames for Task(coro, loop=...) */
+    /* Bounded freelists of spent Handle / TimerHandle instances (see handle.c). */
+    PyObject **handle_free;
+    int handle_free_n;
+    PyObject **timer_free;
+    int timer_free_n;
 } cc_loop_state_t;
 
 int cc_loop_init(PyObject *module, cc_loop_state_t *st);

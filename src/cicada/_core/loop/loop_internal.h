@@ -1,0 +1,117 @@
+/* Shared between the loop layer's files: the LoopCore object layout and the helpers for its
+ * ready queue, timer heap, handles and wake-up fd. Not for other layers (they use loop.h). */
+#ifndef CC_LOOP_INTERNAL_H
+#define CC_LOOP_INTERNAL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "loop/backend.h"
+#include "loop/loop_state.h"
+
+#define CC_LOOP_READY_INITIAL 64
+#define CC_LOOP_TIMERS_INITIAL 64
+#define CC_LOOP_FDS_INITIAL 64
+/* asyncio's constants: prune cancelled timers past this size and fraction; cap one poll wait. */
+#define CC_LOOP_MIN_SCHEDULED_TO_PRUNE 100
+#define CC_LOOP_CANCELLED_FRACTION 0.5
+#define CC_LOOP_MAX_SELECT_TIMEOUT (24 * 3600.0)
+/* Transports: bytes taken per recv() (asyncio's max_size) and asyncio's
+ * LOG_THRESHOLD_FOR_CONNLOST_WRITES. */
+#define CC_LOOP_READ_MAX (256 * 1024)
+#define CC_LOOP_LOG_CONNLOST_WRITES 5
+/* With callbacks ready (a zero-timeout poll), skip the epoll_wait syscall if the last poll was
+ * this recent (seconds): a busy chain of callbacks then pays one syscall per interval instead of
+ * one per iteration, and I/O readiness is still seen within this much time. */
+#define CC_LOOP_BUSY_POLL_INTERVAL 50e-6
+/* Spent handles kept for reuse, per kind. */
+#define CC_LOOP_HANDLE_FREELIST 256
+
+typedef struct {
+    PyObject **items;
+    Py_ssize_t cap, head, len;
+} cc_loop_ready_t;
+
+typedef struct {
+    double when;
+    uint64_t seq;
+    PyObject *handle;
+} cc_loop_timer_t;
+
+typedef struct {
+    cc_loop_timer_t *items;
+    Py_ssize_t cap, len;
+    uint64_t next_seq;
+} cc_loop_timers_t;
+
+typedef struct {
+    PyObject *reader; /* asyncio.Handle or NULL */
+    PyObject *writer;
+    uint32_t mask; /* interest registered with the backend */
+} cc_loop_fd_t;
+
+typedef struct {
+    PyObject_HEAD cc_loop_state_t *st;
+    cc_loop_ready_t ready;
+    cc_loop_timers_t timers;
+    cc_loop_backend_t backend;
+    cc_loop_event_t *events;
+    cc_loop_fd_t *fds;
+    int nfds;
+    int wakeup_fd;
+    int stopping;
+    int closed;
+    int debug;
+    int running_depth; /* how many run_once loops of this loop are on the C stack */
+    Py_ssize_t timer_cancelled_count;
+    double clock_resolution;
+    double last_poll;    /* monotonic time of the last epoll_wait */
+    int signal_fd;       /* read end of the self-pipe signal.set_wakeup_fd writes to, or -1 */
+    PyObject *thread_id; /* None when not running */
+} cc_loop_t;
+
+/* ready.c */
+int cc_loop_ready_push(cc_loop_ready_t *q, PyObject *h);
+PyObject *cc_loop_ready_pop(cc_loop_ready_t *q); /* new reference or NULL when empty */
+PyObject *cc_loop_ready_peek(cc_loop_ready_t *q, Py_ssize_t i);
+int cc_loop_ready_traverse(cc_loop_ready_t *q, visitproc visit, void *arg);
+void cc_loop_ready_clear(cc_loop_ready_t *q);
+void cc_loop_ready_free(cc_loop_ready_t *q);
+
+/* timers.c */
+int cc_loop_timers_push(cc_loop_timers_t *h, double when, PyObject *handle);
+PyObject *cc_loop_timers_pop(cc_loop_timers_t *h); /* new reference or NULL when empty */
+int cc_loop_timers_prune(cc_loop_timers_t *h, int (*is_cancelled)(PyObject *, void *), void *arg);
+int cc_loop_timers_traverse(cc_loop_timers_t *h, visitproc visit, void *arg);
+void cc_loop_timers_clear(cc_loop_timers_t *h);
+void cc_loop_timers_free(cc_loop_timers_t *h);
+
+/* wakeup.c */
+int cc_loop_wakeup_open(void);
+void cc_loop_wakeup_signal(int fd);
+void cc_loop_wakeup_drain(int fd);
+
+/* handle.c */
+int cc_loop_handles_load(cc_loop_state_t *st);
+#define CC_SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+PyObject *cc_loop_handle_new(cc_loop_t *loop, PyObject *cb, PyObject *args, PyObject *ctx);
+PyObject *cc_loop_timer_new(cc_loop_t *loop, PyObject *when, PyObject *cb, PyObject *args,
+                            PyObject *ctx);
+int cc_loop_handle_cancelled(cc_loop_state_t *st, PyObject *h);
+void cc_loop_handle_set_scheduled(cc_loop_state_t *st, PyObject *h, int scheduled);
+int cc_loop_handle_run(cc_loop_t *loop, PyObject *h);
+/* Drop the loop's reference to a handle it has run or discarded: recycled when nobody else
+ * holds it, else a plain Py_DECREF. */
+void cc_loop_handle_release(cc_loop_state_t *st, PyObject *h);
+void cc_loop_handles_free(cc_loop_state_t *st);
+
+/* signals.c */
+PyObject *cc_loop_read_signals(cc_loop_t *self);
+
+/* loop.c, transport.c */
+PyType_Spec *cc_loop_core_spec(void);
+PyTypeObject *cc_loop_transport_type(PyObject *module, cc_loop_state_t *st);
+
+#endif

@@ -1,0 +1,522 @@
+/* SocketTransportCore: the hot half of cicada's stream socket transport (TCP and Unix). It reads
+ * into a shared buffer and calls protocol.data_received / buffer_updated, and writes with send()
+ * straight from the caller's buffer, queueing the rest in a bytearray. Everything cold (closing,
+ * flow-control callbacks, EOF, error reporting, repr) is asyncio's _SelectorSocketTransport code
+ * in the Python subclass, which sees this object's state through the getsets below. */
+#include "module.h"
+
+#include "loop/loop_internal.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <structmember.h>
+#include <sys/socket.h>
+
+/* The type subclasses asyncio.transports._FlowControlMixin (a Python class with __slots__), so
+ * its fields start after that class's instance size, known only at run time: tr_off. The object
+ * fields are also declared as T_OBJECT_EX members, so CPython's own subtype traverse and dealloc
+ * (which this type inherits) visit and clear them. */
+typedef struct {
+    cc_loop_state_t *st;
+    int fd;
+    int closing, eof, paused, protocol_paused, buffered;
+    Py_ssize_t conn_lost, high_water, low_water;
+    PyObject *sock, *protocol, *loop, *empty_waiter;
+    PyObject *buffer; /* bytearray: bytes accepted by write() but not yet sent */
+} cc_transport_t;
+
+static Py_ssize_t
+    tr_off; /* offset of cc_transport_t inside an instance; set when the type is made */
+#define F(o) ((cc_transport_t *)((char *)(o) + tr_off))
+
+static PyObject *tr_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    (void)args;
+    (void)kwds;
+    cc_state_t *mst = cc_state_from_type(type);
+    if (!mst || cc_loop_handles_load(&mst->loop) < 0)
+        return NULL;
+    if (!mst->loop.read_buf) {
+        mst->loop.read_buf = PyMem_Malloc(CC_LOOP_READ_MAX);
+        if (!mst->loop.read_buf)
+            return PyErr_NoMemory();
+    }
+    PyObject *obj = type->tp_alloc(type, 0);
+    if (!obj)
+        return NULL;
+    cc_transport_t *self = F(obj);
+    self->st = &mst->loop;
+    self->fd = -1;
+    self->sock = Py_NewRef(Py_None);
+    self->protocol = Py_NewRef(Py_None);
+    self->loop = Py_NewRef(Py_None);
+    self->empty_waiter = Py_NewRef(Py_None);
+    self->buffer = PyByteArray_FromStringAndSize(NULL, 0);
+    if (!self->buffer) {
+        Py_DECREF(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static int is_fatal(void) {
+    return PyErr_ExceptionMatches(PyExc_SystemExit) ||
+           PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+}
+
+static PyObject *take_exception(void) {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Turn the pending exception into self._fatal_error(exc, message), like asyncio's except
+ * BaseException clauses; SystemExit and KeyboardInterrupt keep propagating. */
+static PyObject *fatal(PyObject *o, const char *message) {
+    if (is_fatal())
+        return NULL;
+    PyObject *exc = take_exception();
+    PyObject *msg = PyUnicode_FromString(message);
+    PyObject *r = NULL;
+    if (exc && msg)
+        r = PyObject_CallMethod(o, "_fatal_error", "OO", exc, msg);
+    Py_XDECREF(exc);
+    Py_XDECREF(msg);
+    return r;
+}
+
+static PyObject *call_noargs(PyObject *obj, const char *name) {
+    return PyObject_CallMethod(obj, name, NULL);
+}
+
+static int would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+
+/* ---- reading ------------------------------------------------------------------------------ */
+
+static PyObject *read_buffered(PyObject *o) {
+    cc_transport_t *self = F(o);
+    PyObject *buf = PyObject_CallMethod(self->protocol, "get_buffer", "i", -1);
+    Py_buffer view;
+    if (!buf)
+        return fatal(o, "Fatal error: protocol.get_buffer() call failed.");
+    if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+        Py_DECREF(buf);
+        return fatal(o, "Fatal error: protocol.get_buffer() call failed.");
+    }
+    if (view.len == 0) {
+        PyBuffer_Release(&view);
+        Py_DECREF(buf);
+        PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
+        return fatal(o, "Fatal error: protocol.get_buffer() call failed.");
+    }
+    ssize_t n = recv(self->fd, view.buf, (size_t)view.len, 0);
+    int err = errno;
+    PyBuffer_Release(&view);
+    Py_DECREF(buf);
+    if (n < 0) {
+        if (would_block(err))
+            Py_RETURN_NONE;
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return fatal(o, "Fatal read error on socket transport");
+    }
+    if (n == 0)
+        return call_noargs(o, "_read_ready__on_eof");
+    PyObject *r = PyObject_CallMethod(self->protocol, "buffer_updated", "n", (Py_ssize_t)n);
+    if (!r)
+        return fatal(o, "Fatal error: protocol.buffer_updated() call failed.");
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_read_ready(PyObject *o, PyObject *unused) {
+    cc_transport_t *self = F(o);
+    (void)unused;
+    if (self->conn_lost || self->fd < 0)
+        Py_RETURN_NONE;
+    if (self->buffered)
+        return read_buffered(o);
+    ssize_t n = recv(self->fd, self->st->read_buf, CC_LOOP_READ_MAX, 0);
+    if (n < 0) {
+        if (would_block(errno))
+            Py_RETURN_NONE;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return fatal(o, "Fatal read error on socket transport");
+    }
+    if (n == 0)
+        return call_noargs(o, "_read_ready__on_eof");
+    PyObject *data = PyBytes_FromStringAndSize(self->st->read_buf, n);
+    if (!data)
+        return NULL;
+    /* The protocol may be swapped (set_protocol) while it runs: hold it. */
+    PyObject *proto = Py_NewRef(self->protocol);
+    PyObject *a[2] = {proto, data};
+    PyObject *r = PyObject_VectorcallMethod(self->st->str_data_received, a,
+                                            2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(proto);
+    Py_DECREF(data);
+    if (!r)
+        return fatal(o, "Fatal error: protocol.data_received() call failed.");
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+static int maybe_pause(PyObject *o) {
+    cc_transport_t *self = F(o);
+    if (PyByteArray_GET_SIZE(self->buffer) <= self->high_water)
+        return 0;
+    PyObject *r = call_noargs(o, "_maybe_pause_protocol");
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *tr_write(PyObject *o, PyObject *data) {
+    cc_transport_t *self = F(o);
+    if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%.100s'",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    if (self->eof) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
+        return NULL;
+    }
+    if (self->empty_waiter != Py_None) {
+        PyErr_SetString(PyExc_RuntimeError, "unable to write; sendfile is in progress");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    const char *p = view.buf;
+    Py_ssize_t len = view.len;
+    if (len == 0)
+        goto done_ok;
+    if (self->conn_lost) {
+        if (self->conn_lost >= CC_LOOP_LOG_CONNLOST_WRITES) {
+            PyObject *r = call_noargs(o, "_cc_warn_send_after_lost");
+            if (!r)
+                goto done;
+            Py_DECREF(r);
+        }
+        self->conn_lost++;
+        goto done_ok;
+    }
+    if (PyByteArray_GET_SIZE(self->buffer) == 0) {
+        ssize_t n = send(self->fd, p, (size_t)len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (!would_block(errno)) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                result = fatal(o, "Fatal write error on socket transport");
+                goto done;
+            }
+            n = 0;
+        }
+        p += n;
+        len -= n;
+        if (len == 0)
+            goto done_ok;
+        PyObject *cb = PyObject_GetAttrString(o, "_write_ready");
+        if (!cb)
+            goto done;
+        PyObject *r = PyObject_CallMethod(self->loop, "_add_writer", "iO", self->fd, cb);
+        Py_DECREF(cb);
+        if (!r)
+            goto done;
+        Py_DECREF(r);
+    }
+    Py_ssize_t old = PyByteArray_GET_SIZE(self->buffer);
+    if (PyByteArray_Resize(self->buffer, old + len) < 0)
+        goto done;
+    memcpy(PyByteArray_AS_STRING(self->buffer) + old, p, (size_t)len);
+    if (maybe_pause(o) < 0)
+        goto done;
+done_ok:
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *tr_write_ready(PyObject *o, PyObject *unused) {
+    cc_transport_t *self = F(o);
+    (void)unused;
+    PyObject *r;
+    if (self->conn_lost || self->fd < 0)
+        Py_RETURN_NONE;
+    Py_ssize_t size = PyByteArray_GET_SIZE(self->buffer);
+    ssize_t n =
+        size ? send(self->fd, PyByteArray_AS_STRING(self->buffer), (size_t)size, MSG_NOSIGNAL) : 0;
+    if (n < 0) {
+        if (would_block(errno))
+            Py_RETURN_NONE;
+        PyErr_SetFromErrno(PyExc_OSError);
+        PyObject *exc = take_exception();
+        if (!exc)
+            return NULL;
+        r = PyObject_CallMethod(self->loop, "_remove_writer", "i", self->fd);
+        Py_XDECREF(r);
+        if (r && PyByteArray_Resize(self->buffer, 0) == 0)
+            r = PyObject_CallMethod(o, "_fatal_error", "Os", exc,
+                                    "Fatal write error on socket transport");
+        Py_XDECREF(r);
+        if (r && self->empty_waiter != Py_None) {
+            r = PyObject_CallMethod(self->empty_waiter, "set_exception", "O", exc);
+            Py_XDECREF(r);
+        }
+        Py_DECREF(exc);
+        if (!r)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (n > 0 && PySequence_DelSlice(self->buffer, 0, n) < 0)
+        return NULL;
+    if (self->protocol_paused) {
+        r = call_noargs(o, "_maybe_resume_protocol"); /* may write more */
+        if (!r)
+            return NULL;
+        Py_DECREF(r);
+    }
+    if (PyByteArray_GET_SIZE(self->buffer) == 0) {
+        r = PyObject_CallMethod(self->loop, "_remove_writer", "i", self->fd);
+        if (!r)
+            return NULL;
+        Py_DECREF(r);
+        if (self->empty_waiter != Py_None) {
+            r = PyObject_CallMethod(self->empty_waiter, "set_result", "O", Py_None);
+            if (!r)
+                return NULL;
+            Py_DECREF(r);
+        }
+        if (self->closing)
+            r = PyObject_CallMethod(o, "_call_connection_lost", "O", Py_None);
+        else if (self->eof)
+            r = PyObject_CallMethod(self->sock, "shutdown", "i", SHUT_WR);
+        else
+            r = Py_NewRef(Py_None);
+        if (!r)
+            return NULL;
+        Py_DECREF(r);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_get_write_buffer_size(PyObject *o, PyObject *unused) {
+    cc_transport_t *self = F(o);
+    (void)unused;
+    return PyLong_FromSsize_t(self->buffer ? PyByteArray_GET_SIZE(self->buffer) : 0);
+}
+
+/* ---- state shared with asyncio's Python transport code ----------------------------------- */
+
+#define OBJ_FIELD(name)                                                                            \
+    static PyObject *g_##name(PyObject *o, void *c) {                                              \
+        (void)c;                                                                                   \
+        cc_transport_t *s = F(o);                                                                  \
+        return Py_NewRef(s->name);                                                                 \
+    }                                                                                              \
+    static int s_##name(PyObject *o, PyObject *v, void *c) {                                       \
+        (void)c;                                                                                   \
+        cc_transport_t *s = F(o);                                                                  \
+        Py_XSETREF(s->name, Py_NewRef(v ? v : Py_None));                                           \
+        return 0;                                                                                  \
+    }
+OBJ_FIELD(sock)
+OBJ_FIELD(loop)
+OBJ_FIELD(empty_waiter)
+
+#define BOOL_FIELD(name)                                                                           \
+    static PyObject *g_##name(PyObject *o, void *c) {                                              \
+        (void)c;                                                                                   \
+        cc_transport_t *s = F(o);                                                                  \
+        return PyBool_FromLong(s->name);                                                           \
+    }                                                                                              \
+    static int s_##name(PyObject *o, PyObject *v, void *c) {                                       \
+        (void)c;                                                                                   \
+        cc_transport_t *s = F(o);                                                                  \
+        int b = v ? PyObject_IsTrue(v) : 0;                                                        \
+        if (b < 0)                                                                                 \
+            return -1;                                                                             \
+        s->name = b;                                                                               \
+        return 0;                                                                                  \
+    }
+BOOL_FIELD(closing)
+BOOL_FIELD(eof)
+BOOL_FIELD(paused)
+BOOL_FIELD(protocol_paused)
+
+#define SIZE_FIELD(name)                                                                           \
+    static PyObject *g_##name(PyObject *o, void *c) {                                              \
+        (void)c;                                                                                   \
+        cc_transport_t *s = F(o);                                                                  \
+        return PyLong_FromSsize_t(s->name);                                                        \
+    }                                                                                              \
+    static int s_##name(PyObject *o, PyObject *v, void *c) {                                       \
+        (void)c;                                                                                   \
+        cc_transport_t *s = F(o);                                                                  \
+        Py_ssize_t n = v ? PyLong_AsSsize_t(v) : 0;                                                \
+        if (n == -1 && PyErr_Occurred())                                                           \
+            return -1;                                                                             \
+        s->name = n;                                                                               \
+        return 0;                                                                                  \
+    }
+SIZE_FIELD(conn_lost)
+SIZE_FIELD(high_water)
+SIZE_FIELD(low_water)
+
+static PyObject *g_fd(PyObject *o, void *c) {
+    (void)c;
+    cc_transport_t *s = F(o);
+    return PyLong_FromLong(s->fd);
+}
+static int s_fd(PyObject *o, PyObject *v, void *c) {
+    (void)c;
+    cc_transport_t *s = F(o);
+    long fd = v ? PyLong_AsLong(v) : -1;
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    s->fd = (int)fd;
+    return 0;
+}
+
+static PyObject *g_protocol(PyObject *o, void *c) {
+    (void)c;
+    cc_transport_t *s = F(o);
+    return Py_NewRef(s->protocol);
+}
+static int s_protocol(PyObject *o, PyObject *v, void *c) {
+    (void)c;
+    cc_transport_t *s = F(o);
+    v = v ? v : Py_None;
+    int buffered = 0;
+    if (v != Py_None) {
+        buffered = PyObject_IsInstance(v, s->st->buffered_protocol_type);
+        if (buffered < 0)
+            return -1;
+    }
+    s->buffered = buffered;
+    Py_XSETREF(s->protocol, Py_NewRef(v));
+    return 0;
+}
+
+static PyObject *g_buffer(PyObject *o, void *c) {
+    (void)c;
+    cc_transport_t *s = F(o);
+    return Py_NewRef(s->buffer);
+}
+/* asyncio's __init__ assigns its own buffer type; ours stays a bytearray. */
+static int s_buffer(PyObject *o, PyObject *v, void *c) {
+    (void)c;
+    cc_transport_t *s = F(o);
+    if (v && PyByteArray_Check(v)) {
+        Py_XSETREF(s->buffer, Py_NewRef(v));
+        return 0;
+    }
+    PyObject *b = PyByteArray_FromStringAndSize(NULL, 0);
+    if (!b)
+        return -1;
+    Py_XSETREF(s->buffer, b);
+    return 0;
+}
+
+#define GS(pyname, field)                                                                          \
+    { pyname, (getter)g_##field, (setter)s_##field, NULL, NULL }
+static PyGetSetDef tr_getset[] = {
+    GS("_sock", sock),
+    GS("_loop", loop),
+    GS("_empty_waiter", empty_waiter),
+    GS("_closing", closing),
+    GS("_eof", eof),
+    GS("_paused", paused),
+    GS("_protocol_paused", protocol_paused),
+    GS("_conn_lost", conn_lost),
+    GS("_high_water", high_water),
+    GS("_low_water", low_water),
+    GS("_sock_fd", fd),
+    GS("_protocol", protocol),
+    GS("_buffer", buffer),
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef tr_methods[] = {
+    {"_read_ready", (PyCFunction)tr_read_ready, METH_NOARGS, NULL},
+    {"_write_ready", (PyCFunction)tr_write_ready, METH_NOARGS, NULL},
+    {"write", (PyCFunction)tr_write, METH_O, NULL},
+    {"get_write_buffer_size", (PyCFunction)tr_get_write_buffer_size, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot tr_slots[] = {
+    {Py_tp_doc, "C core of cicada's stream socket transport (read/write hot paths)."},
+    {Py_tp_new, tr_new},
+    {Py_tp_members, NULL}, /* filled in by cc_loop_transport_type() */
+    {Py_tp_methods, tr_methods},
+    {Py_tp_getset, tr_getset},
+    {0, NULL},
+};
+
+static PyMemberDef tr_members[6];
+
+/* Create the type on first use (it needs asyncio imported): a subclass of asyncio's
+ * _FlowControlMixin so instances are real asyncio transports. Returns a new reference. */
+PyTypeObject *cc_loop_transport_type(PyObject *module, cc_loop_state_t *st) {
+    if (st->transport_core_type)
+        return (PyTypeObject *)Py_NewRef(st->transport_core_type);
+    PyObject *mod = PyImport_ImportModule("asyncio.transports");
+    if (!mod)
+        return NULL;
+    PyObject *base = PyObject_GetAttrString(mod, "_FlowControlMixin");
+    Py_DECREF(mod);
+    if (!base)
+        return NULL;
+    if (!PyType_Check(base) || ((PyTypeObject *)base)->tp_dictoffset != 0 ||
+        ((PyTypeObject *)base)->tp_itemsize != 0) {
+        Py_DECREF(base);
+        PyErr_SetString(PyExc_TypeError, "unexpected layout of asyncio's _FlowControlMixin");
+        return NULL;
+    }
+    Py_ssize_t align = (Py_ssize_t) _Alignof(max_align_t);
+    tr_off = (((PyTypeObject *)base)->tp_basicsize + align - 1) & ~(align - 1);
+    static const struct {
+        const char *name;
+        size_t off;
+    } objs[] = {{"_cc_sock", offsetof(cc_transport_t, sock)},
+                {"_cc_protocol", offsetof(cc_transport_t, protocol)},
+                {"_cc_loop", offsetof(cc_transport_t, loop)},
+                {"_cc_empty_waiter", offsetof(cc_transport_t, empty_waiter)},
+                {"_cc_buffer", offsetof(cc_transport_t, buffer)}};
+    for (size_t i = 0; i < 5; i++)
+        tr_members[i] =
+            (PyMemberDef){objs[i].name, T_OBJECT_EX, tr_off + (Py_ssize_t)objs[i].off, 0, NULL};
+    tr_members[5] = (PyMemberDef){NULL, 0, 0, 0, NULL};
+    for (PyType_Slot *sl = tr_slots; sl->slot; sl++)
+        if (sl->slot == Py_tp_members)
+            sl->pfunc = tr_members;
+    PyType_Spec spec = {
+        .name = "cicada._core.SocketTransportCore",
+        .basicsize = (int)(tr_off + (Py_ssize_t)sizeof(cc_transport_t)),
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+        .slots = tr_slots,
+    };
+    PyObject *tp = PyType_FromModuleAndSpec(module, &spec, base);
+    Py_DECREF(base);
+    if (!tp)
+        return NULL;
+    st->transport_core_type = (PyTypeObject *)Py_NewRef(tp);
+    return (PyTypeObject *)tp;
+}

@@ -1,0 +1,277 @@
+"""cicada's asyncio event loop.
+
+`Loop` is an `asyncio.AbstractEventLoop`. Its hot core is C (`cicada._core.LoopCore`): call_soon,
+call_soon_threadsafe, call_later/call_at, create_task, the ready queue, the timer heap, epoll
+polling, add/remove reader/writer, time(), get_debug(), stop() and the iteration itself. The
+rarely-hot rest of the API (sockets, servers, transports, subprocesses, signals, executors, TLS)
+is inherited from asyncio's Unix selector loop, whose transports run on the C poller through
+`_add_reader`/`_add_writer`.
+
+Unlike asyncio and uvloop, the loop is re-entrant by default: `run_until_complete()` called
+while the loop (or another loop in this thread) is running runs it nested until the future is
+done. `Loop(nested=False)` or `CICADA_NESTED=0` restores asyncio's RuntimeErrors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import selectors
+import socket
+import sys
+import threading
+from asyncio import constants, events, format_helpers, futures, selector_events, tasks, unix_events
+from asyncio.log import logger
+
+from cicada import _core
+
+__all__ = ["Loop", "EventLoopPolicy", "new_event_loop", "run", "install"]
+
+
+def _nested_default() -> bool:
+    return os.environ.get("CICADA_NESTED", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+_enter_task = tasks._enter_task
+_leave_task = tasks._leave_task
+
+
+class _SelectorView:
+    """Read-only stand-in for `loop._selector`: asyncio's transports look at it in __repr__ only.
+    The real poller is the C core; registering through this view is not supported."""
+
+    def __init__(self, loop: "Loop") -> None:
+        self._loop = loop
+
+    def get_key(self, fileobj):
+        info = self._loop._cc_fd_info(fileobj)
+        if info is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        mask, reader, writer = info
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        return selectors.SelectorKey(fileobj, fd, mask, (reader, writer))
+
+    def get_map(self):
+        return {fd: self.get_key(fd) for fd in self._loop._cc_fds()}
+
+    def close(self) -> None:
+        pass
+
+
+def _c_transport_default() -> bool:
+    return os.environ.get("CICADA_C_TRANSPORT", "1").strip().lower() not in ("0", "false", "no")
+
+
+_STREAM_FAMILIES = {socket.AF_INET, socket.AF_INET6, socket.AF_UNIX}
+
+
+class _SocketTransport(_core.transport_core_type(), selector_events._SelectorSocketTransport):
+    """Stream socket transport: reads and writes in C (SocketTransportCore), everything else is
+    asyncio's own _SelectorSocketTransport code running over the C state."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # 3.12+ picks a Python write path per instance (self._write_ready = ...); ours is C.
+        self.__dict__.pop("_write_ready", None)
+
+    def _cc_warn_send_after_lost(self):
+        logger.warning("socket.send() raised exception.")
+
+    def writelines(self, list_of_data):
+        self.write(b"".join(list_of_data))
+
+    def _read_ready__data_received(self):  # asyncio's name for the same thing
+        self._read_ready()
+
+    _read_ready__get_buffer = _read_ready__data_received
+
+
+class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
+    """asyncio event loop with a C core; re-entrant unless created with nested=False."""
+
+    def __init__(self, *, nested: bool | None = None) -> None:
+        self._nested = _nested_default() if nested is None else bool(nested)
+        self._c_transport = _c_transport_default()
+        super().__init__(_SelectorView(self))
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        if self._c_transport and sock.family in _STREAM_FAMILIES and sock.type == socket.SOCK_STREAM:
+            return _SocketTransport(self, sock, protocol, waiter, extra, server)
+        return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)
+
+    # -- the self-pipe signal.set_wakeup_fd writes to is drained in C (loop/signals.c) ---------
+    def _make_self_pipe(self):
+        super()._make_self_pipe()
+        self._cc_set_signal_fd(self._ssock.fileno())
+
+    def _close_self_pipe(self):
+        self._cc_set_signal_fd(-1)
+        super()._close_self_pipe()
+
+    # -- create_task: C fast path falls back here for task factories and debug mode --------
+    def _cc_create_task_py(self, coro, **kwargs):
+        return unix_events._UnixSelectorEventLoop.create_task(self, coro, **kwargs)
+
+    # -- hooks called by the C core ---------------------------------------------------------
+    def _cc_callback_error(self, handle, exc):
+        cb = format_helpers._format_callback_source(handle._callback, handle._args)
+        context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
+        if handle._source_traceback:
+            context["source_traceback"] = handle._source_traceback
+        self.call_exception_handler(context)
+
+    def _cc_slow_callback(self, handle, dt):
+        from asyncio.log import logger
+
+        logger.warning("Executing %s took %.3f seconds", asyncio.base_events._format_handle(handle), dt)
+
+    def _process_events(self, event_list):  # pragma: no cover - the C core dispatches events
+        raise RuntimeError("cicada's loop dispatches I/O events in C")
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def close(self):
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        try:
+            super().close()
+        finally:
+            self._cc_close()
+
+    def __repr__(self):
+        return (f"<{type(self).__name__} running={self.is_running()} "
+                f"closed={self.is_closed()} debug={self.get_debug()} nested={self._nested}>")
+
+    def _refuse_if_strict(self):
+        if self.is_running() and self._thread_id != threading.get_ident():
+            # Nesting is a same-thread affair: another thread must not drive a running loop.
+            raise RuntimeError("This event loop is already running")
+        if self._nested:
+            return
+        if self.is_running():
+            raise RuntimeError("This event loop is already running")
+        if events._get_running_loop() is not None:
+            raise RuntimeError("Cannot run the event loop while another loop is running")
+
+    def run_forever(self):
+        self._check_closed()
+        self._refuse_if_strict()
+        if self.is_running():
+            # Nested run_forever on the running loop: iterate until stop().
+            with _leave_current_task(self):
+                self._cc_run_forever()
+            return
+        with self._running(events._get_running_loop()):
+            self._cc_run_forever()
+
+    def run_until_complete(self, future):
+        self._check_closed()
+        outer = events._get_running_loop()
+        if not self.is_running() and outer is None:
+            # The ordinary, top-level case: asyncio's own logic over our run_forever.
+            return super().run_until_complete(future)
+        self._refuse_if_strict()
+        new_task = not futures.isfuture(future)
+        future = tasks.ensure_future(future, loop=self)
+        if new_task:
+            future._log_destroy_pending = False
+        try:
+            if self.is_running():
+                with _leave_current_task(self):
+                    self._cc_run_until(future)
+            else:
+                with self._running(outer):
+                    self._cc_run_until(future)
+        except BaseException:
+            if new_task and future.done() and not future.cancelled():
+                future.exception()
+            raise
+        if not future.done():
+            raise RuntimeError("Event loop stopped before Future completed.")
+        return future.result()
+
+    def _running(self, outer):
+        return _RunningScope(self, outer)
+
+
+class _leave_current_task:
+    """While a loop runs nested, the task that called it is not the current task (the tasks the
+    nested run steps must be able to enter); it becomes current again afterwards."""
+
+    __slots__ = ("loop", "task")
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.task = None
+
+    def __enter__(self):
+        if self.loop is not None:
+            self.task = tasks.current_task(self.loop)
+            if self.task is not None:
+                _leave_task(self.loop, self.task)
+        return self
+
+    def __exit__(self, *exc):
+        if self.task is not None:
+            _enter_task(self.loop, self.task)
+        return False
+
+
+class _RunningScope:
+    """Make `loop` the running loop of this thread for a while, like BaseEventLoop.run_forever,
+    and put back whatever loop (possibly another one, running further up the stack) was there."""
+
+    def __init__(self, loop, outer):
+        self.loop = loop
+        self.outer = outer
+        self.leave = _leave_current_task(outer)
+
+    def __enter__(self):
+        loop = self.loop
+        self.leave.__enter__()
+        self.hooks = sys.get_asyncgen_hooks()
+        loop._set_coroutine_origin_tracking(loop._debug)
+        loop._thread_id = threading.get_ident()
+        sys.set_asyncgen_hooks(firstiter=loop._asyncgen_firstiter_hook,
+                               finalizer=loop._asyncgen_finalizer_hook)
+        events._set_running_loop(loop)
+
+    def __exit__(self, *exc):
+        loop = self.loop
+        try:
+            loop._stopping = False
+            loop._thread_id = None
+            events._set_running_loop(self.outer)
+            loop._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*self.hooks)
+        finally:
+            self.leave.__exit__()
+        return False
+
+
+class EventLoopPolicy(unix_events.DefaultEventLoopPolicy):
+    """Event loop policy whose new_event_loop() returns cicada's Loop."""
+
+    def __init__(self, *, nested: bool | None = None) -> None:
+        super().__init__()
+        self._nested = nested
+
+    def _loop_factory(self):
+        return Loop(nested=self._nested)
+
+
+def new_event_loop(*, nested: bool | None = None) -> Loop:
+    """A new cicada Loop (usable as `asyncio.Runner(loop_factory=cicada.loop.new_event_loop)`)."""
+    return Loop(nested=nested)
+
+
+def run(main, *, debug: bool | None = None):
+    """Like asyncio.run(), on a new cicada loop (does not touch the event loop policy)."""
+    with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+        return runner.run(main)
+
+
+def install() -> None:
+    """Make asyncio.new_event_loop() (and asyncio.run() without loop_factory) use cicada."""
+    asyncio.set_event_loop_policy(EventLoopPolicy())
