@@ -32,6 +32,9 @@ def _cicada_loop() -> Callable[[], asyncio.AbstractEventLoop]:
     factory = getattr(mod, "new_event_loop", None)
     if factory is None:
         raise LoopUnavailable(CICADA_LOOP_MISSING)
+    # As uvicorn does for uvloop: app code that calls asyncio.new_event_loop() gets our loop
+    # too, so the sync-calls-async recipes users copy keep working (they nest on it).
+    mod.install()
     return factory
 
 
