@@ -40,25 +40,34 @@ static int tr_call0_void(cc_asgi_proto_t *p, PyObject *name) {
     return 0;
 }
 
+/* A transport write raised. The loop may close a transport before connection_lost() runs
+ * (uvloop raises on such writes): that is a disconnect in progress, not an error of the caller.
+ * The write's exception is set aside while is_closing() runs, and comes back if it is real. */
+static int write_failed(cc_asgi_proto_t *p) {
+    PyObject *exc = cc_err_take();
+    PyObject *closing = PyObject_CallMethod(p->transport, "is_closing", NULL);
+    int yes = closing ? PyObject_IsTrue(closing) : -1;
+    Py_XDECREF(closing);
+    if (yes != 1) {
+        if (yes < 0) /* is_closing() itself failed: report the write's error, not that one */
+            PyErr_Clear();
+        cc_err_give(exc);
+        return -1;
+    }
+    Py_XDECREF(exc);
+    p->close_called = 1;
+    p->closing = 1;
+    return 0;
+}
+
 int cc_asgi_write_obj(cc_asgi_proto_t *p, PyObject *bytes) {
     if (!p->transport || p->lost || p->close_called)
         return 0; /* the peer is gone: a late write is not an error */
     PyObject *args[2] = {p->transport, bytes};
     PyObject *r = PyObject_VectorcallMethod(p->server->st->s_write, args,
                                             2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (!r) {
-        /* The loop may close a transport before connection_lost() runs (uvloop raises on such
-         * writes): that is a disconnect in progress, not an error of the caller. */
-        PyObject *closing = PyObject_CallMethod(p->transport, "is_closing", NULL);
-        int yes = closing ? PyObject_IsTrue(closing) : -1;
-        Py_XDECREF(closing);
-        if (yes != 1)
-            return -1;
-        PyErr_Clear();
-        p->close_called = 1;
-        p->closing = 1;
-        return 0;
-    }
+    if (!r)
+        return write_failed(p);
     Py_DECREF(r);
     return 0;
 }
@@ -75,17 +84,8 @@ int cc_asgi_writelines(cc_asgi_proto_t *p, PyObject **parts, int n) {
         PyList_SET_ITEM(list, i, Py_NewRef(parts[i]));
     PyObject *r = PyObject_CallMethod(p->transport, "writelines", "O", list);
     Py_DECREF(list);
-    if (!r) {
-        PyObject *closing = PyObject_CallMethod(p->transport, "is_closing", NULL);
-        int yes = closing ? PyObject_IsTrue(closing) : -1;
-        Py_XDECREF(closing);
-        if (yes != 1)
-            return -1;
-        PyErr_Clear();
-        p->close_called = 1;
-        p->closing = 1;
-        return 0;
-    }
+    if (!r)
+        return write_failed(p);
     Py_DECREF(r);
     return 0;
 }

@@ -224,18 +224,7 @@ static int is_fatal(void) {
 static int report(cc_loop_t *loop, PyObject *h) {
     if (is_fatal())
         return -1;
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb && value)
-        PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    PyObject *exc = value;
-#endif
+    PyObject *exc = cc_err_take();
     if (!exc)
         return 0;
     PyObject *a[3] = {(PyObject *)loop, h, exc};
@@ -278,18 +267,10 @@ int cc_loop_handle_run(cc_loop_t *loop, PyObject *h) {
             if (PyContext_Exit(ctx) < 0)
                 PyErr_Clear();
         } else {
-#if PY_VERSION_HEX >= 0x030C0000
-            PyObject *pending = PyErr_GetRaisedException();
+            PyObject *pending = cc_err_take();
             if (PyContext_Exit(ctx) < 0)
                 PyErr_Clear();
-            PyErr_SetRaisedException(pending);
-#else
-            PyObject *et, *ev, *etb;
-            PyErr_Fetch(&et, &ev, &etb);
-            if (PyContext_Exit(ctx) < 0)
-                PyErr_Clear();
-            PyErr_Restore(et, ev, etb);
-#endif
+            cc_err_give(pending);
         }
     }
     Py_DECREF(cb);

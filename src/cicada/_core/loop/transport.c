@@ -65,27 +65,12 @@ static int is_fatal(void) {
            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
 }
 
-static PyObject *take_exception(void) {
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb && value)
-        PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-#endif
-}
-
 /* Turn the pending exception into self._fatal_error(exc, message), like asyncio's except
  * BaseException clauses; SystemExit and KeyboardInterrupt keep propagating. */
 static PyObject *fatal(PyObject *o, const char *message) {
     if (is_fatal())
         return NULL;
-    PyObject *exc = take_exception();
+    PyObject *exc = cc_err_take();
     PyObject *msg = PyUnicode_FromString(message);
     PyObject *r = NULL;
     if (exc && msg)
@@ -266,7 +251,7 @@ static PyObject *tr_write_ready(PyObject *o, PyObject *unused) {
         if (would_block(errno))
             Py_RETURN_NONE;
         PyErr_SetFromErrno(PyExc_OSError);
-        PyObject *exc = take_exception();
+        PyObject *exc = cc_err_take();
         if (!exc)
             return NULL;
         r = PyObject_CallMethod(self->loop, "_remove_writer", "i", self->fd);
