@@ -25,7 +25,7 @@ ASAN_ENV  = LD_PRELOAD=$(ASAN_LIB) PYTHONMALLOC=malloc \
             LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-.PHONY: all sysdeps venv build test ctest pytest asan fuzz fuzz-build bench clean
+.PHONY: all sysdeps venv build test ctest pytest asan fuzz fuzz-build bench compat clean
 
 all: build
 
@@ -90,6 +90,21 @@ fuzz: sysdeps fuzz-build
 	  name=$$(basename $$f); mkdir -p build/fuzz/corpus-$$name; \
 	  echo "== $$name for $(FUZZ_TIME)s"; \
 	  $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build/fuzz/corpus-$$name fuzz/corpus/$$name; \
+	done
+
+# --- other CPython versions -------------------------------------------------------------------
+# Builds (-Werror) and smoke-tests the extension on every other CPython 3.12+ found on PATH, so
+# deprecations and API changes there show up before a user meets them.
+COMPAT_PYTHONS ?= $(shell sh scripts/find-pythons.sh)
+
+compat:
+	@set -e; for py in $(COMPAT_PYTHONS); do \
+	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); env=build/compat-$$v/venv; \
+	  echo "== CPython $$v"; [ -x $$env/bin/python ] || $$py -m venv $$env; \
+	  $$env/bin/python -m pip install -q meson-python meson ninja; \
+	  $$env/bin/python -m pip install -q --no-build-isolation --no-deps --force-reinstall \
+	    -Cbuild-dir=build/compat-$$v/build . ; \
+	  (cd build && ../$$env/bin/python ../tests/compat_smoke.py); \
 	done
 
 # --- benchmarks ---------------------------------------------------------------------------------
