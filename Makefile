@@ -59,7 +59,8 @@ asan-build: $(ASAN_VENV)/.deps
 	  -Csetup-args=-Dbuildtype=debugoptimized \
 	  "-Csetup-args=-Dc_args=-fno-sanitize-recover=all -fno-omit-frame-pointer" .
 
-build/ctest/%: tests/c/%.c $(PURE_SRC) $(PURE_HDR) $(wildcard tests/c/*.h)
+# Some C tests include a layer file directly (loop/epoll.c, core/buffer.c): depend on them all.
+build/ctest/%: tests/c/%.c $(wildcard $(CORE)/*/*.c $(CORE)/*/*.h) $(wildcard tests/c/*.h)
 	@mkdir -p build/ctest
 	$(CC) $(CFLAGS_TEST) $< $(PURE_SRC) -lz -o $@
 
