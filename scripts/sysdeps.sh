@@ -6,6 +6,7 @@ missing=""
 command -v clang >/dev/null 2>&1 || missing="$missing clang libclang-rt-14-dev"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+[ -f /usr/include/zlib.h ] || missing="$missing zlib1g-dev"
 [ -n "$missing" ] || exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "sysdeps: missing Debian packages:$missing (install them as root); tests needing them skip" >&2
