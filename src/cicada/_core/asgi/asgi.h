@@ -61,6 +61,7 @@ static inline PyObject *cc_asgi_fetch_exception(void) {
 typedef struct cc_asgi_server cc_asgi_server_t;
 typedef struct cc_asgi_proto cc_asgi_proto_t;
 typedef struct cc_asgi_cycle cc_asgi_cycle_t;
+typedef struct cc_asgi_ws cc_asgi_ws_t; /* ws_protocol.c */
 
 struct cc_asgi_server {
     PyObject_HEAD PyObject *module; /* keeps the state alive */
@@ -93,6 +94,7 @@ struct cc_asgi_server {
     Py_ssize_t active_requests;
     unsigned long long request_count;
     cc_asgi_proto_t *conns; /* every connected protocol (borrowed; unlinked on loss) */
+    cc_asgi_ws_config_t ws_cfg;
     unsigned date_header : 1;
     unsigned proxy_headers : 1;
     unsigned shutting_down : 1;
@@ -106,6 +108,7 @@ struct cc_asgi_proto {
     PyObject *timer;    /* TimerHandle or NULL */
     PyObject *drain_waiter;
     cc_asgi_cycle_t *cycle; /* the request whose response is in progress */
+    cc_asgi_ws_t *ws;       /* set once a WebSocket upgrade took the connection over */
     cc_asgi_proto_t *prev, *next;
     cc_buf_t in;
     double deadline; /* monotonic seconds: keep-alive or head timeout */
