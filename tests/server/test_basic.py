@@ -293,3 +293,17 @@ def test_bytearray_and_memoryview_bodies(serve):
     s = st.connect()
     s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert read_response(s)[2] == b"abcd"
+
+
+def test_date_header_is_imf_fixdate_and_current(serve):
+    import email.utils
+    import time
+
+    st = serve(hello)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    headers = read_response(s)[1]
+    value = headers[b"date"].decode()
+    assert value.endswith(" GMT") and len(value) == 29
+    when = email.utils.parsedate_to_datetime(value).timestamp()
+    assert abs(when - time.time()) < 3

@@ -341,3 +341,15 @@ def test_access_log_format(serve):
         assert path == "/p%20q?a=1" and version == "1.1" and status == 200
     finally:
         logger.removeHandler(handler)
+
+
+def test_trusted_proxy_raising_gives_500(serve, error_log):
+    def trusted(host):
+        raise ValueError("bad config")
+
+    st = serve(hello, proxy_headers=True, trusted_proxy=trusted)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
+    assert wait_for(lambda: error_log.handler.records)
+    assert error_log.handler.records[0].exc_info[0] is ValueError

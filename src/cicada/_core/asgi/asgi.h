@@ -173,6 +173,8 @@ extern PyType_Spec cc_asgi_protocol_spec;
 PyObject *cc_asgi_protocol_new(cc_asgi_server_t *srv);
 int cc_asgi_write(cc_asgi_proto_t *p, const char *data, size_t len);
 int cc_asgi_write_obj(cc_asgi_proto_t *p, PyObject *bytes);
+/* Several bytes objects in one transport.writelines() call (vectored on uvloop and 3.12+). */
+int cc_asgi_writelines(cc_asgi_proto_t *p, PyObject **parts, int n);
 /* force: 0 close after flushing (lingering if unread input is buffered or `more_input` says the
  * client may still be sending), 1 abort now. */
 void cc_asgi_close(cc_asgi_proto_t *p, int force);

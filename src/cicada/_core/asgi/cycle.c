@@ -342,10 +342,10 @@ static int is_disconnect_error(cc_asgi_state_t *st, PyObject *exc) {
     return 0;
 }
 
-static void log_app_exception(cc_asgi_server_t *srv, PyObject *exc) {
+static void log_exception(cc_asgi_server_t *srv, const char *text, PyObject *exc) {
     if (!srv->error_logger)
         return;
-    PyObject *msg = PyUnicode_FromString("Exception in ASGI application\n");
+    PyObject *msg = PyUnicode_FromString(text);
     PyObject *kwnames = PyTuple_Pack(1, srv->st->s_exc_info);
     if (msg && kwnames) {
         PyObject *args[3] = {srv->error_logger, msg, exc};
@@ -392,7 +392,7 @@ static void cycle_finish(cc_asgi_cycle_t *c, PyObject *exc, PyObject *res) {
     c->task_done = 1;
     if (exc) {
         if (!(c->disconnected && is_disconnect_error(st, exc)))
-            log_app_exception(srv, exc);
+            log_exception(srv, "Exception in ASGI application\n", exc);
         finish_abnormally(c);
     } else if (res != Py_None) {
         cc_asgi_log(srv, st->s_error, "ASGI callable should return None, but returned '%s'.", res);
@@ -449,8 +449,16 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     c->proto = (cc_asgi_proto_t *)Py_NewRef(p);
     PyObject_GC_Track(c);
     c->scope = cc_asgi_build_scope(p, req);
-    if (!c->scope)
-        goto error;
+    if (!c->scope) {
+        /* e.g. trusted_proxy raised: answer 500 and log it rather than drop the connection */
+        PyObject *exc = cc_asgi_fetch_exception();
+        log_exception(srv, "Exception while building the request scope\n", exc);
+        Py_XDECREF(exc);
+        Py_DECREF(c);
+        int rc = cc_asgi_send_simple(p, req->version_minor, 500, "Internal Server Error", 1);
+        cc_asgi_close(p, 0);
+        return rc;
+    }
     c->body_kind = req->body;
     c->body_remaining = req->content_length;
     c->body_done = req->body == CC_HTTP_BODY_NONE ||

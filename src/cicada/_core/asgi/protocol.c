@@ -56,6 +56,33 @@ int cc_asgi_write_obj(cc_asgi_proto_t *p, PyObject *bytes) {
     return 0;
 }
 
+int cc_asgi_writelines(cc_asgi_proto_t *p, PyObject **parts, int n) {
+    if (!p->transport || p->lost || p->close_called)
+        return 0;
+    if (n == 1)
+        return cc_asgi_write_obj(p, parts[0]);
+    PyObject *list = PyList_New(n);
+    if (!list)
+        return -1;
+    for (int i = 0; i < n; i++)
+        PyList_SET_ITEM(list, i, Py_NewRef(parts[i]));
+    PyObject *r = PyObject_CallMethod(p->transport, "writelines", "O", list);
+    Py_DECREF(list);
+    if (!r) {
+        PyObject *closing = PyObject_CallMethod(p->transport, "is_closing", NULL);
+        int yes = closing ? PyObject_IsTrue(closing) : -1;
+        Py_XDECREF(closing);
+        if (yes != 1)
+            return -1;
+        PyErr_Clear();
+        p->close_called = 1;
+        p->closing = 1;
+        return 0;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 int cc_asgi_write(cc_asgi_proto_t *p, const char *data, size_t len) {
     if (!p->transport || p->lost || p->close_called || len == 0)
         return 0;

@@ -406,30 +406,57 @@ static PyObject *body_bytes(cc_asgi_cycle_t *c, PyObject *msg, PyObject *body) {
     } else {
         o->start = o->len = 0;
     }
+    PyObject *prefix = NULL; /* a large body is not copied: [prefix, body, rest] in one call */
+    int big = 0;
     if (!no_body && bl) {
-        int big = bl > CC_ASGI_COALESCE_MAX;
+        big = bl > CC_ASGI_COALESCE_MAX;
         if (c->chunked_out) {
             char sz[24];
             size_t szl = cc_http_chunk_size_line(sz, bl);
             if (out_append(o, sz, szl) < 0)
                 return NULL;
         }
-        if (big) { /* don't copy a large body: write around it */
-            if (flush_out(p, o) < 0 || cc_asgi_write_obj(p, body) < 0)
-                return NULL;
+        if (big) {
+            if (o->len) {
+                prefix = PyBytes_FromStringAndSize(cc_buf_ptr(o), (Py_ssize_t)o->len);
+                if (!prefix)
+                    return NULL;
+            }
+            o->start = o->len = 0;
         } else if (out_append(o, PyBytes_AS_STRING(body), bl) < 0) {
             return NULL;
         }
         if (c->chunked_out && OUT_LIT(o, "\r\n") < 0)
-            return NULL;
+            goto error;
         c->body_sent += bl;
     }
     if (!more && !no_body && c->chunked_out) {
         if (c->trailers ? OUT_LIT(o, "0\r\n") < 0 : OUT_LIT(o, "0\r\n\r\n") < 0)
-            return NULL;
+            goto error;
     }
-    if (o->len && flush_out(p, o) < 0)
+    if (big) {
+        PyObject *rest = NULL;
+        if (o->len) {
+            rest = PyBytes_FromStringAndSize(cc_buf_ptr(o), (Py_ssize_t)o->len);
+            o->start = o->len = 0;
+            if (!rest)
+                goto error;
+        }
+        PyObject *parts[3];
+        int n = 0;
+        if (prefix)
+            parts[n++] = prefix;
+        parts[n++] = body;
+        if (rest)
+            parts[n++] = rest;
+        int rc = cc_asgi_writelines(p, parts, n);
+        Py_XDECREF(rest);
+        Py_CLEAR(prefix);
+        if (rc < 0)
+            return NULL;
+    } else if (o->len && flush_out(p, o) < 0) {
         return NULL;
+    }
     if (!more) {
         if (c->trailers)
             c->resp = CC_RESP_TRAILERS;
@@ -437,6 +464,9 @@ static PyObject *body_bytes(cc_asgi_cycle_t *c, PyObject *msg, PyObject *body) {
             cc_asgi_response_complete(c);
     }
     return wait_or_ready(p);
+error:
+    Py_XDECREF(prefix);
+    return NULL;
 }
 
 /* ---- http.response.trailers ---------------------------------------------------------------- */
