@@ -457,7 +457,10 @@ int cc_asgi_ws_feed(cc_asgi_ws_t *ws) {
             break;
         }
         case CC_WS_EV_PONG:
-            ws->awaiting_pong = 0;
+            if (ws->awaiting_pong) { /* next ping one interval after the last one */
+                ws->awaiting_pong = 0;
+                rc = rearm(ws);
+            }
             break;
         case CC_WS_EV_CLOSE:
             cc_buf_consume(&p->in, used);
