@@ -307,3 +307,37 @@ def test_date_header_is_imf_fixdate_and_current(serve):
     assert value.endswith(" GMT") and len(value) == 29
     when = email.utils.parsedate_to_datetime(value).timestamp()
     assert abs(when - time.time()) < 3
+
+
+def test_expect_100_continue_chunked_body(serve):
+    st = serve(echo)
+    s = st.connect()
+    s.sendall(b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+              b"Expect: 100-continue\r\n\r\n")
+    assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    s.sendall(b"4\r\nbody\r\n0\r\n\r\n")
+    status, headers, body, _ = read_response(s)
+    assert body == b"POST /c body" and b"connection" not in headers
+
+
+def test_http10_post_with_body(serve):
+    st = serve(echo)
+    s = st.connect()
+    s.sendall(b"POST /old HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.0 200 OK\r\n") and data.endswith(b"POST /old abc")
+
+
+def test_large_headers_within_limits(serve):
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(scope["headers"])
+        await hello(scope, receive, send)
+
+    st = serve(app)
+    s = st.connect()
+    hdrs = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 500) for i in range(90))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n" + hdrs + b"\r\n")
+    assert read_response(s)[0] == 200
+    assert len(seen[0]) == 91 and seen[0][1] == (b"x-h0", b"v" * 500)
