@@ -91,6 +91,7 @@ class Reader:
             return None
         payload = self.buf[off:off + n]
         self.buf = self.buf[off + n:]
+        self.last_rsv = (b0 >> 4) & 7
         return bool(b0 & 0x80), b0 & 0x0F, payload
 
     def read_close(self):
