@@ -1,4 +1,5 @@
-"""HTTP server throughput: cicada's C HttpServer (uvloop) vs uvicorn (uvloop + httptools).
+"""HTTP server throughput: cicada's C HttpServer (uvloop) vs uvicorn (uvloop + httptools) and
+granian (Rust, 1 worker).
 
 Both serve the same raw ASGI plaintext app, pinned to core 0, with wrk -c64 on core 1 and no
 access log. cicada runs through bench/serve_raw.py (the C protocol alone) and, when present,
@@ -46,6 +47,12 @@ def _subjects(port: int) -> list[tuple[str, list[str]]]:
     cli = shutil.which("cicada", path=str(harness.ROOT / ".venv" / "bin"))
     if cli:
         subjects.append(("cicada CLI", [cli, APP, "--port", str(port), "--no-access-log"]))
+    granian = shutil.which("granian", path=str(harness.ROOT / ".venv" / "bin"))
+    if granian:
+        subjects.append(("granian (asgi, 1 worker)",
+                         [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port",
+                          str(port), "--workers", "1", "--http", "1", "--no-ws", "--loop",
+                          "uvloop", APP]))
     subjects.append(("uvicorn (uvloop+httptools)",
                      [py, "-m", "uvicorn", APP, "--port", str(port), "--loop", "uvloop",
                       "--http", "httptools", "--no-access-log", "--log-level", "warning"]))

@@ -116,3 +116,31 @@ def test_starlette_streaming_disconnect(serve, error_log):
     assert st.server.active_requests == 0
     # a client leaving is not an application error: no traceback in the log
     assert not any("Exception in ASGI application" in m for m in error_log.handler.messages())
+
+
+def test_task_context_sync_endpoints_and_contextvars(serve):
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="unset")
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def set_var(request, call_next):
+        var.set(request.url.path)
+        return await call_next(request)
+
+    @app.get("/sync/{n}")
+    def sync_endpoint(n: int):  # runs in anyio's thread pool
+        return {"n": n, "var": var.get()}
+
+    @app.get("/task")
+    async def task_info():
+        t = asyncio.current_task()
+        return {"task": t is not None, "var": var.get()}
+
+    st = serve(app)
+    with httpx.Client(base_url=st.url) as c:
+        assert c.get("/sync/7").json() == {"n": 7, "var": "/sync/7"}
+        assert c.get("/task").json() == {"task": True, "var": "/task"}
+        # contexts don't leak between requests on one connection
+        assert c.get("/sync/8").json() == {"n": 8, "var": "/sync/8"}
