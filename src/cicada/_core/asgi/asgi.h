@@ -63,6 +63,12 @@ typedef struct cc_asgi_proto cc_asgi_proto_t;
 typedef struct cc_asgi_cycle cc_asgi_cycle_t;
 typedef struct cc_asgi_ws cc_asgi_ws_t; /* ws_protocol.c */
 
+/* Hook for the ws layer: called with a parsed request that asks for `Upgrade: websocket`, before
+ * the head is consumed. It takes the connection over and returns 0, or -1 with an exception set.
+ * NULL (until the ws layer exists): refused with 400, as uvicorn does without a websocket
+ * library. */
+typedef int (*cc_asgi_upgrade_fn)(cc_asgi_proto_t *p, const cc_http_request_t *req);
+
 struct cc_asgi_server {
     PyObject_HEAD PyObject *module; /* keeps the state alive */
     cc_asgi_state_t *st;
@@ -93,7 +99,8 @@ struct cc_asgi_server {
     Py_ssize_t connection_count;
     Py_ssize_t active_requests;
     unsigned long long request_count;
-    cc_asgi_proto_t *conns; /* every connected protocol (borrowed; unlinked on loss) */
+    cc_asgi_proto_t *conns;        /* every connected protocol (borrowed; unlinked on loss) */
+    cc_asgi_upgrade_fn ws_upgrade; /* cc_asgi_ws_start when ws_cfg.enabled */
     cc_asgi_ws_config_t ws_cfg;
     unsigned date_header : 1;
     unsigned proxy_headers : 1;

@@ -98,11 +98,10 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     PyObject *rest = NULL;
     if (cc_asgi_ws_config_from_kwargs(&ws_cfg, kwds, &rest) < 0)
         return NULL;
-    int parsed = PyArg_ParseTupleAndKeywords(args, rest, "OO|$UUOpOOOOOOOpOOOOOOO", kwlist, &app, &loop,
-                                     &root_path, &scheme, &server_header, &date_header,
-                                     &default_headers, &max_line, &max_head, &max_headers, &limit,
-                                     &ka, &head_to, &proxy_headers, &trusted, &access, &errlog,
-                                     &state, &rlimit, &whigh, &wlow);
+    int parsed = PyArg_ParseTupleAndKeywords(
+        args, rest, "OO|$UUOpOOOOOOOpOOOOOOO", kwlist, &app, &loop, &root_path, &scheme,
+        &server_header, &date_header, &default_headers, &max_line, &max_head, &max_headers, &limit,
+        &ka, &head_to, &proxy_headers, &trusted, &access, &errlog, &state, &rlimit, &whigh, &wlow);
     Py_XDECREF(rest);
     if (!parsed)
         return NULL;
@@ -116,6 +115,7 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     Py_XINCREF(s->module);
     s->st = &mst->asgi;
     s->ws_cfg = ws_cfg;
+    s->ws_upgrade = ws_cfg.enabled ? cc_asgi_ws_start : NULL;
     s->app = Py_NewRef(app);
     s->loop = Py_NewRef(loop);
     s->root_path = root_path ? Py_NewRef(root_path) : PyUnicode_FromString("");

@@ -10,7 +10,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from apps import Recorder, echo
+from ws_apps import Recorder, echo
 from wsraw import handshake
 
 

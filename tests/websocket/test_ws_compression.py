@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-from apps import Recorder, echo
+from ws_apps import Recorder, echo
 from wsraw import Reader, frame, handshake
 
 

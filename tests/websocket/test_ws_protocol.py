@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from apps import Recorder, echo
+from ws_apps import Recorder, echo
 from wsraw import Reader, close_payload, frame, handshake
 
 

@@ -13,7 +13,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from apps import Recorder
+from ws_apps import Recorder
 from wsraw import Reader, frame, handshake
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))

@@ -13,7 +13,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 import cicada._core as core
-from apps import Recorder, echo
+from ws_apps import Recorder, echo
 from wsraw import Reader, close_payload, frame, handshake
 
 
