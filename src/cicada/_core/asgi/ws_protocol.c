@@ -21,6 +21,9 @@
 #define CC_ASGI_WS_DEFLATE_LEVEL 6
 #define CC_ASGI_WS_DEFLATE_MEM_LEVEL 5
 #define CC_ASGI_WS_DEFLATE_WINDOW 12
+/* Small frames written in one event-loop iteration are coalesced into one write (one syscall)
+ * up to this many bytes; more is written at once. */
+#define CC_ASGI_WS_CORK_MAX (64 * 1024)
 /* Queue entries consumed before the list is compacted. */
 #define CC_ASGI_WS_QUEUE_COMPACT 32
 
@@ -38,6 +41,7 @@ struct cc_asgi_ws {
     cc_buf_t msg;           /* message being assembled from fragments / inflated output */
     cc_buf_t deny_body;     /* denial response body */
     cc_buf_t zout;          /* deflate output scratch */
+    cc_buf_t wbuf;          /* frames waiting for the end of this loop iteration */
     cc_ws_parser_t parser;
     cc_ws_inflater_t inf;
     cc_ws_deflater_t def;
@@ -64,6 +68,7 @@ struct cc_asgi_ws {
     unsigned awaiting_pong : 1;
     unsigned counted : 1;
     unsigned task_done : 1;
+    unsigned flush_scheduled : 1;
 };
 
 static inline cc_asgi_state_t *ST(cc_asgi_ws_t *ws) {
@@ -131,6 +136,55 @@ static PyObject *disconnect_msg(cc_asgi_ws_t *ws) {
     return d;
 }
 
+/* Write what is corked. */
+static int flush_now(cc_asgi_ws_t *ws) {
+    cc_buf_t *w = &ws->wbuf;
+    if (!w->len)
+        return 0;
+    int rc = cc_asgi_write(ws->proto, cc_buf_ptr(w), w->len);
+    cc_buf_consume(w, w->len);
+    cc_buf_release(w, CC_ASGI_WS_CORK_MAX);
+    return rc;
+}
+
+static PyObject *ws_on_flush(cc_asgi_ws_t *ws, PyObject *unused) {
+    (void)unused;
+    ws->flush_scheduled = 0;
+    if (flush_now(ws) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef flush_def = {"_flush", (PyCFunction)ws_on_flush, METH_NOARGS, NULL};
+
+/* Queue bytes for the end of this loop iteration: an app sending several messages per wake-up
+ * (echo of a pipelined batch, broadcast) costs one write instead of one per frame. */
+static int out_append(cc_asgi_ws_t *ws, const void *data, size_t len) {
+    cc_asgi_proto_t *p = ws->proto;
+    if (!p->transport || p->lost || p->close_called || !len)
+        return 0;
+    if (cc_buf_append(&ws->wbuf, data, len) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (ws->wbuf.len >= CC_ASGI_WS_CORK_MAX)
+        return flush_now(ws);
+    if (!ws->flush_scheduled) {
+        PyObject *cb = PyCFunction_New(&flush_def, (PyObject *)ws);
+        if (!cb)
+            return -1;
+        PyObject *args[2] = {p->server->loop, cb};
+        PyObject *h = PyObject_VectorcallMethod(p->server->st->ws.s_call_soon, args,
+                                                2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_DECREF(cb);
+        if (!h)
+            return -1;
+        Py_DECREF(h);
+        ws->flush_scheduled = 1;
+    }
+    return 0;
+}
+
 /* Write header + payload: one copied object for small payloads, the object by reference for
  * big ones. */
 static int write_frame(cc_asgi_ws_t *ws, unsigned opcode, int rsv1, const char *data, size_t len,
@@ -138,18 +192,9 @@ static int write_frame(cc_asgi_ws_t *ws, unsigned opcode, int rsv1, const char *
     cc_asgi_proto_t *p = ws->proto;
     uint8_t hdr[CC_WS_MAX_HEADER];
     size_t hl = cc_ws_write_header(hdr, opcode, 1, rsv1, len);
-    if (len <= CC_ASGI_WS_COPY_MAX || !keep || !PyBytes_CheckExact(keep)) {
-        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(hl + len));
-        if (!b)
-            return -1;
-        memcpy(PyBytes_AS_STRING(b), hdr, hl);
-        if (len)
-            memcpy(PyBytes_AS_STRING(b) + hl, data, len);
-        int rc = cc_asgi_write_obj(p, b);
-        Py_DECREF(b);
-        return rc;
-    }
-    if (cc_asgi_write(p, (const char *)hdr, hl) < 0)
+    if (len <= CC_ASGI_WS_COPY_MAX || !keep || !PyBytes_CheckExact(keep))
+        return out_append(ws, hdr, hl) < 0 || out_append(ws, data, len) < 0 ? -1 : 0;
+    if (out_append(ws, hdr, hl) < 0 || flush_now(ws) < 0)
         return -1;
     return cc_asgi_write_obj(p, keep);
 }
@@ -188,7 +233,9 @@ static int send_close_frame(cc_asgi_ws_t *ws, unsigned code, const char *reason,
     uint8_t f[CC_WS_MAX_CONTROL_FRAME];
     size_t n = cc_ws_build_close(f, code, reason, rlen);
     ws->close_sent = 1;
-    return cc_asgi_write(ws->proto, (const char *)f, n);
+    if (out_append(ws, f, n) < 0)
+        return -1;
+    return flush_now(ws);
 }
 
 static void free_zlib(cc_asgi_ws_t *ws) {
@@ -277,6 +324,8 @@ static void mark_closed(cc_asgi_ws_t *ws, int code, const char *reason, size_t r
 /* Drop unread input and close after flushing what was written. */
 static void close_transport(cc_asgi_ws_t *ws) {
     cc_asgi_proto_t *p = ws->proto;
+    if (flush_now(ws) < 0)
+        PyErr_WriteUnraisable((PyObject *)ws);
     cc_buf_consume(&p->in, p->in.len);
     cc_asgi_close(p, 0);
 }
@@ -312,7 +361,7 @@ static PyObject *ws_on_timer(cc_asgi_ws_t *ws, PyObject *unused) {
     } else if (cfg->ping_interval > 0 && now + 0.001 >= ws->last_ping + cfg->ping_interval) {
         uint8_t f[CC_WS_MAX_CONTROL_FRAME];
         size_t n = cc_ws_build_ping(f, (const uint8_t *)"cicada", 6);
-        if (cc_asgi_write(p, (const char *)f, n) < 0)
+        if (out_append(ws, f, n) < 0)
             return NULL;
         ws->awaiting_pong = 1;
         ws->ping_sent = ws->last_ping = now;
@@ -453,7 +502,7 @@ int cc_asgi_ws_feed(cc_asgi_ws_t *ws) {
         case CC_WS_EV_PING: {
             uint8_t f[CC_WS_MAX_CONTROL_FRAME];
             size_t n = cc_ws_build_pong(f, ev.data, ev.len);
-            rc = cc_asgi_write(p, (const char *)f, n);
+            rc = out_append(ws, f, n);
             break;
         }
         case CC_WS_EV_PONG:
@@ -882,7 +931,9 @@ static PyObject *ws_send(cc_asgi_ws_t *ws, PyObject *message) {
             PyErr_SetString(PyExc_RuntimeError, "ASGI message has no 'type' key");
         return NULL;
     }
-#define IS(name) (PyUnicode_Check(type) && PyUnicode_Compare(type, st->ws.s_##name) == 0)
+#define IS(name)                                                                                   \
+    (type == st->ws.s_##name ||                                                                    \
+     (PyUnicode_Check(type) && PyUnicode_Compare(type, st->ws.s_##name) == 0))
     if (!ws->accepted && !ws->denied && !ws->deny_started) {
         if (p->lost) {
             PyErr_SetString(st->client_disconnected, "the client closed the connection");
@@ -1301,6 +1352,7 @@ void cc_asgi_ws_lost(cc_asgi_ws_t *ws) {
     free_zlib(ws);
     cc_buf_free(&ws->msg);
     cc_buf_free(&ws->zout);
+    cc_buf_free(&ws->wbuf);
 }
 
 void cc_asgi_ws_shutdown(cc_asgi_ws_t *ws) {
@@ -1357,6 +1409,7 @@ static void ws_dealloc(cc_asgi_ws_t *ws) {
     cc_buf_free(&ws->msg);
     cc_buf_free(&ws->zout);
     cc_buf_free(&ws->deny_body);
+    cc_buf_free(&ws->wbuf);
     ws_clear(ws);
     tp->tp_free((PyObject *)ws);
     Py_DECREF(tp);

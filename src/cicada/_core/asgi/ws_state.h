@@ -40,7 +40,8 @@ typedef struct {
     X(text, "text")                                                                                \
     X(bytes, "bytes")                                                                              \
     X(code, "code")                                                                                \
-    X(reason, "reason")
+    X(reason, "reason")                                                                            \
+    X(call_soon, "call_soon")
 
 typedef struct {
     PyTypeObject *ws_type;
