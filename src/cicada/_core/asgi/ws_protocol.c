@@ -11,8 +11,10 @@
 
 /* Output chunk for inflate/deflate loops. */
 #define CC_ASGI_WS_ZCHUNK (16 * 1024)
-/* Payloads up to this size are copied next to their frame header (one write, one object). */
+/* Payloads up to this size are corked (copied into the pending output). */
 #define CC_ASGI_WS_COPY_MAX (16 * 1024)
+/* bytes payloads from this size are written by reference instead of copied. */
+#define CC_ASGI_WS_ZEROCOPY_MIN (1024 * 1024)
 /* Bytes a client may send before the app accepted before reading pauses. */
 #define CC_ASGI_WS_PREACCEPT_LIMIT (64 * 1024)
 /* After our close frame, how long the client has to answer with its own. */
@@ -185,18 +187,35 @@ static int out_append(cc_asgi_ws_t *ws, const void *data, size_t len) {
     return 0;
 }
 
-/* Write header + payload: one copied object for small payloads, the object by reference for
- * big ones. */
+/* Write header + payload. Small payloads are corked. Larger ones leave at once in one object
+ * holding what was corked, the header and a copy of the payload: one write, so the header never
+ * travels in a TCP segment of its own. Only huge bytes payloads go by reference (two writes,
+ * no copy). */
 static int write_frame(cc_asgi_ws_t *ws, unsigned opcode, int rsv1, const char *data, size_t len,
                        PyObject *keep) {
     cc_asgi_proto_t *p = ws->proto;
     uint8_t hdr[CC_WS_MAX_HEADER];
     size_t hl = cc_ws_write_header(hdr, opcode, 1, rsv1, len);
-    if (len <= CC_ASGI_WS_COPY_MAX || !keep || !PyBytes_CheckExact(keep))
+    if (len <= CC_ASGI_WS_COPY_MAX)
         return out_append(ws, hdr, hl) < 0 || out_append(ws, data, len) < 0 ? -1 : 0;
-    if (out_append(ws, hdr, hl) < 0 || flush_now(ws) < 0)
+    if (len >= CC_ASGI_WS_ZEROCOPY_MIN && keep && PyBytes_CheckExact(keep)) {
+        if (out_append(ws, hdr, hl) < 0 || flush_now(ws) < 0)
+            return -1;
+        return cc_asgi_write_obj(p, keep);
+    }
+    cc_buf_t *w = &ws->wbuf;
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(w->len + hl + len));
+    if (!b)
         return -1;
-    return cc_asgi_write_obj(p, keep);
+    char *o = PyBytes_AS_STRING(b);
+    if (w->len)
+        memcpy(o, cc_buf_ptr(w), w->len);
+    memcpy(o + w->len, hdr, hl);
+    memcpy(o + w->len + hl, data, len);
+    cc_buf_consume(w, w->len);
+    int rc = cc_asgi_write_obj(p, b);
+    Py_DECREF(b);
+    return rc;
 }
 
 static int send_data(cc_asgi_ws_t *ws, unsigned opcode, const char *data, size_t len,
