@@ -268,3 +268,30 @@ def test_concurrent_receive_is_an_error(serve):
     s, status, _, rest = handshake(st.port)
     assert Reader(s, rest).read_close()[0] == 1000
     assert wait_for(lambda: app.events)
+
+
+def test_cancelled_receive_loses_no_message(serve):
+    """asyncio.wait_for(receive(), t) timing out must not swallow the next message."""
+    async def body(app, scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            await asyncio.wait_for(receive(), 0.05)
+        except asyncio.TimeoutError:
+            app.events.append("timeout")
+        await send({"type": "websocket.send", "text": "ready"})
+        await asyncio.sleep(0.2)  # the message arrives while nobody waits
+        app.events.append(await receive())
+
+    app = Recorder(body)
+    st = serve(app)
+
+    async def go():
+        async with connect(f"ws://127.0.0.1:{st.port}/") as ws:
+            assert await ws.recv() == "ready"
+            await ws.send("kept")
+            await asyncio.sleep(0.5)
+
+    run(go())
+    assert wait_for(lambda: len(app.events) == 2)
+    assert app.events == ["timeout", {"type": "websocket.receive", "text": "kept"}]

@@ -394,6 +394,21 @@ static PyMethodDef timer_def = {"_on_timer", (PyCFunction)ws_on_timer, METH_NOAR
 
 /* ---- receiving ----------------------------------------------------------------------------- */
 
+/* Whether a receive() is still waiting. One given up (cancelled, e.g. by asyncio.wait_for)
+ * must not swallow the next message: that goes to the queue instead. -1: error. */
+static int waiter_alive(cc_asgi_ws_t *ws) {
+    if (!ws->recv_waiter)
+        return 0;
+    PyObject *d = call_method1(ST(ws)->s_done, ws->recv_waiter, NULL);
+    if (!d)
+        return -1;
+    int done = PyObject_IsTrue(d);
+    Py_DECREF(d);
+    if (done)
+        Py_CLEAR(ws->recv_waiter);
+    return done == 0;
+}
+
 static int deliver(cc_asgi_ws_t *ws, unsigned opcode, const char *data, size_t len) {
     cc_asgi_state_t *st = ST(ws);
     if (ws->app_closed || ws->closed)
@@ -419,8 +434,12 @@ static int deliver(cc_asgi_ws_t *ws, unsigned opcode, const char *data, size_t l
         return -1;
     }
     Py_DECREF(payload);
-    int rc = 0;
-    if (ws->recv_waiter && queued(ws) == 0)
+    int rc = 0, alive = waiter_alive(ws);
+    if (alive < 0) {
+        Py_DECREF(m);
+        return -1;
+    }
+    if (alive && queued(ws) == 0)
         cc_asgi_wake(st, &ws->recv_waiter, m);
     else
         rc = PyList_Append(ws->queue, m);
