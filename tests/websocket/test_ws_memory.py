@@ -89,6 +89,8 @@ def test_rss_flat_over_many_websockets(serve):
     assert st.server.connection_count == 0 and st.server.active_requests == 0
 
 
+@pytest.mark.skipif(UNDER_ASAN, reason="LeakSanitizer checks leaks under ASan; tracemalloc's own "
+                    "tracebacks allocated by the server thread while stop() runs show up as leaks")
 def test_python_objects_flat(serve):
     import tracemalloc
 
