@@ -249,3 +249,19 @@ def test_plain_http_still_served(serve):
             assert await ws.recv() == "x"
 
     run(go())
+
+
+def test_info_log_lines_like_uvicorn(serve, error_log):
+    st = serve(echo)
+
+    async def go():
+        async with connect(f"ws://127.0.0.1:{st.port}/chat?room=1") as ws:
+            await ws.send("x")
+            await ws.recv()
+
+    run(go())
+    assert wait_for(lambda: "connection closed" in error_log.handler.messages())
+    msgs = error_log.handler.messages()
+    accepted = [m for m in msgs if m.endswith('"WebSocket /chat?room=1" [accepted]')]
+    assert accepted and accepted[0].startswith("('127.0.0.1', ")
+    assert "connection open" in msgs

@@ -77,7 +77,7 @@ def _settle(st):
 
 @pytest.mark.skipif(UNDER_ASAN, reason="ASan's quarantine keeps freed memory resident")
 def test_rss_flat_over_many_websockets(serve):
-    st = serve(echo)
+    st = serve(echo, error_logger=None)  # the test log handler keeps every record
     _batch(st, 300)
     _settle(st)
     before = rss_kb()
@@ -94,7 +94,7 @@ def test_rss_flat_over_many_websockets(serve):
 def test_python_objects_flat(serve):
     import tracemalloc
 
-    st = serve(echo)
+    st = serve(echo, error_logger=None)  # the test log handler keeps every record
     _batch(st, 200)
     _settle(st)
     tracemalloc.start()

@@ -324,6 +324,8 @@ static void mark_closed(cc_asgi_ws_t *ws, int code, const char *reason, size_t r
         return;
     ws->closed = 1;
     ws->dc_code = code;
+    if (ws->accepted)
+        cc_asgi_log(ws->proto->server, ST(ws)->s_info, "connection closed", NULL);
     PyObject *r = PyUnicode_DecodeUTF8(reason ? reason : "", (Py_ssize_t)rlen, "replace");
     if (!r)
         PyErr_WriteUnraisable((PyObject *)ws);
@@ -391,6 +393,30 @@ static PyObject *ws_on_timer(cc_asgi_ws_t *ws, PyObject *unused) {
 }
 
 static PyMethodDef timer_def = {"_on_timer", (PyCFunction)ws_on_timer, METH_NOARGS, NULL};
+
+/* uvicorn's INFO lines: `('1.2.3.4', 5) - "WebSocket /path?q" [accepted]`, "connection open",
+ * "connection closed". The scope is gone once the app finished: then only the outcome is said. */
+static void log_handshake(cc_asgi_ws_t *ws, const char *outcome) {
+    cc_asgi_server_t *srv = ws->proto->server;
+    cc_asgi_state_t *st = srv->st;
+    if (!srv->error_logger || !ws->scope)
+        return;
+    CC_EXC_SAVE(exc);
+    PyObject *path = PyDict_GetItemWithError(ws->scope, st->s_path);
+    PyObject *qs = PyDict_GetItemWithError(ws->scope, st->s_query_string);
+    PyObject *client = PyDict_GetItemWithError(ws->scope, st->s_client);
+    PyObject *msg = NULL;
+    if (path && qs && client && PyBytes_Check(qs))
+        msg = PyUnicode_FromFormat("%R - \"WebSocket %U%s%s\" [%s]", client, path,
+                                   PyBytes_GET_SIZE(qs) ? "?" : "", PyBytes_AS_STRING(qs), outcome);
+    if (msg) {
+        cc_asgi_log(srv, st->s_info, "%s", msg);
+        Py_DECREF(msg);
+    }
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable((PyObject *)ws);
+    CC_EXC_RESTORE(exc);
+}
 
 /* ---- receiving ----------------------------------------------------------------------------- */
 
@@ -768,6 +794,8 @@ static int do_accept(cc_asgi_ws_t *ws, PyObject *message) {
     if (cc_asgi_write(p, cc_buf_ptr(&o), o.len) < 0)
         goto done;
     ws->accepted = 1;
+    log_handshake(ws, "accepted");
+    cc_asgi_log(srv, st->s_info, "connection open", NULL);
     ws->last_ping = cc_asgi_monotonic();
     if (srv->shutting_down) { /* accepted during a graceful stop: say goodbye at once */
         if (send_close_frame(ws, CC_WS_CLOSE_GOING_AWAY, "", 0) < 0)
@@ -979,9 +1007,10 @@ static PyObject *ws_send(cc_asgi_ws_t *ws, PyObject *message) {
         }
         if (IS(t_accept))
             rc = do_accept(ws, message);
-        else if (IS(t_close))
+        else if (IS(t_close)) {
+            log_handshake(ws, "403");
             rc = send_http(ws, 403, NULL, "", 0, NULL);
-        else if (IS(t_resp_start))
+        } else if (IS(t_resp_start))
             rc = do_deny_start(ws, message);
         else
             PyErr_Format(PyExc_RuntimeError,
