@@ -295,3 +295,25 @@ def test_cancelled_receive_loses_no_message(serve):
     run(go())
     assert wait_for(lambda: len(app.events) == 2)
     assert app.events == ["timeout", {"type": "websocket.receive", "text": "kept"}]
+
+
+def test_send_waits_while_client_does_not_read(serve):
+    """send() backpressure: a client that stops reading holds the app back; nothing is lost."""
+    async def body(app, scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        for i in range(200):
+            await send({"type": "websocket.send", "bytes": struct.pack("!I", i) + b"x" * 65532})
+            app.events.append(i)
+
+    app = Recorder(body)
+    st = serve(app)
+    s, status, _, rest = handshake(st.port)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    time.sleep(0.5)
+    assert len(app.events) < 200  # blocked on the paused transport
+    r = Reader(s, rest)
+    for i in range(200):
+        fin, op, p = r.read()
+        assert struct.unpack("!I", p[:4])[0] == i and len(p) == 65536
+    assert wait_for(lambda: len(app.events) == 200)
