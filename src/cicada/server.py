@@ -145,6 +145,13 @@ def build_http_server(config: Config, loop: asyncio.AbstractEventLoop, state: di
         "access_logger": access_logger,
         "error_logger": logging.getLogger("cicada.error"),
         "state": state,
+        # WebSockets (ws_protocol.c)
+        "ws": config.ws,
+        "ws_max_size": config.ws_max_size,
+        "ws_max_queue": config.ws_max_queue,
+        "ws_ping_interval": config.ws_ping_interval,
+        "ws_ping_timeout": config.ws_ping_timeout,
+        "ws_per_message_deflate": config.ws_per_message_deflate,
     }
     if config.h11_max_incomplete_event_size is not None:
         kwargs["max_head_size"] = config.h11_max_incomplete_event_size

@@ -61,6 +61,7 @@ static inline PyObject *cc_asgi_fetch_exception(void) {
 typedef struct cc_asgi_server cc_asgi_server_t;
 typedef struct cc_asgi_proto cc_asgi_proto_t;
 typedef struct cc_asgi_cycle cc_asgi_cycle_t;
+typedef struct cc_asgi_ws cc_asgi_ws_t; /* ws_protocol.c */
 
 /* Hook for the ws layer: called with a parsed request that asks for `Upgrade: websocket`, before
  * the head is consumed. It takes the connection over and returns 0, or -1 with an exception set.
@@ -98,8 +99,9 @@ struct cc_asgi_server {
     Py_ssize_t connection_count;
     Py_ssize_t active_requests;
     unsigned long long request_count;
-    cc_asgi_proto_t *conns; /* every connected protocol (borrowed; unlinked on loss) */
-    cc_asgi_upgrade_fn ws_upgrade;
+    cc_asgi_proto_t *conns;        /* every connected protocol (borrowed; unlinked on loss) */
+    cc_asgi_upgrade_fn ws_upgrade; /* cc_asgi_ws_start when ws_cfg.enabled */
+    cc_asgi_ws_config_t ws_cfg;
     unsigned date_header : 1;
     unsigned proxy_headers : 1;
     unsigned shutting_down : 1;
@@ -113,6 +115,7 @@ struct cc_asgi_proto {
     PyObject *timer;    /* TimerHandle or NULL */
     PyObject *drain_waiter;
     cc_asgi_cycle_t *cycle; /* the request whose response is in progress */
+    cc_asgi_ws_t *ws;       /* set once a WebSocket upgrade took the connection over */
     cc_asgi_proto_t *prev, *next;
     cc_buf_t in;
     double deadline; /* monotonic seconds: keep-alive or head timeout */

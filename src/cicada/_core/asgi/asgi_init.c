@@ -42,6 +42,8 @@ int cc_asgi_init(PyObject *module, cc_asgi_state_t *st) {
         return -1;
     if (cc_asgi_parser_init(module, &st->parser) < 0)
         return -1;
+    if (cc_asgi_ws_init(module, &st->ws) < 0)
+        return -1;
     return 0;
 }
 
@@ -56,6 +58,7 @@ int cc_asgi_traverse(cc_asgi_state_t *st, visitproc visit, void *arg) {
     for (int i = 0; i < CC_ASGI_HDR_SLOTS; i++)
         Py_VISIT(st->hdr_names[i]);
     CC_TRY_VISIT(cc_asgi_parser_traverse(&st->parser, visit, arg));
+    CC_TRY_VISIT(cc_asgi_ws_traverse(&st->ws, visit, arg));
     return 0;
 }
 
@@ -73,4 +76,5 @@ void cc_asgi_clear(cc_asgi_state_t *st) {
     CC_ASGI_STRINGS(CC_ASGI_STR_CLEAR)
 #undef CC_ASGI_STR_CLEAR
     cc_asgi_parser_clear(&st->parser);
+    cc_asgi_ws_clear(&st->ws);
 }

@@ -5,6 +5,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "asgi/ws_state.h"
+
 /* Interned strings: X(field, "text"). Scope keys, message types and values, method names. */
 #define CC_ASGI_STRINGS(X)                                                                         \
     X(type, "type")                                                                                \
@@ -103,6 +105,7 @@ typedef struct {
     PyObject *ready_none;          /* an awaitable that completes at once with None */
     /* Shared bytes for common request header names (scope.c): open addressing by a cheap hash. */
     PyObject *hdr_names[CC_ASGI_HDR_SLOTS];
+    cc_asgi_ws_state_t ws; /* WebSocket part (ws_protocol.c) */
 #define CC_ASGI_STR_FIELD(name, text) PyObject *s_##name;
     CC_ASGI_STRINGS(CC_ASGI_STR_FIELD)
 #undef CC_ASGI_STR_FIELD

@@ -3,6 +3,7 @@
  * and handles timeouts and flow control. Transport calls are confined to the tr_* helpers so a
  * loop-native fast path can replace them; request/response logic lives in cycle.c and send.c. */
 #include "asgi/asgi.h"
+#include "asgi/ws_asgi.h"
 
 #include "core/date.h"
 
@@ -261,7 +262,7 @@ static PyObject *proto_on_timer(cc_asgi_proto_t *p, PyObject *unused) {
         }
         Py_RETURN_NONE;
     }
-    if (p->lost || p->closing || p->cycle)
+    if (p->lost || p->closing || p->cycle || p->ws)
         Py_RETURN_NONE;      /* a request in progress has no head or idle timeout */
     if (p->writing_paused) { /* responses still flowing out to a slow reader: not idle */
         if (arm_timer(p, p->server->timeout_request_head) < 0)
@@ -310,6 +311,8 @@ static void after_idle(cc_asgi_proto_t *p) {
 /* Parse and start requests from the buffer while no response is in progress. */
 static int process(cc_asgi_proto_t *p) {
     cc_asgi_server_t *srv = p->server;
+    if (p->ws) /* a WebSocket owns the connection */
+        return cc_asgi_ws_feed(p->ws);
     while (!p->closing && !p->lost) {
         if (p->cycle) {
             if (cc_asgi_cycle_feed(p->cycle) < 0)
@@ -511,6 +514,11 @@ static PyObject *proto_eof_received(cc_asgi_proto_t *p, PyObject *unused) {
         p->lingering = 0;
         Py_RETURN_NONE; /* both sides done: the transport closes itself */
     }
+    if (p->ws) { /* no close frame came: the transport closes, connection_lost reports 1006 */
+        p->closing = 1;
+        p->close_called = 1;
+        Py_RETURN_NONE;
+    }
     cc_asgi_cycle_t *c = p->cycle;
     if (c) {
         if (!c->body_done) { /* the request can never complete: treat as a disconnect */
@@ -565,6 +573,12 @@ static PyObject *proto_connection_lost(cc_asgi_proto_t *p, PyObject *exc) {
         if (rc < 0)
             return NULL;
     }
+    if (p->ws) {
+        cc_asgi_ws_t *ws = p->ws;
+        p->ws = NULL;
+        cc_asgi_ws_lost(ws);
+        Py_DECREF(ws);
+    }
     Py_CLEAR(p->transport);
     cc_buf_free(&p->in);
     Py_RETURN_NONE;
@@ -612,6 +626,7 @@ static int proto_traverse(cc_asgi_proto_t *p, visitproc visit, void *arg) {
     Py_VISIT(p->timer);
     Py_VISIT(p->drain_waiter);
     Py_VISIT(p->cycle);
+    Py_VISIT(p->ws);
     return 0;
 }
 
@@ -624,6 +639,7 @@ static int proto_clear(cc_asgi_proto_t *p) {
     Py_CLEAR(p->timer);
     Py_CLEAR(p->drain_waiter);
     Py_CLEAR(p->cycle);
+    Py_CLEAR(p->ws);
     Py_CLEAR(p->server);
     return 0;
 }

@@ -2,6 +2,7 @@
  * list and the counters. Calling it makes a new HttpProtocol (it is the protocol factory). It
  * does no I/O itself: shutdown/close_all only ask each connection's transport to close. */
 #include "asgi/asgi.h"
+#include "asgi/ws_asgi.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -93,11 +94,16 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     PyObject *errlog = NULL, *state = NULL, *rlimit = NULL, *whigh = NULL, *wlow = NULL;
     cc_buf_t tmp;
     cc_buf_init(&tmp);
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$UUOpOOOOOOOpOOOOOOO", kwlist, &app, &loop,
-                                     &root_path, &scheme, &server_header, &date_header,
-                                     &default_headers, &max_line, &max_head, &max_headers, &limit,
-                                     &ka, &head_to, &proxy_headers, &trusted, &access, &errlog,
-                                     &state, &rlimit, &whigh, &wlow))
+    cc_asgi_ws_config_t ws_cfg; /* ws* keywords are parsed by ws_protocol.c */
+    PyObject *rest = NULL;
+    if (cc_asgi_ws_config_from_kwargs(&ws_cfg, kwds, &rest) < 0)
+        return NULL;
+    int parsed = PyArg_ParseTupleAndKeywords(
+        args, rest, "OO|$UUOpOOOOOOOpOOOOOOO", kwlist, &app, &loop, &root_path, &scheme,
+        &server_header, &date_header, &default_headers, &max_line, &max_head, &max_headers, &limit,
+        &ka, &head_to, &proxy_headers, &trusted, &access, &errlog, &state, &rlimit, &whigh, &wlow);
+    Py_XDECREF(rest);
+    if (!parsed)
         return NULL;
     cc_state_t *mst = cc_state_from_type(type);
     if (!mst)
@@ -108,6 +114,8 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     s->module = PyType_GetModule(type);
     Py_XINCREF(s->module);
     s->st = &mst->asgi;
+    s->ws_cfg = ws_cfg;
+    s->ws_upgrade = ws_cfg.enabled ? cc_asgi_ws_start : NULL;
     s->app = Py_NewRef(app);
     s->loop = Py_NewRef(loop);
     s->root_path = root_path ? Py_NewRef(root_path) : PyUnicode_FromString("");
@@ -298,7 +306,9 @@ static PyObject *server_shutdown(cc_asgi_server_t *s, PyObject *unused) {
         cc_asgi_proto_t *p = (cc_asgi_proto_t *)PyList_GET_ITEM(list, i);
         /* Busy: finish the in-flight response and the requests already received after it,
          * reading nothing new; then close. Idle: close now. */
-        if (p->cycle && p->cycle->resp != CC_RESP_DONE) {
+        if (p->ws) {
+            cc_asgi_ws_shutdown(p->ws);
+        } else if (p->cycle && p->cycle->resp != CC_RESP_DONE) {
             if (cc_asgi_update_reading(p) < 0) {
                 Py_DECREF(list);
                 return NULL;
