@@ -29,7 +29,8 @@ NOTES = (
     "Subjects: `cicada APP --loop uvloop --no-access-log`; "
     "`uvicorn APP --loop uvloop --http httptools --no-access-log`; "
     "`granian --interface asgi --workers 1 --http 1 --loop uvloop`; "
-    "`hypercorn -w 0 -k uvloop` (h11; asyncio if uvloop is missing, the column name says which); "
+    "`hypercorn -w 0 -k uvloop --backlog 2048` (h11; asyncio if uvloop is missing, the column "
+    "name says which); "
     "nginx 1 worker, `return 200 \"Hello, World!\"`, keepalive_requests raised so wrk's "
     "connections stay open as with the others (plaintext rows only: the ceiling). "
     "wrk -t1 -c64 unless the row says -c256; POST rows send a 10 KB body (bench/apps/post_10k.lua); "
@@ -67,10 +68,12 @@ def _tool(name: str) -> str | None:
     return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
 
 
-def server_cmd(subject: str, app: str, port: int, keep_alive: int | None = None) -> list[str]:
+def server_cmd(subject: str, app: str, port: int, keep_alive: int | None = None,
+               connections: int | None = None) -> list[str]:
     """Command line serving `app` (module:attr importable from bench/apps) on 127.0.0.1:port.
-    keep_alive: idle keep-alive timeout in seconds where the server has one (None = its
-    default). Raises RuntimeError naming what is missing."""
+    keep_alive: idle keep-alive timeout in seconds where the server has one; connections: how
+    many open connections the server must hold where it caps them (None = defaults). Raises
+    RuntimeError naming what is missing."""
     py = sys.executable
     if subject == CICADA:
         cli = _tool("cicada")
@@ -89,16 +92,20 @@ def server_cmd(subject: str, app: str, port: int, keep_alive: int | None = None)
         granian = _tool("granian")
         if not granian:
             raise RuntimeError("granian is not installed")
-        # granian's only idle limit is its 30 s header-read timeout (max 60 s).
-        return [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", "1", "--http", "1", "--no-ws", "--loop", "uvloop", "--log-level",
-                "warning"] + (["--http1-header-read-timeout", "60000"] if keep_alive else []) + [app]
+        cmd = [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--http", "1", "--no-ws", "--loop", "uvloop", "--log-level",
+               "warning"]
+        if keep_alive:  # granian's only idle limit: its header-read timeout (max 60 s)
+            cmd += ["--http1-header-read-timeout", str(min(60, keep_alive) * 1000)]
+        if connections:  # it stops accepting at --backpressure (default 1024) open connections
+            cmd += ["--backpressure", str(connections)]
+        return cmd + [app]
     if subject == HYPERCORN:
         if not importlib.util.find_spec("hypercorn"):
             raise RuntimeError("hypercorn is not installed")
         # -w 0 serves in this process (the default -w 1 forks a worker); no access log by default.
         cmd = [py, "-m", "hypercorn", "-w", "0", "-k", HYPERCORN_LOOP, "-b", f"127.0.0.1:{port}",
-               app]
+               "--backlog", "2048", app]  # the backlog cicada and uvicorn default to
         return cmd + (["--keep-alive", str(keep_alive)] if keep_alive else [])
     raise ValueError(subject)
 
