@@ -227,11 +227,12 @@ def _chart(suite, title, scenarios, subjects, by) -> None:
     fig, axes = plt.subplots(1, len(scenarios), figsize=(max(4, 3.2 * len(scenarios)), 3.6),
                              squeeze=False)
     for ax, sc in zip(axes[0], scenarios):
-        vals = [by[(sc, su)].value if (sc, su) in by else 0 for su in subjects]
-        colors = ["#2a9d8f" if su.startswith("cicada") else "#8d99ae" for su in subjects]
-        ax.bar(range(len(subjects)), vals, color=colors)
-        ax.set_xticks(range(len(subjects)))
-        ax.set_xticklabels(subjects, rotation=35, ha="right", fontsize=8)
+        present = [su for su in subjects if (sc, su) in by]  # no zero bar for a cell not run
+        vals = [by[(sc, su)].value for su in present]
+        colors = ["#2a9d8f" if su.startswith("cicada") else "#8d99ae" for su in present]
+        ax.bar(range(len(present)), vals, color=colors)
+        ax.set_xticks(range(len(present)))
+        ax.set_xticklabels(present, rotation=35, ha="right", fontsize=8)
         ax.set_title(sc, fontsize=9)
         unit = next((by[(sc, su)].unit for su in subjects if (sc, su) in by), "")
         ax.set_ylabel(unit if len(units) > 1 or ax is axes[0][0] else "", fontsize=8)
