@@ -242,7 +242,8 @@ def collect(opts) -> list[harness.Result]:
             sc, subject, statistics.median(rps), "req/s", rps, True,
             {"p99_ms": statistics.median(r["p99_ms"] for r in rs),
              "errors": sum(r["errors"] for r in rs),
-             "cpu_pct": statistics.median(100 * r["cpu_s"] / duration for r in rs)}))
+             "cpu_pct": statistics.median(100 * r["cpu_s"] / duration for r in rs),
+             "cpu_us": statistics.median(1e6 * r["cpu_s"] / max(1, r["requests"]) for r in rs)}))
     return results
 
 
@@ -273,15 +274,17 @@ def summary(results: list[harness.Result]) -> str:
             f"| {_fmt(ratio(sc, HYPERCORN))} "
             f"| {_fmt(None if ratio(sc, NGINX) is None else 100 * ratio(sc, NGINX), '.0f', '%')} "
             f"| {_fmt(ratio(sc, UVICORN, 'p99_ms'))} |")
-    # How busy each server kept its core: well below 100% means something else (wrk, or other
-    # load on a shared machine) set the pace, not the server.
+    # How busy each server kept its core (well below 100%: wrk or other load on a shared
+    # machine set the pace, not the server) and its CPU time per request, which other load
+    # disturbs far less than req/s.
     subjects = [s for s in PY_SUBJECTS + [NGINX] if any(k[1] == s for k in by)]
-    lines += ["", "Server CPU, % of its core during the timed runs (median):", "",
+    lines += ["", "Server CPU during the timed runs (medians): share of its core, and CPU µs "
+              "per request (user + system, all its threads):", "",
               "| row | " + " | ".join(subjects) + " |", "|---|" + "---|" * len(subjects)]
     for sc in rows:
         lines.append(f"| {sc} | " + " | ".join(
-            f"{by[(sc, s)].extra['cpu_pct']:.0f}" if (sc, s) in by else "–" for s in subjects)
-            + " |")
+            f"{by[(sc, s)].extra['cpu_pct']:.0f}% · {by[(sc, s)].extra['cpu_us']:.1f} µs"
+            if (sc, s) in by else "–" for s in subjects) + " |")
 
     def target(label: str, value: float | None, ok, shown: str) -> str:
         verdict = "not measured" if value is None else ("met" if ok(value) else "missed")
