@@ -33,10 +33,11 @@ NOTES = (
     "name says which); "
     "nginx 1 worker, `return 200 \"Hello, World!\"`, keepalive_requests raised so wrk's "
     "connections stay open as with the others (plaintext rows only: the ceiling). "
-    "wrk -t1 -c64 unless the row says -c256; POST rows send a 10 KB body (bench/apps/post_10k.lua); "
-    "the 15-header GET uses bench/apps/headers_15.lua. "
-    "wrk has one thread on one core: when nginx's core is not busy (its CPU share below) the "
-    "ceiling is wrk's, not nginx's."
+    "wrk -t1 -c64 unless the row says -c256; POST rows send a 10 KB body "
+    "(bench/apps/post_10k.lua); the 15-header GET uses bench/apps/headers_15.lua. "
+    "wrk has one thread on one core: when a server's core is not busy (its CPU share below) "
+    "wrk or other load set the pace (for nginx: the ceiling is then wrk's, not nginx's); the "
+    "CPU µs per request do not depend on that."
 )
 
 APPS = {"raw": "server_raw:app", "fastapi": "server_fastapi:app"}
@@ -263,17 +264,23 @@ def summary(results: list[harness.Result]) -> str:
         return a / b if b else None
 
     lines = [
+        "Ratios (req/s unless named; the CPU/req columns compare server CPU time per request, "
+        "which other load on the machine disturbs least):",
+        "",
         "| row | cicada ÷ uvicorn | cicada ÷ granian | cicada ÷ hypercorn | cicada ÷ nginx "
-        "| cicada p99 ÷ uvicorn p99 |",
-        "|---|---|---|---|---|---|",
+        "| cicada p99 ÷ uvicorn p99 | CPU/req: uvicorn ÷ cicada | CPU/req: nginx ÷ cicada |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rows = [sc for sc, *_ in SCENARIOS if any(k[0] == sc for k in by)]
     for sc in rows:
+        ceiling, cpu_u, cpu_n = ratio(sc, NGINX), ratio(sc, UVICORN, "cpu_us"), ratio(
+            sc, NGINX, "cpu_us")
         lines.append(
             f"| {sc} | {_fmt(ratio(sc, UVICORN))} | {_fmt(ratio(sc, GRANIAN))} "
             f"| {_fmt(ratio(sc, HYPERCORN))} "
-            f"| {_fmt(None if ratio(sc, NGINX) is None else 100 * ratio(sc, NGINX), '.0f', '%')} "
-            f"| {_fmt(ratio(sc, UVICORN, 'p99_ms'))} |")
+            f"| {_fmt(None if ceiling is None else 100 * ceiling, '.0f', '%')} "
+            f"| {_fmt(ratio(sc, UVICORN, 'p99_ms'))} | {_fmt(1 / cpu_u if cpu_u else None)} "
+            f"| {_fmt(100 / cpu_n if cpu_n else None, '.0f', '%')} |")
     # How busy each server kept its core (well below 100%: wrk or other load on a shared
     # machine set the pace, not the server) and its CPU time per request, which other load
     # disturbs far less than req/s.
