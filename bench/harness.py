@@ -93,6 +93,46 @@ def server_process(cmd: list[str], port: int, env: dict | None = None, cwd: Path
             proc.wait()
 
 
+def _group_pids(pgid: int) -> list[int]:
+    """Every live process in process group `pgid` (server_process starts each server as the
+    leader of its own session, so this is the server and any workers it forked)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state ppid pgrp ...
+        if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
+def group_rss_kb(pgid: int) -> int:
+    """Resident memory (VmRSS, kB) summed over process group `pgid`."""
+    total = 0
+    for pid in _group_pids(pgid):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds consumed so far by process group `pgid` (all threads)."""
+    ticks = 0
+    for pid in _group_pids(pgid):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -116,8 +156,10 @@ def wrk(url: str, connections: int = 64, duration: float = 5, threads: int = 1,
     lat = {p: _to_ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    done = re.search(r"(\d+) requests in", out)
     return {
         "rps": rps,
+        "requests": int(done.group(1)) if done else 0,
         "p50_ms": lat.get("50", float("nan")),
         "p99_ms": lat.get("99", float("nan")),
         "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
@@ -145,6 +187,8 @@ def write_report(suite: str, title: str, results: list[Result], command: str,
             cell = f"{r.value:,.1f} {r.unit}" if r.value < 100 else f"{r.value:,.0f} {r.unit}"
             if "p99_ms" in r.extra:
                 cell += f" (p99 {r.extra['p99_ms']:.2f} ms)"
+            if r.extra.get("note"):  # free-form detail a suite wants in the cell
+                cell += f" ({r.extra['note']})"
             cells.append(cell)
         lines.append(f"| {sc} | " + " | ".join(cells) + " |")
     lines += ["", f"Each cell is the median of {len(results[0].runs) if results else 0} runs.", ""]
@@ -183,11 +227,12 @@ def _chart(suite, title, scenarios, subjects, by) -> None:
     fig, axes = plt.subplots(1, len(scenarios), figsize=(max(4, 3.2 * len(scenarios)), 3.6),
                              squeeze=False)
     for ax, sc in zip(axes[0], scenarios):
-        vals = [by[(sc, su)].value if (sc, su) in by else 0 for su in subjects]
-        colors = ["#2a9d8f" if su.startswith("cicada") else "#8d99ae" for su in subjects]
-        ax.bar(range(len(subjects)), vals, color=colors)
-        ax.set_xticks(range(len(subjects)))
-        ax.set_xticklabels(subjects, rotation=35, ha="right", fontsize=8)
+        present = [su for su in subjects if (sc, su) in by]  # no zero bar for a cell not run
+        vals = [by[(sc, su)].value for su in present]
+        colors = ["#2a9d8f" if su.startswith("cicada") else "#8d99ae" for su in present]
+        ax.bar(range(len(present)), vals, color=colors)
+        ax.set_xticks(range(len(present)))
+        ax.set_xticklabels(present, rotation=35, ha="right", fontsize=8)
         ax.set_title(sc, fontsize=9)
         unit = next((by[(sc, su)].unit for su in subjects if (sc, su) in by), "")
         ax.set_ylabel(unit if len(units) > 1 or ax is axes[0][0] else "", fontsize=8)

@@ -28,8 +28,11 @@ def main() -> int:
         mod = importlib.import_module(f"suites.{name}")
         print(f"== {name}", flush=True)
         results = mod.collect(opts)
-        cmd = f"make bench BENCH_ARGS='{name} --runs {opts.runs}'"
-        path = harness.write_report(name, mod.TITLE, results, cmd, getattr(mod, "NOTES", ""))
+        cmd = f"make bench BENCH_ARGS='{name} --runs {opts.runs} --duration {opts.duration:g}'"
+        notes = getattr(mod, "NOTES", "")
+        if hasattr(mod, "summary"):  # optional: text computed from this run (ratios, targets)
+            notes = "\n\n".join(x for x in (notes, mod.summary(results)) if x)
+        path = harness.write_report(name, mod.TITLE, results, cmd, notes)
         print(path.read_text())
     return 0
 
