@@ -21,12 +21,33 @@ from cicada import _core
 __all__ = ["HTTPMiddleware", "accelerate"]
 
 
+class _Request(Request):
+    """The `request` dispatch gets: a Starlette `Request` built by the C driver without `__init__`.
+
+    The driver sets scope, _receive and _send per request; the other attributes `__init__` would
+    set start out as these class defaults, so each layer pays three attribute stores, not six.
+    """
+
+    _stream_consumed = False
+    _is_disconnected = False
+    _form = None
+
+
+_Request.__name__ = _Request.__qualname__ = "Request"
+
+
 class _CallNextResponse(Response):
     """What `call_next` returns: status and headers of the app's response, body pulled lazily.
 
     Built by the C driver without running `__init__`; it sets status_code, raw_headers,
-    body_iterator, background, media_type and info, like Starlette's streaming response.
+    body_iterator (and info when the app sent one), like Starlette's streaming response. The
+    rest start as the class defaults below; `headers` is made on first use (mw_call.c).
     """
+
+    background = None
+    media_type = None
+    info = None
+    _headers = None
 
     async def __call__(self, scope, receive, send):
         await _send_response(self, send)
@@ -76,7 +97,7 @@ class HTTPMiddleware(BaseHTTPMiddleware):
 
 
 _core.mw_setup(
-    Request,
+    _Request,
     _CallNextResponse,
     Response,
     HTTPMiddleware,

@@ -22,6 +22,9 @@ PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt);
 
 /* mw_call.c: HTTPMiddleware.__call__ as one awaitable; mw_setup installs it. */
 int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st);
+PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args);
+/* 1 if `app` is an HTTPMiddleware whose __call__ is still cc_mw_call, 0 if not, -1 error. */
+int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app);
 PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* A recycled object of type `tp` with a fresh reference, or NULL when the freelist is empty. */

@@ -506,13 +506,14 @@ int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
 /* ---- HTTPMiddleware.__call__ ------------------------------------------------------------------
  */
 
-static PyObject *mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
+PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     PyObject *scope = args[0], *receive = args[1], *send = args[2];
     PyObject *type = cc_mw_msg_get(scope, st->s_type, Py_None), *driver = NULL, *fn = NULL;
     PyObject *call_next = NULL, *sub = NULL;
     if (!type)
         return NULL;
-    int http = PyUnicode_Check(type) && PyUnicode_CompareWithASCIIString(type, "http") == 0;
+    int http = type == st->s_http ||
+               (PyUnicode_Check(type) && PyUnicode_CompareWithASCIIString(type, "http") == 0);
     Py_DECREF(type);
     if (!http) { /* websocket, lifespan: straight through */
         PyObject *app = PyObject_GetAttr(self, st->s_app);
@@ -567,6 +568,18 @@ error:
     return NULL;
 }
 
+int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app) {
+    if (!st->layer_type || !PyObject_TypeCheck(app, (PyTypeObject *)st->layer_type))
+        return 0;
+    /* a subclass may override __call__; the type lookup is cached by CPython */
+    PyObject *call = PyObject_GetAttr((PyObject *)Py_TYPE(app), st->s_dispatch_func_call);
+    if (!call)
+        return -1;
+    int ours = Py_TYPE(call) == (PyTypeObject *)st->entry_type;
+    Py_DECREF(call);
+    return ours;
+}
+
 /* HTTPMiddleware.__call__ is an MWEntry: a method descriptor of our own type, so that calling
  * a middleware reaches mw_call with our module state and without binding a method object. */
 static PyObject *entry_call(PyObject *entry, PyObject *args, PyObject *kwargs) {
@@ -579,7 +592,7 @@ static PyObject *entry_call(PyObject *entry, PyObject *args, PyObject *kwargs) {
         return NULL;
     }
     cc_mw_state_t *st = &((cc_state_t *)PyType_GetModuleState(Py_TYPE(entry)))->mw;
-    return mw_call(st, PyTuple_GET_ITEM(args, 0), &PyTuple_GET_ITEM(args, 1));
+    return cc_mw_call(st, PyTuple_GET_ITEM(args, 0), &PyTuple_GET_ITEM(args, 1));
 }
 
 static PyObject *entry_get(PyObject *entry, PyObject *obj, PyObject *Py_UNUSED(type)) {
@@ -673,6 +686,7 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(descr);
     if (rc < 0)
         return NULL;
+    Py_XSETREF(st->layer_type, Py_NewRef(args[3]));
     Py_XSETREF(st->request_cls, Py_NewRef(args[0]));
     Py_XSETREF(st->response_cls, Py_NewRef(args[1]));
     Py_XSETREF(st->response_base, Py_NewRef(args[2]));

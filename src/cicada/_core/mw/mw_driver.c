@@ -3,6 +3,15 @@
  * never poll receive on its own, never create tasks, and never buffer a response body. */
 #include "mw/mw.h"
 
+#if PY_VERSION_HEX >= 0x030C0000
+#define CC_MW_T_PYSSIZET Py_T_PYSSIZET
+#define CC_MW_READONLY Py_READONLY
+#else
+#include <structmember.h>
+#define CC_MW_T_PYSSIZET T_PYSSIZET
+#define CC_MW_READONLY READONLY
+#endif
+
 /* Where the exchange with the downstream app stands. */
 enum { PH_INIT, PH_START, PH_BODY, PH_APP_DONE, PH_SENT };
 /* What a step awaitable runs the app for. */
@@ -42,6 +51,7 @@ typedef struct {
     PyObject *child;
     int child_watched, child_cancelled;
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
+    vectorcallfunc vectorcall; /* the driver is the app's `send`: called without an args tuple */
 } drv_t;
 
 /* One await on the driver. G_VALUE and G_SUSPEND steps are "done" objects: not tracked by the
@@ -95,7 +105,14 @@ static void err_restore(saved_err_t *e) {
 
 /* Exact-string test; ASGI type strings are usually interned literals, so identity hits first. */
 static inline int str_is(PyObject *a, PyObject *interned) {
-    return a == interned || (PyUnicode_Check(a) && PyUnicode_Compare(a, interned) == 0);
+    if (a == interned)
+        return 1;
+    /* dotted literals like "http.response.start" are not interned by the compiler */
+    if (!PyUnicode_Check(a) || PyUnicode_GET_LENGTH(a) != PyUnicode_GET_LENGTH(interned) ||
+        PyUnicode_KIND(a) != PyUnicode_KIND(interned))
+        return 0;
+    return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(interned),
+                  (size_t)PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a)) == 0;
 }
 
 /* New reference to message[key] or `dflt` (new ref) when absent; NULL on error. */
@@ -151,9 +168,16 @@ static PyObject *current_task(drv_t *d) {
 int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
     *task = NULL;
     drv_t *outer = (drv_t *)st->stepping_driver;
-    if (outer && outer->loop)
+    if (outer && outer->loop) {
         *loop = Py_NewRef(outer->loop);
-    else if (!(*loop = PyObject_CallNoArgs(st->get_running_loop)))
+#if PY_VERSION_HEX < 0x030C0000
+        /* before 3.12 (no eager tasks) only the stepping driver's task runs inside its step */
+        if (outer->task) {
+            *task = Py_NewRef(outer->task);
+            return 0;
+        }
+#endif
+    } else if (!(*loop = PyObject_CallNoArgs(st->get_running_loop)))
         return -1;
     if (*loop == Py_None)
         return 0;
@@ -692,13 +716,11 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
         if (!(headers = PyList_New(0)))
             goto error;
     }
+    /* background, media_type, info and _headers default to None on the class */
     if (PyObject_SetAttr(resp, st->s_status_code, status) < 0 ||
         PyObject_SetAttr(resp, st->s_raw_headers, headers) < 0 ||
         PyObject_SetAttr(resp, st->s_body_iterator, (PyObject *)d) < 0 ||
-        PyObject_SetAttr(resp, st->s_background, Py_None) < 0 ||
-        PyObject_SetAttr(resp, st->s_media_type, Py_None) < 0 ||
-        PyObject_SetAttr(resp, st->s_info, d->info ? d->info : Py_None) < 0 ||
-        PyObject_SetAttr(resp, st->s_headers_cache, Py_None) < 0)
+        (d->info && PyObject_SetAttr(resp, st->s_info, d->info) < 0))
         goto error;
     Py_DECREF(status);
     Py_DECREF(headers);
@@ -1181,7 +1203,12 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     if (!(rcv = PyCFunction_New(&drv_receive_def, self)))
         goto error;
     PyObject *args[3] = {d->scope, rcv, snd};
-    coro = PyObject_Vectorcall(app, args, 3, NULL);
+    /* the next layer down is often another HTTPMiddleware: enter it without the
+     * instance-call machinery (args tuple, __call__ lookup, method prepend) */
+    int ours = cc_mw_is_layer(st, app);
+    if (ours < 0)
+        goto error;
+    coro = ours ? cc_mw_call(st, app, args) : PyObject_Vectorcall(app, args, 3, NULL);
     if (!coro)
         goto error;
     if (!PyCoro_CheckExact(coro)) {
@@ -1403,16 +1430,32 @@ static PyObject *drv_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
     return drv_asgi_send(self, PyTuple_GET_ITEM(args, 0));
 }
 
+static PyObject *drv_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "send(message) takes exactly one argument");
+        return NULL;
+    }
+    return drv_asgi_send(self, args[0]);
+}
+
+static PyMemberDef drv_members[] = {
+    {"__vectorcalloffset__", CC_MW_T_PYSSIZET, offsetof(drv_t, vectorcall), CC_MW_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyType_Slot drv_slots[] = {
     {Py_am_aiter, drv_aiter},     {Py_am_anext, drv_anext},       {Py_tp_call, drv_tp_call},
     {Py_tp_dealloc, drv_dealloc}, {Py_tp_traverse, drv_traverse}, {Py_tp_clear, drv_clear},
-    {Py_tp_methods, drv_methods}, {Py_tp_getset, drv_getset},     {0, NULL},
+    {Py_tp_methods, drv_methods}, {Py_tp_getset, drv_getset},     {Py_tp_members, drv_members},
+    {0, NULL},
 };
 
 static PyType_Spec drv_spec = {
     .name = "cicada._core.MWDriver",
     .basicsize = sizeof(drv_t),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION |
+             Py_TPFLAGS_HAVE_VECTORCALL,
     .slots = drv_slots,
 };
 
@@ -1423,13 +1466,11 @@ static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *rece
     PyObject *req = cls->tp_new(cls, st->empty_tuple, NULL);
     if (!req)
         return NULL;
-    /* setattr keeps them in the instance's inline values (see make_response) */
+    /* setattr keeps them in the instance's inline values (see make_response); the class
+     * (cicada.middleware._Request) holds the defaults of the other attributes __init__ sets */
     if (PyObject_SetAttr(req, st->s_scope, scope) < 0 ||
         PyObject_SetAttr(req, st->s_receive_attr, receive) < 0 ||
-        PyObject_SetAttr(req, st->s_send_attr, send) < 0 ||
-        PyObject_SetAttr(req, st->s_stream_consumed, Py_False) < 0 ||
-        PyObject_SetAttr(req, st->s_is_disconnected, Py_False) < 0 ||
-        PyObject_SetAttr(req, st->s_form, Py_None) < 0) {
+        PyObject_SetAttr(req, st->s_send_attr, send) < 0) {
         Py_DECREF(req);
         return NULL;
     }
@@ -1461,6 +1502,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->phase = PH_INIT;
     d->stepping = d->coro_done = d->started = d->resume_throw = 0;
     d->called = d->body_started = d->replay_state = 0;
+    d->vectorcall = drv_vectorcall;
     d->request = make_request(st, scope, receive, send);
     PyObject_GC_Track(d);
     if (!d->request) {

@@ -11,6 +11,7 @@
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     CC_MW_INTERN(s_type, "type");
+    CC_MW_INTERN(s_http, "http");
     CC_MW_INTERN(s_status, "status");
     CC_MW_INTERN(s_headers, "headers");
     CC_MW_INTERN(s_body, "body");
@@ -79,6 +80,8 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(get_running_loop)                                                                            \
     X(ensure_future)                                                                               \
     X(request_cls)                                                                                 \
+    X(layer_type)                                                                                  \
+    X(s_http)                                                                                      \
     X(response_cls)                                                                                \
     X(current_task)                                                                                \
     X(cancelled_error)                                                                             \

@@ -25,7 +25,8 @@ typedef struct {
     PyObject *entry_type;
     PyObject *headers_type;
     /* set by mw_setup() from cicada/middleware.py; NULL until then */
-    PyObject *request_cls;      /* starlette.requests.Request */
+    PyObject *layer_type;       /* cicada.middleware.HTTPMiddleware */
+    PyObject *request_cls;      /* cicada.middleware._Request (starlette Request) */
     PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
     PyObject *current_task;     /* asyncio.current_task */
     PyObject *cancelled_error;  /* asyncio.CancelledError */
@@ -40,7 +41,7 @@ typedef struct {
                                                                       _task_states.data, once
                                                                       imported */
     /* interned strings */
-    PyObject *s_type, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
+    PyObject *s_type, *s_http, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
     PyObject *s_start, *s_body_msg, *s_pathsend, *s_debug, *s_early_hint;
     PyObject *s_disconnect, *s_request;
     PyObject *s_blocking, *s_add_done_callback, *s_remove_done_callback, *s_set_result;
