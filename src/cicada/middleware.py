@@ -47,7 +47,6 @@ class _CallNextResponse(Response):
     background = None
     media_type = None
     info = None
-    _headers = None
 
     async def __call__(self, scope, receive, send):
         await _send_response(self, send)

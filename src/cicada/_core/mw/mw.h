@@ -13,6 +13,9 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
                            PyObject *send, PyObject *loop, PyObject *task);
 int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task);
 PyObject *cc_mw_driver_request(PyObject *driver); /* borrowed */
+PyObject *cc_mw_driver_info(PyObject *driver);    /* borrowed; NULL when the app sent none */
+/* The app's start message (borrowed) if it still carries `status` and `headers`, else NULL. */
+PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers);
 PyObject *cc_mw_call_next_fn(PyObject *driver);
 PyObject *cc_mw_next_message(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_finish(PyObject *driver, PyObject *unused);

@@ -163,8 +163,11 @@ static int call_start(call_t *c) {
         Py_DECREF(status);
         return -1;
     }
-    PyObject *msg =
-        dict3(st, st->s_type, st->s_start, st->s_status, status, st->s_headers, headers);
+    /* untouched status and headers (set in place or not at all): forward the app's own start
+     * message, so a stack of layers passes one dict up instead of building one per layer */
+    PyObject *msg = cc_mw_unchanged_start(c->driver, status, headers);
+    msg = msg ? Py_NewRef(msg)
+              : dict3(st, st->s_type, st->s_start, st->s_status, status, st->s_headers, headers);
     Py_DECREF(status);
     Py_DECREF(headers);
     return call_send(c, msg, C_START);
@@ -210,16 +213,11 @@ static int call_advance(call_t *c, PyObject *value) {
             c->state = C_GENERIC;
             return c->sub ? 0 : -1;
         }
-        PyObject *info = PyObject_GetAttr(value, st->s_info);
-        if (!info)
-            return -1;
-        if (info == Py_None) {
-            Py_DECREF(info);
+        PyObject *info = cc_mw_driver_info(c->driver); /* what make_response put in .info */
+        if (!info || info == Py_None)
             return call_start(c);
-        }
-        PyObject *msg = dict3(st, st->s_type, st->s_debug, st->s_info, info, NULL, NULL);
-        Py_DECREF(info);
-        return call_send(c, msg, C_DEBUG);
+        return call_send(c, dict3(st, st->s_type, st->s_debug, st->s_info, info, NULL, NULL),
+                         C_DEBUG);
     }
     case C_GENERIC:
         return call_finish(c);
@@ -623,21 +621,19 @@ static PyType_Spec entry_spec = {
 };
 
 /* _CallNextResponse.headers: Starlette's MutableHeaders over raw_headers, made without running
- * its __init__ (which only stores the list) and cached like Starlette's property does. */
+ * its __init__ (which only stores the list). This is a non-data descriptor: the object it makes
+ * is stored as the instance's own `headers`, which later reads find first, so it runs once. */
 static PyObject *headers_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED(type)) {
     if (!obj || obj == Py_None)
         return Py_NewRef(descr);
     cc_mw_state_t *st = &((cc_state_t *)PyType_GetModuleState(Py_TYPE(descr)))->mw;
-    PyObject *h = PyObject_GetAttr(obj, st->s_headers_cache), *raw = NULL;
-    if (!h || h != Py_None)
-        return h;
-    Py_DECREF(h);
-    if (!(raw = PyObject_GetAttr(obj, st->s_raw_headers)))
+    PyObject *h, *raw = PyObject_GetAttr(obj, st->s_raw_headers);
+    if (!raw)
         return NULL;
     PyTypeObject *cls = (PyTypeObject *)st->mutable_headers;
     h = cls->tp_new(cls, st->empty_tuple, NULL);
-    if (h && (PyObject_SetAttr(h, st->s_list, raw) < 0 ||
-              PyObject_SetAttr(obj, st->s_headers_cache, h) < 0))
+    if (h &&
+        (PyObject_SetAttr(h, st->s_list, raw) < 0 || PyObject_SetAttr(obj, st->s_headers, h) < 0))
         Py_CLEAR(h);
     Py_DECREF(raw);
     return h;

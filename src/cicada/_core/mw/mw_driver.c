@@ -39,6 +39,7 @@ typedef struct {
     PyObject *queue;    /* [(message, future)] sent from other tasks, oldest first */
     PyObject *deferred; /* futures of final messages, released once the response is sent */
     PyObject *info;     /* http.response.debug info */
+    PyObject *start;    /* the app's http.response.start message */
     PyObject *replay;   /* request body read by dispatch, replayed to the app */
     /* anyio keeps one "current cancel scope" per task. When the app parks inside its own scopes
      * (a task group streaming from a child task) while dispatch runs in the same task, each side
@@ -697,7 +698,7 @@ static int drv_pump(step_t *s, PyObject **out) {
 
 /* The call_next response, built without __init__. Attributes go through setattr so they land
  * in the instance's inline values (no dict materialised; Starlette's attribute reads stay on
- * CPython's fast path). `_headers` is None until the headers descriptor makes it. */
+ * CPython's fast path). `headers` is made on first use by the descriptor in mw_call.c. */
 static PyObject *make_response(drv_t *d, PyObject *start) {
     cc_mw_state_t *st = d->st;
     PyTypeObject *cls = (PyTypeObject *)st->response_cls;
@@ -716,12 +717,13 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
         if (!(headers = PyList_New(0)))
             goto error;
     }
-    /* background, media_type, info and _headers default to None on the class */
+    /* background, media_type and info default to None on the class */
     if (PyObject_SetAttr(resp, st->s_status_code, status) < 0 ||
         PyObject_SetAttr(resp, st->s_raw_headers, headers) < 0 ||
         PyObject_SetAttr(resp, st->s_body_iterator, (PyObject *)d) < 0 ||
         (d->info && PyObject_SetAttr(resp, st->s_info, d->info) < 0))
         goto error;
+    Py_XSETREF(d->start, Py_NewRef(start));
     Py_DECREF(status);
     Py_DECREF(headers);
     return resp;
@@ -1341,6 +1343,7 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->queue);
     Py_VISIT(d->deferred);
     Py_VISIT(d->info);
+    Py_VISIT(d->start);
     Py_VISIT(d->replay);
     Py_VISIT(d->ts);
     Py_VISIT(d->outer_scope);
@@ -1366,6 +1369,7 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->queue);
     Py_CLEAR(d->deferred);
     Py_CLEAR(d->info);
+    Py_CLEAR(d->start);
     Py_CLEAR(d->replay);
     Py_CLEAR(d->ts);
     Py_CLEAR(d->outer_scope);
@@ -1494,7 +1498,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->coro = d->msg = d->resume = NULL;
     d->task = Py_XNewRef(task);
     d->loop = Py_XNewRef(loop);
-    d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = NULL;
+    d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
     d->child = NULL;
@@ -1510,6 +1514,22 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
         return NULL;
     }
     return (PyObject *)d;
+}
+
+PyObject *cc_mw_driver_info(PyObject *driver) {
+    return ((drv_t *)driver)->info;
+}
+
+PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers) {
+    PyObject *start = ((drv_t *)driver)->start;
+    if (!start || !PyDict_CheckExact(start))
+        return NULL;
+    /* identity, not equality: a header list edited in place is still the one the app sent */
+    PyObject *s = PyDict_GetItemWithError(start, ((drv_t *)driver)->st->s_status);
+    PyObject *h = s == status ? PyDict_GetItemWithError(start, ((drv_t *)driver)->st->s_headers)
+                              : NULL;
+    PyErr_Clear(); /* a failed lookup only means "build a new message" */
+    return h == headers ? start : NULL;
 }
 
 PyObject *cc_mw_driver_request(PyObject *driver) {

@@ -49,7 +49,7 @@ typedef struct {
     PyObject *s_status_code, *s_raw_headers, *s_body_iterator, *s_background, *s_media_type;
     PyObject *s_scope, *s_receive_attr, *s_send_attr, *s_stream_consumed, *s_is_disconnected;
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
-    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_headers_cache,
+    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call,
         *s_list;
     PyObject *empty_tuple, *empty_bytes;
     cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver; /* untracked, no type reference */
