@@ -567,14 +567,23 @@ error:
 }
 
 int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app) {
+    PyTypeObject *tp = Py_TYPE(app);
+    /* the last type found to be a layer, valid while its version tag is unchanged: a tag is
+     * never reused, and any change to the type's attributes resets it. `tp` is only compared */
+    if (tp == st->layer_seen && tp->tp_version_tag && tp->tp_version_tag == st->layer_seen_tag)
+        return 1;
     if (!st->layer_type || !PyObject_TypeCheck(app, (PyTypeObject *)st->layer_type))
         return 0;
-    /* a subclass may override __call__; the type lookup is cached by CPython */
-    PyObject *call = PyObject_GetAttr((PyObject *)Py_TYPE(app), st->s_dispatch_func_call);
+    /* a subclass may override __call__ */
+    PyObject *call = PyObject_GetAttr((PyObject *)tp, st->s_dispatch_func_call);
     if (!call)
         return -1;
     int ours = Py_TYPE(call) == (PyTypeObject *)st->entry_type;
     Py_DECREF(call);
+    if (ours) {
+        st->layer_seen = tp;
+        st->layer_seen_tag = tp->tp_version_tag;
+    }
     return ours;
 }
 

@@ -52,7 +52,7 @@ typedef struct {
     PyObject *child;
     int child_watched, child_cancelled;
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
-    vectorcallfunc vectorcall; /* the driver is the app's `send`: called without an args tuple */
+    vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
 
 /* One await on the driver. G_VALUE and G_SUSPEND steps are "done" objects: not tracked by the
@@ -1159,8 +1159,6 @@ static PyObject *drv_asgi_receive(PyObject *self, PyObject *Py_UNUSED(ignored)) 
     return PyObject_CallNoArgs(d->receive);
 }
 
-static PyMethodDef drv_receive_def = {"receive", drv_asgi_receive, METH_NOARGS, NULL};
-
 static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     drv_t *d = (drv_t *)self;
     cc_mw_state_t *st = d->st;
@@ -1201,9 +1199,9 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     }
     if (!(app = PyObject_GetAttr(d->mw, st->s_app)))
         goto error;
+    /* the driver is both callables: send(message) and receive() (see drv_vectorcall) */
     snd = Py_NewRef(self);
-    if (!(rcv = PyCFunction_New(&drv_receive_def, self)))
-        goto error;
+    rcv = Py_NewRef(self);
     PyObject *args[3] = {d->scope, rcv, snd};
     /* the next layer down is often another HTTPMiddleware: enter it without the
      * instance-call machinery (args tuple, __call__ lookup, method prepend) */
@@ -1425,22 +1423,32 @@ static PyObject *drv_anext(PyObject *self) {
     return step_new(d->st, d, G_CHUNK, NULL);
 }
 
-/* The driver is also the `send` callable handed to the app. */
+/* The driver is also the `send` and the `receive` callable handed to the app: one object per
+ * layer instead of two, told apart by their arity (send(message), receive()). */
+static PyObject *drv_call_any(PyObject *self, Py_ssize_t nargs, PyObject *const *args) {
+    if (nargs == 1)
+        return drv_asgi_send(self, args[0]);
+    if (nargs == 0)
+        return drv_asgi_receive(self, NULL);
+    PyErr_SetString(PyExc_TypeError, "send(message) takes one argument and receive() none");
+    return NULL;
+}
+
 static PyObject *drv_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
-    if (PyTuple_GET_SIZE(args) != 1 || (kwargs && PyDict_GET_SIZE(kwargs))) {
-        PyErr_SetString(PyExc_TypeError, "send(message) takes exactly one argument");
+    if (kwargs && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "send() and receive() take no keyword arguments");
         return NULL;
     }
-    return drv_asgi_send(self, PyTuple_GET_ITEM(args, 0));
+    return drv_call_any(self, PyTuple_GET_SIZE(args), &PyTuple_GET_ITEM(args, 0));
 }
 
 static PyObject *drv_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
                                 PyObject *kwnames) {
-    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
-        PyErr_SetString(PyExc_TypeError, "send(message) takes exactly one argument");
+    if (kwnames && PyTuple_GET_SIZE(kwnames)) {
+        PyErr_SetString(PyExc_TypeError, "send() and receive() take no keyword arguments");
         return NULL;
     }
-    return drv_asgi_send(self, args[0]);
+    return drv_call_any(self, PyVectorcall_NARGS(nargsf), args);
 }
 
 static PyMemberDef drv_members[] = {

@@ -26,6 +26,8 @@ typedef struct {
     PyObject *headers_type;
     /* set by mw_setup() from cicada/middleware.py; NULL until then */
     PyObject *layer_type;       /* cicada.middleware.HTTPMiddleware */
+    PyTypeObject *layer_seen;   /* not a reference: only compared (see cc_mw_is_layer) */
+    unsigned int layer_seen_tag;
     PyObject *request_cls;      /* cicada.middleware._Request (starlette Request) */
     PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
     PyObject *current_task;     /* asyncio.current_task */
