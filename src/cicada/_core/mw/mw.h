@@ -14,6 +14,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
 int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task);
 PyObject *cc_mw_driver_request(PyObject *driver); /* borrowed */
 PyObject *cc_mw_driver_info(PyObject *driver);    /* borrowed; NULL when the app sent none */
+int cc_mw_driver_body_done(PyObject *driver);     /* 1 once the app sent its last body message */
 /* The app's start message (borrowed) if it still carries `status` and `headers`, else NULL. */
 PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers);
 PyObject *cc_mw_call_next_fn(PyObject *driver);

@@ -233,23 +233,9 @@ static int call_advance(call_t *c, PyObject *value) {
                                    st->s_more_body, Py_False),
                              C_RELAY);
         }
-        PyObject *type = cc_mw_msg_get(value, st->s_type, Py_None);
-        if (!type)
-            return -1;
-        int is_body = type == st->s_body_msg ||
-                      (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_body_msg) == 0);
-        Py_DECREF(type);
-        c->last = 1;
-        if (is_body) {
-            PyObject *more = cc_mw_msg_get(value, st->s_more_body, Py_False);
-            if (!more)
-                return -1;
-            int m = PyObject_IsTrue(more);
-            Py_DECREF(more);
-            if (m < 0)
-                return -1;
-            c->last = !m;
-        }
+        /* the driver only hands over body and pathsend messages, and has already read
+         * more_body: it knows whether this one ends the response */
+        c->last = cc_mw_driver_body_done(c->driver);
         return call_send(c, Py_NewRef(value), C_RELAY);
     }
     case C_RELAY:

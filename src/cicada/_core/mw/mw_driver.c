@@ -1524,6 +1524,10 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     return (PyObject *)d;
 }
 
+int cc_mw_driver_body_done(PyObject *driver) {
+    return ((drv_t *)driver)->phase >= PH_APP_DONE;
+}
+
 PyObject *cc_mw_driver_info(PyObject *driver) {
     return ((drv_t *)driver)->info;
 }
