@@ -3,6 +3,9 @@
  * then lets the app finish. It never steps the app itself: mw_driver.c does that. */
 #include "mw/mw.h"
 
+/* A send handed over without an awaitable (cc_mw_layer_send): to do, then done. */
+enum { H_NONE, H_YIELD, H_PARKED };
+
 /* What the call is waiting for in `sub`. */
 enum {
     C_DISPATCH,   /* the user's dispatch coroutine */
@@ -22,6 +25,7 @@ typedef struct {
     PyObject *mw, *scope, *receive, *send;
     PyObject *driver, *response, *sub, *error;
     int state, last;
+    int handed; /* H_*: a message handed straight to the driver that is our `send` */
 } call_t;
 
 /* ---- helpers --------------------------------------------------------------------------------- */
@@ -121,9 +125,16 @@ static PyObject *dict3(cc_mw_state_t *st, PyObject *k1, PyObject *v1, PyObject *
 static int call_send(call_t *c, PyObject *msg, int state) { /* steals msg */
     if (!msg)
         return -1;
-    c->sub = awaitable_iter(PyObject_CallOneArg(c->send, msg));
+    int handed;
+    PyObject *r = cc_mw_layer_send(c->st, c->send, msg, &handed);
     Py_DECREF(msg);
     c->state = state;
+    if (handed) { /* no awaitable: resumed, the call goes on as if the send returned */
+        Py_DECREF(r);
+        c->handed = H_YIELD;
+        return 0;
+    }
+    c->sub = awaitable_iter(r);
     return c->sub ? 0 : -1;
 }
 
@@ -300,6 +311,7 @@ static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObjec
             PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware call");
         return PYGEN_ERROR;
     }
+    c->handed = H_NONE; /* resumed after a hand-over: as if the send returned (or raised exc) */
     for (;;) {
         PyObject *out = NULL;
         int r;
@@ -324,6 +336,11 @@ static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObjec
         if (r < 0 && call_fail(c) < 0) {
             call_release(c);
             return PYGEN_ERROR;
+        }
+        if (c->handed == H_YIELD) { /* the driver takes the message when it sees itself */
+            c->handed = H_PARKED;
+            *result = Py_NewRef(c->send);
+            return PYGEN_NEXT;
         }
         if (c->state == C_DONE && !c->sub) {
             call_release(c);
@@ -389,7 +406,7 @@ static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     call_t *c = (call_t *)self;
-    if (c->state == C_DONE || !c->sub) {
+    if (c->state == C_DONE || (!c->sub && c->handed != H_PARKED)) {
         c->state = C_DONE;
         Py_RETURN_NONE;
     }
@@ -540,6 +557,7 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     c->sub = sub;
     c->state = C_DISPATCH;
     c->last = 0;
+    c->handed = H_NONE;
     PyObject_GC_Track(c);
     Py_DECREF(fn);
     Py_DECREF(call_next);

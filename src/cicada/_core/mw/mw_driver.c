@@ -661,8 +661,10 @@ static int drv_pump(step_t *s, PyObject **out) {
             return -1;
         if (r == 0)
             continue;
-        if (Py_TYPE(y) == (PyTypeObject *)st->done_type && ((step_t *)y)->owner == d) {
-            /* the app is suspended in its send: take the message */
+        if (y == (PyObject *)d ||
+            (Py_TYPE(y) == (PyTypeObject *)st->done_type && ((step_t *)y)->owner == d)) {
+            /* the app is suspended in its send (a layer below yields the driver itself, see
+             * drv_send): take the message */
             Py_DECREF(y);
             PyObject *msg = d->msg;
             d->msg = NULL;
@@ -1068,10 +1070,12 @@ static PyObject *done_with(drv_t *d, PyObject *value) {
     return s;
 }
 
-/* The `send` the downstream app gets. */
-static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
-    drv_t *d = (drv_t *)self;
+/* The `send` the downstream app gets. With `handed` (a cicada layer sending from C, see
+ * cc_mw_layer_send), a message the driver takes in-task sets *handed and returns None instead
+ * of a suspending step: the caller then yields the driver itself, which drv_pump recognises. */
+static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
     cc_mw_state_t *st = d->st;
+    PyObject *self = (PyObject *)d;
     PyObject *type = NULL, *t = NULL, *fut = NULL, *item = NULL;
     if (d->phase >= PH_SENT) /* the response is gone (or replaced): drop it */
         return done_with(d, Py_NewRef(Py_None));
@@ -1106,6 +1110,10 @@ static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
 #endif
         {
             Py_XSETREF(d->msg, Py_NewRef(msg));
+            if (handed) {
+                *handed = 1;
+                Py_RETURN_NONE;
+            }
             return step_new(st, d, G_SUSPEND, NULL);
         }
     }
@@ -1128,6 +1136,17 @@ error:
     Py_XDECREF(fut);
     Py_XDECREF(item);
     return NULL;
+}
+
+static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
+    return drv_send((drv_t *)self, msg, NULL);
+}
+
+PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, int *handed) {
+    *handed = 0;
+    if (Py_TYPE(send) == (PyTypeObject *)st->driver_type)
+        return drv_send((drv_t *)send, msg, handed);
+    return PyObject_CallOneArg(send, msg);
 }
 
 /* The `receive` the downstream app gets. */
