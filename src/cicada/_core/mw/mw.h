@@ -5,6 +5,16 @@
 
 #include "module.h"
 
+/* __vectorcalloffset__ members: 3.12 moved the constants into Python.h under new names. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define CC_MW_T_PYSSIZET Py_T_PYSSIZET
+#define CC_MW_READONLY Py_READONLY
+#else
+#include <structmember.h>
+#define CC_MW_T_PYSSIZET T_PYSSIZET
+#define CC_MW_READONLY READONLY
+#endif
+
 /* Creates the layer's heap types in `st` and adds MWDriver to the module. */
 int cc_mw_types_init(PyObject *module, cc_mw_state_t *st);
 
@@ -17,7 +27,7 @@ PyObject *cc_mw_driver_info(PyObject *driver);    /* borrowed; NULL when the app
 int cc_mw_driver_body_done(PyObject *driver);     /* 1 once the app sent its last body message */
 /* The app's start message (borrowed) if it still carries `status` and `headers`, else NULL. */
 PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers);
-PyObject *cc_mw_call_next_fn(PyObject *driver);
+PyObject *cc_mw_call_next(PyObject *driver, PyObject *request);
 PyObject *cc_mw_next_message(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_finish(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_abort(PyObject *driver, PyObject *unused);

@@ -26,6 +26,7 @@ typedef struct {
     PyObject *driver, *response, *sub, *error;
     int state, last;
     int handed; /* H_*: a message handed straight to the driver that is our `send` */
+    vectorcallfunc vectorcall; /* the call is also dispatch's `call_next` (no object per layer) */
 } call_t;
 
 /* ---- helpers --------------------------------------------------------------------------------- */
@@ -435,6 +436,26 @@ static PyObject *call_await(PyObject *self) {
     return Py_NewRef(self);
 }
 
+/* call_next(request): the request argument is ignored, as Starlette's call_next does. */
+static PyObject *call_next_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                      PyObject *kwnames) {
+    call_t *c = (call_t *)self;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "call_next(request) takes exactly one argument");
+        return NULL;
+    }
+    if (!c->driver) {
+        PyErr_SetString(PyExc_RuntimeError, "call_next() called after the request was over");
+        return NULL;
+    }
+    return cc_mw_call_next(c->driver, args[0]);
+}
+
+static PyMemberDef call_members[] = {
+    {"__vectorcalloffset__", CC_MW_T_PYSSIZET, offsetof(call_t, vectorcall), CC_MW_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static int call_traverse(PyObject *self, visitproc visit, void *arg) {
     call_t *c = (call_t *)self;
     Py_VISIT(Py_TYPE(self));
@@ -481,13 +502,16 @@ static PyMethodDef call_methods[] = {
 static PyType_Slot call_slots[] = {
     {Py_tp_dealloc, call_dealloc}, {Py_tp_traverse, call_traverse}, {Py_tp_clear, call_clear},
     {Py_tp_iter, call_await},      {Py_tp_iternext, call_iternext}, {Py_tp_methods, call_methods},
-    {Py_am_await, call_await},     {Py_am_send, call_am_send},      {0, NULL},
+    {Py_am_await, call_await},     {Py_am_send, call_am_send},      {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_members, call_members}, {0, NULL},
 };
 
+/* MWCall: HTTPMiddleware.__call__'s awaitable, and the call_next dispatch is given. */
 static PyType_Spec call_spec = {
     .name = "cicada._core.MWCall",
     .basicsize = sizeof(call_t),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION |
+             Py_TPFLAGS_HAVE_VECTORCALL,
     .slots = call_slots,
 };
 
@@ -510,7 +534,7 @@ int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
 PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     PyObject *scope = args[0], *receive = args[1], *send = args[2];
     PyObject *type = cc_mw_msg_get(scope, st->s_type, Py_None), *driver = NULL, *fn = NULL;
-    PyObject *call_next = NULL, *sub = NULL;
+    PyObject *call_next, *sub;
     if (!type)
         return NULL;
     int http = type == st->s_http ||
@@ -537,12 +561,7 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     Py_DECREF(task);
     if (!driver)
         goto error;
-    if (!(fn = PyObject_GetAttr(self, st->s_dispatch_func)) ||
-        !(call_next = cc_mw_call_next_fn(driver)))
-        goto error;
-    sub = awaitable_iter(
-        PyObject_Vectorcall(fn, (PyObject *[]){cc_mw_driver_request(driver), call_next}, 2, NULL));
-    if (!sub)
+    if (!(fn = PyObject_GetAttr(self, st->s_dispatch_func)))
         goto error;
     call_t *c = (call_t *)cc_mw_fl_pop(&st->fl_call, (PyTypeObject *)st->call_type);
     if (!c && !(c = PyObject_GC_New(call_t, (PyTypeObject *)st->call_type)))
@@ -552,21 +571,30 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     c->scope = Py_NewRef(scope);
     c->receive = Py_NewRef(receive);
     c->send = Py_NewRef(send);
-    c->driver = driver;
-    c->response = c->error = NULL;
-    c->sub = sub;
+    c->driver = driver; /* the call owns it from here */
+    driver = NULL;
+    c->response = c->error = c->sub = NULL;
     c->state = C_DISPATCH;
     c->last = 0;
     c->handed = H_NONE;
+    c->vectorcall = call_next_vectorcall;
     PyObject_GC_Track(c);
+    /* dispatch's coroutine holds the call as call_next, and the call holds the coroutine:
+     * call_release breaks that cycle when the request is over */
+    call_next = (PyObject *)c;
+    sub = awaitable_iter(
+        PyObject_Vectorcall(fn, (PyObject *[]){cc_mw_driver_request(c->driver), call_next}, 2,
+                            NULL));
     Py_DECREF(fn);
-    Py_DECREF(call_next);
+    if (!sub) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    c->sub = sub;
     return (PyObject *)c;
 error:
     Py_XDECREF(driver);
     Py_XDECREF(fn);
-    Py_XDECREF(call_next);
-    Py_XDECREF(sub);
     return NULL;
 }
 

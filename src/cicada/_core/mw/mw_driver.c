@@ -3,15 +3,6 @@
  * never poll receive on its own, never create tasks, and never buffer a response body. */
 #include "mw/mw.h"
 
-#if PY_VERSION_HEX >= 0x030C0000
-#define CC_MW_T_PYSSIZET Py_T_PYSSIZET
-#define CC_MW_READONLY Py_READONLY
-#else
-#include <structmember.h>
-#define CC_MW_T_PYSSIZET T_PYSSIZET
-#define CC_MW_READONLY READONLY
-#endif
-
 /* Where the exchange with the downstream app stands. */
 enum { PH_INIT, PH_START, PH_BODY, PH_APP_DONE, PH_SENT };
 /* What a step awaitable runs the app for. */
@@ -1567,10 +1558,8 @@ PyObject *cc_mw_driver_request(PyObject *driver) {
     return ((drv_t *)driver)->request;
 }
 
-static PyMethodDef drv_call_next_def = {"call_next", drv_call_next, METH_O, NULL};
-
-PyObject *cc_mw_call_next_fn(PyObject *driver) {
-    return PyCFunction_New(&drv_call_next_def, driver);
+PyObject *cc_mw_call_next(PyObject *driver, PyObject *request) {
+    return drv_call_next(driver, request);
 }
 
 /* mw_driver(middleware, scope, receive, send) -> MWDriver */
