@@ -24,10 +24,11 @@ __all__ = ["HTTPMiddleware", "accelerate"]
 class _Request(Request):
     """The `request` dispatch gets: a Starlette `Request` built by the C driver without `__init__`.
 
-    The driver sets scope, _receive and _send per request; the other attributes `__init__` would
-    set start out as these class defaults, so each layer pays three attribute stores, not six.
+    The driver sets scope, _receive and _send per request, straight into these slots; the other
+    attributes `__init__` would set start out as the class defaults below.
     """
 
+    __slots__ = ("scope", "_receive", "_send")
     _stream_consumed = False
     _is_disconnected = False
     _form = None
@@ -39,11 +40,13 @@ _Request.__name__ = _Request.__qualname__ = "Request"
 class _CallNextResponse(Response):
     """What `call_next` returns: status and headers of the app's response, body pulled lazily.
 
-    Built by the C driver without running `__init__`; it sets status_code, raw_headers,
-    body_iterator (and info when the app sent one), like Starlette's streaming response. The
-    rest start as the class defaults below; `headers` is made on first use (mw_call.c).
+    Built by the C driver without running `__init__`; it sets status_code, raw_headers and
+    body_iterator (straight into these slots) and info when the app sent one, like Starlette's
+    streaming response. The rest start as the class defaults below; `headers` is made on first
+    use (mw_call.c) and kept in `_cicada_headers`.
     """
 
+    __slots__ = ("status_code", "raw_headers", "body_iterator", "_cicada_headers")
     background = None
     media_type = None
     info = None

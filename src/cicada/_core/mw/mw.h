@@ -8,10 +8,12 @@
 /* __vectorcalloffset__ members: 3.12 moved the constants into Python.h under new names. */
 #if PY_VERSION_HEX >= 0x030C0000
 #define CC_MW_T_PYSSIZET Py_T_PYSSIZET
+#define CC_MW_T_OBJECT_EX Py_T_OBJECT_EX
 #define CC_MW_READONLY Py_READONLY
 #else
 #include <structmember.h>
 #define CC_MW_T_PYSSIZET T_PYSSIZET
+#define CC_MW_T_OBJECT_EX T_OBJECT_EX
 #define CC_MW_READONLY READONLY
 #endif
 
@@ -44,6 +46,16 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args);
 /* 1 if `app` is an HTTPMiddleware whose __call__ is still cc_mw_call, 0 if not, -1 error. */
 int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app);
 PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* A __slots__ member of a Python object, by its offset (see mw_setup): what the member
+ * descriptor would do, without looking the descriptor up on every access. */
+static inline PyObject *cc_mw_slot(PyObject *obj, Py_ssize_t off) { /* borrowed, NULL unset */
+    return *(PyObject **)((char *)obj + off);
+}
+
+static inline void cc_mw_slot_set(PyObject *obj, Py_ssize_t off, PyObject *value) {
+    Py_XSETREF(*(PyObject **)((char *)obj + off), Py_NewRef(value));
+}
 
 /* A recycled object of type `tp` with a fresh reference, or NULL when the freelist is empty. */
 static inline PyObject *cc_mw_fl_pop(cc_mw_freelist_t *fl, PyTypeObject *tp) {

@@ -165,12 +165,19 @@ static int call_background(call_t *c) {
     return c->sub ? 0 : -1;
 }
 
-static int call_start(call_t *c) {
+/* response.<name> of a _CallNextResponse (new ref): its slot, or the attribute lookup's error
+ * when dispatch deleted it. */
+static PyObject *response_slot(call_t *c, Py_ssize_t off, PyObject *name) {
+    PyObject *v = cc_mw_slot(c->response, off);
+    return v ? Py_NewRef(v) : PyObject_GetAttr(c->response, name);
+}
+
+static int call_start(call_t *c) { /* only for a _CallNextResponse */
     cc_mw_state_t *st = c->st;
-    PyObject *status = PyObject_GetAttr(c->response, st->s_status_code);
+    PyObject *status = response_slot(c, st->off_status, st->s_status_code);
     if (!status)
         return -1;
-    PyObject *headers = PyObject_GetAttr(c->response, st->s_raw_headers);
+    PyObject *headers = response_slot(c, st->off_raw_headers, st->s_raw_headers);
     if (!headers) {
         Py_DECREF(status);
         return -1;
@@ -661,21 +668,29 @@ static PyType_Spec entry_spec = {
     .slots = entry_slots,
 };
 
-/* _CallNextResponse.headers: Starlette's MutableHeaders over raw_headers, made without running
- * its __init__ (which only stores the list). This is a non-data descriptor: the object it makes
- * is stored as the instance's own `headers`, which later reads find first, so it runs once. */
+/* _CallNextResponse.headers: Starlette's MutableHeaders over raw_headers, made on first use
+ * without running its __init__ (which only stores the list), kept in the _cicada_headers slot. */
 static PyObject *headers_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED(type)) {
     if (!obj || obj == Py_None)
         return Py_NewRef(descr);
     cc_mw_state_t *st = &((cc_state_t *)PyType_GetModuleState(Py_TYPE(descr)))->mw;
-    PyObject *h, *raw = PyObject_GetAttr(obj, st->s_raw_headers);
+    if (!PyObject_TypeCheck(obj, (PyTypeObject *)st->response_cls)) {
+        PyErr_SetString(PyExc_TypeError, "headers descriptor used on a foreign object");
+        return NULL;
+    }
+    PyObject *h = cc_mw_slot(obj, st->off_headers), *raw;
+    if (h)
+        return Py_NewRef(h);
+    raw = cc_mw_slot(obj, st->off_raw_headers);
+    raw = raw ? Py_NewRef(raw) : PyObject_GetAttr(obj, st->s_raw_headers);
     if (!raw)
         return NULL;
     PyTypeObject *cls = (PyTypeObject *)st->mutable_headers;
     h = cls->tp_new(cls, st->empty_tuple, NULL);
-    if (h &&
-        (PyObject_SetAttr(h, st->s_list, raw) < 0 || PyObject_SetAttr(obj, st->s_headers, h) < 0))
+    if (h && PyObject_SetAttr(h, st->s_list, raw) < 0)
         Py_CLEAR(h);
+    if (h)
+        cc_mw_slot_set(obj, st->off_headers, h);
     Py_DECREF(raw);
     return h;
 }
@@ -694,6 +709,21 @@ static PyType_Spec headers_spec = {
     .slots = headers_slots,
 };
 
+/* The byte offset of the __slots__ member `name` of `type`. */
+static int slot_offset(PyObject *type, const char *name, Py_ssize_t *off) {
+    PyObject *descr = PyObject_GetAttrString(type, name);
+    if (!descr)
+        return -1;
+    int ok = Py_TYPE(descr) == &PyMemberDescr_Type &&
+             ((PyMemberDescrObject *)descr)->d_member->type == CC_MW_T_OBJECT_EX;
+    if (ok)
+        *off = ((PyMemberDescrObject *)descr)->d_member->offset;
+    else
+        PyErr_Format(PyExc_TypeError, "mw_setup: %R.%s must be a __slots__ member", type, name);
+    Py_DECREF(descr);
+    return ok ? 0 : -1;
+}
+
 /* mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, BaseHTTPMiddleware.__call__,
  *          asyncio.current_task, asyncio._get_running_loop, asyncio.CancelledError,
  *          MutableHeaders) */
@@ -707,6 +737,14 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         "ensure_future)");
         return NULL;
     }
+    if (slot_offset(args[0], "scope", &st->off_scope) < 0 ||
+        slot_offset(args[0], "_receive", &st->off_receive) < 0 ||
+        slot_offset(args[0], "_send", &st->off_send) < 0 ||
+        slot_offset(args[1], "status_code", &st->off_status) < 0 ||
+        slot_offset(args[1], "raw_headers", &st->off_raw_headers) < 0 ||
+        slot_offset(args[1], "body_iterator", &st->off_body_iterator) < 0 ||
+        slot_offset(args[1], "_cicada_headers", &st->off_headers) < 0)
+        return NULL;
     PyObject *hd = PyType_GenericAlloc((PyTypeObject *)st->headers_type, 0);
     if (!hd)
         return NULL;

@@ -710,11 +710,12 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
         if (!(headers = PyList_New(0)))
             goto error;
     }
-    /* background, media_type and info default to None on the class */
-    if (PyObject_SetAttr(resp, st->s_status_code, status) < 0 ||
-        PyObject_SetAttr(resp, st->s_raw_headers, headers) < 0 ||
-        PyObject_SetAttr(resp, st->s_body_iterator, (PyObject *)d) < 0 ||
-        (d->info && PyObject_SetAttr(resp, st->s_info, d->info) < 0))
+    /* slots of cicada.middleware._CallNextResponse; background, media_type and info default to
+     * None on the class */
+    cc_mw_slot_set(resp, st->off_status, status);
+    cc_mw_slot_set(resp, st->off_raw_headers, headers);
+    cc_mw_slot_set(resp, st->off_body_iterator, (PyObject *)d);
+    if (d->info && PyObject_SetAttr(resp, st->s_info, d->info) < 0)
         goto error;
     Py_XSETREF(d->start, Py_NewRef(start));
     Py_DECREF(status);
@@ -1319,8 +1320,10 @@ PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
 /* The driver if `response` is untouched call_next output whose body can be relayed as the app
  * sent it, else None. */
 PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response) {
-    PyObject *it = PyObject_GetAttr(response, st->s_body_iterator);
-    if (!it)
+    PyObject *it = Py_TYPE(response) == (PyTypeObject *)st->response_cls
+                       ? Py_XNewRef(cc_mw_slot(response, st->off_body_iterator))
+                       : NULL;
+    if (!it && !(it = PyObject_GetAttr(response, st->s_body_iterator)))
         return NULL;
     PyObject *res = Py_None;
     if (Py_TYPE(it) == (PyTypeObject *)st->driver_type) {
@@ -1488,14 +1491,11 @@ static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *rece
     PyObject *req = cls->tp_new(cls, st->empty_tuple, NULL);
     if (!req)
         return NULL;
-    /* setattr keeps them in the instance's inline values (see make_response); the class
-     * (cicada.middleware._Request) holds the defaults of the other attributes __init__ sets */
-    if (PyObject_SetAttr(req, st->s_scope, scope) < 0 ||
-        PyObject_SetAttr(req, st->s_receive_attr, receive) < 0 ||
-        PyObject_SetAttr(req, st->s_send_attr, send) < 0) {
-        Py_DECREF(req);
-        return NULL;
-    }
+    /* slots of cicada.middleware._Request; the class holds the defaults of the other attributes
+     * __init__ sets */
+    cc_mw_slot_set(req, st->off_scope, scope);
+    cc_mw_slot_set(req, st->off_receive, receive);
+    cc_mw_slot_set(req, st->off_send, send);
     return req;
 }
 

@@ -27,6 +27,9 @@ typedef struct {
     /* set by mw_setup() from cicada/middleware.py; NULL until then */
     PyObject *layer_type;       /* cicada.middleware.HTTPMiddleware */
     PyTypeObject *layer_seen;   /* not a reference: only compared (see cc_mw_is_layer) */
+    /* byte offsets of the __slots__ of request_cls and response_cls the driver fills */
+    Py_ssize_t off_scope, off_receive, off_send;
+    Py_ssize_t off_status, off_raw_headers, off_body_iterator, off_headers;
     unsigned int layer_seen_tag;
     PyObject *request_cls;      /* cicada.middleware._Request (starlette Request) */
     PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
