@@ -57,6 +57,17 @@ static inline void cc_mw_slot_set(PyObject *obj, Py_ssize_t off, PyObject *value
     Py_XSETREF(*(PyObject **)((char *)obj + off), Py_NewRef(value));
 }
 
+/* mw.app / mw.dispatch_func (new ref): read from its slot when mw is exactly HTTPMiddleware. */
+static inline PyObject *cc_mw_layer_attr(cc_mw_state_t *st, PyObject *mw, Py_ssize_t off,
+                                         PyObject *name) {
+    if (Py_TYPE(mw) == (PyTypeObject *)st->layer_type) {
+        PyObject *v = cc_mw_slot(mw, off);
+        if (v)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(mw, name);
+}
+
 /* A recycled object of type `tp` with a fresh reference, or NULL when the freelist is empty. */
 static inline PyObject *cc_mw_fl_pop(cc_mw_freelist_t *fl, PyTypeObject *tp) {
     if (fl->n == 0)

@@ -151,8 +151,15 @@ static int call_finish(call_t *c) {
     return c->sub ? 0 : -1;
 }
 
+/* response.<name> of a _CallNextResponse (new ref): its slot, or the attribute lookup's error
+ * when dispatch deleted it. */
+static PyObject *response_slot(call_t *c, Py_ssize_t off, PyObject *name) {
+    PyObject *v = cc_mw_slot(c->response, off);
+    return v ? Py_NewRef(v) : PyObject_GetAttr(c->response, name);
+}
+
 static int call_background(call_t *c) {
-    PyObject *bg = PyObject_GetAttr(c->response, c->st->s_background);
+    PyObject *bg = response_slot(c, c->st->off_background, c->st->s_background);
     if (!bg)
         return -1;
     if (bg == Py_None) {
@@ -163,13 +170,6 @@ static int call_background(call_t *c) {
     Py_DECREF(bg);
     c->state = C_BACKGROUND;
     return c->sub ? 0 : -1;
-}
-
-/* response.<name> of a _CallNextResponse (new ref): its slot, or the attribute lookup's error
- * when dispatch deleted it. */
-static PyObject *response_slot(call_t *c, Py_ssize_t off, PyObject *name) {
-    PyObject *v = cc_mw_slot(c->response, off);
-    return v ? Py_NewRef(v) : PyObject_GetAttr(c->response, name);
 }
 
 static int call_start(call_t *c) { /* only for a _CallNextResponse */
@@ -548,7 +548,7 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
                (PyUnicode_Check(type) && PyUnicode_CompareWithASCIIString(type, "http") == 0);
     Py_DECREF(type);
     if (!http) { /* websocket, lifespan: straight through */
-        PyObject *app = PyObject_GetAttr(self, st->s_app);
+        PyObject *app = cc_mw_layer_attr(st, self, st->off_app, st->s_app);
         if (!app)
             return NULL;
         PyObject *r = PyObject_Vectorcall(app, args, 3, NULL);
@@ -568,7 +568,7 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     Py_DECREF(task);
     if (!driver)
         goto error;
-    if (!(fn = PyObject_GetAttr(self, st->s_dispatch_func)))
+    if (!(fn = cc_mw_layer_attr(st, self, st->off_dispatch, st->s_dispatch_func)))
         goto error;
     call_t *c = (call_t *)cc_mw_fl_pop(&st->fl_call, (PyTypeObject *)st->call_type);
     if (!c && !(c = PyObject_GC_New(call_t, (PyTypeObject *)st->call_type)))
@@ -740,6 +740,13 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (slot_offset(args[0], "scope", &st->off_scope) < 0 ||
         slot_offset(args[0], "_receive", &st->off_receive) < 0 ||
         slot_offset(args[0], "_send", &st->off_send) < 0 ||
+        slot_offset(args[0], "_stream_consumed", &st->off_consumed) < 0 ||
+        slot_offset(args[0], "_is_disconnected", &st->off_disconnected) < 0 ||
+        slot_offset(args[0], "_form", &st->off_form) < 0 ||
+        slot_offset(args[1], "background", &st->off_background) < 0 ||
+        slot_offset(args[1], "info", &st->off_info) < 0 ||
+        slot_offset(args[3], "app", &st->off_app) < 0 ||
+        slot_offset(args[3], "dispatch_func", &st->off_dispatch) < 0 ||
         slot_offset(args[1], "status_code", &st->off_status) < 0 ||
         slot_offset(args[1], "raw_headers", &st->off_raw_headers) < 0 ||
         slot_offset(args[1], "body_iterator", &st->off_body_iterator) < 0 ||

@@ -710,13 +710,12 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
         if (!(headers = PyList_New(0)))
             goto error;
     }
-    /* slots of cicada.middleware._CallNextResponse; background, media_type and info default to
-     * None on the class */
+    /* slots of cicada.middleware._CallNextResponse (media_type is None on the class) */
     cc_mw_slot_set(resp, st->off_status, status);
     cc_mw_slot_set(resp, st->off_raw_headers, headers);
     cc_mw_slot_set(resp, st->off_body_iterator, (PyObject *)d);
-    if (d->info && PyObject_SetAttr(resp, st->s_info, d->info) < 0)
-        goto error;
+    cc_mw_slot_set(resp, st->off_background, Py_None);
+    cc_mw_slot_set(resp, st->off_info, d->info ? d->info : Py_None);
     Py_XSETREF(d->start, Py_NewRef(start));
     Py_DECREF(status);
     Py_DECREF(headers);
@@ -1184,8 +1183,8 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     d->called = 1;
     /* A body dispatch already read is replayed to the app (it can't be read twice): body()
      * leaves it in _body; a stream() read to the end leaves an empty body to replay. */
-    dict = PyObject_GetAttr(d->request, st->s_stream_consumed);
-    if (!dict)
+    dict = Py_XNewRef(cc_mw_slot(d->request, st->off_consumed));
+    if (!dict && !(dict = PyObject_GetAttr(d->request, st->s_stream_consumed)))
         goto error;
     int consumed = PyObject_IsTrue(dict);
     Py_CLEAR(dict);
@@ -1208,7 +1207,7 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
         if (!d->outer_scope)
             goto error;
     }
-    if (!(app = PyObject_GetAttr(d->mw, st->s_app)))
+    if (!(app = cc_mw_layer_attr(st, d->mw, st->off_app, st->s_app)))
         goto error;
     /* the driver is both callables: send(message) and receive() (see drv_vectorcall) */
     snd = Py_NewRef(self);
@@ -1491,11 +1490,13 @@ static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *rece
     PyObject *req = cls->tp_new(cls, st->empty_tuple, NULL);
     if (!req)
         return NULL;
-    /* slots of cicada.middleware._Request; the class holds the defaults of the other attributes
-     * __init__ sets */
+    /* slots of cicada.middleware._Request */
     cc_mw_slot_set(req, st->off_scope, scope);
     cc_mw_slot_set(req, st->off_receive, receive);
     cc_mw_slot_set(req, st->off_send, send);
+    cc_mw_slot_set(req, st->off_consumed, Py_False);
+    cc_mw_slot_set(req, st->off_disconnected, Py_False);
+    cc_mw_slot_set(req, st->off_form, Py_None);
     return req;
 }
 

@@ -28,8 +28,9 @@ typedef struct {
     PyObject *layer_type;       /* cicada.middleware.HTTPMiddleware */
     PyTypeObject *layer_seen;   /* not a reference: only compared (see cc_mw_is_layer) */
     /* byte offsets of the __slots__ of request_cls and response_cls the driver fills */
-    Py_ssize_t off_scope, off_receive, off_send;
-    Py_ssize_t off_status, off_raw_headers, off_body_iterator, off_headers;
+    Py_ssize_t off_scope, off_receive, off_send, off_consumed, off_disconnected, off_form;
+    Py_ssize_t off_status, off_raw_headers, off_body_iterator, off_background, off_info;
+    Py_ssize_t off_headers, off_app, off_dispatch; /* off_app, off_dispatch: of layer_type */
     unsigned int layer_seen_tag;
     PyObject *request_cls;      /* cicada.middleware._Request (starlette Request) */
     PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
