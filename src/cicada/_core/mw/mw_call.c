@@ -215,7 +215,8 @@ static int call_advance(call_t *c, PyObject *value) {
     cc_mw_state_t *st = c->st;
     switch (c->state) {
     case C_DISPATCH: {
-        int ok = PyObject_IsInstance(value, st->response_base);
+        int ok = Py_TYPE(value) == (PyTypeObject *)st->response_cls ||
+                 PyObject_IsInstance(value, st->response_base);
         if (ok <= 0)
             return ok < 0 ? -1 : not_a_response(c, value);
         c->response = Py_NewRef(value);

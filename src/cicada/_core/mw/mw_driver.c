@@ -324,10 +324,8 @@ static int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to, PyOb
 }
 
 /* Switches anyio's view of our task between the app's open scopes (`to_app`) and dispatch's. */
-static int drv_view(drv_t *d, int to_app) {
+static int drv_view_switch(drv_t *d, int to_app) {
     cc_mw_state_t *st = d->st;
-    if (!d->entangled || d->app_view == to_app)
-        return 0;
     PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
     if (!cur)
         return -1;
@@ -347,6 +345,13 @@ static int drv_view(drv_t *d, int to_app) {
         Py_DECREF(cur);
     Py_DECREF(next);
     return rc;
+}
+
+/* Runs around every step: nothing to do unless the app left anyio scopes open in our task. */
+static inline int drv_view(drv_t *d, int to_app) {
+    if (CC_LIKELY(!d->entangled) || d->app_view == to_app)
+        return 0;
+    return drv_view_switch(d, to_app);
 }
 
 /* Called when control goes back to dispatch: if the app left anyio cancel scopes open in this
