@@ -274,9 +274,16 @@ static int set_resume(drv_t *d, PyObject *value, int is_throw) {
 static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
     if (!st->anyio_states) {
         PyObject *mods = PyImport_GetModuleDict();
-        PyObject *mod = PyDict_GetItemWithError(mods, st->s_anyio_backend);
-        if (!mod)
+        /* nothing to find until anyio's asyncio backend is imported: look again only once
+         * sys.modules has changed size (importing it adds an entry) */
+        if (!PyDict_Check(mods) || PyDict_GET_SIZE(mods) == st->anyio_miss_mods)
             return NULL;
+        PyObject *mod = PyDict_GetItemWithError(mods, st->s_anyio_backend);
+        if (!mod) {
+            PyErr_Clear();
+            st->anyio_miss_mods = PyDict_GET_SIZE(mods);
+            return NULL;
+        }
         PyObject *wkd = PyObject_GetAttrString(mod, "_task_states");
         if (!wkd) {
             PyErr_Clear();
