@@ -1,6 +1,7 @@
 /* HTTPMiddleware.__call__ in C: one awaitable per request and layer that awaits dispatch, sends
  * the response it returned (relaying the app's own body messages when it is call_next's) and
- * then lets the app finish. It never steps the app itself: mw_driver.c does that. */
+ * then lets the app finish; the same object is dispatch's call_next. It never steps the app
+ * itself: mw_driver.c does that. */
 #include "mw/mw.h"
 
 /* A send handed over without an awaitable (cc_mw_layer_send): to do, then done. */
@@ -25,7 +26,7 @@ typedef struct {
     PyObject *mw, *scope, *receive, *send;
     PyObject *driver, *response, *sub, *error;
     int state, last;
-    int handed; /* H_*: a message handed straight to the driver that is our `send` */
+    int handed;                /* H_*: a message handed straight to the driver that is our `send` */
     vectorcallfunc vectorcall; /* the call is also dispatch's `call_next` (no object per layer) */
 } call_t;
 
@@ -508,10 +509,17 @@ static PyMethodDef call_methods[] = {
 };
 
 static PyType_Slot call_slots[] = {
-    {Py_tp_dealloc, call_dealloc}, {Py_tp_traverse, call_traverse}, {Py_tp_clear, call_clear},
-    {Py_tp_iter, call_await},      {Py_tp_iternext, call_iternext}, {Py_tp_methods, call_methods},
-    {Py_am_await, call_await},     {Py_am_send, call_am_send},      {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_members, call_members}, {0, NULL},
+    {Py_tp_dealloc, call_dealloc},
+    {Py_tp_traverse, call_traverse},
+    {Py_tp_clear, call_clear},
+    {Py_tp_iter, call_await},
+    {Py_tp_iternext, call_iternext},
+    {Py_tp_methods, call_methods},
+    {Py_am_await, call_await},
+    {Py_am_send, call_am_send},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_members, call_members},
+    {0, NULL},
 };
 
 /* MWCall: HTTPMiddleware.__call__'s awaitable, and the call_next dispatch is given. */
@@ -590,9 +598,8 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     /* dispatch's coroutine holds the call as call_next, and the call holds the coroutine:
      * call_release breaks that cycle when the request is over */
     call_next = (PyObject *)c;
-    sub = awaitable_iter(
-        PyObject_Vectorcall(fn, (PyObject *[]){cc_mw_driver_request(c->driver), call_next}, 2,
-                            NULL));
+    sub = awaitable_iter(PyObject_Vectorcall(
+        fn, (PyObject *[]){cc_mw_driver_request(c->driver), call_next}, 2, NULL));
     Py_DECREF(fn);
     if (!sub) {
         Py_DECREF(c);

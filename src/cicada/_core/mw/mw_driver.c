@@ -1481,10 +1481,11 @@ static PyMemberDef drv_members[] = {
 };
 
 static PyType_Slot drv_slots[] = {
-    {Py_am_aiter, drv_aiter},     {Py_am_anext, drv_anext},       {Py_tp_call, drv_tp_call},
-    {Py_tp_dealloc, drv_dealloc}, {Py_tp_traverse, drv_traverse}, {Py_tp_clear, drv_clear},
-    {Py_tp_methods, drv_methods}, {Py_tp_getset, drv_getset},     {Py_tp_members, drv_members},
-    {0, NULL},
+    {Py_am_aiter, drv_aiter},       {Py_am_anext, drv_anext},
+    {Py_tp_call, drv_tp_call},      {Py_tp_dealloc, drv_dealloc},
+    {Py_tp_traverse, drv_traverse}, {Py_tp_clear, drv_clear},
+    {Py_tp_methods, drv_methods},   {Py_tp_getset, drv_getset},
+    {Py_tp_members, drv_members},   {0, NULL},
 };
 
 static PyType_Spec drv_spec = {
@@ -1561,8 +1562,8 @@ PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *he
         return NULL;
     /* identity, not equality: a header list edited in place is still the one the app sent */
     PyObject *s = PyDict_GetItemWithError(start, ((drv_t *)driver)->st->s_status);
-    PyObject *h = s == status ? PyDict_GetItemWithError(start, ((drv_t *)driver)->st->s_headers)
-                              : NULL;
+    PyObject *h =
+        s == status ? PyDict_GetItemWithError(start, ((drv_t *)driver)->st->s_headers) : NULL;
     PyErr_Clear(); /* a failed lookup only means "build a new message" */
     return h == headers ? start : NULL;
 }

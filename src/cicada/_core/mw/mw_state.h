@@ -25,8 +25,8 @@ typedef struct {
     PyObject *entry_type;
     PyObject *headers_type;
     /* set by mw_setup() from cicada/middleware.py; NULL until then */
-    PyObject *layer_type;       /* cicada.middleware.HTTPMiddleware */
-    PyTypeObject *layer_seen;   /* not a reference: only compared (see cc_mw_is_layer) */
+    PyObject *layer_type;     /* cicada.middleware.HTTPMiddleware */
+    PyTypeObject *layer_seen; /* not a reference: only compared (see cc_mw_is_layer) */
     /* byte offsets of the __slots__ of request_cls and response_cls the driver fills */
     Py_ssize_t off_scope, off_receive, off_send, off_consumed, off_disconnected, off_form;
     Py_ssize_t off_status, off_raw_headers, off_body_iterator, off_background, off_info;
@@ -56,8 +56,7 @@ typedef struct {
     PyObject *s_status_code, *s_raw_headers, *s_body_iterator, *s_background, *s_media_type;
     PyObject *s_scope, *s_receive_attr, *s_send_attr, *s_stream_consumed, *s_is_disconnected;
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
-    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call,
-        *s_list;
+    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_list;
     PyObject *empty_tuple, *empty_bytes;
     cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver; /* untracked, no type reference */
 } cc_mw_state_t;
