@@ -1,7 +1,6 @@
-/* HTTPMiddleware.__call__ in C: one awaitable per request and layer that awaits dispatch, sends
- * the response it returned (relaying the app's own body messages when it is call_next's) and
- * then lets the app finish; the same object is dispatch's call_next. It never steps the app
- * itself: mw_driver.c does that. */
+/* HTTPMiddleware.__call__ in C: one awaitable per request and layer (also dispatch's call_next)
+ * that awaits dispatch, sends the response it returned (relaying call_next's body messages as the
+ * app sent them) and lets the app finish. It never steps the app itself: mw_driver.c does that. */
 #include "mw/mw.h"
 
 /* A send handed over without an awaitable (cc_mw_layer_send): to do, then done. */
