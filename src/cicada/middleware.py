@@ -21,12 +21,29 @@ from cicada import _core
 __all__ = ["HTTPMiddleware", "accelerate"]
 
 
+class _Request(Request):
+    """The `request` dispatch gets: a Starlette `Request` built by the C driver without `__init__`.
+
+    The driver sets the attributes `__init__` would set straight into these slots.
+    """
+
+    __slots__ = ("scope", "_receive", "_send", "_stream_consumed", "_is_disconnected", "_form")
+
+
+_Request.__name__ = _Request.__qualname__ = "Request"
+
+
 class _CallNextResponse(Response):
     """What `call_next` returns: status and headers of the app's response, body pulled lazily.
 
     Built by the C driver without running `__init__`; it sets status_code, raw_headers,
-    body_iterator, background, media_type and info, like Starlette's streaming response.
+    body_iterator, background and info straight into these slots, like Starlette's streaming
+    response. `headers` is made on first use (mw_call.c) and kept in `_cicada_headers`.
     """
+
+    __slots__ = ("status_code", "raw_headers", "body_iterator", "background", "info",
+                 "_cicada_headers")
+    media_type = None
 
     async def __call__(self, scope, receive, send):
         await _send_response(self, send)
@@ -70,13 +87,16 @@ class HTTPMiddleware(BaseHTTPMiddleware):
     method. Request objects are Starlette `Request`s; `call_next` returns a Starlette `Response`.
     """
 
+    # BaseHTTPMiddleware.__init__ sets these two; as slots the C side reads them by offset.
+    __slots__ = ("app", "dispatch_func")
+
     # __call__ is installed by _core.mw_setup below: a C method that awaits dispatch, sends the
     # response and lets the app finish, all in the caller's task (mw/mw_call.c). Off asyncio
     # (e.g. trio) it falls back to BaseHTTPMiddleware.__call__.
 
 
 _core.mw_setup(
-    Request,
+    _Request,
     _CallNextResponse,
     Response,
     HTTPMiddleware,
@@ -94,8 +114,11 @@ def _accelerated_subclass(cls: type) -> type:
     cached = cls.__dict__.get("_cicada_accelerated")
     if cached is not None:
         return cached
-    new = type(cls.__name__, (HTTPMiddleware, cls), {"__module__": cls.__module__,
-                                                     "__qualname__": cls.__qualname__})
+    try:
+        new = type(cls.__name__, (HTTPMiddleware, cls), {"__module__": cls.__module__,
+                                                         "__qualname__": cls.__qualname__})
+    except TypeError:  # its own __slots__ clash with HTTPMiddleware's: leave it as it is
+        return None
     cls._cicada_accelerated = new
     return new
 
@@ -110,7 +133,8 @@ def _accelerate_entry(entry):
         return entry  # the user replaced __call__ itself: leave it alone
     if cls is BaseHTTPMiddleware:
         return Middleware(HTTPMiddleware, *args, **kwargs)
-    return Middleware(_accelerated_subclass(cls), *args, **kwargs)
+    new = _accelerated_subclass(cls)
+    return entry if new is None else Middleware(new, *args, **kwargs)
 
 
 def accelerate(app):

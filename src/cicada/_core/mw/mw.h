@@ -5,6 +5,18 @@
 
 #include "module.h"
 
+/* __vectorcalloffset__ members: 3.12 moved the constants into Python.h under new names. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define CC_MW_T_PYSSIZET Py_T_PYSSIZET
+#define CC_MW_T_OBJECT_EX Py_T_OBJECT_EX
+#define CC_MW_READONLY Py_READONLY
+#else
+#include <structmember.h>
+#define CC_MW_T_PYSSIZET T_PYSSIZET
+#define CC_MW_T_OBJECT_EX T_OBJECT_EX
+#define CC_MW_READONLY READONLY
+#endif
+
 /* Creates the layer's heap types in `st` and adds MWDriver to the module. */
 int cc_mw_types_init(PyObject *module, cc_mw_state_t *st);
 
@@ -13,16 +25,48 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
                            PyObject *send, PyObject *loop, PyObject *task);
 int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task);
 PyObject *cc_mw_driver_request(PyObject *driver); /* borrowed */
-PyObject *cc_mw_call_next_fn(PyObject *driver);
+PyObject *cc_mw_driver_info(PyObject *driver);    /* borrowed; NULL when the app sent none */
+int cc_mw_driver_body_done(PyObject *driver);     /* 1 once the app sent its last body message */
+/* The app's start message (borrowed) if it still carries `status` and `headers`, else NULL. */
+PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers);
+PyObject *cc_mw_call_next(PyObject *driver, PyObject *request);
 PyObject *cc_mw_next_message(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_finish(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_abort(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response);
 PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt);
+/* send(msg) from a layer's C call. When `send` is a driver stepping the caller right now, the
+ * message is handed over directly: *handed = 1, the result is None, and the caller must yield
+ * `send` itself (once) to give control back to that driver. Otherwise an awaitable. */
+PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, int *handed);
 
 /* mw_call.c: HTTPMiddleware.__call__ as one awaitable; mw_setup installs it. */
 int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st);
+PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args);
+/* 1 if `app` is an HTTPMiddleware whose __call__ is still cc_mw_call, 0 if not, -1 error. */
+int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app);
 PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* A __slots__ member of a Python object, by its offset (see mw_setup): what the member
+ * descriptor would do, without looking the descriptor up on every access. */
+static inline PyObject *cc_mw_slot(PyObject *obj, Py_ssize_t off) { /* borrowed, NULL unset */
+    return *(PyObject **)((char *)obj + off);
+}
+
+static inline void cc_mw_slot_set(PyObject *obj, Py_ssize_t off, PyObject *value) {
+    Py_XSETREF(*(PyObject **)((char *)obj + off), Py_NewRef(value));
+}
+
+/* mw.app / mw.dispatch_func (new ref): read from its slot when mw is exactly HTTPMiddleware. */
+static inline PyObject *cc_mw_layer_attr(cc_mw_state_t *st, PyObject *mw, Py_ssize_t off,
+                                         PyObject *name) {
+    if (Py_TYPE(mw) == (PyTypeObject *)st->layer_type) {
+        PyObject *v = cc_mw_slot(mw, off);
+        if (v)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(mw, name);
+}
 
 /* A recycled object of type `tp` with a fresh reference, or NULL when the freelist is empty. */
 static inline PyObject *cc_mw_fl_pop(cc_mw_freelist_t *fl, PyTypeObject *tp) {

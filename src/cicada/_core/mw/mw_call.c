@@ -1,7 +1,10 @@
-/* HTTPMiddleware.__call__ in C: one awaitable per request and layer that awaits dispatch, sends
- * the response it returned (relaying the app's own body messages when it is call_next's) and
- * then lets the app finish. It never steps the app itself: mw_driver.c does that. */
+/* HTTPMiddleware.__call__ in C: one awaitable per request and layer (also dispatch's call_next)
+ * that awaits dispatch, sends the response it returned (relaying call_next's body messages as the
+ * app sent them) and lets the app finish. It never steps the app itself: mw_driver.c does that. */
 #include "mw/mw.h"
+
+/* A send handed over without an awaitable (cc_mw_layer_send): to do, then done. */
+enum { H_NONE, H_YIELD, H_PARKED };
 
 /* What the call is waiting for in `sub`. */
 enum {
@@ -22,6 +25,8 @@ typedef struct {
     PyObject *mw, *scope, *receive, *send;
     PyObject *driver, *response, *sub, *error;
     int state, last;
+    int handed;                /* H_*: a message handed straight to the driver that is our `send` */
+    vectorcallfunc vectorcall; /* the call is also dispatch's `call_next` (no object per layer) */
 } call_t;
 
 /* ---- helpers --------------------------------------------------------------------------------- */
@@ -121,9 +126,16 @@ static PyObject *dict3(cc_mw_state_t *st, PyObject *k1, PyObject *v1, PyObject *
 static int call_send(call_t *c, PyObject *msg, int state) { /* steals msg */
     if (!msg)
         return -1;
-    c->sub = awaitable_iter(PyObject_CallOneArg(c->send, msg));
+    int handed;
+    PyObject *r = cc_mw_layer_send(c->st, c->send, msg, &handed);
     Py_DECREF(msg);
     c->state = state;
+    if (handed) { /* no awaitable: resumed, the call goes on as if the send returned */
+        Py_DECREF(r);
+        c->handed = H_YIELD;
+        return 0;
+    }
+    c->sub = awaitable_iter(r);
     return c->sub ? 0 : -1;
 }
 
@@ -139,8 +151,15 @@ static int call_finish(call_t *c) {
     return c->sub ? 0 : -1;
 }
 
+/* response.<name> of a _CallNextResponse (new ref): its slot, or the attribute lookup's error
+ * when dispatch deleted it. */
+static PyObject *response_slot(call_t *c, Py_ssize_t off, PyObject *name) {
+    PyObject *v = cc_mw_slot(c->response, off);
+    return v ? Py_NewRef(v) : PyObject_GetAttr(c->response, name);
+}
+
 static int call_background(call_t *c) {
-    PyObject *bg = PyObject_GetAttr(c->response, c->st->s_background);
+    PyObject *bg = response_slot(c, c->st->off_background, c->st->s_background);
     if (!bg)
         return -1;
     if (bg == Py_None) {
@@ -153,18 +172,21 @@ static int call_background(call_t *c) {
     return c->sub ? 0 : -1;
 }
 
-static int call_start(call_t *c) {
+static int call_start(call_t *c) { /* only for a _CallNextResponse */
     cc_mw_state_t *st = c->st;
-    PyObject *status = PyObject_GetAttr(c->response, st->s_status_code);
+    PyObject *status = response_slot(c, st->off_status, st->s_status_code);
     if (!status)
         return -1;
-    PyObject *headers = PyObject_GetAttr(c->response, st->s_raw_headers);
+    PyObject *headers = response_slot(c, st->off_raw_headers, st->s_raw_headers);
     if (!headers) {
         Py_DECREF(status);
         return -1;
     }
-    PyObject *msg =
-        dict3(st, st->s_type, st->s_start, st->s_status, status, st->s_headers, headers);
+    /* untouched status and headers (set in place or not at all): forward the app's own start
+     * message, so a stack of layers passes one dict up instead of building one per layer */
+    PyObject *msg = cc_mw_unchanged_start(c->driver, status, headers);
+    msg = msg ? Py_NewRef(msg)
+              : dict3(st, st->s_type, st->s_start, st->s_status, status, st->s_headers, headers);
     Py_DECREF(status);
     Py_DECREF(headers);
     return call_send(c, msg, C_START);
@@ -193,7 +215,8 @@ static int call_advance(call_t *c, PyObject *value) {
     cc_mw_state_t *st = c->st;
     switch (c->state) {
     case C_DISPATCH: {
-        int ok = PyObject_IsInstance(value, st->response_base);
+        int ok = Py_TYPE(value) == (PyTypeObject *)st->response_cls ||
+                 PyObject_IsInstance(value, st->response_base);
         if (ok <= 0)
             return ok < 0 ? -1 : not_a_response(c, value);
         c->response = Py_NewRef(value);
@@ -210,16 +233,11 @@ static int call_advance(call_t *c, PyObject *value) {
             c->state = C_GENERIC;
             return c->sub ? 0 : -1;
         }
-        PyObject *info = PyObject_GetAttr(value, st->s_info);
-        if (!info)
-            return -1;
-        if (info == Py_None) {
-            Py_DECREF(info);
+        PyObject *info = cc_mw_driver_info(c->driver); /* what make_response put in .info */
+        if (!info || info == Py_None)
             return call_start(c);
-        }
-        PyObject *msg = dict3(st, st->s_type, st->s_debug, st->s_info, info, NULL, NULL);
-        Py_DECREF(info);
-        return call_send(c, msg, C_DEBUG);
+        return call_send(c, dict3(st, st->s_type, st->s_debug, st->s_info, info, NULL, NULL),
+                         C_DEBUG);
     }
     case C_GENERIC:
         return call_finish(c);
@@ -235,23 +253,9 @@ static int call_advance(call_t *c, PyObject *value) {
                                    st->s_more_body, Py_False),
                              C_RELAY);
         }
-        PyObject *type = cc_mw_msg_get(value, st->s_type, Py_None);
-        if (!type)
-            return -1;
-        int is_body = type == st->s_body_msg ||
-                      (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_body_msg) == 0);
-        Py_DECREF(type);
-        c->last = 1;
-        if (is_body) {
-            PyObject *more = cc_mw_msg_get(value, st->s_more_body, Py_False);
-            if (!more)
-                return -1;
-            int m = PyObject_IsTrue(more);
-            Py_DECREF(more);
-            if (m < 0)
-                return -1;
-            c->last = !m;
-        }
+        /* the driver only hands over body and pathsend messages, and has already read
+         * more_body: it knows whether this one ends the response */
+        c->last = cc_mw_driver_body_done(c->driver);
         return call_send(c, Py_NewRef(value), C_RELAY);
     }
     case C_RELAY:
@@ -316,6 +320,7 @@ static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObjec
             PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware call");
         return PYGEN_ERROR;
     }
+    c->handed = H_NONE; /* resumed after a hand-over: as if the send returned (or raised exc) */
     for (;;) {
         PyObject *out = NULL;
         int r;
@@ -340,6 +345,11 @@ static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObjec
         if (r < 0 && call_fail(c) < 0) {
             call_release(c);
             return PYGEN_ERROR;
+        }
+        if (c->handed == H_YIELD) { /* the driver takes the message when it sees itself */
+            c->handed = H_PARKED;
+            *result = Py_NewRef(c->send);
+            return PYGEN_NEXT;
         }
         if (c->state == C_DONE && !c->sub) {
             call_release(c);
@@ -405,7 +415,7 @@ static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     call_t *c = (call_t *)self;
-    if (c->state == C_DONE || !c->sub) {
+    if (c->state == C_DONE || (!c->sub && c->handed != H_PARKED)) {
         c->state = C_DONE;
         Py_RETURN_NONE;
     }
@@ -433,6 +443,26 @@ static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
 static PyObject *call_await(PyObject *self) {
     return Py_NewRef(self);
 }
+
+/* call_next(request): the request argument is ignored, as Starlette's call_next does. */
+static PyObject *call_next_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                      PyObject *kwnames) {
+    call_t *c = (call_t *)self;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "call_next(request) takes exactly one argument");
+        return NULL;
+    }
+    if (!c->driver) {
+        PyErr_SetString(PyExc_RuntimeError, "call_next() called after the request was over");
+        return NULL;
+    }
+    return cc_mw_call_next(c->driver, args[0]);
+}
+
+static PyMemberDef call_members[] = {
+    {"__vectorcalloffset__", CC_MW_T_PYSSIZET, offsetof(call_t, vectorcall), CC_MW_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
 
 static int call_traverse(PyObject *self, visitproc visit, void *arg) {
     call_t *c = (call_t *)self;
@@ -478,15 +508,25 @@ static PyMethodDef call_methods[] = {
 };
 
 static PyType_Slot call_slots[] = {
-    {Py_tp_dealloc, call_dealloc}, {Py_tp_traverse, call_traverse}, {Py_tp_clear, call_clear},
-    {Py_tp_iter, call_await},      {Py_tp_iternext, call_iternext}, {Py_tp_methods, call_methods},
-    {Py_am_await, call_await},     {Py_am_send, call_am_send},      {0, NULL},
+    {Py_tp_dealloc, call_dealloc},
+    {Py_tp_traverse, call_traverse},
+    {Py_tp_clear, call_clear},
+    {Py_tp_iter, call_await},
+    {Py_tp_iternext, call_iternext},
+    {Py_tp_methods, call_methods},
+    {Py_am_await, call_await},
+    {Py_am_send, call_am_send},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_members, call_members},
+    {0, NULL},
 };
 
+/* MWCall: HTTPMiddleware.__call__'s awaitable, and the call_next dispatch is given. */
 static PyType_Spec call_spec = {
     .name = "cicada._core.MWCall",
     .basicsize = sizeof(call_t),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION |
+             Py_TPFLAGS_HAVE_VECTORCALL,
     .slots = call_slots,
 };
 
@@ -506,16 +546,17 @@ int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
 /* ---- HTTPMiddleware.__call__ ------------------------------------------------------------------
  */
 
-static PyObject *mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
+PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     PyObject *scope = args[0], *receive = args[1], *send = args[2];
     PyObject *type = cc_mw_msg_get(scope, st->s_type, Py_None), *driver = NULL, *fn = NULL;
-    PyObject *call_next = NULL, *sub = NULL;
+    PyObject *call_next, *sub;
     if (!type)
         return NULL;
-    int http = PyUnicode_Check(type) && PyUnicode_CompareWithASCIIString(type, "http") == 0;
+    int http = type == st->s_http ||
+               (PyUnicode_Check(type) && PyUnicode_CompareWithASCIIString(type, "http") == 0);
     Py_DECREF(type);
     if (!http) { /* websocket, lifespan: straight through */
-        PyObject *app = PyObject_GetAttr(self, st->s_app);
+        PyObject *app = cc_mw_layer_attr(st, self, st->off_app, st->s_app);
         if (!app)
             return NULL;
         PyObject *r = PyObject_Vectorcall(app, args, 3, NULL);
@@ -535,12 +576,7 @@ static PyObject *mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *arg
     Py_DECREF(task);
     if (!driver)
         goto error;
-    if (!(fn = PyObject_GetAttr(self, st->s_dispatch_func)) ||
-        !(call_next = cc_mw_call_next_fn(driver)))
-        goto error;
-    sub = awaitable_iter(
-        PyObject_Vectorcall(fn, (PyObject *[]){cc_mw_driver_request(driver), call_next}, 2, NULL));
-    if (!sub)
+    if (!(fn = cc_mw_layer_attr(st, self, st->off_dispatch, st->s_dispatch_func)))
         goto error;
     call_t *c = (call_t *)cc_mw_fl_pop(&st->fl_call, (PyTypeObject *)st->call_type);
     if (!c && !(c = PyObject_GC_New(call_t, (PyTypeObject *)st->call_type)))
@@ -550,21 +586,51 @@ static PyObject *mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *arg
     c->scope = Py_NewRef(scope);
     c->receive = Py_NewRef(receive);
     c->send = Py_NewRef(send);
-    c->driver = driver;
-    c->response = c->error = NULL;
-    c->sub = sub;
+    c->driver = driver; /* the call owns it from here */
+    driver = NULL;
+    c->response = c->error = c->sub = NULL;
     c->state = C_DISPATCH;
     c->last = 0;
+    c->handed = H_NONE;
+    c->vectorcall = call_next_vectorcall;
     PyObject_GC_Track(c);
+    /* dispatch's coroutine holds the call as call_next, and the call holds the coroutine:
+     * call_release breaks that cycle when the request is over */
+    call_next = (PyObject *)c;
+    sub = awaitable_iter(PyObject_Vectorcall(
+        fn, (PyObject *[]){cc_mw_driver_request(c->driver), call_next}, 2, NULL));
     Py_DECREF(fn);
-    Py_DECREF(call_next);
+    if (!sub) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    c->sub = sub;
     return (PyObject *)c;
 error:
     Py_XDECREF(driver);
     Py_XDECREF(fn);
-    Py_XDECREF(call_next);
-    Py_XDECREF(sub);
     return NULL;
+}
+
+int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app) {
+    PyTypeObject *tp = Py_TYPE(app);
+    /* the last type found to be a layer, valid while its version tag is unchanged: a tag is
+     * never reused, and any change to the type's attributes resets it. `tp` is only compared */
+    if (tp == st->layer_seen && tp->tp_version_tag && tp->tp_version_tag == st->layer_seen_tag)
+        return 1;
+    if (!st->layer_type || !PyObject_TypeCheck(app, (PyTypeObject *)st->layer_type))
+        return 0;
+    /* a subclass may override __call__ */
+    PyObject *call = PyObject_GetAttr((PyObject *)tp, st->s_dispatch_func_call);
+    if (!call)
+        return -1;
+    int ours = Py_TYPE(call) == (PyTypeObject *)st->entry_type;
+    Py_DECREF(call);
+    if (ours) {
+        st->layer_seen = tp;
+        st->layer_seen_tag = tp->tp_version_tag;
+    }
+    return ours;
 }
 
 /* HTTPMiddleware.__call__ is an MWEntry: a method descriptor of our own type, so that calling
@@ -579,7 +645,7 @@ static PyObject *entry_call(PyObject *entry, PyObject *args, PyObject *kwargs) {
         return NULL;
     }
     cc_mw_state_t *st = &((cc_state_t *)PyType_GetModuleState(Py_TYPE(entry)))->mw;
-    return mw_call(st, PyTuple_GET_ITEM(args, 0), &PyTuple_GET_ITEM(args, 1));
+    return cc_mw_call(st, PyTuple_GET_ITEM(args, 0), &PyTuple_GET_ITEM(args, 1));
 }
 
 static PyObject *entry_get(PyObject *entry, PyObject *obj, PyObject *Py_UNUSED(type)) {
@@ -609,23 +675,29 @@ static PyType_Spec entry_spec = {
     .slots = entry_slots,
 };
 
-/* _CallNextResponse.headers: Starlette's MutableHeaders over raw_headers, made without running
- * its __init__ (which only stores the list) and cached like Starlette's property does. */
+/* _CallNextResponse.headers: Starlette's MutableHeaders over raw_headers, made on first use
+ * without running its __init__ (which only stores the list), kept in the _cicada_headers slot. */
 static PyObject *headers_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED(type)) {
     if (!obj || obj == Py_None)
         return Py_NewRef(descr);
     cc_mw_state_t *st = &((cc_state_t *)PyType_GetModuleState(Py_TYPE(descr)))->mw;
-    PyObject *h = PyObject_GetAttr(obj, st->s_headers_cache), *raw = NULL;
-    if (!h || h != Py_None)
-        return h;
-    Py_DECREF(h);
-    if (!(raw = PyObject_GetAttr(obj, st->s_raw_headers)))
+    if (!PyObject_TypeCheck(obj, (PyTypeObject *)st->response_cls)) {
+        PyErr_SetString(PyExc_TypeError, "headers descriptor used on a foreign object");
+        return NULL;
+    }
+    PyObject *h = cc_mw_slot(obj, st->off_headers), *raw;
+    if (h)
+        return Py_NewRef(h);
+    raw = cc_mw_slot(obj, st->off_raw_headers);
+    raw = raw ? Py_NewRef(raw) : PyObject_GetAttr(obj, st->s_raw_headers);
+    if (!raw)
         return NULL;
     PyTypeObject *cls = (PyTypeObject *)st->mutable_headers;
     h = cls->tp_new(cls, st->empty_tuple, NULL);
-    if (h && (PyObject_SetAttr(h, st->s_list, raw) < 0 ||
-              PyObject_SetAttr(obj, st->s_headers_cache, h) < 0))
+    if (h && PyObject_SetAttr(h, st->s_list, raw) < 0)
         Py_CLEAR(h);
+    if (h)
+        cc_mw_slot_set(obj, st->off_headers, h);
     Py_DECREF(raw);
     return h;
 }
@@ -644,6 +716,21 @@ static PyType_Spec headers_spec = {
     .slots = headers_slots,
 };
 
+/* The byte offset of the __slots__ member `name` of `type`. */
+static int slot_offset(PyObject *type, const char *name, Py_ssize_t *off) {
+    PyObject *descr = PyObject_GetAttrString(type, name);
+    if (!descr)
+        return -1;
+    int ok = Py_TYPE(descr) == &PyMemberDescr_Type &&
+             ((PyMemberDescrObject *)descr)->d_member->type == CC_MW_T_OBJECT_EX;
+    if (ok)
+        *off = ((PyMemberDescrObject *)descr)->d_member->offset;
+    else
+        PyErr_Format(PyExc_TypeError, "mw_setup: %R.%s must be a __slots__ member", type, name);
+    Py_DECREF(descr);
+    return ok ? 0 : -1;
+}
+
 /* mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, BaseHTTPMiddleware.__call__,
  *          asyncio.current_task, asyncio._get_running_loop, asyncio.CancelledError,
  *          MutableHeaders) */
@@ -657,6 +744,21 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         "ensure_future)");
         return NULL;
     }
+    if (slot_offset(args[0], "scope", &st->off_scope) < 0 ||
+        slot_offset(args[0], "_receive", &st->off_receive) < 0 ||
+        slot_offset(args[0], "_send", &st->off_send) < 0 ||
+        slot_offset(args[0], "_stream_consumed", &st->off_consumed) < 0 ||
+        slot_offset(args[0], "_is_disconnected", &st->off_disconnected) < 0 ||
+        slot_offset(args[0], "_form", &st->off_form) < 0 ||
+        slot_offset(args[1], "background", &st->off_background) < 0 ||
+        slot_offset(args[1], "info", &st->off_info) < 0 ||
+        slot_offset(args[3], "app", &st->off_app) < 0 ||
+        slot_offset(args[3], "dispatch_func", &st->off_dispatch) < 0 ||
+        slot_offset(args[1], "status_code", &st->off_status) < 0 ||
+        slot_offset(args[1], "raw_headers", &st->off_raw_headers) < 0 ||
+        slot_offset(args[1], "body_iterator", &st->off_body_iterator) < 0 ||
+        slot_offset(args[1], "_cicada_headers", &st->off_headers) < 0)
+        return NULL;
     PyObject *hd = PyType_GenericAlloc((PyTypeObject *)st->headers_type, 0);
     if (!hd)
         return NULL;
@@ -673,6 +775,7 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(descr);
     if (rc < 0)
         return NULL;
+    Py_XSETREF(st->layer_type, Py_NewRef(args[3]));
     Py_XSETREF(st->request_cls, Py_NewRef(args[0]));
     Py_XSETREF(st->response_cls, Py_NewRef(args[1]));
     Py_XSETREF(st->response_base, Py_NewRef(args[2]));

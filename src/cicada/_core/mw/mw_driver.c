@@ -30,6 +30,7 @@ typedef struct {
     PyObject *queue;    /* [(message, future)] sent from other tasks, oldest first */
     PyObject *deferred; /* futures of final messages, released once the response is sent */
     PyObject *info;     /* http.response.debug info */
+    PyObject *start;    /* the app's http.response.start message */
     PyObject *replay;   /* request body read by dispatch, replayed to the app */
     /* anyio keeps one "current cancel scope" per task. When the app parks inside its own scopes
      * (a task group streaming from a child task) while dispatch runs in the same task, each side
@@ -42,6 +43,7 @@ typedef struct {
     PyObject *child;
     int child_watched, child_cancelled;
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
+    vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
 
 /* One await on the driver. G_VALUE and G_SUSPEND steps are "done" objects: not tracked by the
@@ -95,7 +97,14 @@ static void err_restore(saved_err_t *e) {
 
 /* Exact-string test; ASGI type strings are usually interned literals, so identity hits first. */
 static inline int str_is(PyObject *a, PyObject *interned) {
-    return a == interned || (PyUnicode_Check(a) && PyUnicode_Compare(a, interned) == 0);
+    if (a == interned)
+        return 1;
+    /* dotted literals like "http.response.start" are not interned by the compiler */
+    if (!PyUnicode_Check(a) || PyUnicode_GET_LENGTH(a) != PyUnicode_GET_LENGTH(interned) ||
+        PyUnicode_KIND(a) != PyUnicode_KIND(interned))
+        return 0;
+    return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(interned),
+                  (size_t)PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a)) == 0;
 }
 
 /* New reference to message[key] or `dflt` (new ref) when absent; NULL on error. */
@@ -151,9 +160,16 @@ static PyObject *current_task(drv_t *d) {
 int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
     *task = NULL;
     drv_t *outer = (drv_t *)st->stepping_driver;
-    if (outer && outer->loop)
+    if (outer && outer->loop) {
         *loop = Py_NewRef(outer->loop);
-    else if (!(*loop = PyObject_CallNoArgs(st->get_running_loop)))
+#if PY_VERSION_HEX < 0x030C0000
+        /* before 3.12 (no eager tasks) only the stepping driver's task runs inside its step */
+        if (outer->task) {
+            *task = Py_NewRef(outer->task);
+            return 0;
+        }
+#endif
+    } else if (!(*loop = PyObject_CallNoArgs(st->get_running_loop)))
         return -1;
     if (*loop == Py_None)
         return 0;
@@ -258,9 +274,16 @@ static int set_resume(drv_t *d, PyObject *value, int is_throw) {
 static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
     if (!st->anyio_states) {
         PyObject *mods = PyImport_GetModuleDict();
-        PyObject *mod = PyDict_GetItemWithError(mods, st->s_anyio_backend);
-        if (!mod)
+        /* nothing to find until anyio's asyncio backend is imported: look again only once
+         * sys.modules has changed size (importing it adds an entry) */
+        if (!PyDict_Check(mods) || PyDict_GET_SIZE(mods) == st->anyio_miss_mods)
             return NULL;
+        PyObject *mod = PyDict_GetItemWithError(mods, st->s_anyio_backend);
+        if (!mod) {
+            PyErr_Clear();
+            st->anyio_miss_mods = PyDict_GET_SIZE(mods);
+            return NULL;
+        }
         PyObject *wkd = PyObject_GetAttrString(mod, "_task_states");
         if (!wkd) {
             PyErr_Clear();
@@ -308,10 +331,8 @@ static int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to, PyOb
 }
 
 /* Switches anyio's view of our task between the app's open scopes (`to_app`) and dispatch's. */
-static int drv_view(drv_t *d, int to_app) {
+static int drv_view_switch(drv_t *d, int to_app) {
     cc_mw_state_t *st = d->st;
-    if (!d->entangled || d->app_view == to_app)
-        return 0;
     PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
     if (!cur)
         return -1;
@@ -331,6 +352,13 @@ static int drv_view(drv_t *d, int to_app) {
         Py_DECREF(cur);
     Py_DECREF(next);
     return rc;
+}
+
+/* Runs around every step: nothing to do unless the app left anyio scopes open in our task. */
+static inline int drv_view(drv_t *d, int to_app) {
+    if (CC_LIKELY(!d->entangled) || d->app_view == to_app)
+        return 0;
+    return drv_view_switch(d, to_app);
 }
 
 /* Called when control goes back to dispatch: if the app left anyio cancel scopes open in this
@@ -636,8 +664,10 @@ static int drv_pump(step_t *s, PyObject **out) {
             return -1;
         if (r == 0)
             continue;
-        if (Py_TYPE(y) == (PyTypeObject *)st->done_type && ((step_t *)y)->owner == d) {
-            /* the app is suspended in its send: take the message */
+        if (y == (PyObject *)d ||
+            (Py_TYPE(y) == (PyTypeObject *)st->done_type && ((step_t *)y)->owner == d)) {
+            /* the app is suspended in its send (a layer below yields the driver itself, see
+             * drv_send): take the message */
             Py_DECREF(y);
             PyObject *msg = d->msg;
             d->msg = NULL;
@@ -673,7 +703,7 @@ static int drv_pump(step_t *s, PyObject **out) {
 
 /* The call_next response, built without __init__. Attributes go through setattr so they land
  * in the instance's inline values (no dict materialised; Starlette's attribute reads stay on
- * CPython's fast path). `_headers` is None until the headers descriptor makes it. */
+ * CPython's fast path). `headers` is made on first use by the descriptor in mw_call.c. */
 static PyObject *make_response(drv_t *d, PyObject *start) {
     cc_mw_state_t *st = d->st;
     PyTypeObject *cls = (PyTypeObject *)st->response_cls;
@@ -692,14 +722,13 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
         if (!(headers = PyList_New(0)))
             goto error;
     }
-    if (PyObject_SetAttr(resp, st->s_status_code, status) < 0 ||
-        PyObject_SetAttr(resp, st->s_raw_headers, headers) < 0 ||
-        PyObject_SetAttr(resp, st->s_body_iterator, (PyObject *)d) < 0 ||
-        PyObject_SetAttr(resp, st->s_background, Py_None) < 0 ||
-        PyObject_SetAttr(resp, st->s_media_type, Py_None) < 0 ||
-        PyObject_SetAttr(resp, st->s_info, d->info ? d->info : Py_None) < 0 ||
-        PyObject_SetAttr(resp, st->s_headers_cache, Py_None) < 0)
-        goto error;
+    /* slots of cicada.middleware._CallNextResponse (media_type is None on the class) */
+    cc_mw_slot_set(resp, st->off_status, status);
+    cc_mw_slot_set(resp, st->off_raw_headers, headers);
+    cc_mw_slot_set(resp, st->off_body_iterator, (PyObject *)d);
+    cc_mw_slot_set(resp, st->off_background, Py_None);
+    cc_mw_slot_set(resp, st->off_info, d->info ? d->info : Py_None);
+    Py_XSETREF(d->start, Py_NewRef(start));
     Py_DECREF(status);
     Py_DECREF(headers);
     return resp;
@@ -1044,10 +1073,12 @@ static PyObject *done_with(drv_t *d, PyObject *value) {
     return s;
 }
 
-/* The `send` the downstream app gets. */
-static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
-    drv_t *d = (drv_t *)self;
+/* The `send` the downstream app gets. With `handed` (a cicada layer sending from C, see
+ * cc_mw_layer_send), a message the driver takes in-task sets *handed and returns None instead
+ * of a suspending step: the caller then yields the driver itself, which drv_pump recognises. */
+static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
     cc_mw_state_t *st = d->st;
+    PyObject *self = (PyObject *)d;
     PyObject *type = NULL, *t = NULL, *fut = NULL, *item = NULL;
     if (d->phase >= PH_SENT) /* the response is gone (or replaced): drop it */
         return done_with(d, Py_NewRef(Py_None));
@@ -1082,6 +1113,10 @@ static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
 #endif
         {
             Py_XSETREF(d->msg, Py_NewRef(msg));
+            if (handed) {
+                *handed = 1;
+                Py_RETURN_NONE;
+            }
             return step_new(st, d, G_SUSPEND, NULL);
         }
     }
@@ -1104,6 +1139,17 @@ error:
     Py_XDECREF(fut);
     Py_XDECREF(item);
     return NULL;
+}
+
+static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
+    return drv_send((drv_t *)self, msg, NULL);
+}
+
+PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, int *handed) {
+    *handed = 0;
+    if (Py_TYPE(send) == (PyTypeObject *)st->driver_type)
+        return drv_send((drv_t *)send, msg, handed);
+    return PyObject_CallOneArg(send, msg);
 }
 
 /* The `receive` the downstream app gets. */
@@ -1135,8 +1181,6 @@ static PyObject *drv_asgi_receive(PyObject *self, PyObject *Py_UNUSED(ignored)) 
     return PyObject_CallNoArgs(d->receive);
 }
 
-static PyMethodDef drv_receive_def = {"receive", drv_asgi_receive, METH_NOARGS, NULL};
-
 static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     drv_t *d = (drv_t *)self;
     cc_mw_state_t *st = d->st;
@@ -1151,8 +1195,8 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     d->called = 1;
     /* A body dispatch already read is replayed to the app (it can't be read twice): body()
      * leaves it in _body; a stream() read to the end leaves an empty body to replay. */
-    dict = PyObject_GetAttr(d->request, st->s_stream_consumed);
-    if (!dict)
+    dict = Py_XNewRef(cc_mw_slot(d->request, st->off_consumed));
+    if (!dict && !(dict = PyObject_GetAttr(d->request, st->s_stream_consumed)))
         goto error;
     int consumed = PyObject_IsTrue(dict);
     Py_CLEAR(dict);
@@ -1175,13 +1219,18 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
         if (!d->outer_scope)
             goto error;
     }
-    if (!(app = PyObject_GetAttr(d->mw, st->s_app)))
+    if (!(app = cc_mw_layer_attr(st, d->mw, st->off_app, st->s_app)))
         goto error;
+    /* the driver is both callables: send(message) and receive() (see drv_vectorcall) */
     snd = Py_NewRef(self);
-    if (!(rcv = PyCFunction_New(&drv_receive_def, self)))
-        goto error;
+    rcv = Py_NewRef(self);
     PyObject *args[3] = {d->scope, rcv, snd};
-    coro = PyObject_Vectorcall(app, args, 3, NULL);
+    /* the next layer down is often another HTTPMiddleware: enter it without the
+     * instance-call machinery (args tuple, __call__ lookup, method prepend) */
+    int ours = cc_mw_is_layer(st, app);
+    if (ours < 0)
+        goto error;
+    coro = ours ? cc_mw_call(st, app, args) : PyObject_Vectorcall(app, args, 3, NULL);
     if (!coro)
         goto error;
     if (!PyCoro_CheckExact(coro)) {
@@ -1282,8 +1331,10 @@ PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
 /* The driver if `response` is untouched call_next output whose body can be relayed as the app
  * sent it, else None. */
 PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response) {
-    PyObject *it = PyObject_GetAttr(response, st->s_body_iterator);
-    if (!it)
+    PyObject *it = Py_TYPE(response) == (PyTypeObject *)st->response_cls
+                       ? Py_XNewRef(cc_mw_slot(response, st->off_body_iterator))
+                       : NULL;
+    if (!it && !(it = PyObject_GetAttr(response, st->s_body_iterator)))
         return NULL;
     PyObject *res = Py_None;
     if (Py_TYPE(it) == (PyTypeObject *)st->driver_type) {
@@ -1314,6 +1365,7 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->queue);
     Py_VISIT(d->deferred);
     Py_VISIT(d->info);
+    Py_VISIT(d->start);
     Py_VISIT(d->replay);
     Py_VISIT(d->ts);
     Py_VISIT(d->outer_scope);
@@ -1339,6 +1391,7 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->queue);
     Py_CLEAR(d->deferred);
     Py_CLEAR(d->info);
+    Py_CLEAR(d->start);
     Py_CLEAR(d->replay);
     Py_CLEAR(d->ts);
     Py_CLEAR(d->outer_scope);
@@ -1394,25 +1447,52 @@ static PyObject *drv_anext(PyObject *self) {
     return step_new(d->st, d, G_CHUNK, NULL);
 }
 
-/* The driver is also the `send` callable handed to the app. */
-static PyObject *drv_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
-    if (PyTuple_GET_SIZE(args) != 1 || (kwargs && PyDict_GET_SIZE(kwargs))) {
-        PyErr_SetString(PyExc_TypeError, "send(message) takes exactly one argument");
-        return NULL;
-    }
-    return drv_asgi_send(self, PyTuple_GET_ITEM(args, 0));
+/* The driver is also the `send` and the `receive` callable handed to the app: one object per
+ * layer instead of two, told apart by their arity (send(message), receive()). */
+static PyObject *drv_call_any(PyObject *self, Py_ssize_t nargs, PyObject *const *args) {
+    if (nargs == 1)
+        return drv_asgi_send(self, args[0]);
+    if (nargs == 0)
+        return drv_asgi_receive(self, NULL);
+    PyErr_SetString(PyExc_TypeError, "send(message) takes one argument and receive() none");
+    return NULL;
 }
 
+static PyObject *drv_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
+    if (kwargs && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "send() and receive() take no keyword arguments");
+        return NULL;
+    }
+    return drv_call_any(self, PyTuple_GET_SIZE(args), &PyTuple_GET_ITEM(args, 0));
+}
+
+static PyObject *drv_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames) {
+    if (kwnames && PyTuple_GET_SIZE(kwnames)) {
+        PyErr_SetString(PyExc_TypeError, "send() and receive() take no keyword arguments");
+        return NULL;
+    }
+    return drv_call_any(self, PyVectorcall_NARGS(nargsf), args);
+}
+
+static PyMemberDef drv_members[] = {
+    {"__vectorcalloffset__", CC_MW_T_PYSSIZET, offsetof(drv_t, vectorcall), CC_MW_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyType_Slot drv_slots[] = {
-    {Py_am_aiter, drv_aiter},     {Py_am_anext, drv_anext},       {Py_tp_call, drv_tp_call},
-    {Py_tp_dealloc, drv_dealloc}, {Py_tp_traverse, drv_traverse}, {Py_tp_clear, drv_clear},
-    {Py_tp_methods, drv_methods}, {Py_tp_getset, drv_getset},     {0, NULL},
+    {Py_am_aiter, drv_aiter},       {Py_am_anext, drv_anext},
+    {Py_tp_call, drv_tp_call},      {Py_tp_dealloc, drv_dealloc},
+    {Py_tp_traverse, drv_traverse}, {Py_tp_clear, drv_clear},
+    {Py_tp_methods, drv_methods},   {Py_tp_getset, drv_getset},
+    {Py_tp_members, drv_members},   {0, NULL},
 };
 
 static PyType_Spec drv_spec = {
     .name = "cicada._core.MWDriver",
     .basicsize = sizeof(drv_t),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION |
+             Py_TPFLAGS_HAVE_VECTORCALL,
     .slots = drv_slots,
 };
 
@@ -1423,16 +1503,13 @@ static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *rece
     PyObject *req = cls->tp_new(cls, st->empty_tuple, NULL);
     if (!req)
         return NULL;
-    /* setattr keeps them in the instance's inline values (see make_response) */
-    if (PyObject_SetAttr(req, st->s_scope, scope) < 0 ||
-        PyObject_SetAttr(req, st->s_receive_attr, receive) < 0 ||
-        PyObject_SetAttr(req, st->s_send_attr, send) < 0 ||
-        PyObject_SetAttr(req, st->s_stream_consumed, Py_False) < 0 ||
-        PyObject_SetAttr(req, st->s_is_disconnected, Py_False) < 0 ||
-        PyObject_SetAttr(req, st->s_form, Py_None) < 0) {
-        Py_DECREF(req);
-        return NULL;
-    }
+    /* slots of cicada.middleware._Request */
+    cc_mw_slot_set(req, st->off_scope, scope);
+    cc_mw_slot_set(req, st->off_receive, receive);
+    cc_mw_slot_set(req, st->off_send, send);
+    cc_mw_slot_set(req, st->off_consumed, Py_False);
+    cc_mw_slot_set(req, st->off_disconnected, Py_False);
+    cc_mw_slot_set(req, st->off_form, Py_None);
     return req;
 }
 
@@ -1453,7 +1530,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->coro = d->msg = d->resume = NULL;
     d->task = Py_XNewRef(task);
     d->loop = Py_XNewRef(loop);
-    d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = NULL;
+    d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
     d->child = NULL;
@@ -1461,6 +1538,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->phase = PH_INIT;
     d->stepping = d->coro_done = d->started = d->resume_throw = 0;
     d->called = d->body_started = d->replay_state = 0;
+    d->vectorcall = drv_vectorcall;
     d->request = make_request(st, scope, receive, send);
     PyObject_GC_Track(d);
     if (!d->request) {
@@ -1470,14 +1548,32 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     return (PyObject *)d;
 }
 
+int cc_mw_driver_body_done(PyObject *driver) {
+    return ((drv_t *)driver)->phase >= PH_APP_DONE;
+}
+
+PyObject *cc_mw_driver_info(PyObject *driver) {
+    return ((drv_t *)driver)->info;
+}
+
+PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers) {
+    PyObject *start = ((drv_t *)driver)->start;
+    if (!start || !PyDict_CheckExact(start))
+        return NULL;
+    /* identity, not equality: a header list edited in place is still the one the app sent */
+    PyObject *s = PyDict_GetItemWithError(start, ((drv_t *)driver)->st->s_status);
+    PyObject *h =
+        s == status ? PyDict_GetItemWithError(start, ((drv_t *)driver)->st->s_headers) : NULL;
+    PyErr_Clear(); /* a failed lookup only means "build a new message" */
+    return h == headers ? start : NULL;
+}
+
 PyObject *cc_mw_driver_request(PyObject *driver) {
     return ((drv_t *)driver)->request;
 }
 
-static PyMethodDef drv_call_next_def = {"call_next", drv_call_next, METH_O, NULL};
-
-PyObject *cc_mw_call_next_fn(PyObject *driver) {
-    return PyCFunction_New(&drv_call_next_def, driver);
+PyObject *cc_mw_call_next(PyObject *driver, PyObject *request) {
+    return drv_call_next(driver, request);
 }
 
 /* mw_driver(middleware, scope, receive, send) -> MWDriver */

@@ -11,6 +11,7 @@
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     CC_MW_INTERN(s_type, "type");
+    CC_MW_INTERN(s_http, "http");
     CC_MW_INTERN(s_status, "status");
     CC_MW_INTERN(s_headers, "headers");
     CC_MW_INTERN(s_body, "body");
@@ -53,7 +54,6 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     CC_MW_INTERN(s_anyio_backend, "anyio._backends._asyncio");
     CC_MW_INTERN(s_tasks, "_tasks");
     CC_MW_INTERN(s_dispatch_func_call, "__call__");
-    CC_MW_INTERN(s_headers_cache, "_headers");
     CC_MW_INTERN(s_list, "_list");
     st->empty_tuple = PyTuple_New(0);
     if (!st->empty_tuple)
@@ -79,6 +79,8 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(get_running_loop)                                                                            \
     X(ensure_future)                                                                               \
     X(request_cls)                                                                                 \
+    X(layer_type)                                                                                  \
+    X(s_http)                                                                                      \
     X(response_cls)                                                                                \
     X(current_task)                                                                                \
     X(cancelled_error)                                                                             \
@@ -94,7 +96,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
                             X(s_stream_consumed) X(s_is_disconnected) X(s_form) X(s_body_attr)     \
                                 X(s_app) X(s_dispatch_func) X(s_qualname) X(s_cancel_scope)        \
                                     X(s_anyio_backend) X(s_tasks) X(s_dispatch_func_call)          \
-                                        X(s_headers_cache) X(s_list) X(empty_tuple) X(empty_bytes)
+                                        X(s_list) X(empty_tuple) X(empty_bytes)
 
 int cc_mw_traverse(cc_mw_state_t *st, visitproc visit, void *arg) {
 #define CC_MW_VISIT(f) Py_VISIT(st->f);

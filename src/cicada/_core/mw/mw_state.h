@@ -25,7 +25,15 @@ typedef struct {
     PyObject *entry_type;
     PyObject *headers_type;
     /* set by mw_setup() from cicada/middleware.py; NULL until then */
-    PyObject *request_cls;      /* starlette.requests.Request */
+    PyObject *layer_type;     /* cicada.middleware.HTTPMiddleware */
+    PyTypeObject *layer_seen; /* not a reference: only compared (see cc_mw_is_layer) */
+    /* byte offsets of the __slots__ of request_cls and response_cls the driver fills */
+    Py_ssize_t off_scope, off_receive, off_send, off_consumed, off_disconnected, off_form;
+    Py_ssize_t off_status, off_raw_headers, off_body_iterator, off_background, off_info;
+    Py_ssize_t off_headers, off_app, off_dispatch; /* off_app, off_dispatch: of layer_type */
+    Py_ssize_t anyio_miss_mods; /* size of sys.modules when anyio's backend was last missing */
+    unsigned int layer_seen_tag;
+    PyObject *request_cls;      /* cicada.middleware._Request (starlette Request) */
     PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
     PyObject *current_task;     /* asyncio.current_task */
     PyObject *cancelled_error;  /* asyncio.CancelledError */
@@ -40,7 +48,7 @@ typedef struct {
                                                                       _task_states.data, once
                                                                       imported */
     /* interned strings */
-    PyObject *s_type, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
+    PyObject *s_type, *s_http, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
     PyObject *s_start, *s_body_msg, *s_pathsend, *s_debug, *s_early_hint;
     PyObject *s_disconnect, *s_request;
     PyObject *s_blocking, *s_add_done_callback, *s_remove_done_callback, *s_set_result;
@@ -48,8 +56,7 @@ typedef struct {
     PyObject *s_status_code, *s_raw_headers, *s_body_iterator, *s_background, *s_media_type;
     PyObject *s_scope, *s_receive_attr, *s_send_attr, *s_stream_consumed, *s_is_disconnected;
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
-    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_headers_cache,
-        *s_list;
+    PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_list;
     PyObject *empty_tuple, *empty_bytes;
     cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver; /* untracked, no type reference */
 } cc_mw_state_t;
