@@ -3,6 +3,8 @@
  * app sent them) and lets the app finish. It never steps the app itself: mw_driver.c does that. */
 #include "mw/mw.h"
 
+#include <stddef.h>
+
 /* A send handed over without an awaitable (cc_mw_layer_send): to do, then done. */
 enum { H_NONE, H_YIELD, H_PARKED };
 
@@ -55,44 +57,10 @@ static PyObject *awaitable_iter(PyObject *o) {
 
 /* After a StopIteration: its value (new ref), clearing the error. */
 static PyObject *fetch_stop_value(void) {
-    PyObject *value = NULL;
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = PyErr_GetRaisedException();
-    value = PyObject_GetAttrString(exc, "value");
-    Py_DECREF(exc);
-#else
-    PyObject *type, *exc, *tb;
-    PyErr_Fetch(&type, &exc, &tb);
-    PyErr_NormalizeException(&type, &exc, &tb);
-    value = exc ? PyObject_GetAttrString(exc, "value") : Py_NewRef(Py_None);
-    Py_XDECREF(type);
+    PyObject *exc = cc_err_take();
+    PyObject *value = exc ? PyObject_GetAttrString(exc, "value") : Py_NewRef(Py_None);
     Py_XDECREF(exc);
-    Py_XDECREF(tb);
-#endif
     return value;
-}
-
-static PyObject *take_error(void) {
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *exc, *tb;
-    PyErr_Fetch(&type, &exc, &tb);
-    PyErr_NormalizeException(&type, &exc, &tb);
-    if (exc && tb)
-        PyException_SetTraceback(exc, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return exc;
-#endif
-}
-
-static void restore_error(PyObject *exc) { /* steals exc */
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-#endif
 }
 
 /* Resumes `sub`: 1 it yielded (*out), 0 it returned (*out), -1 it raised. */
@@ -269,7 +237,7 @@ static int call_advance(call_t *c, PyObject *value) {
         c->state = C_DONE;
         PyObject *err = c->error;
         c->error = NULL;
-        restore_error(err);
+        cc_err_give(err);
         return -1;
     }
     default:
@@ -285,7 +253,7 @@ static int call_fail(call_t *c) {
         c->state = C_DONE;
         return -1;
     }
-    c->error = take_error();
+    c->error = cc_err_take();
     c->sub = cc_mw_abort(c->driver, NULL);
     c->state = C_ABORT;
     if (!c->sub) {
@@ -299,7 +267,7 @@ static int call_fail(call_t *c) {
 /* Done: drop every reference now. The layer above holds this call as its app's awaitable and
  * this call holds that layer's send, so keeping them would make a cycle per request. */
 static void call_release(call_t *c) {
-    PyObject *exc = take_error();
+    PyObject *exc = cc_err_take();
     Py_CLEAR(c->sub);
     Py_CLEAR(c->response);
     Py_CLEAR(c->driver);
@@ -308,14 +276,14 @@ static void call_release(call_t *c) {
     Py_CLEAR(c->scope);
     Py_CLEAR(c->mw);
     if (exc)
-        restore_error(exc);
+        cc_err_give(exc);
 }
 
 static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObject **result) {
     *result = NULL;
     if (c->state == C_DONE) {
         if (exc)
-            restore_error(Py_NewRef(exc));
+            cc_err_give(Py_NewRef(exc));
         else
             PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware call");
         return PYGEN_ERROR;
@@ -327,7 +295,7 @@ static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObjec
         if (c->sub) {
             r = sub_resume(c, arg, exc, &out);
         } else if (exc) {
-            restore_error(Py_NewRef(exc));
+            cc_err_give(Py_NewRef(exc));
             r = -1;
         } else
             r = 0;

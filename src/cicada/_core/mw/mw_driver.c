@@ -3,6 +3,8 @@
  * never poll receive on its own, never create tasks, and never buffer a response body. */
 #include "mw/mw.h"
 
+#include <stddef.h>
+
 /* Where the exchange with the downstream app stands. */
 enum { PH_INIT, PH_START, PH_BODY, PH_APP_DONE, PH_SENT };
 /* What a step awaitable runs the app for. */
@@ -61,14 +63,7 @@ static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value
 /* ---- small helpers ------------------------------------------------------------------------ */
 
 /* Raises `exc` (an instance) as is: no implicit chaining to an exception being handled. */
-static void raise_exc(PyObject *exc) {
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(Py_NewRef(exc));
-#else
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), Py_NewRef(exc),
-                  PyException_GetTraceback(exc));
-#endif
-}
+static void raise_exc(PyObject *exc) { cc_err_give(Py_NewRef(exc)); }
 
 /* Saves and restores the error indicator around cleanup calls made from dealloc. */
 typedef struct {
