@@ -210,6 +210,18 @@ int cc_asgi_access_log(cc_asgi_cycle_t *c, int status);
 /* send.c */
 PyObject *cc_asgi_send(cc_asgi_cycle_t *c, PyObject *message);
 int cc_asgi_send_simple(cc_asgi_proto_t *p, int minor, int status, const char *body, int close);
+
+/* True when one more request or WebSocket would go over --limit-concurrency. */
+static inline int cc_asgi_over_concurrency(const cc_asgi_server_t *srv) {
+    return srv->limit_concurrency >= 0 && (srv->active_requests >= srv->limit_concurrency ||
+                                           srv->connection_count > srv->limit_concurrency);
+}
+
+/* Calls app(scope, receive, send) and wraps the coroutine in a task on the server's loop.
+ * Returns the task (new ref), or NULL with the exception set when the app failed before it could
+ * run (the call or create_task raised): callers treat that like the task's own exception. */
+PyObject *cc_asgi_spawn_app(cc_asgi_server_t *srv, PyObject *scope, PyObject *recv,
+                            PyObject *send);
 int cc_asgi_pathsend_continue(cc_asgi_cycle_t *c);
 
 #endif

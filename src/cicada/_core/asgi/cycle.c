@@ -429,12 +429,24 @@ static PyMethodDef done_def = {"_task_done", (PyCFunction)cycle_task_done, METH_
 
 /* ---- starting a request ------------------------------------------------------------------- */
 
+PyObject *cc_asgi_spawn_app(cc_asgi_server_t *srv, PyObject *scope, PyObject *recv,
+                            PyObject *send) {
+    PyObject *args[3] = {scope, recv, send};
+    PyObject *coro = PyObject_Vectorcall(srv->app, args, 3, NULL);
+    if (!coro)
+        return NULL;
+    PyObject *targs[2] = {srv->loop, coro};
+    PyObject *task = PyObject_VectorcallMethod(srv->st->s_create_task, targs,
+                                               2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(coro);
+    return task;
+}
+
 int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     cc_asgi_server_t *srv = p->server;
     cc_asgi_state_t *st = srv->st;
-    PyObject *recv = NULL, *send = NULL, *coro = NULL, *task = NULL, *cb = NULL;
-    if (srv->limit_concurrency >= 0 && (srv->active_requests >= srv->limit_concurrency ||
-                                        srv->connection_count > srv->limit_concurrency)) {
+    PyObject *recv = NULL, *send = NULL, *task = NULL, *cb = NULL;
+    if (cc_asgi_over_concurrency(srv)) {
         cc_asgi_log(srv, st->s_warning, "Exceeded concurrency limit.", NULL);
         int rc = cc_asgi_send_simple(p, req->version_minor, 503, "Service Unavailable", 1);
         cc_asgi_close(p, 0);
@@ -480,18 +492,7 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     srv->request_count++;
     srv->active_requests++;
     c->counted = 1;
-    PyObject *args[3] = {c->scope, recv, send};
-    coro = PyObject_Vectorcall(srv->app, args, 3, NULL);
-    if (!coro) {
-        /* The app failed before it could be awaited: same handling as a task exception. */
-        PyObject *exc = cc_asgi_fetch_exception();
-        cycle_finish(c, exc, NULL);
-        Py_XDECREF(exc);
-        goto done;
-    }
-    PyObject *targs[2] = {srv->loop, coro};
-    task = PyObject_VectorcallMethod(st->s_create_task, targs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                     NULL);
+    task = cc_asgi_spawn_app(srv, c->scope, recv, send);
     if (!task) { /* e.g. the app is a plain function: same handling as an app exception */
         PyObject *exc = cc_asgi_fetch_exception();
         cycle_finish(c, exc, NULL);
@@ -509,7 +510,6 @@ done:
     Py_XDECREF(recv);
     Py_XDECREF(send);
     Py_XDECREF(cb);
-    Py_XDECREF(coro);
     Py_XDECREF(task);
     Py_DECREF(c);
     return 0;
@@ -517,7 +517,6 @@ error:
     Py_XDECREF(recv);
     Py_XDECREF(send);
     Py_XDECREF(cb);
-    Py_XDECREF(coro);
     Py_XDECREF(task);
     if (c->counted) {
         c->counted = 0;

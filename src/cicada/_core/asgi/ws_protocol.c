@@ -1293,7 +1293,7 @@ int cc_asgi_ws_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     cc_asgi_server_t *srv = p->server;
     cc_asgi_state_t *st = srv->st;
     cc_asgi_ws_config_t *cfg = &srv->ws_cfg;
-    PyObject *recv = NULL, *send = NULL, *cb = NULL, *coro = NULL, *task = NULL;
+    PyObject *recv = NULL, *send = NULL, *cb = NULL, *task = NULL;
     int n;
     if (req->method_len != 3 || memcmp(req->method, "GET", 3)) {
         cc_buf_consume(&p->in, req->head_len);
@@ -1315,8 +1315,7 @@ int cc_asgi_ws_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
         cc_buf_consume(&p->in, req->head_len);
         return refuse(p, 400, "Missing or invalid Sec-WebSocket-Key header.", NULL);
     }
-    if (srv->limit_concurrency >= 0 && (srv->active_requests >= srv->limit_concurrency ||
-                                        srv->connection_count > srv->limit_concurrency)) {
+    if (cc_asgi_over_concurrency(srv)) {
         cc_asgi_log(srv, st->s_warning, "Exceeded concurrency limit.", NULL);
         int rc = cc_asgi_send_simple(p, 1, 503, "Service Unavailable", 1);
         cc_buf_consume(&p->in, req->head_len);
@@ -1365,13 +1364,7 @@ int cc_asgi_ws_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     srv->request_count++;
     srv->active_requests++;
     ws->counted = 1;
-    PyObject *args[3] = {ws->scope, recv, send};
-    coro = PyObject_Vectorcall(srv->app, args, 3, NULL);
-    if (coro) {
-        PyObject *targs[2] = {srv->loop, coro};
-        task = PyObject_VectorcallMethod(st->s_create_task, targs,
-                                         2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    }
+    task = cc_asgi_spawn_app(srv, ws->scope, recv, send);
     if (!task) { /* the app failed before it could run: same as a task exception */
         PyObject *exc = cc_asgi_fetch_exception();
         ws_finish(ws, exc, NULL);
@@ -1391,7 +1384,6 @@ done:
     Py_XDECREF(recv);
     Py_XDECREF(send);
     Py_XDECREF(cb);
-    Py_XDECREF(coro);
     Py_XDECREF(task);
     Py_DECREF(ws);
     return 0;
@@ -1399,7 +1391,6 @@ error:
     Py_XDECREF(recv);
     Py_XDECREF(send);
     Py_XDECREF(cb);
-    Py_XDECREF(coro);
     Py_XDECREF(task);
     if (ws->counted) {
         ws->counted = 0;
