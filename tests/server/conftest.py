@@ -2,47 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from support.server_thread import ListHandler, ServerThread  # noqa: E402
-
-LOOPS = ["asyncio", "uvloop"]
-
-
-@pytest.fixture(params=LOOPS)
-def loop_kind(request):
-    return request.param
+from support.fixtures import LOOPS, error_log, loop_kind, serving  # noqa: F401
 
 
 @pytest.fixture
-def error_log():
-    logger = logging.getLogger(f"cicada.test.error.{id(object())}")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    handler = ListHandler()
-    logger.addHandler(handler)
-    logger.handler = handler  # type: ignore[attr-defined]
-    yield logger
-    logger.removeHandler(handler)
-
-
-@pytest.fixture
-def serve(loop_kind, error_log):
+def serve(loop_kind, error_log):  # noqa: F811
     """serve(app, **settings) -> a started ServerThread; stopped at teardown."""
-    started = []
-
-    def start(app, **settings):
-        settings.setdefault("error_logger", error_log)
-        st = ServerThread(app, loop_kind=loop_kind, **settings).start()
-        started.append(st)
-        return st
-
-    yield start
-    for st in started:
-        st.stop()
+    yield from serving(loop_kind, error_log)
