@@ -253,14 +253,13 @@ cc_ws_result_t cc_ws_inflater_init(cc_ws_inflater_t *z, const cc_ws_deflate_para
     int rc;
 
     memset(z, 0, sizeof(*z));
-    /* A peer using zlib with 8 really compresses with a 512-byte window: inflating with a larger
-     * window than the sender's is always safe, so never go below 9. */
-    z->window_bits = (uint8_t)clamp_wbits(params->client_max_window_bits);
-    if (z->window_bits < ZLIB_MIN_DEFLATE_WBITS)
-        z->window_bits = ZLIB_MIN_DEFLATE_WBITS;
+    /* Always the largest window, whatever the client's compressor uses: inflating with a larger
+     * window than the sender's is safe, and only then is zlib's distance check exact. With a
+     * smaller one, zlib also lets a match reach into the output of the same inflate() call, so
+     * whether an out-of-window distance is refused would depend on our output chunking. */
     z->no_context_takeover = params->client_no_context_takeover;
     z->max_message = max_message;
-    rc = inflateInit2(&z->zs, -(int)z->window_bits);
+    rc = inflateInit2(&z->zs, -WBITS_MAX);
     if (rc != Z_OK)
         return zlib_error(rc);
     z->ready = 1;
@@ -284,7 +283,7 @@ static cc_ws_result_t restart_stream(cc_ws_inflater_t *z) {
     cc_ws_result_t r = CC_WS_OK;
 
     if (!z->no_context_takeover) {
-        dict = malloc((size_t)1 << z->window_bits);
+        dict = malloc((size_t)1 << WBITS_MAX);
         if (!dict)
             return CC_WS_E_NOMEM;
         if (inflateGetDictionary(&z->zs, dict, &dlen) != Z_OK)

@@ -205,7 +205,7 @@ typedef struct {
     uint8_t server_no_context_takeover;
     uint8_t client_no_context_takeover;
     uint8_t server_max_window_bits; /* our compressor's window */
-    uint8_t client_max_window_bits; /* the client's compressor's window: our inflater's */
+    uint8_t client_max_window_bits; /* the client's compressor's window */
 } cc_ws_deflate_params_t;
 
 void cc_ws_deflate_config_default(cc_ws_deflate_config_t *cfg);
@@ -224,7 +224,6 @@ typedef struct {
     z_stream zs;
     uint64_t max_message; /* inflated bytes per message; 0 = unlimited -> 1009 */
     uint64_t msg_out;     /* inflated so far in the current message */
-    uint8_t window_bits;
     uint8_t no_context_takeover;
     uint8_t ready;     /* zs initialised */
     uint8_t tail_fed;  /* bytes of the 00 00 ff ff trailer already given to zlib */
