@@ -99,7 +99,7 @@ OPTIONS: list[Opt] = [
     Opt("limit_max_requests_jitter", ("--limit-max-requests-jitter",), "Maximum random jitter added to --limit-max-requests (so workers don't recycle together).", int, 0),
     Opt("timeout_keep_alive", ("--timeout-keep-alive",), "Close Keep-Alive connections if no new data is received within this timeout (seconds).", float, 5),
     Opt("timeout_graceful_shutdown", ("--timeout-graceful-shutdown",), "Maximum number of seconds to wait for graceful shutdown.", float, default_text="wait forever"),
-    Opt("timeout_worker_healthcheck", ("--timeout-worker-healthcheck",), "Seconds a worker may take to answer a health check (accepted; cicada's supervisor watches process exits).", float, 5),
+    Opt("timeout_worker_healthcheck", ("--timeout-worker-healthcheck",), "Seconds a worker (--workers) may take to answer a health check before it is killed and replaced; 0 turns the checks off.", float, 5),
     Opt("ssl_keyfile", ("--ssl-keyfile",), "TLS private key file (PEM); may be left out when the certificate file holds the key.", metavar="PATH"),
     Opt("ssl_certfile", ("--ssl-certfile",), "TLS certificate chain file (PEM): turns TLS on (https/wss).", metavar="PATH"),
     Opt("ssl_keyfile_password", ("--ssl-keyfile-password",), "Password of an encrypted private key.", metavar="TEXT"),

@@ -57,6 +57,11 @@ async def app(scope, receive, send):
         await _send_json(send, {"slept": True, "pid": os.getpid()})
     elif path == "/pid":
         await _send_json(send, {"pid": os.getpid()})
+    elif path == "/block":  # blocks the event loop (a sync call in an async endpoint)
+        import time
+
+        time.sleep(float(qs.get("s", ["1"])[0]))
+        await _send_json(send, {"blocked": True, "pid": os.getpid()})
     elif path == "/upload":
         total = 0
         while True:
