@@ -7,6 +7,8 @@ command -v clang >/dev/null 2>&1 || missing="$missing clang libclang-rt-14-dev"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
 [ -f /usr/include/zlib.h ] || missing="$missing zlib1g-dev"
+# Throwaway certificates for the TLS tests (tests/integration/test_tls.py).
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 # Servers the loop's client-library tests start (tests/loop/test_clients.py).
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"

@@ -1,36 +1,68 @@
 """TLS (--ssl-*): https and wss served by the CLI on every loop, client certificates, and clear
-errors for bad certificate options. Certificates come from trustme (a throwaway CA)."""
+errors for bad certificate options. Certificates come from the openssl command (a throwaway CA),
+so no certificate library is loaded into the test process."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import ssl
+import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
-import trustme
 import websockets
 
 from cicada_proc import CicadaProcess, run_cli
 
 LOOPS = ["asyncio", "uvloop", "cicada"]
 
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _issue(d: Path, name: str, cn: str, ext: str) -> None:
+    """name.key + name.pem signed by the CA in d, with the given X.509 extensions."""
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
+    (d / f"{name}.ext").write_text(ext)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext", cwd=d)
+
+
+class Certs:
+    def __init__(self, d: Path) -> None:
+        self.dir = d
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=cicada test CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+        _issue(d, "server", "localhost",
+               "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+               "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+        _issue(d, "client", "client@example.com",
+               "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+        (d / "both.pem").write_bytes((d / "server.key").read_bytes() + (d / "server.pem").read_bytes())
+        _openssl("pkey", "-in", "server.key", "-aes256", "-passout", "pass:s3cret", "-out", "enc.key", cwd=d)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.dir / {"cert.pem": "server.pem", "key.pem": "server.key"}.get(name, name)
+
+    def client_ctx(self, with_cert: bool = False) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.dir / "ca.pem"))
+        if with_cert:
+            ctx.load_cert_chain(str(self.dir / "client.pem"), str(self.dir / "client.key"))
+        return ctx
+
 
 @pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def certs(ca, tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert.private_key_pem.write_to_path(str(d / "key.pem"))
-    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
-    cert.private_key_and_cert_chain_pem.write_to_path(str(d / "both.pem"))
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    return d
+def certs(tmp_path_factory):
+    return Certs(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
@@ -47,20 +79,12 @@ def serve():
         p.kill()
 
 
-def client_ctx(ca, client_cert=None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    if client_cert is not None:
-        client_cert.configure_cert(ctx)
-    return ctx
-
-
 @pytest.mark.parametrize("loop", LOOPS)
-def test_https_keep_alive_and_upload(serve, certs, ca, loop):
+def test_https_keep_alive_and_upload(serve, certs, loop):
     p = serve("--ssl-certfile", str(certs / "cert.pem"), "--ssl-keyfile", str(certs / "key.pem"), "--loop", loop)
     port = p.wait_port()
     assert f"running on https://127.0.0.1:{port}" in p.output
-    with httpx.Client(verify=client_ctx(ca), base_url=f"https://localhost:{port}") as client:
+    with httpx.Client(verify=certs.client_ctx(), base_url=f"https://localhost:{port}") as client:
         for i in range(3):  # one TLS connection, reused
             r = client.get(f"/n{i}")
             assert r.status_code == 200 and r.json() == {"scheme": "https", "received": 0, "path": f"/n{i}"}
@@ -69,22 +93,22 @@ def test_https_keep_alive_and_upload(serve, certs, ca, loop):
     assert p.stop() == 0
 
 
-def test_https_large_download(serve, certs, ca):
+def test_https_large_download(serve, certs):
     p = serve("--ssl-certfile", str(certs / "both.pem"))  # key inside the certificate file
     port = p.wait_port()
-    with httpx.Client(verify=client_ctx(ca)) as client:
+    with httpx.Client(verify=certs.client_ctx()) as client:
         r = client.get(f"https://localhost:{port}/download?n=5000000&chunk=65536")
         assert r.status_code == 200 and len(r.content) == 5000000
     assert p.stop() == 0
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "cicada"])
-def test_wss(serve, certs, ca, loop):
+def test_wss(serve, certs, loop):
     p = serve("--ssl-certfile", str(certs / "cert.pem"), "--ssl-keyfile", str(certs / "key.pem"), "--loop", loop)
     port = p.wait_port()
 
     async def talk():
-        async with websockets.connect(f"wss://localhost:{port}/ws", ssl=client_ctx(ca)) as ws:
+        async with websockets.connect(f"wss://localhost:{port}/ws", ssl=certs.client_ctx()) as ws:
             scheme = await ws.recv()
             await ws.send(b"\x00" * 100_000)
             echoed = await ws.recv()
@@ -95,23 +119,22 @@ def test_wss(serve, certs, ca, loop):
     assert p.stop() == 0
 
 
-def test_client_certificate_required(serve, certs, ca):
+def test_client_certificate_required(serve, certs):
     p = serve("--ssl-certfile", str(certs / "cert.pem"), "--ssl-keyfile", str(certs / "key.pem"),
               "--ssl-cert-reqs", "2", "--ssl-ca-certs", str(certs / "ca.pem"))
     port = p.wait_port()
-    good = ca.issue_cert("client@example.com")
-    with httpx.Client(verify=client_ctx(ca, good)) as client:
+    with httpx.Client(verify=certs.client_ctx(with_cert=True)) as client:
         assert client.get(f"https://localhost:{port}/").json()["scheme"] == "https"
     with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
-        with httpx.Client(verify=client_ctx(ca)) as client:
+        with httpx.Client(verify=certs.client_ctx()) as client:
             client.get(f"https://localhost:{port}/")
     # The server keeps serving after the refused handshake.
-    with httpx.Client(verify=client_ctx(ca, good)) as client:
+    with httpx.Client(verify=certs.client_ctx(with_cert=True)) as client:
         assert client.get(f"https://localhost:{port}/").status_code == 200
     assert p.stop() == 0
 
 
-def test_plain_http_and_garbage_on_tls_port_do_not_hurt(serve, certs, ca):
+def test_plain_http_and_garbage_on_tls_port_do_not_hurt(serve, certs):
     p = serve("--ssl-certfile", str(certs / "cert.pem"), "--ssl-keyfile", str(certs / "key.pem"))
     port = p.wait_port()
     for payload in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x00\x05hello", b""):
@@ -123,16 +146,16 @@ def test_plain_http_and_garbage_on_tls_port_do_not_hurt(serve, certs, ca):
                     pass
             except ConnectionResetError:
                 pass
-    with httpx.Client(verify=client_ctx(ca)) as client:
+    with httpx.Client(verify=certs.client_ctx()) as client:
         assert client.get(f"https://localhost:{port}/").status_code == 200
     assert p.stop() == 0
 
 
-def test_workers_serve_tls(serve, certs, ca):
+def test_workers_serve_tls(serve, certs):
     p = serve("--ssl-certfile", str(certs / "cert.pem"), "--ssl-keyfile", str(certs / "key.pem"), "--workers", "2")
     port = p.wait_port()
     p.wait_for("Application startup complete", timeout=30)
-    with httpx.Client(verify=client_ctx(ca)) as client:
+    with httpx.Client(verify=certs.client_ctx()) as client:
         assert client.get(f"https://localhost:{port}/").json()["scheme"] == "https"
     assert p.stop() == 0
 
@@ -156,49 +179,34 @@ def test_bad_tls_options_exit_2_naming_the_option(certs, extra, needle):
     assert "Traceback" not in r.stderr
 
 
-def test_encrypted_key_password(certs, ca, tmp_path, serve):
-    from cryptography.hazmat.primitives import serialization
-
-    cert = ca.issue_cert("localhost")
-    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
-    enc = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.BestAvailableEncryption(b"s3cret"))
-    (tmp_path / "enc.pem").write_bytes(enc)
-    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
-    base = ["testapps:tls_app", "--port", "0", "--ssl-certfile", str(tmp_path / "c.pem"),
-            "--ssl-keyfile", str(tmp_path / "enc.pem")]
+def test_encrypted_key_password(certs, serve):
+    base = ["testapps:tls_app", "--port", "0", "--ssl-certfile", str(certs / "cert.pem"),
+            "--ssl-keyfile", str(certs / "enc.key")]
     r = run_cli([*base, "--ssl-keyfile-password", "wrong"])
     assert r.returncode == 2 and "Invalid value for '--ssl-keyfile-password'" in r.stderr, r.stderr
-    p = serve("--ssl-certfile", str(tmp_path / "c.pem"), "--ssl-keyfile", str(tmp_path / "enc.pem"),
+    p = serve("--ssl-certfile", str(certs / "cert.pem"), "--ssl-keyfile", str(certs / "enc.key"),
               "--ssl-keyfile-password", "s3cret")
     port = p.wait_port()
-    with httpx.Client(verify=client_ctx(ca)) as client:
+    with httpx.Client(verify=certs.client_ctx()) as client:
         assert client.get(f"https://localhost:{port}/").status_code == 200
     assert p.stop() == 0
 
 
-def test_encrypted_key_without_password_is_refused_not_prompted(certs, ca, tmp_path):
-    from cryptography.hazmat.primitives import serialization
-
-    cert = ca.issue_cert("localhost")
-    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
-    (tmp_path / "enc.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")))
-    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
-    r = run_cli(["testapps:tls_app", "--port", "0", "--ssl-certfile", str(tmp_path / "c.pem"),
-                 "--ssl-keyfile", str(tmp_path / "enc.pem")], timeout=20)
+def test_encrypted_key_without_password_is_refused_not_prompted(certs):
+    r = run_cli(["testapps:tls_app", "--port", "0", "--ssl-certfile", str(certs / "cert.pem"),
+                 "--ssl-keyfile", str(certs / "enc.key")], timeout=20)
     assert r.returncode == 2 and "Invalid value for '--ssl-keyfile-password'" in r.stderr, r.stderr
     assert "is encrypted" in r.stderr
 
 
-def test_gunicorn_cicada_worker_with_tls(certs, ca):
+def test_gunicorn_cicada_worker_with_tls(certs):
     p = CicadaProcess(["-b", "127.0.0.1:0", "-w", "1", "-k", "cicada.workers.CicadaWorker",
                        "--certfile", str(certs / "cert.pem"), "--keyfile", str(certs / "key.pem"),
                        "testapps:tls_app"], module="gunicorn")
     try:
         port = int(p.wait_for(r"Listening at: https?://127\.0\.0\.1:(\d+)", timeout=30).group(1))
         p.wait_for("Application startup complete.", timeout=30)
-        with httpx.Client(verify=client_ctx(ca)) as client:
+        with httpx.Client(verify=certs.client_ctx()) as client:
             assert client.get(f"https://localhost:{port}/").json()["scheme"] == "https"
         p.signal()
         assert p.wait(30) == 0
