@@ -14,8 +14,7 @@ typedef struct {
 static int cc_test_failed_checks;
 
 #define TEST(name) static void name(void)
-#define TEST_ENTRY(name)                                                                           \
-    { #name, name }
+#define TEST_ENTRY(name) {#name, name}
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
