@@ -1,6 +1,7 @@
 /* libFuzzer target: the WebSocket frame parser fed arbitrary bytes in arbitrary pieces, with
- * cross-checks (spans inside the buffer, text re-validated, close frames echoed and re-parsed,
- * compressed messages inflated under a small limit). Must not leak or read out of bounds. */
+ * cross-checks (spans inside the buffer or the caller's sink, text re-validated, close frames
+ * echoed and re-parsed, compressed messages inflated under a small limit). Must not leak or read
+ * or write out of bounds. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,8 @@
 
 #define FUZZ_MAX_MESSAGE 4096
 #define FUZZ_INFLATE_LIMIT 65536
+/* Announced frames up to this size get a sink (flag 8); bigger ones stay in place. */
+#define FUZZ_SINK_MAX (1 << 20)
 
 static uint32_t next_rand(uint32_t *s) {
     *s = *s * 1103515245u + 12345u;
@@ -43,6 +46,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t out[256], pong[CC_WS_MAX_CONTROL_FRAME];
     uint32_t seed;
     int inflating = 1;
+    uint8_t *sink = NULL;
+    size_t sink_len = 0, sink_pos = 0;
 
     if (size < 2)
         return 0;
@@ -55,6 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     memcpy(buf, data, size);
     cc_ws_parser_init(&p, (flags & 2) ? FUZZ_MAX_MESSAGE : 0, flags & 1);
+    if (flags & 8)
+        p.announce_min = 1 + ((flags >> 4) & 7) * 16u;
     prm.client_no_context_takeover = (flags >> 2) & 1;
     if (cc_ws_inflater_init(&inf, &prm, FUZZ_INFLATE_LIMIT) != CC_WS_OK) {
         free(buf);
@@ -85,9 +92,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             }
             if (used == 0 || used > end - pos)
                 abort();
-            if (ev.type == CC_WS_EV_DATA) {
-                if (ev.len && (ev.data < buf + pos || ev.data + ev.len > buf + pos + used))
+            if (ev.type == CC_WS_EV_FRAME) {
+                if (!p.announce_min || ev.len < p.announce_min || sink_pos != sink_len)
                     abort();
+                free(sink);
+                sink = NULL;
+                sink_len = sink_pos = 0;
+                if (ev.len <= FUZZ_SINK_MAX && (next_rand(&seed) & 3)) {
+                    sink = malloc(ev.len);
+                    if (!sink)
+                        goto done;
+                    sink_len = ev.len;
+                    p.sink = sink;
+                }
+            } else if (ev.type == CC_WS_EV_DATA) {
+                if (sink_pos < sink_len) {
+                    if (ev.data != sink + sink_pos || !ev.len || ev.len > sink_len - sink_pos)
+                        abort();
+                    sink_pos += ev.len;
+                } else if (ev.len && (ev.data < buf + pos || ev.data + ev.len > buf + pos + used)) {
+                    abort();
+                }
                 if (ev.first)
                     cc_ws_utf8_init(&u);
                 if (ev.opcode == CC_WS_OP_TEXT && !ev.compressed) {
@@ -123,6 +148,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
 done:
     cc_ws_inflater_free(&inf);
+    free(sink);
     free(buf);
     return 0;
 }

@@ -723,7 +723,7 @@ TEST(test_corrupt_input) {
  */
 
 TEST(test_rsv1_rules_with_deflate) {
-    drive_opts_t on = {0, 1};
+    drive_opts_t on = {0, 1, 0};
     bytes_t w = {0};
     frame_raw(&w, WIRE_FIN | WIRE_RSV1 | CC_WS_OP_PING, "", 0);
     CHECK_EQ_INT(drive_all(w.p, w.len, &on, "!1002", CC_WS_E_RSV1_CONTROL), 0);

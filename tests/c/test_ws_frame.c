@@ -3,8 +3,8 @@
 #include "ws_runner.h"
 #include "ws_test_util.h"
 
-static const drive_opts_t plain = {0, 0};
-static const drive_opts_t deflate_on = {0, 1};
+static const drive_opts_t plain = {0, 0, 0};
+static const drive_opts_t deflate_on = {0, 1, 0};
 
 #define EXPECT_WIRE(w, opts, expect, want)                                                         \
     CHECK_EQ_INT(drive_all((w).p, (w).len, (opts), (expect), (want)), 0)
@@ -227,7 +227,7 @@ TEST(test_fragmentation) {
     frame_s(&w, 1, CC_WS_OP_CONT, "");
     uint8_t msg[300];
     for (int i = 0; i < 300; i++)
-        msg[i] = (uint8_t)"abc"[i % 3];
+        msg[i] = (uint8_t) "abc"[i % 3];
     char *e = expect_msg("T", msg, 300);
     snprintf(expect, sizeof(expect), "%s", e);
     free(e);
@@ -433,7 +433,7 @@ TEST(test_build_close) {
 /* ---- limits ------------------------------------------------------------------------------- */
 
 TEST(test_max_message) {
-    drive_opts_t lim = {100, 0};
+    drive_opts_t lim = {100, 0, 0};
     uint8_t pl[101];
     memset(pl, 'm', sizeof(pl));
     char *e100 = expect_msg("B", pl, 100);
@@ -509,6 +509,131 @@ TEST(test_huge_frame_streams) {
         seen += ev.len;
     }
     CHECK_EQ_INT(p.remaining, total - seen);
+}
+
+/* ---- announced frames and sinks (the copy-saving receive path) ---------------------------- */
+
+TEST(test_sink_frame_event) {
+    /* A 64 KiB + 1 binary frame: announced after its header, then unmasked into the sink while
+     * the input keeps its masked bytes. A frame under announce_min is not announced. */
+    size_t n = 65537;
+    uint8_t *pl = xmalloc(n), *sink = xmalloc(n);
+    for (size_t i = 0; i < n; i++)
+        pl[i] = (uint8_t)(i * 31 + 7);
+    bytes_t w = {0};
+    frame(&w, 1, CC_WS_OP_BINARY, pl, n);
+    frame_s(&w, 1, CC_WS_OP_TEXT, "small");
+    bytes_t orig = {0};
+    b_put(&orig, w.p, w.len);
+    cc_ws_parser_t p;
+    cc_ws_event_t ev;
+    size_t used, pos = 0;
+    cc_ws_parser_init(&p, 0, 0);
+    p.announce_min = 64;
+    CHECK_EQ_INT(cc_ws_parse(&p, w.p, w.len, &used, &ev), CC_WS_OK);
+    CHECK(ev.type == CC_WS_EV_FRAME && ev.len == n && ev.first && ev.last && !ev.data);
+    CHECK(ev.opcode == CC_WS_OP_BINARY && !ev.compressed);
+    CHECK_EQ_INT(used, 14); /* the header only */
+    pos += used;
+    p.sink = sink;
+    CHECK_EQ_INT(cc_ws_parse(&p, w.p + pos, 1000, &used, &ev), CC_WS_OK);
+    CHECK(ev.type == CC_WS_EV_DATA && ev.data == sink && ev.len == 1000 && ev.first && !ev.last);
+    pos += used;
+    CHECK_EQ_INT(cc_ws_parse(&p, w.p + pos, w.len - pos, &used, &ev), CC_WS_OK);
+    CHECK(ev.type == CC_WS_EV_DATA && ev.data == sink + 1000 && ev.len == n - 1000 && ev.last);
+    CHECK(p.sink == NULL);
+    CHECK(memcmp(sink, pl, n) == 0);
+    CHECK(memcmp(w.p, orig.p, pos + used) == 0); /* input left masked */
+    pos += used;
+    CHECK_EQ_INT(cc_ws_parse(&p, w.p + pos, w.len - pos, &used, &ev), CC_WS_OK);
+    CHECK(ev.type == CC_WS_EV_DATA && ev.len == 5 && memcmp(ev.data, "small", 5) == 0);
+    CHECK(ev.data == w.p + pos + 6); /* not announced: in place as before */
+    b_free(&w);
+    b_free(&orig);
+    free(pl);
+    free(sink);
+}
+
+TEST(test_sink_large_messages_split) {
+    /* 64 KiB + 1 messages, text and binary, whole and fragmented (a ping in between), fed in
+     * pieces cut at odd offsets: drive_all parses each split with and without sinks. */
+    size_t n = 65537;
+    uint8_t *pl = xmalloc(n);
+    for (size_t i = 0; i < n; i++)
+        pl[i] = (uint8_t)('A' + i % 53); /* ASCII: valid text too */
+    /* A multi-byte character straddling a fragment boundary and a sink span boundary. */
+    memcpy(pl + 40000, "\xe2\x82\xac", 3);
+    for (unsigned op = CC_WS_OP_TEXT; op <= CC_WS_OP_BINARY; op++) {
+        char *e = expect_msg(op == CC_WS_OP_TEXT ? "T" : "B", pl, n);
+        bytes_t want = {0};
+        bytes_t w = {0};
+        frame(&w, 1, op, pl, n);
+        frame(&w, 0, op, pl, 40001);
+        frame(&w, 1, CC_WS_OP_PING, "x", 1);
+        frame(&w, 0, CC_WS_OP_CONT, pl + 40001, 1);
+        frame(&w, 0, CC_WS_OP_CONT, pl + 40002, 0);
+        frame(&w, 1, CC_WS_OP_CONT, pl + 40002, n - 40002);
+        b_str(&want, e);
+        b_str(&want, "P(x)");
+        b_str(&want, e);
+        EXPECT_WIRE(w, &plain, (char *)want.p, CC_WS_INCOMPLETE);
+        /* Explicit odd cuts, every frame announced, also with a limit just big enough. */
+        static const size_t cut_at[] = {1, 3, 10, 17, 4099, 30011, 65550, 65553, 65600, 105559};
+        drive_opts_t ann = {(uint64_t)n, 0, 1};
+        bytes_t t = {0};
+        int bad = 0;
+        CHECK_EQ_INT(drive(w.p, w.len, cut_at, sizeof(cut_at) / sizeof(cut_at[0]), &ann, &t, &bad),
+                     CC_WS_INCOMPLETE);
+        CHECK(!bad);
+        CHECK(strcmp((char *)t.p, (char *)want.p) == 0);
+        b_free(&t);
+        b_free(&want);
+        b_free(&w);
+        free(e);
+    }
+    free(pl);
+}
+
+TEST(test_sink_errors_unchanged) {
+    /* Limits and UTF-8 errors are the same with sinks: 1009 on the header, 1007 on the span. */
+    size_t n = 70000;
+    uint8_t *pl = xmalloc(n);
+    memset(pl, 'a', n);
+    bytes_t w = {0};
+    frame(&w, 1, CC_WS_OP_BINARY, pl, n);
+    drive_opts_t lim = {n - 1, 0, 1};
+    EXPECT_WIRE(w, &lim, "!1009", CC_WS_E_TOO_BIG);
+    b_free(&w);
+    pl[50000] = 0xff;
+    frame(&w, 1, CC_WS_OP_TEXT, pl, n);
+    drive_opts_t ann = {0, 0, 1};
+    EXPECT_WIRE(w, &ann, "!1007", CC_WS_E_UTF8);
+    b_free(&w);
+    pl[50000] = 'a';
+    pl[n - 1] = 0xc3; /* truncated sequence at the very end */
+    frame(&w, 1, CC_WS_OP_TEXT, pl, n);
+    EXPECT_WIRE(w, &ann, "!1007", CC_WS_E_UTF8_TRUNCATED);
+    b_free(&w);
+    free(pl);
+}
+
+TEST(test_mask_copy_matches_naive) {
+    uint8_t src[300], dst[300], want[300];
+    for (unsigned off = 0; off < 4; off++) {
+        for (size_t len = 0; len < 200; len++) {
+            for (size_t i = 0; i < len; i++) {
+                src[i + 3] = (uint8_t)(i * 5 + len);
+                want[i] = (uint8_t)((i * 5 + len) ^ test_key[(off + i) & 3]);
+            }
+            memset(dst, 0xee, sizeof(dst));
+            unsigned next = cc_ws_mask_copy(dst + 1, src + 3, len, test_key, off);
+            CHECK(memcmp(dst + 1, want, len) == 0);
+            CHECK(dst[0] == 0xee && dst[len + 1] == 0xee); /* nothing written outside */
+            CHECK_EQ_INT(next, (off + len) & 3);
+            for (size_t i = 0; i < len; i++) /* the source is untouched */
+                CHECK(src[i + 3] == (uint8_t)(i * 5 + len));
+        }
+    }
 }
 
 /* ---- masking and writer --------------------------------------------------------------------- */
@@ -647,6 +772,10 @@ int main(void) {
     RUN(test_build_close);
     RUN(test_max_message);
     RUN(test_huge_frame_streams);
+    RUN(test_sink_frame_event);
+    RUN(test_sink_large_messages_split);
+    RUN(test_sink_errors_unchanged);
+    RUN(test_mask_copy_matches_naive);
     RUN(test_mask_matches_naive);
     RUN(test_write_header);
     RUN(test_reasons);

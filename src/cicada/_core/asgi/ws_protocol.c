@@ -11,10 +11,17 @@
 
 /* Output chunk for inflate/deflate loops. */
 #define CC_ASGI_WS_ZCHUNK (16 * 1024)
-/* Payloads up to this size are corked (copied into the pending output). */
+/* Payloads up to this size are corked (copied into the pending output); larger bytes payloads
+ * are written by reference, after their header in the same vectored write. */
 #define CC_ASGI_WS_COPY_MAX (16 * 1024)
-/* bytes payloads from this size are written by reference instead of copied. */
-#define CC_ASGI_WS_ZEROCOPY_MIN (1024 * 1024)
+/* Received frames from this size are unmasked straight into the message's final buffer (the
+ * bytes object of a single-frame binary message, else the assembly buffer) instead of in place
+ * and then copied. Below it, the copy is cheaper than the extra parser event. */
+#define CC_ASGI_WS_SINK_MIN 512
+/* Frames announcing more than this are not given a buffer of their full size up front (they
+ * stream into the assembly buffer as they arrive, as smaller ones used to): a huge ws_max_size
+ * must not let a bare header allocate it. */
+#define CC_ASGI_WS_SINK_MAX (64 * 1024 * 1024)
 /* Bytes a client may send before the app accepted before reading pauses. */
 #define CC_ASGI_WS_PREACCEPT_LIMIT (64 * 1024)
 /* After our close frame, how long the client has to answer with its own. */
@@ -40,6 +47,7 @@ struct cc_asgi_ws {
     PyObject *dc_reason;    /* str: the close reason for websocket.disconnect */
     PyObject *deny_headers; /* websocket.http.response.start headers until the body is done */
     PyObject *subprotocols; /* list of str offered by the client */
+    PyObject *rx;           /* bytes the parser unmasks a single-frame binary message into */
     cc_buf_t msg;           /* message being assembled from fragments / inflated output */
     cc_buf_t deny_body;     /* denial response body */
     cc_buf_t zout;          /* deflate output scratch */
@@ -50,6 +58,7 @@ struct cc_asgi_ws {
     cc_ws_deflate_params_t zparams;
     cc_ws_utf8_t utf8; /* inflated text */
     uint8_t msg_opcode;
+    uint64_t sink_left; /* payload of the announced frame still to be unmasked into rx / msg */
     int dc_code;
     int deny_status;
     double ping_sent; /* monotonic time of the unanswered ping */
@@ -71,6 +80,7 @@ struct cc_asgi_ws {
     unsigned counted : 1;
     unsigned task_done : 1;
     unsigned flush_scheduled : 1;
+    unsigned sink_msg : 1; /* the announced frame is unmasked into msg (fragment or split text) */
 };
 
 static inline cc_asgi_state_t *ST(cc_asgi_ws_t *ws) {
@@ -187,10 +197,11 @@ static int out_append(cc_asgi_ws_t *ws, const void *data, size_t len) {
     return 0;
 }
 
-/* Write header + payload. Small payloads are corked. Larger ones leave at once in one object
- * holding what was corked, the header and a copy of the payload: one write, so the header never
- * travels in a TCP segment of its own. Only huge bytes payloads go by reference (two writes,
- * no copy). */
+/* Write header + payload. Small payloads are corked. A larger bytes payload goes by reference:
+ * one writelines() of [what was corked + the header, the payload], a single writev on uvloop, so
+ * the header never travels in a TCP segment of its own and the payload is never copied. Other
+ * large payloads (text, bytearray, compressed output) leave in one object holding the corked
+ * bytes, the header and a copy of the payload. */
 static int write_frame(cc_asgi_ws_t *ws, unsigned opcode, int rsv1, const char *data, size_t len,
                        PyObject *keep) {
     cc_asgi_proto_t *p = ws->proto;
@@ -198,22 +209,20 @@ static int write_frame(cc_asgi_ws_t *ws, unsigned opcode, int rsv1, const char *
     size_t hl = cc_ws_write_header(hdr, opcode, 1, rsv1, len);
     if (len <= CC_ASGI_WS_COPY_MAX)
         return out_append(ws, hdr, hl) < 0 || out_append(ws, data, len) < 0 ? -1 : 0;
-    if (len >= CC_ASGI_WS_ZEROCOPY_MIN && keep && PyBytes_CheckExact(keep)) {
-        if (out_append(ws, hdr, hl) < 0 || flush_now(ws) < 0)
-            return -1;
-        return cc_asgi_write_obj(p, keep);
-    }
+    int by_ref = keep && PyBytes_CheckExact(keep);
     cc_buf_t *w = &ws->wbuf;
-    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(w->len + hl + len));
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(w->len + hl + (by_ref ? 0 : len)));
     if (!b)
         return -1;
     char *o = PyBytes_AS_STRING(b);
     if (w->len)
         memcpy(o, cc_buf_ptr(w), w->len);
     memcpy(o + w->len, hdr, hl);
-    memcpy(o + w->len + hl, data, len);
+    if (!by_ref)
+        memcpy(o + w->len + hl, data, len);
     cc_buf_consume(w, w->len);
-    int rc = cc_asgi_write_obj(p, b);
+    PyObject *parts[2] = {b, keep};
+    int rc = cc_asgi_writelines(p, parts, by_ref ? 2 : 1);
     Py_DECREF(b);
     return rc;
 }
@@ -318,12 +327,21 @@ static int rearm(cc_asgi_ws_t *ws) {
     return arm_timer(ws, at - now);
 }
 
+/* Forget a message being unmasked into rx or msg (the parser must not write there again). */
+static void drop_sink(cc_asgi_ws_t *ws) {
+    ws->parser.sink = NULL;
+    ws->sink_left = 0;
+    ws->sink_msg = 0;
+    Py_CLEAR(ws->rx);
+}
+
 /* Connection over: the app's receive() gets websocket.disconnect once the queue is empty. */
 static void mark_closed(cc_asgi_ws_t *ws, int code, const char *reason, size_t rlen) {
     if (ws->closed)
         return;
     ws->closed = 1;
     ws->dc_code = code;
+    drop_sink(ws);
     if (ws->accepted)
         cc_asgi_log(ws->proto->server, ST(ws)->s_info, "connection closed", NULL);
     PyObject *r = PyUnicode_DecodeUTF8(reason ? reason : "", (Py_ssize_t)rlen, "replace");
@@ -351,12 +369,20 @@ static void close_transport(cc_asgi_ws_t *ws) {
     cc_asgi_close(p, 0);
 }
 
-/* Protocol violation / limit: close frame with the error's code, then close. */
+/* Protocol violation / limit: close frame with the error's code, then a lingering close. The
+ * client may be in the middle of a huge frame: closing at once with its bytes unread would send
+ * a reset, which can destroy our close frame before the client reads it. So the write side is
+ * shut after the close frame and what the client still sends is read and dropped, for a bounded
+ * time and amount (the HTTP layer's linger), before the socket closes. */
 static void fail(cc_asgi_ws_t *ws, unsigned code, const char *reason) {
+    cc_asgi_proto_t *p = ws->proto;
     if (!ws->close_sent && send_close_frame(ws, code, reason, strlen(reason)) < 0)
         PyErr_WriteUnraisable((PyObject *)ws);
     mark_closed(ws, (int)code, reason, strlen(reason));
-    close_transport(ws);
+    if (flush_now(ws) < 0)
+        PyErr_WriteUnraisable((PyObject *)ws);
+    cc_buf_consume(&p->in, p->in.len);
+    cc_asgi_close_linger(p);
 }
 
 static PyObject *ws_on_timer(cc_asgi_ws_t *ws, PyObject *unused) {
@@ -435,22 +461,12 @@ static int waiter_alive(cc_asgi_ws_t *ws) {
     return done == 0;
 }
 
-static int deliver(cc_asgi_ws_t *ws, unsigned opcode, const char *data, size_t len) {
+/* Hand a received message to the app: to the waiting receive() or the queue. Steals payload. */
+static int deliver_obj(cc_asgi_ws_t *ws, unsigned opcode, PyObject *payload) {
     cc_asgi_state_t *st = ST(ws);
-    if (ws->app_closed || ws->closed)
-        return 0; /* after our close: the app said it wants nothing more */
-    PyObject *payload;
-    if (opcode == CC_WS_OP_TEXT)
-        payload = PyUnicode_DecodeUTF8(data, (Py_ssize_t)len, NULL);
-    else
-        payload = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
-    if (!payload) {
-        if (opcode == CC_WS_OP_TEXT && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-            PyErr_Clear();
-            fail(ws, CC_WS_CLOSE_INVALID_DATA, cc_ws_reason(CC_WS_E_UTF8));
-            return 0;
-        }
-        return -1;
+    if (ws->app_closed || ws->closed) {
+        Py_DECREF(payload); /* after our close: the app said it wants nothing more */
+        return 0;
     }
     PyObject *m = PyDict_New();
     if (!m || PyDict_SetItem(m, st->s_type, st->ws.s_t_receive) < 0 ||
@@ -470,6 +486,86 @@ static int deliver(cc_asgi_ws_t *ws, unsigned opcode, const char *data, size_t l
     else
         rc = PyList_Append(ws->queue, m);
     Py_DECREF(m);
+    return rc;
+}
+
+static int deliver(cc_asgi_ws_t *ws, unsigned opcode, const char *data, size_t len) {
+    if (ws->app_closed || ws->closed)
+        return 0;
+    PyObject *payload;
+    if (opcode == CC_WS_OP_TEXT)
+        payload = PyUnicode_DecodeUTF8(data, (Py_ssize_t)len, NULL);
+    else
+        payload = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
+    if (!payload) {
+        if (opcode == CC_WS_OP_TEXT && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            fail(ws, CC_WS_CLOSE_INVALID_DATA, cc_ws_reason(CC_WS_E_UTF8));
+            return 0;
+        }
+        return -1;
+    }
+    return deliver_obj(ws, opcode, payload);
+}
+
+/* A data frame of at least CC_ASGI_WS_SINK_MIN bytes starts (its header consumed, avail bytes of
+ * payload already buffered): choose where the parser unmasks it. A single-frame binary message
+ * goes straight into the bytes object the app will get; fragments, and a text frame not yet all
+ * here, into msg (text is decoded from there once whole). A text frame that is all here stays
+ * in the input and is decoded from there. Compressed payloads are inflated from the input. */
+static int on_frame(cc_asgi_ws_t *ws, const cc_ws_event_t *ev, size_t avail) {
+    if (ev->compressed || ws->app_closed || ws->closed || ev->len > CC_ASGI_WS_SINK_MAX)
+        return 0;
+    if (ev->first && ev->last) {
+        if (ev->opcode == CC_WS_OP_BINARY) {
+            ws->rx = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)ev->len);
+            if (!ws->rx)
+                return -1;
+            ws->parser.sink = (uint8_t *)PyBytes_AS_STRING(ws->rx);
+            ws->sink_left = ev->len;
+            return 0;
+        }
+        if (avail >= ev->len)
+            return 0;
+    }
+    if (cc_buf_reserve(&ws->msg, ev->len) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    ws->parser.sink = (uint8_t *)cc_buf_ptr(&ws->msg) + ws->msg.len;
+    ws->sink_left = ev->len;
+    ws->sink_msg = 1;
+    return 0;
+}
+
+/* One uncompressed span. 0, or -1 (Python error). */
+static int data_span(cc_asgi_ws_t *ws, const cc_ws_event_t *ev) {
+    int rc = 0;
+    if (ws->rx) { /* unmasked into rx already; a single-frame message ends with its frame */
+        ws->sink_left -= ev->len;
+        if (ev->last) {
+            PyObject *b = ws->rx;
+            ws->rx = NULL;
+            rc = deliver_obj(ws, ev->opcode, b);
+        }
+        return rc;
+    }
+    if (ws->sink_msg) { /* unmasked into msg's reserved room already */
+        ws->msg.len += ev->len;
+        ws->sink_left -= ev->len;
+        if (!ws->sink_left)
+            ws->sink_msg = 0;
+    } else if (ev->first && ev->last) {
+        return deliver(ws, ev->opcode, (const char *)ev->data, ev->len);
+    } else if (ev->len && cc_buf_append(&ws->msg, ev->data, ev->len) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (ev->last) {
+        rc = deliver(ws, ev->opcode, cc_buf_ptr(&ws->msg), ws->msg.len);
+        cc_buf_consume(&ws->msg, ws->msg.len);
+        cc_buf_release(&ws->msg, 0);
+    }
     return rc;
 }
 
@@ -549,19 +645,12 @@ int cc_asgi_ws_feed(cc_asgi_ws_t *ws) {
                     cc_buf_consume(&ws->msg, ws->msg.len);
                     cc_buf_release(&ws->msg, 0);
                 }
-            } else if (ev.first && ev.last) {
-                rc = deliver(ws, ev.opcode, (const char *)ev.data, ev.len);
             } else {
-                if (ev.len && cc_buf_append(&ws->msg, ev.data, ev.len) < 0) {
-                    PyErr_NoMemory();
-                    return -1;
-                }
-                if (ev.last) {
-                    rc = deliver(ws, ev.opcode, cc_buf_ptr(&ws->msg), ws->msg.len);
-                    cc_buf_consume(&ws->msg, ws->msg.len);
-                    cc_buf_release(&ws->msg, 0);
-                }
+                rc = data_span(ws, &ev);
             }
+            break;
+        case CC_WS_EV_FRAME:
+            rc = on_frame(ws, &ev, p->in.len - used);
             break;
         case CC_WS_EV_PING: {
             uint8_t f[CC_WS_MAX_CONTROL_FRAME];
@@ -1342,6 +1431,7 @@ int cc_asgi_ws_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
         free(ext);
     }
     cc_ws_parser_init(&ws->parser, cfg->max_size, ws->deflate);
+    ws->parser.announce_min = CC_ASGI_WS_SINK_MIN;
     ws->scope = ws_scope(ws, req);
     if (!ws->scope)
         goto error;
@@ -1399,6 +1489,7 @@ void cc_asgi_ws_lost(cc_asgi_ws_t *ws) {
     mark_closed(ws, CC_WS_CLOSE_ABNORMAL, "", 0);
     cancel_timer(ws);
     free_zlib(ws);
+    drop_sink(ws);
     cc_buf_free(&ws->msg);
     cc_buf_free(&ws->zout);
     cc_buf_free(&ws->wbuf);
@@ -1455,6 +1546,7 @@ static void ws_dealloc(cc_asgi_ws_t *ws) {
         ws->counted = 0;
     }
     free_zlib(ws);
+    drop_sink(ws);
     cc_buf_free(&ws->msg);
     cc_buf_free(&ws->zout);
     cc_buf_free(&ws->deny_body);

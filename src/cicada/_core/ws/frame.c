@@ -74,7 +74,8 @@ int cc_ws_close_code_valid(unsigned code) {
 
 typedef uint8_t ws_v16 __attribute__((vector_size(16)));
 
-unsigned cc_ws_mask(uint8_t *data, size_t len, const uint8_t key[4], unsigned off) {
+unsigned cc_ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[4],
+                         unsigned off) {
     uint8_t k[16];
     size_t i = 0;
 
@@ -84,31 +85,35 @@ unsigned cc_ws_mask(uint8_t *data, size_t len, const uint8_t key[4], unsigned of
         ws_v16 kv, a, b;
         memcpy(&kv, k, 16);
         for (; i + 32 <= len; i += 32) {
-            memcpy(&a, data + i, 16);
-            memcpy(&b, data + i + 16, 16);
+            memcpy(&a, src + i, 16);
+            memcpy(&b, src + i + 16, 16);
             a ^= kv;
             b ^= kv;
-            memcpy(data + i, &a, 16);
-            memcpy(data + i + 16, &b, 16);
+            memcpy(dst + i, &a, 16);
+            memcpy(dst + i + 16, &b, 16);
         }
         for (; i + 16 <= len; i += 16) {
-            memcpy(&a, data + i, 16);
+            memcpy(&a, src + i, 16);
             a ^= kv;
-            memcpy(data + i, &a, 16);
+            memcpy(dst + i, &a, 16);
         }
     }
     if (i + 8 <= len) {
         uint64_t w, kw;
         memcpy(&kw, k, 8);
-        memcpy(&w, data + i, 8);
+        memcpy(&w, src + i, 8);
         w ^= kw;
-        memcpy(data + i, &w, 8);
+        memcpy(dst + i, &w, 8);
         i += 8;
     }
     /* Every block above is a multiple of 4 bytes, so the key phase is still k[0]. */
     for (unsigned j = 0; i < len; i++, j++)
-        data[i] ^= k[j];
+        dst[i] = src[i] ^ k[j];
     return (unsigned)((off + len) & 3);
+}
+
+unsigned cc_ws_mask(uint8_t *data, size_t len, const uint8_t key[4], unsigned off) {
+    return cc_ws_mask_copy(data, data, len, key, off);
 }
 
 /* ---- parser -------------------------------------------------------------------------------- */
@@ -179,6 +184,7 @@ static cc_ws_result_t start_frame(cc_ws_parser_t *p, const uint8_t *h, size_t hs
     }
     memcpy(p->mask, h + hsize - 4, 4);
     p->mask_off = 0;
+    p->sink = NULL; /* a sink is only ever for the frame it was set after */
     p->remaining = plen;
     p->opcode = (uint8_t)op;
     p->fin = (h[0] & WS_FIN) ? 1 : 0;
@@ -314,6 +320,16 @@ cc_ws_result_t cc_ws_parse(cc_ws_parser_t *p, uint8_t *buf, size_t len, size_t *
                     return emit_data(p, buf + pos, 0, ev);
                 }
                 p->state = ST_HEADER; /* empty non-final fragment: nothing to hand out */
+            } else if (!(p->opcode & 8) && p->announce_min && p->remaining >= p->announce_min) {
+                *consumed = pos;
+                memset(ev, 0, sizeof(*ev));
+                ev->type = CC_WS_EV_FRAME;
+                ev->opcode = p->msg_opcode;
+                ev->first = !p->msg_delivered;
+                ev->last = p->fin;
+                ev->compressed = p->msg_compressed;
+                ev->len = (size_t)p->remaining;
+                return CC_WS_OK;
             }
             break;
         }
@@ -338,10 +354,17 @@ cc_ws_result_t cc_ws_parse(cc_ws_parser_t *p, uint8_t *buf, size_t len, size_t *
                 *consumed = pos;
                 return CC_WS_INCOMPLETE;
             }
-            p->mask_off = (uint8_t)cc_ws_mask(buf + pos, n, p->mask, p->mask_off);
+            uint8_t *span = buf + pos;
+            if (p->sink) {
+                span = p->sink;
+                p->sink += n;
+            }
+            p->mask_off = (uint8_t)cc_ws_mask_copy(span, buf + pos, n, p->mask, p->mask_off);
             p->remaining -= n;
+            if (p->remaining == 0)
+                p->sink = NULL;
             *consumed = pos + n;
-            return emit_data(p, buf + pos, n, ev);
+            return emit_data(p, span, n, ev);
         }
         case ST_CLOSED:
             if (pos == len) {

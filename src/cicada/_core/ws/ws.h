@@ -104,12 +104,21 @@ cc_ws_result_t cc_ws_utf8_validate(const uint8_t *p, size_t len);
  * calls again with the rest. Data payloads are unmasked IN PLACE in the caller's buffer and
  * handed out as spans as they arrive: a frame never has to be whole in memory. Header bytes and
  * control payloads (<= 125 bytes) are gathered inside the parser, so the caller may discard
- * consumed bytes at any time. Errors are sticky: every later call returns the same error. */
+ * consumed bytes at any time. Errors are sticky: every later call returns the same error.
+ *
+ * Copy-saving option (announce_min > 0): a data frame whose payload is at least announce_min
+ * bytes is first announced by a CC_WS_EV_FRAME event (its header consumed, no payload yet). The
+ * caller may then set `sink` to memory with room for the whole frame payload (ev->len bytes):
+ * the payload is unmasked straight from the input into it (input bytes left as they were) and
+ * the DATA spans point into it, back to back. Unmasking and the caller's copy become one pass.
+ * The parser drops the sink when the frame's payload is complete. */
 typedef enum {
     CC_WS_EV_DATA = 1, /* a span of a text/binary message (possibly empty when it ends one) */
     CC_WS_EV_PING,     /* whole ping payload: answer with cc_ws_build_pong */
     CC_WS_EV_PONG,     /* whole pong payload */
     CC_WS_EV_CLOSE,    /* close received: close_code (1005 if none), reason validated */
+    CC_WS_EV_FRAME,    /* only with announce_min: a data frame starts; len = its payload length,
+                        * first/last/opcode/compressed as its spans will have; data is NULL */
 } cc_ws_event_type_t;
 
 typedef struct {
@@ -126,8 +135,10 @@ typedef struct {
 
 typedef struct {
     /* settings: set by cc_ws_parser_init, may be changed between calls */
-    uint64_t max_message; /* payload bytes of one message on the wire; 0 = unlimited -> 1009 */
-    uint8_t allow_rsv1;   /* permessage-deflate negotiated */
+    uint64_t max_message;  /* payload bytes of one message on the wire; 0 = unlimited -> 1009 */
+    uint8_t allow_rsv1;    /* permessage-deflate negotiated */
+    uint64_t announce_min; /* 0: no CC_WS_EV_FRAME events; else the smallest payload announced */
+    uint8_t *sink; /* set by the caller after CC_WS_EV_FRAME (see above); parser clears it */
     /* state */
     uint8_t state;
     uint8_t hdr_len;
@@ -162,6 +173,9 @@ cc_ws_result_t cc_ws_parse(cc_ws_parser_t *p, uint8_t *buf, size_t len, size_t *
 /* XOR data with the 4-byte key starting at key position off & 3; returns the next position.
  * Masking and unmasking are the same operation. */
 unsigned cc_ws_mask(uint8_t *data, size_t len, const uint8_t key[4], unsigned off);
+/* The same from src into dst (equal or non-overlapping): unmask and copy in one pass. */
+unsigned cc_ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[4],
+                         unsigned off);
 
 /* ---------------------------------------------------------------------------------------------
  * Frame writer. Server frames are unmasked: write the header into out (>= CC_WS_MAX_HEADER
