@@ -1,6 +1,6 @@
 """Shared pytest fixtures for suites that run cicada's HttpServer in a thread: the loop to run
-on (asyncio, uvloop and cicada's own loop), a private error logger that records its lines, and a server starter.
-A suite's conftest imports them and may wrap `serving` with its own defaults."""
+on (asyncio, uvloop and cicada's own loop), a private error logger that records its lines, and a
+server starter. A suite's conftest imports them and may wrap `serving` with its own defaults."""
 
 from __future__ import annotations
 

@@ -147,8 +147,8 @@ int cc_asgi_set_reading(cc_asgi_proto_t *p, int pause) {
     p->reading_paused = pause != 0;
     if (p->fast)
         return cc_loop_transport_set_reading(p->transport, pause);
-    return tr_call0_void(p, pause ? p->server->st->s_pause_reading
-                                  : p->server->st->s_resume_reading);
+    return tr_call0_void(p,
+                         pause ? p->server->st->s_pause_reading : p->server->st->s_resume_reading);
 }
 
 Py_ssize_t cc_asgi_write_buffer_size(cc_asgi_proto_t *p) {
@@ -166,6 +166,8 @@ Py_ssize_t cc_asgi_write_buffer_size(cc_asgi_proto_t *p) {
 
 /* The transport's socket fd if bytes may be sent to it directly (plain TCP/unix), else -1. */
 int cc_asgi_direct_fd(cc_asgi_proto_t *p) {
+    if (!p->transport)
+        return -1;
     if (p->fast) /* cicada's transport is never TLS */
         return cc_loop_transport_fd(p->transport);
     cc_asgi_state_t *st = p->server->st;

@@ -38,7 +38,7 @@ typedef struct {
     PyObject *future_type;            /* asyncio.futures.Future */
     PyTypeObject *transport_core_type;
     PyObject *str_data_received;
-    char *read_buf;    /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
+    char *read_buf; /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
     /* The C protocol the transport calls directly (loop.h); the type is borrowed. */
     PyTypeObject *c_proto_type;
     const cc_loop_proto_ops_t *c_proto_ops;

@@ -25,7 +25,7 @@ typedef struct {
     int closing, eof, paused, protocol_paused, buffered;
     Py_ssize_t conn_lost, high_water, low_water;
     PyObject *sock, *protocol, *loop, *empty_waiter;
-    PyObject *buffer; /* bytearray: bytes accepted by write() but not yet sent */
+    PyObject *buffer;               /* bytearray: bytes accepted by write() but not yet sent */
     const cc_loop_proto_ops_t *ops; /* the protocol's C entry points, or NULL: call Python */
 } cc_transport_t;
 
@@ -183,6 +183,14 @@ static int maybe_pause(PyObject *o) {
     return 0;
 }
 
+static int check_bytes_like(PyObject *data) {
+    if (PyBytes_Check(data) || PyByteArray_Check(data) || PyMemoryView_Check(data))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%.100s'",
+                 Py_TYPE(data)->tp_name);
+    return -1;
+}
+
 /* Send what the socket takes now, copy the rest into the buffer (the writer callback sends it).
  * Fatal socket errors are reported through _fatal_error() and are not the caller's error. */
 static int write_iov(PyObject *o, const struct iovec *iov, int n) {
@@ -257,11 +265,8 @@ static int write_iov(PyObject *o, const struct iovec *iov, int n) {
 }
 
 static PyObject *tr_write(PyObject *o, PyObject *data) {
-    if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
-        PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%.100s'",
-                     Py_TYPE(data)->tp_name);
+    if (check_bytes_like(data) < 0)
         return NULL;
-    }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -271,6 +276,42 @@ static PyObject *tr_write(PyObject *o, PyObject *data) {
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* One sendmsg() of every item, where asyncio joins them or queues memoryviews. */
+static PyObject *tr_writelines(PyObject *o, PyObject *items) {
+    PyObject *seq = PySequence_Fast(items, "writelines() argument must be an iterable");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0;
+    PyObject *result = NULL;
+    Py_buffer *views = NULL;
+    struct iovec *iov = NULL;
+    if (n > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "writelines(): too many items");
+        goto done;
+    }
+    views = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
+    iov = PyMem_Calloc((size_t)(n ? n : 1), sizeof(struct iovec));
+    if (!views || !iov) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, got);
+        if (check_bytes_like(item) < 0 || PyObject_GetBuffer(item, &views[got], PyBUF_SIMPLE) < 0)
+            goto done;
+        iov[got] = (struct iovec){views[got].buf, (size_t)views[got].len};
+    }
+    if (write_iov(o, iov, (int)n) == 0)
+        result = Py_NewRef(Py_None);
+done:
+    for (Py_ssize_t i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyMem_Free(iov);
+    Py_DECREF(seq);
+    return result;
 }
 
 static PyObject *tr_write_ready(PyObject *o, PyObject *unused) {
@@ -478,6 +519,7 @@ static PyMethodDef tr_methods[] = {
     {"_read_ready", (PyCFunction)tr_read_ready, METH_NOARGS, NULL},
     {"_write_ready", (PyCFunction)tr_write_ready, METH_NOARGS, NULL},
     {"write", (PyCFunction)tr_write, METH_O, NULL},
+    {"writelines", (PyCFunction)tr_writelines, METH_O, NULL},
     {"get_write_buffer_size", (PyCFunction)tr_get_write_buffer_size, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
