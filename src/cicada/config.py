@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -242,11 +243,11 @@ class Config:
         self.ssl_cert_reqs = ssl_cert_reqs
         self.ssl_ca_certs = ssl_ca_certs
         self.ssl_ciphers = ssl_ciphers
-        if ssl_keyfile or ssl_certfile:
-            raise ConfigError(
-                "ssl_certfile" if ssl_certfile else "ssl_keyfile",
-                "TLS is not supported by cicada yet; terminate TLS in a proxy (nginx) in front of it",
-            )
+        self.ssl: ssl.SSLContext | None = None
+        if self.is_ssl:
+            # Fail here, before binding or spawning workers; load() builds the context again in
+            # the process that serves (an SSLContext does not pickle into spawned workers).
+            self.create_ssl_context()
         self.headers: list[tuple[str, str]] = []
         for item in headers or []:
             if isinstance(item, str):
@@ -341,6 +342,7 @@ class Config:
         for key in ("loaded_app", "trusted_proxy", "encoded_headers"):
             state.pop(key, None)
         state["loaded"] = False
+        state["ssl"] = None
         return state
 
     def load_app(self) -> Any:
@@ -368,6 +370,8 @@ class Config:
             b"cicada" if self.server_header and not any(n == b"server" for n, _ in encoded) else None
         )
         self.trusted_proxy = TrustedHosts(self.forwarded_allow_ips)
+        if self.is_ssl:
+            self.ssl = self.create_ssl_context()
         app = self.load_app()
         if logger.getEffectiveLevel() <= TRACE_LOG_LEVEL:
             from cicada.message_logger import MessageLoggerMiddleware
@@ -375,6 +379,23 @@ class Config:
             app = MessageLoggerMiddleware(app)
         self.loaded_app = app
         self.loaded = True
+
+    @property
+    def is_ssl(self) -> bool:
+        return bool(self.ssl_certfile or self.ssl_keyfile)
+
+    def create_ssl_context(self) -> ssl.SSLContext:
+        from cicada.tls import create_ssl_context
+
+        return create_ssl_context(
+            self.ssl_certfile,
+            self.ssl_keyfile,
+            self.ssl_keyfile_password,
+            self.ssl_version,
+            self.ssl_cert_reqs,
+            self.ssl_ca_certs,
+            self.ssl_ciphers,
+        )
 
     def http_server_factory(self) -> Callable[..., Any]:
         """The class building the per-server protocol factory (cicada._core.HttpServer unless

@@ -20,6 +20,7 @@ import selectors
 import socket
 import sys
 import threading
+import types
 from asyncio import constants, events, format_helpers, futures, selector_events, tasks, unix_events
 from asyncio.log import logger
 
@@ -34,6 +35,22 @@ def _nested_default() -> bool:
 
 _enter_task = tasks._enter_task
 _leave_task = tasks._leave_task
+_current_task = tasks.current_task
+_get_ident = threading.get_ident
+_CoroutineType = types.CoroutineType
+
+
+def _retrieve(future, new_task):
+    # A task we made for an exception that escapes us: its own exception is reported here
+    # or not at all, never as "exception was never retrieved".
+    if new_task and future.done() and not future.cancelled():
+        future.exception()
+
+
+def _result(future):
+    if not future.done():
+        raise RuntimeError("Event loop stopped before Future completed.")
+    return future.result()
 
 
 class _SelectorView:
@@ -164,8 +181,10 @@ class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
 
     def run_until_complete(self, future):
         self._check_closed()
+        if self.is_running():
+            return self._run_nested(future)
         outer = events._get_running_loop()
-        if not self.is_running() and outer is None:
+        if outer is None:
             # The ordinary, top-level case: asyncio's own logic over our run_forever.
             return super().run_until_complete(future)
         self._refuse_if_strict()
@@ -174,19 +193,40 @@ class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
         if new_task:
             future._log_destroy_pending = False
         try:
-            if self.is_running():
-                with _leave_current_task(self):
-                    self._cc_run_until(future)
-            else:
-                with self._running(outer):
-                    self._cc_run_until(future)
+            with self._running(outer):
+                self._cc_run_until(future)
         except BaseException:
-            if new_task and future.done() and not future.cancelled():
-                future.exception()
+            _retrieve(future, new_task)
             raise
-        if not future.done():
-            raise RuntimeError("Event loop stopped before Future completed.")
-        return future.result()
+        return _result(future)
+
+    def _run_nested(self, future):
+        """run_until_complete on this loop while it runs (this thread): iterate it in place.
+        Kept lean: sync code calling async code in a hot path pays this on every call."""
+        if not self._nested or self._thread_id != _get_ident():
+            self._refuse_if_strict()
+        new_task = type(future) is _CoroutineType
+        if new_task:
+            future = self.create_task(future)
+            future._log_destroy_pending = False
+        else:
+            new_task = not futures.isfuture(future)
+            future = tasks.ensure_future(future, loop=self)
+            if new_task:
+                future._log_destroy_pending = False
+        # The caller's task is not current while the nested run steps other tasks.
+        task = _current_task(self)
+        if task is not None:
+            _leave_task(self, task)
+        try:
+            self._cc_run_until(future)
+        except BaseException:
+            _retrieve(future, new_task)
+            raise
+        finally:
+            if task is not None:
+                _enter_task(self, task)
+        return _result(future)
 
     def _running(self, outer):
         return _RunningScope(self, outer)

@@ -35,8 +35,8 @@ logger = logging.getLogger("cicada.error")
 
 
 # -- binding ----------------------------------------------------------------------------------
-def _format_address(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _format_address(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def log_listening(config: Config, sock: socket.socket | None = None, port: int | None = None) -> None:
@@ -51,7 +51,7 @@ def log_listening(config: Config, sock: socket.socket | None = None, port: int |
         port = config.port
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             port = sock.getsockname()[1]
-    address = _format_address(config.host, port)
+    address = _format_address(config.host, port, "https" if config.is_ssl else "http")
     logger.info(
         "cicada running on %s (Press CTRL+C to quit)",
         address,
@@ -135,7 +135,7 @@ def build_http_server(config: Config, loop: asyncio.AbstractEventLoop, state: di
     access_logger = access if config.access_log and access.hasHandlers() and access.isEnabledFor(logging.INFO) else None
     kwargs: dict[str, Any] = {
         "root_path": config.root_path,
-        "scheme": "http",
+        "scheme": "https" if config.is_ssl else "http",
         "server_header": config.server_header_value,
         "date_header": config.date_header,
         "default_headers": list(config.encoded_headers),
@@ -252,13 +252,13 @@ class Server:
         try:
             if sockets is not None:
                 for sock in sockets:
-                    self.servers.append(await loop.create_server(srv, sock=sock, backlog=config.backlog))
+                    self.servers.append(await loop.create_server(srv, sock=sock, backlog=config.backlog, ssl=config.ssl))
             elif config.fd is not None:
                 sock = socket.socket(fileno=config.fd)
-                self.servers.append(await loop.create_server(srv, sock=sock, backlog=config.backlog))
+                self.servers.append(await loop.create_server(srv, sock=sock, backlog=config.backlog, ssl=config.ssl))
             elif config.uds is not None:
                 sock = _bind_unix(config.uds, config.backlog)
-                self.servers.append(await loop.create_server(srv, sock=sock, backlog=config.backlog))
+                self.servers.append(await loop.create_server(srv, sock=sock, backlog=config.backlog, ssl=config.ssl))
             else:
                 self.servers.append(
                     await loop.create_server(
@@ -266,6 +266,7 @@ class Server:
                         host=config.host,
                         port=config.port,
                         backlog=config.backlog,
+                        ssl=config.ssl,
                         reuse_address=True,
                         reuse_port=config.reuse_port or None,
                     )

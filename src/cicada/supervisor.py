@@ -2,7 +2,8 @@
 shared socket. It restarts a worker that dies (or exits after --limit-max-requests), drains on
 SIGTERM/SIGINT (forward SIGTERM, wait up to --timeout-graceful-shutdown, then SIGKILL), rolls
 workers one at a time on SIGHUP (start the new one, wait until it is ready, then stop the old),
-and adds/removes a worker on SIGTTIN/SIGTTOU.
+adds/removes a worker on SIGTTIN/SIGTTOU, and kills and replaces a worker that stops answering
+health checks for --timeout-worker-healthcheck seconds (a frozen process, not a busy one).
 
 The parent never imports the app and never runs an event loop.
 """
@@ -34,6 +35,8 @@ ROLL_READY_TIMEOUT = 60.0
 KILL_GRACE = 5.0
 # A worker dying sooner than this after its start counts as a crash loop (restart backoff).
 CRASH_WINDOW = 1.0
+# Seconds between health checks of a ready worker (each must be answered within the timeout).
+HEALTHCHECK_INTERVAL = 1.0
 
 logger = logging.getLogger("cicada.error")
 
@@ -132,6 +135,7 @@ class Supervisor:
         for worker in list(self.workers):
             worker.poll_ready()
             if worker.is_alive():
+                self._check_health(worker)
                 continue
             worker.join()
             worker.close()
@@ -163,6 +167,17 @@ class Supervisor:
             else:
                 self.quick_deaths = 0
             self.workers[self.workers.index(worker)] = self._spawn()
+
+    def _check_health(self, worker: WorkerProcess) -> None:
+        timeout = self.config.timeout_worker_healthcheck
+        if not worker.ready or worker.stopping_since is not None or timeout <= 0:
+            return
+        if not worker.check_health(timeout, min(HEALTHCHECK_INTERVAL, timeout)):
+            logger.error(
+                "Child process [%s] did not answer a health check within %.1f s; killing it.",
+                worker.pid, timeout,
+            )
+            worker.kill()
 
     def roll_workers(self) -> None:
         """Replace every worker one at a time, the new one serving before the old one stops."""

@@ -39,10 +39,6 @@ class CicadaWorker(Worker):
         access.propagate = False
 
         cfg = self.cfg
-        if cfg.is_ssl:
-            raise RuntimeError(
-                "CicadaWorker does not support TLS yet: terminate TLS in a proxy in front of gunicorn"
-            )
         max_requests = self.max_requests if cfg.max_requests and self.max_requests < sys.maxsize else None
         config_kwargs: dict[str, Any] = {
             "app": None,
@@ -55,6 +51,17 @@ class CicadaWorker(Worker):
             "forwarded_allow_ips": cfg.forwarded_allow_ips,
             "timeout_graceful_shutdown": cfg.graceful_timeout,
         }
+        if cfg.is_ssl:
+            options = cfg.ssl_options
+            config_kwargs.update(
+                ssl_keyfile=options.get("keyfile"),
+                ssl_certfile=options.get("certfile"),
+                ssl_keyfile_password=options.get("password"),
+                ssl_version=options.get("ssl_version"),
+                ssl_cert_reqs=options.get("cert_reqs"),
+                ssl_ca_certs=options.get("ca_certs"),
+                ssl_ciphers=options.get("ciphers"),
+            )
         connections = cfg.settings["worker_connections"].value
         if connections:
             config_kwargs["limit_concurrency"] = connections

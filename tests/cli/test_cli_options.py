@@ -132,7 +132,7 @@ def test_version():
     (["--limit-concurrency", "0", "m:a"], "'--limit-concurrency'"),
     (["--timeout-keep-alive", "-1", "m:a"], "'--timeout-keep-alive'"),
     (["--uds", "/tmp/x.sock", "--fd", "3", "m:a"], "cannot be used together"),
-    (["--ssl-certfile", "c.pem", "m:a"], "TLS is not supported"),
+    (["--ssl-certfile", "c.pem", "m:a"], "Invalid value for '--ssl-certfile': 'c.pem': no such file"),
     (["--http2", "m:a"], "HTTP/2 is not supported"),
     (["--log-config", "/nonexistent/log.json", "m:a"], "'--log-config'"),
     (["--env-file", "/nonexistent/.env", "m:a"], "'--env-file'"),

@@ -90,7 +90,7 @@ class CicadaProcess:
             return sum(1 for line in self.lines if rx.search(line))
 
     def wait_port(self, timeout: float = 20.0) -> int:
-        m = self.wait_for(r"running on http://[^ ]*:(\d+) \(Press CTRL\+C", timeout)
+        m = self.wait_for(r"running on https?://[^ ]*:(\d+) \(Press CTRL\+C", timeout)
         return int(m.group(1))
 
     def signal(self, sig: int = _signal.SIGTERM) -> None:

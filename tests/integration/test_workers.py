@@ -222,3 +222,30 @@ def test_worker_import_crash_stops_parent(serve, tmp_path):
               cwd=str(tmp_path))
     assert p.wait(60) == 3
     assert "SyntaxError" in p.output and "failed to start" in p.output
+
+
+def test_frozen_worker_fails_its_health_check_and_is_replaced(serve):
+    p = serve("testapps:app", "--port", "0", "--workers", "2", "--timeout-worker-healthcheck", "1")
+    port = p.wait_port()
+    wait_ready(p, 2)
+    pids = worker_pids(p)
+    os.kill(pids[0], signal.SIGSTOP)  # frozen: no thread of it can answer
+    p.wait_for(rf"Child process \[{pids[0]}\] did not answer a health check within 1.0 s; killing it.", timeout=15)
+    p.wait_for(rf"Child process \[{pids[0]}\] died", timeout=15)
+    wait_ready(p, 1, start_count=2)
+    now = [x for x in worker_pids(p) if alive(x)]
+    assert len(now) == 2 and pids[0] not in now and pids[1] in now
+    assert get(port).status_code == 200
+    assert p.stop() == 0
+
+
+def test_busy_event_loop_is_not_killed_by_health_checks(serve):
+    # Like uvicorn: the checks catch frozen processes, not a loop blocked by a slow sync call.
+    p = serve("testapps:app", "--port", "0", "--workers", "2", "--timeout-worker-healthcheck", "1")
+    port = p.wait_port()
+    wait_ready(p, 2)
+    pids = worker_pids(p)
+    r = get(port, "/block?s=3.5")
+    assert r.status_code == 200 and r.json()["pid"] in pids
+    assert "health check" not in p.output and all(alive(x) for x in pids)
+    assert p.stop() == 0

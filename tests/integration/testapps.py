@@ -57,6 +57,11 @@ async def app(scope, receive, send):
         await _send_json(send, {"slept": True, "pid": os.getpid()})
     elif path == "/pid":
         await _send_json(send, {"pid": os.getpid()})
+    elif path == "/block":  # blocks the event loop (a sync call in an async endpoint)
+        import time
+
+        time.sleep(float(qs.get("s", ["1"])[0]))
+        await _send_json(send, {"blocked": True, "pid": os.getpid()})
     elif path == "/upload":
         total = 0
         while True:
@@ -162,3 +167,25 @@ async def env_app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await app(scope, receive, send)
     await _send_json(send, {"greeting": os.environ.get("GREETING")})
+
+
+async def tls_app(scope, receive, send):
+    """/upload echoes the byte count; websocket: sends the scheme, echoes one message, closes."""
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            await send({"type": msg["type"] + ".complete"})
+            if msg["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": scope["scheme"]})
+        msg = await receive()
+        await send({"type": "websocket.send", "bytes": msg.get("bytes"), "text": msg.get("text")})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    if scope["path"] == "/download":
+        return await app(scope, receive, send)
+    body = await _body(receive)
+    await _send_json(send, {"scheme": scope["scheme"], "received": len(body), "path": scope["path"]})

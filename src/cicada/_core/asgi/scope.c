@@ -58,39 +58,17 @@ error:
     return -1;
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decode then UTF-8 decode with U+FFFD for invalid sequences (what urllib's unquote
  * gives uvicorn). */
 static PyObject *decode_path(const char *s, size_t n) {
-    const char *pct = memchr(s, '%', n);
-    if (!pct)
+    if (!memchr(s, '%', n))
         return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, "replace");
     char stackbuf[CC_ASGI_PATH_STACK];
     char *out = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
     if (!out)
         return PyErr_NoMemory();
-    size_t o = (size_t)(pct - s);
-    memcpy(out, s, o);
-    for (size_t i = o; i < n; i++) {
-        int hi, lo;
-        if (s[i] == '%' && i + 2 < n && (hi = hexval(s[i + 1])) >= 0 &&
-            (lo = hexval(s[i + 2])) >= 0) {
-            out[o++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    PyObject *r = PyUnicode_DecodeUTF8(out, (Py_ssize_t)o, "replace");
+    size_t len = cc_http_percent_decode(s, n, out);
+    PyObject *r = PyUnicode_DecodeUTF8(out, (Py_ssize_t)len, "replace");
     if (out != stackbuf)
         free(out);
     return r;
@@ -269,51 +247,13 @@ static int is_trusted(cc_asgi_server_t *srv, PyObject *host) {
     return t;
 }
 
-/* Split "host", "host:port", "[v6]:port" the way uvicorn's proxy middleware does. */
+/* (host, port) for the scope's client from one X-Forwarded-For entry. */
 static PyObject *host_port(const char *s, size_t n) {
-    const char *h = s;
-    size_t hl = n;
-    long port = 0;
-    if (n && s[0] == '[') {
-        const char *e = memchr(s, ']', n);
-        if (e) {
-            size_t rest = n - (size_t)(e + 1 - s);
-            if (rest == 0) {
-                h = s + 1;
-                hl = (size_t)(e - s - 1);
-            } else if (e[1] == ':') {
-                h = s + 1;
-                hl = (size_t)(e - s - 1);
-                char tmp[16];
-                size_t pl = rest - 1;
-                if (pl > 0 && pl < sizeof(tmp)) {
-                    memcpy(tmp, e + 2, pl);
-                    tmp[pl] = 0;
-                    char *end;
-                    long v = strtol(tmp, &end, 10);
-                    port = *end ? 0 : v;
-                }
-            }
-        }
-    } else {
-        const char *c = memchr(s, ':', n);
-        if (c && !memchr(c + 1, ':', n - (size_t)(c + 1 - s))) {
-            char tmp[16];
-            size_t pl = n - (size_t)(c + 1 - s);
-            char *end = NULL;
-            long v = 0;
-            if (pl > 0 && pl < sizeof(tmp)) {
-                memcpy(tmp, c + 1, pl);
-                tmp[pl] = 0;
-                v = strtol(tmp, &end, 10);
-            }
-            if (end && !*end) {
-                hl = (size_t)(c - s);
-                port = v;
-            }
-        }
-    }
-    return Py_BuildValue("(Nl)", PyUnicode_DecodeLatin1(h, (Py_ssize_t)hl, NULL), port);
+    const char *host;
+    size_t host_len;
+    long port;
+    cc_http_split_host_port(s, n, &host, &host_len, &port);
+    return Py_BuildValue("(Nl)", PyUnicode_DecodeLatin1(host, (Py_ssize_t)host_len, NULL), port);
 }
 
 /* Apply X-Forwarded-Proto / X-Forwarded-For when the peer is a trusted proxy. */

@@ -1218,25 +1218,16 @@ static PyObject *subprotocol_list(const cc_http_request_t *req) {
         const cc_http_header_t *h = &req->headers[i];
         if (h->name_len != 22 || memcmp(h->name, "sec-websocket-protocol", 22))
             continue;
-        const char *s = h->value, *end = h->value + h->value_len;
-        while (s < end) {
-            const char *c = memchr(s, ',', (size_t)(end - s));
-            const char *e = c ? c : end;
-            const char *a = s, *z = e;
-            while (a < z && (*a == ' ' || *a == '\t'))
-                a++;
-            while (z > a && (z[-1] == ' ' || z[-1] == '\t'))
-                z--;
-            if (z > a) {
-                PyObject *v = PyUnicode_DecodeLatin1(a, z - a, NULL);
-                if (!v || PyList_Append(list, v) < 0) {
-                    Py_XDECREF(v);
-                    Py_DECREF(list);
-                    return NULL;
-                }
-                Py_DECREF(v);
+        const char *pos = h->value, *item;
+        size_t n;
+        while (cc_http_list_next(&pos, h->value + h->value_len, &item, &n)) {
+            PyObject *v = PyUnicode_DecodeLatin1(item, (Py_ssize_t)n, NULL);
+            if (!v || PyList_Append(list, v) < 0) {
+                Py_XDECREF(v);
+                Py_DECREF(list);
+                return NULL;
             }
-            s = c ? c + 1 : end;
+            Py_DECREF(v);
         }
     }
     return list;

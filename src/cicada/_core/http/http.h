@@ -170,6 +170,20 @@ int cc_http_valid_header_value(const char *value, size_t len);
 size_t cc_http_chunk_size_line(char *out, size_t n);
 /* Case-insensitive comparison of a[0..alen) with the lowercase ASCII literal b. */
 int cc_http_name_eq(const char *a, size_t alen, const char *b, size_t blen);
+
+/* ---- Field values (http/fields.c) ---------------------------------------------------------- */
+
+/* Percent-decode s[0..n) into out (room for n bytes); returns the decoded length (<= n). A '%'
+ * not followed by two hex digits is kept as is, as urllib's unquote does. */
+size_t cc_http_percent_decode(const char *s, size_t n, char *out);
+/* Split "host", "host:port" or "[v6]" / "[v6]:port" as proxies send them in X-Forwarded-For.
+ * *host points into s; *port is 0 when absent or not 1-5 digits. A bare IPv6 address (several
+ * colons, no brackets) is all host. */
+void cc_http_split_host_port(const char *s, size_t n, const char **host, size_t *host_len,
+                             long *port);
+/* Next non-empty item of a comma-separated list, OWS trimmed: 1 and the item, or 0 at the end.
+ * Start with *pos = value; end = value + len. */
+int cc_http_list_next(const char **pos, const char *end, const char **item, size_t *item_len);
 /* 1 if the comma-separated list value contains the token tok (lowercase), ignoring case and OWS. */
 int cc_http_list_has_token(const char *value, size_t len, const char *tok, size_t tok_len);
 

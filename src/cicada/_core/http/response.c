@@ -208,20 +208,3 @@ int cc_http_name_eq(const char *a, size_t alen, const char *b, size_t blen) {
             return 0;
     return 1;
 }
-
-int cc_http_list_has_token(const char *value, size_t len, const char *tok, size_t tok_len) {
-    size_t i = 0;
-    while (i < len) {
-        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
-            i++;
-        size_t s = i;
-        while (i < len && value[i] != ',')
-            i++;
-        size_t e = i;
-        while (e > s && (value[e - 1] == ' ' || value[e - 1] == '\t'))
-            e--;
-        if (cc_http_name_eq(value + s, e - s, tok, tok_len))
-            return 1;
-    }
-    return 0;
-}
