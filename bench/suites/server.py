@@ -1,5 +1,6 @@
-"""HTTP server throughput, side by side in one run: cicada (the `cicada` CLI) vs uvicorn (uvloop +
-httptools), granian (Rust, 1 worker), hypercorn and nginx returning a fixed body (the ceiling).
+"""HTTP server throughput, side by side in one run: cicada (the `cicada` CLI, on uvloop and on its
+own loop) vs uvicorn (uvloop + httptools), granian (Rust, 1 worker), hypercorn and nginx returning
+a fixed body (the ceiling).
 
 Every Python server runs the same apps (bench/apps/server_raw.py, bench/apps/server_fastapi.py),
 pinned to core 0 with no access log; wrk -t1 runs on core 1. All servers are up at once (idle ones
@@ -27,6 +28,8 @@ NOTES = (
     "Apps: raw ASGI (13-byte text/plain for GET; POST reads the whole body and echoes it) and "
     "FastAPI (`@app.get('/json')` returning a 3-key dict), both in bench/apps/. "
     "Subjects: `cicada APP --loop uvloop --no-access-log`; "
+    "`cicada APP --loop cicada --no-access-log` (cicada's own loop, whose transport calls the "
+    "server's protocol in C); "
     "`uvicorn APP --loop uvloop --http httptools --no-access-log`; "
     "`granian --interface asgi --workers 1 --http 1 --loop uvloop`; "
     "`hypercorn -w 0 -k uvloop --backlog 2048` (h11; asyncio if uvloop is missing, the column "
@@ -54,11 +57,12 @@ SCENARIOS = [
 
 HYPERCORN_LOOP = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 CICADA = "cicada (uvloop)"
+CICADA_LOOP = "cicada (cicada loop)"
 UVICORN = "uvicorn (uvloop+httptools)"
 GRANIAN = "granian (1 worker, uvloop)"
 HYPERCORN = f"hypercorn ({HYPERCORN_LOOP})"
 NGINX = "nginx (fixed body)"
-PY_SUBJECTS = [CICADA, UVICORN, GRANIAN, HYPERCORN]
+PY_SUBJECTS = [CICADA, CICADA_LOOP, UVICORN, GRANIAN, HYPERCORN]
 
 POST_BODY = b"0123456789abcdef" * 640  # what post_10k.lua sends
 FASTAPI_BODY = {"message": "Hello, World!", "id": 1, "ok": True}
@@ -76,11 +80,12 @@ def server_cmd(subject: str, app: str, port: int, keep_alive: int | None = None,
     many open connections the server must hold where it caps them (None = defaults). Raises
     RuntimeError naming what is missing."""
     py = sys.executable
-    if subject == CICADA:
+    if subject in (CICADA, CICADA_LOOP):
         cli = _tool("cicada")
         if not cli:
             raise RuntimeError("the cicada CLI is not installed (make build)")
-        cmd = [cli, app, "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+        loop = "uvloop" if subject == CICADA else "cicada"
+        cmd = [cli, app, "--host", "127.0.0.1", "--port", str(port), "--loop", loop,
                "--no-access-log", "--log-level", "warning"]
         return cmd + (["--timeout-keep-alive", str(keep_alive)] if keep_alive else [])
     if subject == UVICORN:
@@ -256,8 +261,8 @@ def summary(results: list[harness.Result]) -> str:
     """Ratios against each peer per row, the issue's targets, and anything odd (errors)."""
     by = {(r.scenario, r.subject): r for r in results}
 
-    def ratio(sc: str, peer: str, key: str | None = None) -> float | None:
-        me, other = by.get((sc, CICADA)), by.get((sc, peer))
+    def ratio(sc: str, peer: str, key: str | None = None, me: str = CICADA) -> float | None:
+        me, other = by.get((sc, me)), by.get((sc, peer))
         if not me or not other:
             return None
         a, b = (me.extra[key], other.extra[key]) if key else (me.value, other.value)
@@ -281,6 +286,14 @@ def summary(results: list[harness.Result]) -> str:
             f"| {_fmt(None if ceiling is None else 100 * ceiling, '.0f', '%')} "
             f"| {_fmt(ratio(sc, UVICORN, 'p99_ms'))} | {_fmt(1 / cpu_u if cpu_u else None)} "
             f"| {_fmt(100 / cpu_n if cpu_n else None, '.0f', '%')} |")
+    # The same server on its two loops: what the issue's `--loop auto` choice rests on.
+    lines += ["", "cicada on its own loop against cicada on uvloop (same server, same apps):", "",
+              "| row | req/s: cicada loop ÷ uvloop | CPU/req: uvloop ÷ cicada loop |",
+              "|---|---|---|"]
+    for sc in rows:
+        cpu = ratio(sc, CICADA, "cpu_us", me=CICADA_LOOP)
+        lines.append(f"| {sc} | {_fmt(ratio(sc, CICADA, me=CICADA_LOOP))} "
+                     f"| {_fmt(1 / cpu if cpu else None)} |")
     # How busy each server kept its core (well below 100%: wrk or other load on a shared
     # machine set the pace, not the server) and its CPU time per request, which other load
     # disturbs far less than req/s.

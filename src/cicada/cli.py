@@ -73,7 +73,7 @@ OPTIONS: list[Opt] = [
     Opt("reload_excludes", ("--reload-exclude",), "Glob pattern of files to ignore (in addition to '.*, .py[cod], .sw.*, ~*'). Repeatable.", "list", metavar="GLOB", default_text=".*, .py[cod], .sw.*, ~*"),
     Opt("reload_delay", ("--reload-delay",), "Delay (seconds) to collect file changes before reloading.", float, 0.25),
     Opt("workers", ("--workers",), "Number of worker processes.", int, metavar="N", default_text="$WEB_CONCURRENCY or 1"),
-    Opt("loop", ("--loop",), "Event loop implementation (or 'module:factory'). auto = uvloop if installed, else asyncio.", str, "auto", _choices(LOOP_CHOICES), extra_choices_ok=True),
+    Opt("loop", ("--loop",), "Event loop implementation (or 'module:factory'). auto = cicada's own loop (else uvloop if installed, else asyncio).", str, "auto", _choices(LOOP_CHOICES), extra_choices_ok=True),
     Opt("http", ("--http",), "HTTP protocol implementation: cicada's C parser (h11/httptools are accepted aliases), or 'module:Class' with the HttpServer interface.", str, "auto", HTTP_CHOICES, extra_choices_ok=True),
     Opt("http2", ("--http2",), "HTTP/2 (not supported by cicada; accepted for compatibility and rejected if set).", "flag", False),
     Opt("ws", ("--ws",), "WebSocket protocol implementation. 'none' refuses upgrades; any other value uses cicada's C WebSocket implementation.", str, "auto", WS_CHOICES),

@@ -94,9 +94,6 @@ class _SocketTransport(_core.transport_core_type(), selector_events._SelectorSoc
     def _cc_warn_send_after_lost(self):
         logger.warning("socket.send() raised exception.")
 
-    def writelines(self, list_of_data):
-        self.write(b"".join(list_of_data))
-
     def _read_ready__data_received(self):  # asyncio's name for the same thing
         self._read_ready()
 

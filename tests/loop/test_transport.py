@@ -271,3 +271,28 @@ def test_httpx_client_against_local_server():
         return [r.text for r in rs]
 
     assert cicada.loop.run(main()) == [f"hello /p{i}" for i in range(20)]
+
+
+def test_writelines_is_one_vectored_write_in_order():
+    """writelines() sends every item in order, past the kernel's iovec limit (the rest is
+    buffered) and past what the socket takes at once (flow control pauses and resumes)."""
+
+    async def main():
+        srv, t, p, sp = await _pair()
+        items = [bytes([65 + i % 26]) * (1 + i % 7) for i in range(3000)]
+        items += [bytearray(b"x" * 300_000), memoryview(b"yz")]
+        t.writelines(items)
+        t.writelines([])
+        t.writelines(iter([b"!"]))
+        want = b"".join(bytes(i) for i in items) + b"!"
+        while len(sp.data) < len(want):
+            await asyncio.sleep(0.001)
+        assert bytes(sp.data) == want
+        with pytest.raises(TypeError, match="bytes-like"):
+            t.writelines([b"ok", "text"])
+        t.close()
+        sp.t.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(main())

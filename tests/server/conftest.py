@@ -1,4 +1,5 @@
-"""Fixtures for the HttpServer black-box tests: a server thread per test, on asyncio and uvloop."""
+"""Fixtures for the HttpServer black-box tests: a server thread per test, on asyncio, uvloop and
+cicada's own loop."""
 
 from __future__ import annotations
 

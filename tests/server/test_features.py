@@ -246,7 +246,9 @@ def test_unix_socket_gives_none_addresses(tmp_path, loop_kind):
     box = {}
 
     def run():
-        loop = asyncio.new_event_loop() if loop_kind == "asyncio" else __import__("uvloop").new_event_loop()
+        from support.server_thread import new_loop
+
+        loop = new_loop(loop_kind)
         box["loop"] = loop
 
         async def main():

@@ -1,6 +1,6 @@
 """Shared pytest fixtures for suites that run cicada's HttpServer in a thread: the loop to run
-on (asyncio and uvloop), a private error logger that records its lines, and a server starter.
-A suite's conftest imports them and may wrap `serving` with its own defaults."""
+on (asyncio, uvloop and cicada's own loop), a private error logger that records its lines, and a
+server starter. A suite's conftest imports them and may wrap `serving` with its own defaults."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from support.server_thread import ListHandler, ServerThread
 
-LOOPS = ["asyncio", "uvloop"]
+LOOPS = ["asyncio", "uvloop", "cicada"]
 
 
 @pytest.fixture(params=LOOPS)

@@ -14,6 +14,19 @@ import threading
 from typing import Any, Callable
 
 
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of the given kind: "asyncio", "uvloop" or "cicada" (cicada's own)."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    if kind == "cicada":
+        import cicada.loop
+
+        return cicada.loop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 class ServerThread:
     def __init__(self, app, *, loop_kind: str = "asyncio", backend: str = "cicada", **settings):
         self.app = app
@@ -40,11 +53,7 @@ class ServerThread:
         return self
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
-        if self.loop_kind == "uvloop":
-            import uvloop
-
-            return uvloop.new_event_loop()
-        return asyncio.new_event_loop()
+        return new_loop(self.loop_kind)
 
     def _run(self) -> None:
         loop = self.loop = self._new_loop()

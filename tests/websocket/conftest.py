@@ -1,5 +1,6 @@
 """Fixtures for the WebSocket tests: a cicada HttpServer with WebSockets on, in a thread, on
-asyncio and uvloop; clients are the `websockets` library or the raw-socket client in wsraw.py."""
+asyncio, uvloop and cicada's own loop; clients are the `websockets` library or the raw-socket
+client in wsraw.py."""
 
 from __future__ import annotations
 

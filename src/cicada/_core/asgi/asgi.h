@@ -50,6 +50,8 @@ static inline PyObject *cc_asgi_fetch_exception(void) {
 #define CC_ASGI_IDLE_BUF_KEEP 0
 /* Bodies up to this size are copied next to the head so both leave in one write. */
 #define CC_ASGI_COALESCE_MAX (64 * 1024)
+/* Parts handed to one sendmsg() on cicada's transport (a response is at most 3). */
+#define CC_ASGI_WRITEV_MAX 8
 /* pathsend fallback: bytes read from the file per write. */
 #define CC_ASGI_FILE_CHUNK (256 * 1024)
 /* Lingering close: after an error response, keep reading (and dropping) the client's bytes for
@@ -130,6 +132,7 @@ struct cc_asgi_proto {
     unsigned lingering : 1; /* write side shut, discarding input until EOF or the deadline */
     unsigned reading_paused : 1;
     unsigned writing_paused : 1;
+    unsigned fast : 1; /* the transport is cicada's own: called through loop.h, not Python */
 };
 
 enum { CC_RESP_INIT = 0, CC_RESP_STARTED, CC_RESP_BODY, CC_RESP_TRAILERS, CC_RESP_DONE };
@@ -177,11 +180,20 @@ struct cc_asgi_cycle {
 extern PyType_Spec cc_asgi_server_spec;
 /* protocol.c */
 extern PyType_Spec cc_asgi_protocol_spec;
+/* What cicada's transport calls in C instead of HttpProtocol's Python methods (loop.h). */
+extern const struct cc_loop_proto_ops cc_asgi_proto_ops;
 PyObject *cc_asgi_protocol_new(cc_asgi_server_t *srv);
 int cc_asgi_write(cc_asgi_proto_t *p, const char *data, size_t len);
 int cc_asgi_write_obj(cc_asgi_proto_t *p, PyObject *bytes);
-/* Several bytes objects in one transport.writelines() call (vectored on uvloop and 3.12+). */
+/* Several bytes-like objects in one write: one sendmsg() on cicada's transport, else one
+ * transport.writelines() call (vectored on uvloop and 3.12+). */
 int cc_asgi_writelines(cc_asgi_proto_t *p, PyObject **parts, int n);
+/* pause_reading() / resume_reading() of the transport, remembered in reading_paused. */
+int cc_asgi_set_reading(cc_asgi_proto_t *p, int pause);
+/* Bytes the transport holds unsent, or -1 with an exception set. */
+Py_ssize_t cc_asgi_write_buffer_size(cc_asgi_proto_t *p);
+/* The transport's socket fd if bytes may be sent to it directly (plain TCP/unix), else -1. */
+int cc_asgi_direct_fd(cc_asgi_proto_t *p);
 /* force: 0 close after flushing (lingering if unread input is buffered or `more_input` says the
  * client may still be sending), 1 abort now. */
 void cc_asgi_close(cc_asgi_proto_t *p, int force);

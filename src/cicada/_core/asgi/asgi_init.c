@@ -2,6 +2,8 @@
  * interned names in cicada._core. No server logic here. */
 #include "asgi/asgi.h"
 
+#include "loop/loop.h"
+
 static PyTypeObject *add_type(PyObject *module, PyType_Spec *spec, const char *public_name) {
     PyObject *t = PyType_FromModuleAndSpec(module, spec, NULL);
     if (!t)
@@ -24,6 +26,7 @@ int cc_asgi_init(PyObject *module, cc_asgi_state_t *st) {
         return -1;
     if (!(st->protocol_type = add_type(module, &cc_asgi_protocol_spec, "HttpProtocol")))
         return -1;
+    cc_loop_register_protocol(&cc_state(module)->loop, st->protocol_type, &cc_asgi_proto_ops);
     if (!(st->cycle_type = add_type(module, &cc_asgi_cycle_spec, NULL)))
         return -1;
     if (!(st->ready_type = add_type(module, &cc_asgi_ready_spec, NULL)))

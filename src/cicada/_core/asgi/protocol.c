@@ -1,11 +1,13 @@
 /* HttpProtocol: one client connection, as an asyncio.Protocol. It owns the input buffer, parses
  * request heads, runs one request cycle at a time (later pipelined requests wait in the buffer),
- * and handles timeouts and flow control. Transport calls are confined to the tr_* helpers so a
- * loop-native fast path can replace them; request/response logic lives in cycle.c and send.c. */
+ * and handles timeouts and flow control. Transport calls are confined to this file: on cicada's
+ * own transport the hot ones go through loop.h in C; request/response logic lives in cycle.c and
+ * send.c. */
 #include "asgi/asgi.h"
 #include "asgi/ws_asgi.h"
 
 #include "core/date.h"
+#include "loop/loop.h"
 
 #include <string.h>
 #include <time.h>
@@ -46,9 +48,14 @@ static int tr_call0_void(cc_asgi_proto_t *p, PyObject *name) {
  * The write's exception is set aside while is_closing() runs, and comes back if it is real. */
 static int write_failed(cc_asgi_proto_t *p) {
     PyObject *exc = cc_err_take();
-    PyObject *closing = PyObject_CallMethod(p->transport, "is_closing", NULL);
-    int yes = closing ? PyObject_IsTrue(closing) : -1;
-    Py_XDECREF(closing);
+    int yes;
+    if (p->fast) {
+        yes = cc_loop_transport_is_closing(p->transport);
+    } else {
+        PyObject *closing = PyObject_CallMethod(p->transport, "is_closing", NULL);
+        yes = closing ? PyObject_IsTrue(closing) : -1;
+        Py_XDECREF(closing);
+    }
     if (yes != 1) {
         if (yes < 0) /* is_closing() itself failed: report the write's error, not that one */
             PyErr_Clear();
@@ -61,9 +68,37 @@ static int write_failed(cc_asgi_proto_t *p) {
     return 0;
 }
 
+/* Fast path: the parts' buffers go to the transport's sendmsg() as they are. */
+static int writev_fast(cc_asgi_proto_t *p, PyObject **parts, int n) {
+    struct iovec iov[CC_ASGI_WRITEV_MAX];
+    Py_buffer views[CC_ASGI_WRITEV_MAX];
+    int rc = 0;
+    while (n > 0 && rc == 0) {
+        int k = n < CC_ASGI_WRITEV_MAX ? n : CC_ASGI_WRITEV_MAX, got = 0;
+        for (; got < k; got++) {
+            if (PyObject_GetBuffer(parts[got], &views[got], PyBUF_SIMPLE) < 0) {
+                rc = -1;
+                break;
+            }
+            iov[got] = (struct iovec){views[got].buf, (size_t)views[got].len};
+        }
+        if (rc == 0 && cc_loop_transport_writev(p->transport, iov, k) < 0)
+            rc = write_failed(p);
+        for (int i = 0; i < got; i++)
+            PyBuffer_Release(&views[i]);
+        parts += k;
+        n -= k;
+        if (p->close_called)
+            break; /* closed under the write: the rest has nowhere to go */
+    }
+    return rc;
+}
+
 int cc_asgi_write_obj(cc_asgi_proto_t *p, PyObject *bytes) {
     if (!p->transport || p->lost || p->close_called)
         return 0; /* the peer is gone: a late write is not an error */
+    if (p->fast)
+        return writev_fast(p, &bytes, 1);
     PyObject *args[2] = {p->transport, bytes};
     PyObject *r = PyObject_VectorcallMethod(p->server->st->s_write, args,
                                             2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -76,8 +111,8 @@ int cc_asgi_write_obj(cc_asgi_proto_t *p, PyObject *bytes) {
 int cc_asgi_writelines(cc_asgi_proto_t *p, PyObject **parts, int n) {
     if (!p->transport || p->lost || p->close_called)
         return 0;
-    if (n == 1)
-        return cc_asgi_write_obj(p, parts[0]);
+    if (n == 1 || p->fast)
+        return p->fast ? writev_fast(p, parts, n) : cc_asgi_write_obj(p, parts[0]);
     PyObject *list = PyList_New(n);
     if (!list)
         return -1;
@@ -94,12 +129,85 @@ int cc_asgi_writelines(cc_asgi_proto_t *p, PyObject **parts, int n) {
 int cc_asgi_write(cc_asgi_proto_t *p, const char *data, size_t len) {
     if (!p->transport || p->lost || p->close_called || len == 0)
         return 0;
+    if (p->fast) { /* no bytes object: the transport copies only what it can't send now */
+        struct iovec iov = {(void *)data, len};
+        return cc_loop_transport_writev(p->transport, &iov, 1) < 0 ? write_failed(p) : 0;
+    }
     PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
     if (!b)
         return -1;
     int rc = cc_asgi_write_obj(p, b);
     Py_DECREF(b);
     return rc;
+}
+
+int cc_asgi_set_reading(cc_asgi_proto_t *p, int pause) {
+    if (!p->transport || p->lost || (int)p->reading_paused == (pause != 0))
+        return 0;
+    p->reading_paused = pause != 0;
+    if (p->fast)
+        return cc_loop_transport_set_reading(p->transport, pause);
+    return tr_call0_void(p,
+                         pause ? p->server->st->s_pause_reading : p->server->st->s_resume_reading);
+}
+
+Py_ssize_t cc_asgi_write_buffer_size(cc_asgi_proto_t *p) {
+    if (p->fast)
+        return cc_loop_transport_buffer_size(p->transport);
+    PyObject *args[1] = {p->transport};
+    PyObject *sz = PyObject_VectorcallMethod(p->server->st->s_get_write_buffer_size, args,
+                                             1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (!sz)
+        return -1;
+    Py_ssize_t n = PyLong_AsSsize_t(sz);
+    Py_DECREF(sz);
+    return n;
+}
+
+/* The transport's socket fd if bytes may be sent to it directly (plain TCP/unix), else -1. */
+int cc_asgi_direct_fd(cc_asgi_proto_t *p) {
+    if (!p->transport)
+        return -1;
+    if (p->fast) /* cicada's transport is never TLS */
+        return cc_loop_transport_fd(p->transport);
+    cc_asgi_state_t *st = p->server->st;
+    PyObject *args[2] = {p->transport, NULL};
+    PyObject *key = PyUnicode_FromString("sslcontext");
+    if (!key)
+        return -1;
+    args[1] = key;
+    PyObject *ssl = PyObject_VectorcallMethod(st->s_get_extra_info, args,
+                                              2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(key);
+    if (!ssl) {
+        PyErr_Clear();
+        return -1;
+    }
+    int is_ssl = ssl != Py_None;
+    Py_DECREF(ssl);
+    if (is_ssl)
+        return -1;
+    args[1] = st->s_socket;
+    PyObject *sock = PyObject_VectorcallMethod(st->s_get_extra_info, args,
+                                               2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (!sock || sock == Py_None) {
+        Py_XDECREF(sock);
+        PyErr_Clear();
+        return -1;
+    }
+    PyObject *fd = PyObject_CallMethodNoArgs(sock, st->s_fileno);
+    Py_DECREF(sock);
+    if (!fd) {
+        PyErr_Clear();
+        return -1;
+    }
+    long v = PyLong_AsLong(fd);
+    Py_DECREF(fd);
+    if (v < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    return (int)v;
 }
 
 static int set_deadline(cc_asgi_proto_t *p, double secs);
@@ -134,11 +242,8 @@ void cc_asgi_close_linger(cc_asgi_proto_t *p) {
     p->lingering = 1;
     p->close_called = 1; /* no more writes; the real close comes from the linger end */
     cc_buf_free(&p->in);
-    if (p->reading_paused) {
-        p->reading_paused = 0;
-        if (tr_call0_void(p, p->server->st->s_resume_reading) < 0)
-            PyErr_WriteUnraisable((PyObject *)p);
-    }
+    if (cc_asgi_set_reading(p, 0) < 0)
+        PyErr_WriteUnraisable((PyObject *)p);
     cancel_timer(p); /* a pending keep-alive/head timer must not cut the linger short */
     if (set_deadline(p, CC_ASGI_LINGER_SECONDS) < 0)
         PyErr_WriteUnraisable((PyObject *)p);
@@ -175,11 +280,7 @@ int cc_asgi_update_reading(cc_asgi_proto_t *p) {
     /* While shutting down, read nothing new once the current request is in. */
     int want_pause = p->in.len >= p->server->read_buffer_limit ||
                      (p->server->shutting_down && (!p->cycle || p->cycle->body_done));
-    if (want_pause == (int)p->reading_paused)
-        return 0;
-    p->reading_paused = want_pause;
-    return tr_call0_void(p, want_pause ? p->server->st->s_pause_reading
-                                       : p->server->st->s_resume_reading);
+    return cc_asgi_set_reading(p, want_pause);
 }
 
 void cc_asgi_log(cc_asgi_server_t *srv, PyObject *level, const char *fmt, PyObject *arg) {
@@ -439,6 +540,7 @@ static PyObject *proto_connection_made(cc_asgi_proto_t *p, PyObject *transport) 
         return NULL;
     }
     p->transport = Py_NewRef(transport);
+    p->fast = cc_loop_transport_fast(&cc_state(srv->module)->loop, transport);
     PyObject *info = extra_info(p, srv->st->s_peername);
     if (!info)
         return NULL;
@@ -482,30 +584,45 @@ static PyObject *proto_connection_made(cc_asgi_proto_t *p, PyObject *transport) 
     Py_RETURN_NONE;
 }
 
-static PyObject *proto_data_received(cc_asgi_proto_t *p, PyObject *data) {
+/* Bytes from the client. The input is copied into p->in first thing: on the fast path it lives
+ * in the transport's shared read buffer, which the next read anywhere overwrites. */
+static int feed(cc_asgi_proto_t *p, const char *data, size_t len) {
     if (p->lingering) { /* dropped; a client that keeps sending is cut off at the limit */
-        Py_ssize_t n = PyObject_Length(data);
-        p->linger_bytes += n > 0 ? (size_t)n : 0;
+        p->linger_bytes += len;
         if (p->linger_bytes > CC_ASGI_LINGER_MAX_BYTES)
             linger_end(p);
-        Py_RETURN_NONE;
+        return 0;
     }
     if (p->closing || p->lost)
-        Py_RETURN_NONE;
+        return 0;
+    int fresh = p->in.len == 0 && !p->cycle;
+    if (cc_buf_append(&p->in, data, len) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (fresh && set_deadline(p, p->server->timeout_request_head) < 0)
+        return -1;
+    return process(p);
+}
+
+static PyObject *proto_data_received(cc_asgi_proto_t *p, PyObject *data) {
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    int fresh = p->in.len == 0 && !p->cycle;
-    int rc = cc_buf_append(&p->in, view.buf, (size_t)view.len);
+    int rc = feed(p, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     if (rc < 0)
-        return PyErr_NoMemory();
-    if (fresh && set_deadline(p, p->server->timeout_request_head) < 0)
-        return NULL;
-    if (process(p) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
+
+static int fast_data_received(PyObject *protocol, const char *data, size_t len) {
+    return feed((cc_asgi_proto_t *)protocol, data, len);
+}
+
+const cc_loop_proto_ops_t cc_asgi_proto_ops = {
+    .data_received = fast_data_received,
+};
 
 static PyObject *proto_eof_received(cc_asgi_proto_t *p, PyObject *unused) {
     (void)unused;

@@ -533,14 +533,8 @@ int cc_asgi_pathsend_continue(cc_asgi_cycle_t *c) {
             return 0; /* resume_writing() continues */
         if (c->sock_fd >= 0) {
             /* Zero-copy only while the transport holds nothing, so bytes stay in order. */
-            PyObject *args[1] = {p->transport};
-            PyObject *sz = PyObject_VectorcallMethod(st->s_get_write_buffer_size, args,
-                                                     1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-            if (!sz)
-                return -1;
-            Py_ssize_t pending = PyLong_AsSsize_t(sz);
-            Py_DECREF(sz);
-            if (pending == -1 && PyErr_Occurred())
+            Py_ssize_t pending = cc_asgi_write_buffer_size(p);
+            if (pending < 0)
                 return -1;
             if (pending == 0) {
                 size_t want = c->file_left > CC_ASGI_SENDFILE_MAX ? CC_ASGI_SENDFILE_MAX
@@ -596,48 +590,6 @@ int cc_asgi_pathsend_continue(cc_asgi_cycle_t *c) {
     return 0;
 }
 
-/* The transport's socket fd if bytes may be sent to it directly (plain TCP/unix), else -1. */
-static int direct_fd(cc_asgi_proto_t *p) {
-    cc_asgi_state_t *st = p->server->st;
-    PyObject *args[2] = {p->transport, NULL};
-    PyObject *key = PyUnicode_FromString("sslcontext");
-    if (!key)
-        return -1;
-    args[1] = key;
-    PyObject *ssl = PyObject_VectorcallMethod(st->s_get_extra_info, args,
-                                              2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    Py_DECREF(key);
-    if (!ssl) {
-        PyErr_Clear();
-        return -1;
-    }
-    int is_ssl = ssl != Py_None;
-    Py_DECREF(ssl);
-    if (is_ssl)
-        return -1;
-    args[1] = st->s_socket;
-    PyObject *sock = PyObject_VectorcallMethod(st->s_get_extra_info, args,
-                                               2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (!sock || sock == Py_None) {
-        Py_XDECREF(sock);
-        PyErr_Clear();
-        return -1;
-    }
-    PyObject *fd = PyObject_CallMethodNoArgs(sock, st->s_fileno);
-    Py_DECREF(sock);
-    if (!fd) {
-        PyErr_Clear();
-        return -1;
-    }
-    long v = PyLong_AsLong(fd);
-    Py_DECREF(fd);
-    if (v < 0) {
-        PyErr_Clear();
-        return -1;
-    }
-    return (int)v;
-}
-
 static PyObject *handle_pathsend(cc_asgi_cycle_t *c, PyObject *msg) {
     cc_asgi_proto_t *p = c->proto;
     cc_asgi_server_t *srv = p->server;
@@ -684,7 +636,7 @@ static PyObject *handle_pathsend(cc_asgi_cycle_t *c, PyObject *msg) {
         cc_asgi_response_complete(c);
         return wait_or_ready(p);
     }
-    c->sock_fd = direct_fd(p);
+    c->sock_fd = cc_asgi_direct_fd(p);
     if (cc_asgi_pathsend_continue(c) < 0) {
         pathsend_end(c);
         return NULL;

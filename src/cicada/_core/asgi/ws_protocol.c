@@ -96,16 +96,9 @@ static PyObject *call_method1(PyObject *name, PyObject *self, PyObject *arg) {
 }
 
 static int set_reading(cc_asgi_proto_t *p, int pause) {
-    if (!p->transport || p->lost || p->close_called || (int)p->reading_paused == pause)
+    if (p->close_called)
         return 0;
-    p->reading_paused = pause ? 1 : 0;
-    cc_asgi_state_t *st = p->server->st;
-    PyObject *r =
-        call_method1(pause ? st->s_pause_reading : st->s_resume_reading, p->transport, NULL);
-    if (!r)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    return cc_asgi_set_reading(p, pause);
 }
 
 static Py_ssize_t queued(cc_asgi_ws_t *ws) {

@@ -22,6 +22,31 @@ static PyMethodDef transport_core_def = {
     "The C base of cicada's stream transport (created on first use: it subclasses asyncio's).",
 };
 
+/* (reads, writes) the transport fast path (loop.h) has made: tests use it to prove it is taken. */
+static PyObject *fastpath_counts(PyObject *module, PyObject *unused) {
+    (void)unused;
+    cc_loop_state_t *st = &cc_state(module)->loop;
+    return Py_BuildValue("(KK)", st->fast_reads, st->fast_writes);
+}
+
+static PyMethodDef fastpath_counts_def = {
+    "_fastpath_counts",
+    fastpath_counts,
+    METH_NOARGS,
+    "(reads, writes) made through the C transport/protocol fast path so far (for tests).",
+};
+
+static int add_function(PyObject *module, PyMethodDef *def) {
+    PyObject *fn = PyCFunction_NewEx(def, module, NULL);
+    if (!fn)
+        return -1;
+    if (PyModule_AddObject(module, def->ml_name, fn) < 0) {
+        Py_DECREF(fn);
+        return -1;
+    }
+    return 0;
+}
+
 int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
     INTERN(str_context, "context");
     INTERN(str_cc_callback_error, "_cc_callback_error");
@@ -42,13 +67,9 @@ int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
     st->kw_loop = PyTuple_Pack(1, st->str_loop);
     if (!st->kw_loop)
         return -1;
-    PyObject *fn = PyCFunction_NewEx(&transport_core_def, module, NULL);
-    if (!fn)
+    if (add_function(module, &transport_core_def) < 0 ||
+        add_function(module, &fastpath_counts_def) < 0)
         return -1;
-    if (PyModule_AddObject(module, "transport_core_type", fn) < 0) {
-        Py_DECREF(fn);
-        return -1;
-    }
     st->loop_core_type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, cc_loop_core_spec(), NULL);
     if (!st->loop_core_type)
@@ -99,4 +120,6 @@ void cc_loop_clear(cc_loop_state_t *st) {
     Py_CLEAR(st->str_data_received);
     PyMem_Free(st->read_buf);
     st->read_buf = NULL;
+    st->c_proto_type = NULL; /* borrowed */
+    st->c_proto_ops = NULL;
 }

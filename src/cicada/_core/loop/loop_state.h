@@ -6,6 +6,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+typedef struct cc_loop_proto_ops cc_loop_proto_ops_t; /* loop.h */
+
 typedef struct {
     PyTypeObject *loop_core_type;
     /* asyncio.events.Handle / TimerHandle, loaded when the first loop is created. */
@@ -36,7 +38,12 @@ typedef struct {
     PyObject *future_type;            /* asyncio.futures.Future */
     PyTypeObject *transport_core_type;
     PyObject *str_data_received;
-    char *read_buf;    /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
+    char *read_buf; /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
+    /* The C protocol the transport calls directly (loop.h); the type is borrowed. */
+    PyTypeObject *c_proto_type;
+    const cc_loop_proto_ops_t *c_proto_ops;
+    /* Fast-path calls made (reads handed over, writes taken), read by tests to prove it runs. */
+    unsigned long long fast_reads, fast_writes;
     PyObject *kw_loop; /* ("loop",): kwnames for Task(coro, loop=...) */
     /* Bounded freelists of spent Handle / TimerHandle instances (see handle.c). */
     PyObject **handle_free;

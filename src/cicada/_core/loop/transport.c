@@ -1,13 +1,16 @@
 /* SocketTransportCore: the hot half of cicada's stream socket transport (TCP and Unix). It reads
- * into a shared buffer and calls protocol.data_received / buffer_updated, and writes with send()
- * straight from the caller's buffer, queueing the rest in a bytearray. Everything cold (closing,
- * flow-control callbacks, EOF, error reporting, repr) is asyncio's _SelectorSocketTransport code
- * in the Python subclass, which sees this object's state through the getsets below. */
+ * into a shared buffer and calls protocol.data_received / buffer_updated (or a C protocol's
+ * function, loop.h), and writes with sendmsg() straight from the caller's buffers, queueing the
+ * rest in a bytearray. Everything cold (closing, flow-control callbacks, EOF, error reporting,
+ * repr) is asyncio's _SelectorSocketTransport code in the Python subclass, which sees this
+ * object's state through the getsets below. */
 #include "module.h"
 
+#include "loop/loop.h"
 #include "loop/loop_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <structmember.h>
 #include <sys/socket.h>
@@ -22,7 +25,8 @@ typedef struct {
     int closing, eof, paused, protocol_paused, buffered;
     Py_ssize_t conn_lost, high_water, low_water;
     PyObject *sock, *protocol, *loop, *empty_waiter;
-    PyObject *buffer; /* bytearray: bytes accepted by write() but not yet sent */
+    PyObject *buffer;               /* bytearray: bytes accepted by write() but not yet sent */
+    const cc_loop_proto_ops_t *ops; /* the protocol's C entry points, or NULL: call Python */
 } cc_transport_t;
 
 static Py_ssize_t
@@ -140,11 +144,21 @@ static PyObject *tr_read_ready(PyObject *o, PyObject *unused) {
     }
     if (n == 0)
         return call_noargs(o, "_read_ready__on_eof");
-    PyObject *data = PyBytes_FromStringAndSize(self->st->read_buf, n);
-    if (!data)
-        return NULL;
     /* The protocol may be swapped (set_protocol) while it runs: hold it. */
     PyObject *proto = Py_NewRef(self->protocol);
+    if (self->ops) {
+        self->st->fast_reads++;
+        int rc = self->ops->data_received(proto, self->st->read_buf, (size_t)n);
+        Py_DECREF(proto);
+        if (rc < 0)
+            return fatal(o, "Fatal error: protocol.data_received() call failed.");
+        Py_RETURN_NONE;
+    }
+    PyObject *data = PyBytes_FromStringAndSize(self->st->read_buf, n);
+    if (!data) {
+        Py_DECREF(proto);
+        return NULL;
+    }
     PyObject *a[2] = {proto, data};
     PyObject *r = PyObject_VectorcallMethod(self->st->str_data_received, a,
                                             2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -169,72 +183,134 @@ static int maybe_pause(PyObject *o) {
     return 0;
 }
 
-static PyObject *tr_write(PyObject *o, PyObject *data) {
+static int check_bytes_like(PyObject *data) {
+    if (PyBytes_Check(data) || PyByteArray_Check(data) || PyMemoryView_Check(data))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%.100s'",
+                 Py_TYPE(data)->tp_name);
+    return -1;
+}
+
+/* Send what the socket takes now, copy the rest into the buffer (the writer callback sends it).
+ * Fatal socket errors are reported through _fatal_error() and are not the caller's error. */
+static int write_iov(PyObject *o, const struct iovec *iov, int n) {
     cc_transport_t *self = F(o);
-    if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
-        PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%.100s'",
-                     Py_TYPE(data)->tp_name);
-        return NULL;
-    }
     if (self->eof) {
         PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
-        return NULL;
+        return -1;
     }
     if (self->empty_waiter != Py_None) {
         PyErr_SetString(PyExc_RuntimeError, "unable to write; sendfile is in progress");
-        return NULL;
+        return -1;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    PyObject *result = NULL;
-    const char *p = view.buf;
-    Py_ssize_t len = view.len;
-    if (len == 0)
-        goto done_ok;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    if (total == 0)
+        return 0;
     if (self->conn_lost) {
         if (self->conn_lost >= CC_LOOP_LOG_CONNLOST_WRITES) {
             PyObject *r = call_noargs(o, "_cc_warn_send_after_lost");
             if (!r)
-                goto done;
+                return -1;
             Py_DECREF(r);
         }
         self->conn_lost++;
-        goto done_ok;
+        return 0;
     }
+    size_t sent = 0;
     if (PyByteArray_GET_SIZE(self->buffer) == 0) {
-        ssize_t n = send(self->fd, p, (size_t)len, MSG_NOSIGNAL);
-        if (n < 0) {
+        struct msghdr msg = {0};
+        msg.msg_iov = (struct iovec *)iov;
+        msg.msg_iovlen = (size_t)(n < IOV_MAX ? n : IOV_MAX); /* the rest is buffered below */
+        ssize_t r = sendmsg(self->fd, &msg, MSG_NOSIGNAL);
+        if (r < 0) {
             if (!would_block(errno)) {
                 PyErr_SetFromErrno(PyExc_OSError);
-                result = fatal(o, "Fatal write error on socket transport");
-                goto done;
+                PyObject *x = fatal(o, "Fatal write error on socket transport");
+                if (!x)
+                    return -1;
+                Py_DECREF(x);
+                return 0;
             }
-            n = 0;
+            r = 0;
         }
-        p += n;
-        len -= n;
-        if (len == 0)
-            goto done_ok;
+        sent = (size_t)r;
+        if (sent == total)
+            return 0;
         PyObject *cb = PyObject_GetAttrString(o, "_write_ready");
         if (!cb)
-            goto done;
-        PyObject *r = PyObject_CallMethod(self->loop, "_add_writer", "iO", self->fd, cb);
+            return -1;
+        PyObject *r2 = PyObject_CallMethod(self->loop, "_add_writer", "iO", self->fd, cb);
         Py_DECREF(cb);
-        if (!r)
-            goto done;
-        Py_DECREF(r);
+        if (!r2)
+            return -1;
+        Py_DECREF(r2);
     }
     Py_ssize_t old = PyByteArray_GET_SIZE(self->buffer);
-    if (PyByteArray_Resize(self->buffer, old + len) < 0)
-        goto done;
-    memcpy(PyByteArray_AS_STRING(self->buffer) + old, p, (size_t)len);
-    if (maybe_pause(o) < 0)
-        goto done;
-done_ok:
-    result = Py_NewRef(Py_None);
-done:
+    if (PyByteArray_Resize(self->buffer, old + (Py_ssize_t)(total - sent)) < 0)
+        return -1;
+    char *dst = PyByteArray_AS_STRING(self->buffer) + old;
+    for (int i = 0; i < n; i++) {
+        size_t len = iov[i].iov_len;
+        if (sent >= len) {
+            sent -= len;
+            continue;
+        }
+        memcpy(dst, (const char *)iov[i].iov_base + sent, len - sent);
+        dst += len - sent;
+        sent = 0;
+    }
+    return maybe_pause(o);
+}
+
+static PyObject *tr_write(PyObject *o, PyObject *data) {
+    if (check_bytes_like(data) < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    struct iovec iov = {view.buf, (size_t)view.len};
+    int rc = write_iov(o, &iov, 1);
     PyBuffer_Release(&view);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* One sendmsg() of every item, where asyncio joins them or queues memoryviews. */
+static PyObject *tr_writelines(PyObject *o, PyObject *items) {
+    PyObject *seq = PySequence_Fast(items, "writelines() argument must be an iterable");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0;
+    PyObject *result = NULL;
+    Py_buffer *views = NULL;
+    struct iovec *iov = NULL;
+    if (n > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "writelines(): too many items");
+        goto done;
+    }
+    views = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
+    iov = PyMem_Calloc((size_t)(n ? n : 1), sizeof(struct iovec));
+    if (!views || !iov) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, got);
+        if (check_bytes_like(item) < 0 || PyObject_GetBuffer(item, &views[got], PyBUF_SIMPLE) < 0)
+            goto done;
+        iov[got] = (struct iovec){views[got].buf, (size_t)views[got].len};
+    }
+    if (write_iov(o, iov, (int)n) == 0)
+        result = Py_NewRef(Py_None);
+done:
+    for (Py_ssize_t i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyMem_Free(iov);
+    Py_DECREF(seq);
     return result;
 }
 
@@ -395,6 +471,7 @@ static int s_protocol(PyObject *o, PyObject *v, void *c) {
             return -1;
     }
     s->buffered = buffered;
+    s->ops = s->st->c_proto_ops && Py_IS_TYPE(v, s->st->c_proto_type) ? s->st->c_proto_ops : NULL;
     Py_XSETREF(s->protocol, Py_NewRef(v));
     return 0;
 }
@@ -442,6 +519,7 @@ static PyMethodDef tr_methods[] = {
     {"_read_ready", (PyCFunction)tr_read_ready, METH_NOARGS, NULL},
     {"_write_ready", (PyCFunction)tr_write_ready, METH_NOARGS, NULL},
     {"write", (PyCFunction)tr_write, METH_O, NULL},
+    {"writelines", (PyCFunction)tr_writelines, METH_O, NULL},
     {"get_write_buffer_size", (PyCFunction)tr_get_write_buffer_size, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
@@ -454,6 +532,59 @@ static PyType_Slot tr_slots[] = {
     {Py_tp_getset, tr_getset},
     {0, NULL},
 };
+
+/* ---- the C protocol fast path (loop.h) ------------------------------------------------------ */
+
+void cc_loop_register_protocol(cc_loop_state_t *st, PyTypeObject *type,
+                               const cc_loop_proto_ops_t *ops) {
+    st->c_proto_type = type;
+    st->c_proto_ops = ops;
+}
+
+int cc_loop_transport_fast(cc_loop_state_t *st, PyObject *transport) {
+    return st->transport_core_type && PyObject_TypeCheck(transport, st->transport_core_type);
+}
+
+int cc_loop_transport_writev(PyObject *o, const struct iovec *iov, int n) {
+    F(o)->st->fast_writes++;
+    return write_iov(o, iov, n);
+}
+
+int cc_loop_transport_is_closing(PyObject *o) { return F(o)->closing; }
+
+Py_ssize_t cc_loop_transport_buffer_size(PyObject *o) {
+    return PyByteArray_GET_SIZE(F(o)->buffer);
+}
+
+int cc_loop_transport_fd(PyObject *o) { return F(o)->fd; }
+
+/* asyncio's pause_reading()/resume_reading() over the same state, minus the debug-mode log. */
+int cc_loop_transport_set_reading(PyObject *o, int pause) {
+    cc_transport_t *self = F(o);
+    if (self->closing || self->fd < 0 || self->paused == (pause != 0))
+        return 0;
+    self->paused = pause != 0;
+    PyObject *r;
+    if (pause) {
+        PyObject *fd = PyLong_FromLong(self->fd);
+        if (!fd)
+            return -1;
+        PyObject *args[2] = {self->loop, fd};
+        r = PyObject_VectorcallMethod(self->st->str_remove_reader, args,
+                                      2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_DECREF(fd);
+    } else {
+        PyObject *cb = PyObject_GetAttrString(o, "_read_ready");
+        if (!cb)
+            return -1;
+        r = PyObject_CallMethod(self->loop, "_add_reader", "iO", self->fd, cb);
+        Py_DECREF(cb);
+    }
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
 
 static PyMemberDef tr_members[6];
 
