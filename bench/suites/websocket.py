@@ -16,7 +16,8 @@ import harness
 TITLE = "WebSocket messages/s: echo and broadcast (server on core 0, client on core 1)"
 NOTES = ("Echo: 16 connections, each keeping 8 messages in flight (binary, uncompressed). "
          "Broadcast: 16 connections, one sends (8 in flight), the app forwards every message to "
-         "all 16; the figure counts deliveries. Machine shared with other jobs while measured: "
+         "all 16; the figure counts deliveries. cicada runs on its own loop (its default, "
+         "`--loop auto`) and on uvloop; the peers on uvloop. Machine shared with other jobs while measured: "
          "ratios are indicative only.")
 
 APP_SOURCE = '''
@@ -68,8 +69,11 @@ def _subjects(port: int) -> list[tuple[str, list[str]]]:
     subjects = []
     cli = shutil.which("cicada", path=str(harness.ROOT / ".venv" / "bin"))
     if cli:
-        subjects.append(("cicada", [cli, "bench_ws_app:app", "--port", str(port),
-                                    "--no-access-log", "--loop", "uvloop"]))
+        # cicada's default (`--loop auto`) is its own loop; uvloop shown beside it.
+        for loop in ("cicada", "uvloop"):
+            subjects.append((f"cicada ({loop} loop)" if loop == "cicada" else "cicada (uvloop)",
+                             [cli, "bench_ws_app:app", "--port", str(port), "--no-access-log",
+                              "--loop", loop]))
     granian = shutil.which("granian", path=str(harness.ROOT / ".venv" / "bin"))
     if granian:
         subjects.append(("granian (asgi, 1 worker)",
