@@ -30,8 +30,8 @@ TITLE = "Server memory: RSS across 1,000,000 requests and per idle keep-alive co
 # report states the figures actually used.
 REQUESTS = int(os.environ.get("BENCH_RSS_REQUESTS", 1_000_000))
 IDLE_CONNS = int(os.environ.get("BENCH_IDLE_CONNS", 10_000))
-FLAT_SUBJECTS = [srv.CICADA, srv.UVICORN]
-IDLE_SUBJECTS = [srv.CICADA, srv.UVICORN, srv.GRANIAN, srv.HYPERCORN]
+FLAT_SUBJECTS = [srv.CICADA_LOOP, srv.UVICORN]
+IDLE_SUBJECTS = [srv.CICADA_LOOP, srv.CICADA, srv.UVICORN, srv.GRANIAN, srv.HYPERCORN]
 APP = srv.APPS["raw"]
 IDLE_KEEP_ALIVE = 600  # s: longer than the measurement, so no server drops the idle connections
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
