@@ -28,8 +28,8 @@ NOTES = (
     "Apps: raw ASGI (13-byte text/plain for GET; POST reads the whole body and echoes it) and "
     "FastAPI (`@app.get('/json')` returning a 3-key dict), both in bench/apps/. "
     "Subjects: `cicada APP --loop uvloop --no-access-log`; "
-    "`cicada APP --loop cicada --no-access-log` (cicada's own loop, whose transport calls the "
-    "server's protocol in C); "
+    "`cicada APP --loop cicada --no-access-log` (cicada's own loop, its default under "
+    "`--loop auto`, whose transport calls the server's protocol in C); "
     "`uvicorn APP --loop uvloop --http httptools --no-access-log`; "
     "`granian --interface asgi --workers 1 --http 1 --loop uvloop`; "
     "`hypercorn -w 0 -k uvloop --backlog 2048` (h11; asyncio if uvloop is missing, the column "
@@ -261,7 +261,8 @@ def summary(results: list[harness.Result]) -> str:
     """Ratios against each peer per row, the issue's targets, and anything odd (errors)."""
     by = {(r.scenario, r.subject): r for r in results}
 
-    def ratio(sc: str, peer: str, key: str | None = None, me: str = CICADA) -> float | None:
+    # "cicada" in the ratios is its default configuration: `--loop auto`, i.e. its own loop.
+    def ratio(sc: str, peer: str, key: str | None = None, me: str = CICADA_LOOP) -> float | None:
         me, other = by.get((sc, me)), by.get((sc, peer))
         if not me or not other:
             return None
@@ -269,8 +270,9 @@ def summary(results: list[harness.Result]) -> str:
         return a / b if b else None
 
     lines = [
-        "Ratios (req/s unless named; the CPU/req columns compare server CPU time per request, "
-        "which other load on the machine disturbs least):",
+        "Ratios for cicada as it runs by default (`--loop auto`: its own loop); req/s unless named, "
+        "and the CPU/req columns compare server CPU time per request, which other load on the "
+        "machine disturbs least:",
         "",
         "| row | cicada ÷ uvicorn | cicada ÷ granian | cicada ÷ hypercorn | cicada ÷ nginx "
         "| cicada p99 ÷ uvicorn p99 | CPU/req: uvicorn ÷ cicada | CPU/req: nginx ÷ cicada |",
