@@ -33,6 +33,19 @@ class _Request(Request):
 _Request.__name__ = _Request.__qualname__ = "Request"
 
 
+class _Headers(MutableHeaders):
+    """`response.headers` of a call_next response: a MutableHeaders whose `__setitem__` is C.
+
+    mw_setup replaces `__setitem__` (same semantics as MutableHeaders'; it falls back to that
+    one for anything but str keys and values over a list of 2-tuples).
+    """
+
+    __slots__ = ()
+
+
+_Headers.__name__ = _Headers.__qualname__ = "MutableHeaders"
+
+
 class _CallNextResponse(Response):
     """What `call_next` returns: status and headers of the app's response, body pulled lazily.
 
@@ -104,7 +117,7 @@ _core.mw_setup(
     asyncio.current_task,
     asyncio._get_running_loop,
     asyncio.CancelledError,
-    MutableHeaders,
+    _Headers,
     asyncio.ensure_future,
 )
 

@@ -498,7 +498,7 @@ static PyType_Spec call_spec = {
     .slots = call_slots,
 };
 
-static PyType_Spec entry_spec, headers_spec;
+static PyType_Spec entry_spec, headers_spec, hset_spec;
 
 int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
     st->call_type = PyType_FromModuleAndSpec(module, &call_spec, NULL);
@@ -508,7 +508,10 @@ int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
     if (!st->entry_type)
         return -1;
     st->headers_type = PyType_FromModuleAndSpec(module, &headers_spec, NULL);
-    return st->headers_type ? 0 : -1;
+    if (!st->headers_type)
+        return -1;
+    st->hset_type = PyType_FromModuleAndSpec(module, &hset_spec, NULL);
+    return st->hset_type ? 0 : -1;
 }
 
 /* ---- HTTPMiddleware.__call__ ------------------------------------------------------------------
@@ -684,6 +687,139 @@ static PyType_Spec headers_spec = {
     .slots = headers_slots,
 };
 
+/* _Headers.__setitem__ in C: response.headers[k] = v is what most dispatch functions do, and
+ * Starlette's Python version costs about as much as the rest of a layer. Same result as
+ * MutableHeaders.__setitem__ (first match replaced, later duplicates dropped, else appended);
+ * anything but a str key and value over a list of 2-tuples goes to that Python version. */
+typedef struct {
+    PyObject_HEAD cc_mw_state_t *st;
+    vectorcallfunc vectorcall;
+} hset_t;
+
+/* key.lower().encode("latin-1") for an ASCII key (new ref), or NULL without error if not. */
+static PyObject *ascii_lower_key(PyObject *key) {
+    if (!PyUnicode_IS_ASCII(key))
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(key);
+    const Py_UCS1 *src = PyUnicode_1BYTE_DATA(key);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, n);
+    if (!b)
+        return NULL;
+    char *dst = PyBytes_AS_STRING(b);
+    for (Py_ssize_t i = 0; i < n; i++)
+        dst[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] + ('a' - 'A') : src[i]);
+    return b;
+}
+
+/* 1 equal, 0 not, -1 error: header names are bytes, compared the way `==` does. */
+static int key_eq(PyObject *item_key, PyObject *set_key) {
+    if (PyBytes_CheckExact(item_key))
+        return PyBytes_GET_SIZE(item_key) == PyBytes_GET_SIZE(set_key) &&
+               memcmp(PyBytes_AS_STRING(item_key), PyBytes_AS_STRING(set_key),
+                      (size_t)PyBytes_GET_SIZE(set_key)) == 0;
+    return PyObject_RichCompareBool(item_key, set_key, Py_EQ);
+}
+
+static PyObject *hset_vectorcall(PyObject *descr, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames) {
+    cc_mw_state_t *st = ((hset_t *)descr)->st;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *list = NULL, *set_key = NULL, *set_value = NULL, *item = NULL;
+    Py_ssize_t first = -1;
+    if (nargs != 3 || (kwnames && PyTuple_GET_SIZE(kwnames)))
+        goto fallback;
+    if (!PyUnicode_CheckExact(args[1]) || !PyUnicode_CheckExact(args[2]))
+        goto fallback;
+    if (!(list = PyObject_GetAttr(args[0], st->s_list)))
+        return NULL;
+    if (!PyList_CheckExact(list))
+        goto fallback;
+    if (!(set_key = ascii_lower_key(args[1]))) {
+        if (PyErr_Occurred())
+            goto error;
+        goto fallback;
+    }
+    if (!(set_value = PyUnicode_AsLatin1String(args[2])))
+        goto error;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *it = PyList_GET_ITEM(list, i);
+        if (!PyTuple_CheckExact(it) || PyTuple_GET_SIZE(it) != 2)
+            goto fallback; /* before any change: let Python unpack (and complain) */
+        int eq = key_eq(PyTuple_GET_ITEM(it, 0), set_key);
+        if (eq < 0)
+            goto error;
+        if (eq && first < 0)
+            first = i;
+    }
+    /* drop later duplicates from the end, as MutableHeaders does (the list may have changed
+     * under an __eq__ of a foreign key type, so indexes are checked again) */
+    if (first >= 0) {
+        for (Py_ssize_t i = PyList_GET_SIZE(list) - 1; i > first; i--) {
+            PyObject *it = PyList_GET_ITEM(list, i);
+            int eq = PyTuple_CheckExact(it) && PyTuple_GET_SIZE(it) == 2
+                         ? key_eq(PyTuple_GET_ITEM(it, 0), set_key)
+                         : 0;
+            if (eq < 0 || (eq && PyList_SetSlice(list, i, i + 1, NULL) < 0))
+                goto error;
+            if (i > PyList_GET_SIZE(list))
+                i = PyList_GET_SIZE(list);
+        }
+    }
+    if (!(item = PyTuple_Pack(2, set_key, set_value)))
+        goto error;
+    if (first >= 0 && first < PyList_GET_SIZE(list)) {
+        if (PyList_SetItem(list, first, item) < 0) /* steals item */
+            goto error_stolen;
+    } else if (PyList_Append(list, item) < 0)
+        goto error;
+    else
+        Py_DECREF(item);
+    Py_DECREF(list);
+    Py_DECREF(set_key);
+    Py_DECREF(set_value);
+    Py_RETURN_NONE;
+fallback:
+    Py_XDECREF(list);
+    Py_XDECREF(set_key);
+    Py_XDECREF(set_value);
+    return PyObject_Vectorcall(st->headers_setitem, args, nargsf, kwnames);
+error:
+    Py_XDECREF(item);
+error_stolen:
+    Py_XDECREF(list);
+    Py_XDECREF(set_key);
+    Py_XDECREF(set_value);
+    return NULL;
+}
+
+static PyObject *hset_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED(type)) {
+    if (!obj || obj == Py_None)
+        return Py_NewRef(descr);
+    return PyMethod_New(descr, obj);
+}
+
+static PyMemberDef hset_members[] = {
+    {"__vectorcalloffset__", CC_MW_T_PYSSIZET, offsetof(hset_t, vectorcall), CC_MW_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot hset_slots[] = {
+    {Py_tp_dealloc, entry_dealloc},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, hset_get},
+    {Py_tp_members, hset_members},
+    {Py_tp_doc, "Set the header `key` to `value`, removing any duplicate entries."},
+    {0, NULL},
+};
+
+static PyType_Spec hset_spec = {
+    .name = "cicada._core.MWHeadersSetItem",
+    .basicsize = sizeof(hset_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_HAVE_VECTORCALL |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = hset_slots,
+};
+
 /* The byte offset of the __slots__ member `name` of `type`. */
 static int slot_offset(PyObject *type, const char *name, Py_ssize_t *off) {
     PyObject *descr = PyObject_GetAttrString(type, name);
@@ -733,6 +869,21 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int hrc = PyObject_SetAttr(args[1], st->s_headers, hd);
     Py_DECREF(hd);
     if (hrc < 0)
+        return NULL;
+    /* args[8] is a MutableHeaders subclass of cicada.middleware's: its __setitem__ becomes
+     * ours, with MutableHeaders' own kept for what ours does not handle */
+    PyObject *py_set = PyObject_GetAttrString(args[8], "__setitem__");
+    if (!py_set)
+        return NULL;
+    Py_XSETREF(st->headers_setitem, py_set);
+    hset_t *hs = PyObject_New(hset_t, (PyTypeObject *)st->hset_type);
+    if (!hs)
+        return NULL;
+    hs->st = st;
+    hs->vectorcall = hset_vectorcall;
+    int src = PyObject_SetAttrString(args[8], "__setitem__", (PyObject *)hs);
+    Py_DECREF(hs);
+    if (src < 0)
         return NULL;
     Py_XSETREF(st->mutable_headers, Py_NewRef(args[8]));
     Py_XSETREF(st->ensure_future, Py_NewRef(args[9]));

@@ -73,6 +73,8 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(call_type)                                                                                   \
     X(entry_type)                                                                                  \
     X(headers_type)                                                                                \
+    X(hset_type)                                                                                   \
+    X(headers_setitem)                                                                             \
     X(mutable_headers)                                                                             \
     X(response_base)                                                                               \
     X(base_call)                                                                                   \
