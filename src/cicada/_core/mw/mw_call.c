@@ -16,6 +16,7 @@ enum {
     C_START,      /* send(http.response.start) */
     C_PULL,       /* the driver's next body message */
     C_RELAY,      /* send(body message) */
+    C_PASS,       /* relay mode: the app runs to its end, its body going straight up */
     C_BACKGROUND, /* response.background() */
     C_FINISH,     /* the app running to its end after the response */
     C_ABORT,      /* the app being cancelled after an error; `error` is re-raised next */
@@ -34,7 +35,7 @@ typedef struct {
 /* ---- helpers --------------------------------------------------------------------------------- */
 
 /* The iterator behind an awaitable (steals `o`). */
-static PyObject *awaitable_iter(PyObject *o) {
+PyObject *cc_mw_awaitable_iter(PyObject *o) {
     if (!o)
         return NULL;
     if (PyCoro_CheckExact(o))
@@ -103,7 +104,7 @@ static int call_send(call_t *c, PyObject *msg, int state) { /* steals msg */
         c->handed = H_YIELD;
         return 0;
     }
-    c->sub = awaitable_iter(r);
+    c->sub = cc_mw_awaitable_iter(r);
     return c->sub ? 0 : -1;
 }
 
@@ -134,7 +135,7 @@ static int call_background(call_t *c) {
         Py_DECREF(bg);
         return call_finish(c);
     }
-    c->sub = awaitable_iter(PyObject_CallNoArgs(bg));
+    c->sub = cc_mw_awaitable_iter(PyObject_CallNoArgs(bg));
     Py_DECREF(bg);
     c->state = C_BACKGROUND;
     return c->sub ? 0 : -1;
@@ -196,7 +197,7 @@ static int call_advance(call_t *c, PyObject *value) {
             Py_DECREF(relay); /* the driver holds it; only its identity matters */
         }
         if (relay != c->driver) {
-            c->sub = awaitable_iter(
+            c->sub = cc_mw_awaitable_iter(
                 PyObject_Vectorcall(value, (PyObject *[]){c->scope, c->receive, c->send}, 3, NULL));
             c->state = C_GENERIC;
             return c->sub ? 0 : -1;
@@ -211,8 +212,30 @@ static int call_advance(call_t *c, PyObject *value) {
         return call_finish(c);
     case C_DEBUG:
         return call_start(c);
-    case C_START:
+    case C_START: {
+        /* nothing for the layer to do between the app's body messages: let the driver forward
+         * them from inside the app's send (see cc_mw_pass) instead of pulling each one here */
+        if (cc_mw_slot(c->response, st->off_background) == Py_None) {
+            PyObject *pass = cc_mw_pass(c->driver);
+            if (!pass)
+                return -1;
+            if (pass != Py_None) {
+                c->sub = pass;
+                c->state = C_PASS;
+                return 0;
+            }
+            Py_DECREF(pass);
+        }
         return call_pull(c);
+    }
+    case C_PASS:
+        if (cc_mw_final_sent(c->driver))
+            return call_finish(c);
+        c->last = 1; /* the app returned without ending its body */
+        return call_send(c,
+                         dict3(st, st->s_type, st->s_body_msg, st->s_body, st->empty_bytes,
+                               st->s_more_body, Py_False),
+                         C_RELAY);
     case C_PULL: {
         if (value == Py_None) { /* the app returned without ending its body */
             c->last = 1;
@@ -568,7 +591,7 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     /* dispatch's coroutine holds the call as call_next, and the call holds the coroutine:
      * call_release breaks that cycle when the request is over */
     call_next = (PyObject *)c;
-    sub = awaitable_iter(PyObject_Vectorcall(
+    sub = cc_mw_awaitable_iter(PyObject_Vectorcall(
         fn, (PyObject *[]){cc_mw_driver_request(c->driver), call_next}, 2, NULL));
     Py_DECREF(fn);
     if (!sub) {

@@ -15,7 +15,12 @@ enum {
     G_BODY,    /* next_message: until the next body message, returns it (None at the end) */
     G_CHUNK,   /* body_iterator.__anext__: like G_BODY but returns bytes */
     G_DRAIN,   /* after the response is sent: until the app returns */
+    G_PASS,    /* relay mode: until the app returns, its body messages going straight up */
+    G_FWD,     /* a body message forwarded in relay mode: awaits the upstream send in `value` */
+    G_CANCEL,  /* relay mode failed: raises CancelledError into the app, as an abort would */
 };
+/* Goals that run the app to its end without taking messages from it. */
+#define PASSIVE(goal) ((goal) == G_DRAIN || (goal) == G_PASS)
 /* How a step left its last resumption. */
 enum { W_NONE, W_PROXY, W_PASSED, W_CHILD };
 
@@ -45,6 +50,12 @@ typedef struct {
     PyObject *child;
     int child_watched, child_cancelled;
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
+    /* Relay mode (cc_mw_pass): once dispatch handed back call_next's response untouched, the
+     * app's body messages are forwarded to our `send` from inside the app's own send, with no
+     * suspension of the app per message. `final_fwd`: the last one went; `relay_error`: what
+     * the upstream send raised (the app got CancelledError instead, as after an abort). */
+    int pass, final_fwd;
+    PyObject *relay_error;
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
 
@@ -59,6 +70,7 @@ typedef struct {
 } step_t;
 
 static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value);
+static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -442,7 +454,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
     PyObject *type = NULL, *hold = NULL;
     int rc = -1;
     *out = NULL;
-    if (goal == G_DRAIN)
+    if (PASSIVE(goal))
         return 0;
     type = cc_mw_msg_get(msg, st->s_type, Py_None);
     if (!type)
@@ -540,7 +552,7 @@ static int drv_pump(step_t *s, PyObject **out) {
     int goal = s->goal;
     *out = NULL;
     for (;;) {
-        if (goal != G_DRAIN && d->queue && PyList_GET_SIZE(d->queue) > 0) {
+        if (!PASSIVE(goal) && d->queue && PyList_GET_SIZE(d->queue) > 0) {
             PyObject *item = Py_NewRef(PyList_GET_ITEM(d->queue, 0));
             if (PyList_SetSlice(d->queue, 0, 1, NULL) < 0) {
                 Py_DECREF(item);
@@ -617,7 +629,7 @@ static int drv_pump(step_t *s, PyObject **out) {
                 no_response_error();
                 return -1;
             }
-            if (goal == G_BODY || goal == G_DRAIN)
+            if (goal == G_BODY || PASSIVE(goal))
                 *out = Py_NewRef(Py_None);
             return 0;
         }
@@ -626,7 +638,7 @@ static int drv_pump(step_t *s, PyObject **out) {
             if (done < 0)
                 return -1;
             if (!done) {
-                if (goal == G_DRAIN) {
+                if (PASSIVE(goal)) {
                     /* nobody else to listen to: let the task wait on the app's future itself */
                     PyObject *fut = Py_NewRef(d->waiting);
                     if (drv_unwatch(d, 0) < 0 || set_blocking(d, fut, Py_True) < 0) {
@@ -676,7 +688,7 @@ static int drv_pump(step_t *s, PyObject **out) {
                 return 0;
             continue;
         }
-        if (goal != G_DRAIN && is_blocking_future(d, y)) {
+        if (!PASSIVE(goal) && is_blocking_future(d, y)) {
             /* watch it ourselves so a send from another task can wake us meanwhile */
             PyObject *cb = NULL, *res = NULL;
             if (set_blocking(d, y, Py_False) < 0 || !(cb = wake_callback(d)) ||
@@ -736,6 +748,67 @@ error:
 
 /* ---- step: the awaitable every driver operation returns ----------------------------------- */
 
+/* Relay mode could not deliver: keep the error for the layer, cancel the app (see drv_t.pass). */
+static void relay_fail(drv_t *d) {
+    PyObject *exc = cc_err_take();
+    if (!d->relay_error)
+        d->relay_error = exc;
+    else
+        Py_XDECREF(exc);
+    d->phase = PH_SENT;
+}
+
+/* G_FWD: steps the upstream send's awaitable for the app; its failure becomes relay_fail's. */
+static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
+    PyObject *it = s->value, *out = NULL;
+    drv_t *d = s->d;
+    int r;
+    if (s->finished) {
+        if (exc)
+            raise_exc(exc);
+        else
+            PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware step");
+        return PYGEN_ERROR;
+    }
+    if (exc) {
+        PyObject *thr = PyObject_GetAttr(it, s->st->s_throw);
+        if (!thr) {
+            PyErr_Clear();
+            raise_exc(exc);
+            r = -1;
+        } else {
+            out = PyObject_CallOneArg(thr, exc);
+            Py_DECREF(thr);
+            if (out)
+                r = 1;
+            else if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+                PyObject *stop = cc_err_take();
+                out = PyObject_GetAttrString(stop, "value");
+                Py_DECREF(stop);
+                r = out ? 0 : -1;
+            } else
+                r = -1;
+        }
+    } else {
+        PySendResult sr = PyIter_Send(it, arg ? arg : Py_None, &out);
+        r = sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
+    }
+    if (r == 1) {
+        *result = out;
+        return PYGEN_NEXT;
+    }
+    s->finished = 1;
+    if (r == 0) {
+        if (d->final_fwd) /* the last message is out: the app's later sends are dropped */
+            d->phase = PH_SENT;
+        *result = out;
+        return PYGEN_RETURN;
+    }
+    relay_fail(d);
+    PyErr_SetNone(s->st->cancelled_error);
+    return PYGEN_ERROR;
+}
+
 static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
     *result = NULL;
     if (s->finished) {
@@ -743,6 +816,16 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
             raise_exc(exc);
         else
             PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware step");
+        return PYGEN_ERROR;
+    }
+    if (s->goal == G_FWD)
+        return fwd_resume(s, arg, exc, result);
+    if (s->goal == G_CANCEL) {
+        s->finished = 1;
+        if (exc)
+            raise_exc(exc);
+        else
+            PyErr_SetNone(s->st->cancelled_error);
         return PYGEN_ERROR;
     }
     if (s->goal == G_VALUE || (s->goal == G_SUSPEND && s->wait != W_NONE)) {
@@ -814,8 +897,14 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     if (r < 0)
         goto error;
     s->finished = 1;
-    if (drv_view(d, 0) < 0 || (s->goal != G_DRAIN && drv_untangle(d) < 0)) {
+    if (drv_view(d, 0) < 0 || (!PASSIVE(s->goal) && drv_untangle(d) < 0)) {
         Py_XDECREF(out);
+        goto error;
+    }
+    if (s->goal == G_PASS && d->relay_error) {
+        Py_XDECREF(out);
+        raise_exc(d->relay_error);
+        Py_CLEAR(d->relay_error);
         goto error;
     }
     if (s->goal == G_START) {
@@ -833,6 +922,11 @@ end_of_body:
     return PYGEN_ERROR;
 error:
     s->finished = 1;
+    if (d && s->goal == G_PASS && d->relay_error) { /* what the app raised after our cancel */
+        PyErr_Clear();
+        raise_exc(d->relay_error);
+        Py_CLEAR(d->relay_error);
+    }
     if (d && d->app_view && d->entangled) {
         saved_err_t e;
         err_save(&e);
@@ -912,6 +1006,16 @@ static PyObject *step_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 static PyObject *step_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     step_t *s = (step_t *)self;
+    if (s->goal == G_FWD && !s->finished) { /* close the upstream send's awaitable with it */
+        s->finished = 1;
+        PyObject *r = PyObject_CallMethodNoArgs(s->value, s->st->s_close);
+        if (!r && PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        else if (!r)
+            return NULL;
+        Py_XDECREF(r);
+        Py_RETURN_NONE;
+    }
     if (s->finished || s->wait == W_NONE) {
         s->finished = 1;
         Py_RETURN_NONE;
@@ -1012,7 +1116,7 @@ static PyType_Spec done_spec = {
 };
 
 static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value) {
-    int done = goal == G_VALUE || goal == G_SUSPEND;
+    int done = goal == G_VALUE || goal == G_SUSPEND || goal == G_CANCEL;
     PyTypeObject *tp = (PyTypeObject *)(done ? st->done_type : st->step_type);
     step_t *s = (step_t *)cc_mw_fl_pop(done ? &st->fl_done : &st->fl_step, tp);
     if (!s) {
@@ -1068,6 +1172,60 @@ static PyObject *done_with(drv_t *d, PyObject *value) {
     return s;
 }
 
+/* Relay mode's send: the body message goes to our `send` right away (through a driver above in
+ * relay mode too, or handed to one stepping us), so the app is not suspended for it. */
+static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type) {
+    cc_mw_state_t *st = d->st;
+    PyObject *hold = NULL, *r, *it;
+    if (d->final_fwd) /* after the last message: dropped, as once the response is sent */
+        return done_with(d, Py_NewRef(Py_None));
+    if (PyErr_Occurred())
+        goto fail;
+    if (str_is(type, st->s_body_msg)) {
+        PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
+        if (!more)
+            goto fail;
+        int m = PyObject_IsTrue(more);
+        Py_DECREF(more);
+        if (m < 0)
+            goto fail;
+        d->final_fwd = !m;
+    } else if (str_is(type, st->s_pathsend)) {
+        d->final_fwd = 1;
+    } else {
+        PyErr_Format(PyExc_RuntimeError,
+                     "middleware %s: unexpected message %R in the response body",
+                     dispatch_name(d, &hold), type);
+        Py_XDECREF(hold);
+        goto fail;
+    }
+    if (Py_TYPE(d->send) == (PyTypeObject *)st->driver_type)
+        return drv_send((drv_t *)d->send, msg, NULL);
+    if (!(r = PyObject_CallOneArg(d->send, msg)) || !(it = cc_mw_awaitable_iter(r)))
+        goto fail;
+    PyObject *step = step_new(st, d, G_FWD, it);
+    Py_DECREF(it);
+    return step;
+fail:
+    relay_fail(d);
+    return step_new(st, d, G_CANCEL, NULL);
+}
+
+PyObject *cc_mw_pass(PyObject *driver) {
+    drv_t *d = (drv_t *)driver;
+    if (d->phase != PH_BODY || d->body_started || d->child || d->entangled || d->waiting ||
+        d->proxy || d->msg || !d->coro || d->coro_done || (d->queue && PyList_GET_SIZE(d->queue)) ||
+        (d->deferred && PyList_GET_SIZE(d->deferred)))
+        Py_RETURN_NONE;
+    d->pass = 1;
+    d->body_started = 1;
+    return step_new(d->st, d, G_PASS, NULL);
+}
+
+int cc_mw_final_sent(PyObject *driver) {
+    return ((drv_t *)driver)->final_fwd;
+}
+
 /* The `send` the downstream app gets. With `handed` (a cicada layer sending from C, see
  * cc_mw_layer_send), a message the driver takes in-task sets *handed and returns None instead
  * of a suspending step: the caller then yields the driver itself, which drv_pump recognises. */
@@ -1091,6 +1249,11 @@ static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
     if (str_is(type, st->s_early_hint)) {
         Py_DECREF(type);
         return PyObject_CallOneArg(d->send, msg);
+    }
+    if (d->pass) {
+        PyObject *r = drv_forward(d, msg, type);
+        Py_DECREF(type);
+        return r;
     }
     Py_DECREF(type);
     if (PyErr_Occurred())
@@ -1366,6 +1529,7 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->outer_scope);
     Py_VISIT(d->app_scope);
     Py_VISIT(d->child);
+    Py_VISIT(d->relay_error);
     return 0;
 }
 
@@ -1392,6 +1556,7 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->outer_scope);
     Py_CLEAR(d->app_scope);
     Py_CLEAR(d->child);
+    Py_CLEAR(d->relay_error);
     return 0;
 }
 
@@ -1528,7 +1693,8 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
-    d->child = NULL;
+    d->child = d->relay_error = NULL;
+    d->pass = d->final_fwd = 0;
     d->child_watched = d->child_cancelled = 0;
     d->phase = PH_INIT;
     d->stepping = d->coro_done = d->started = d->resume_throw = 0;
