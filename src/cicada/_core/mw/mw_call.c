@@ -628,7 +628,26 @@ int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app) {
 }
 
 /* HTTPMiddleware.__call__ is an MWEntry: a method descriptor of our own type, so that calling
- * a middleware reaches mw_call with our module state and without binding a method object. */
+ * a middleware reaches mw_call with our module state and without binding a method object. It
+ * is vectorcall: the instance call passes (self, scope, receive, send) without a new tuple. */
+typedef struct {
+    PyObject_HEAD cc_mw_state_t *st;
+    vectorcallfunc vectorcall;
+} entry_t;
+
+static PyObject *entry_vectorcall(PyObject *entry, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames) {
+    if (kwnames && PyTuple_GET_SIZE(kwnames)) {
+        PyErr_SetString(PyExc_TypeError, "__call__() takes no keyword arguments");
+        return NULL;
+    }
+    if (PyVectorcall_NARGS(nargsf) != 4) {
+        PyErr_SetString(PyExc_TypeError, "__call__(self, scope, receive, send)");
+        return NULL;
+    }
+    return cc_mw_call(((entry_t *)entry)->st, args[0], args + 1);
+}
+
 static PyObject *entry_call(PyObject *entry, PyObject *args, PyObject *kwargs) {
     if (kwargs && PyDict_GET_SIZE(kwargs)) {
         PyErr_SetString(PyExc_TypeError, "__call__() takes no keyword arguments");
@@ -654,9 +673,16 @@ static void entry_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
+static PyMemberDef entry_members[] = {
+    {"__vectorcalloffset__", CC_MW_T_PYSSIZET, offsetof(entry_t, vectorcall), CC_MW_READONLY,
+     NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyType_Slot entry_slots[] = {
     {Py_tp_dealloc, entry_dealloc},
     {Py_tp_call, entry_call},
+    {Py_tp_members, entry_members},
     {Py_tp_descr_get, entry_get},
     {Py_tp_doc, "HTTPMiddleware.__call__(scope, receive, send): one request through the layer."},
     {0, NULL},
@@ -664,8 +690,9 @@ static PyType_Slot entry_slots[] = {
 
 static PyType_Spec entry_spec = {
     .name = "cicada._core.MWEntry",
-    .basicsize = sizeof(PyObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .basicsize = sizeof(entry_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_HAVE_VECTORCALL |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = entry_slots,
 };
 
@@ -910,10 +937,12 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     Py_XSETREF(st->mutable_headers, Py_NewRef(args[8]));
     Py_XSETREF(st->ensure_future, Py_NewRef(args[9]));
-    PyObject *descr = PyType_GenericAlloc((PyTypeObject *)st->entry_type, 0);
+    entry_t *descr = PyObject_New(entry_t, (PyTypeObject *)st->entry_type);
     if (!descr)
         return NULL;
-    int rc = PyObject_SetAttr(args[3], st->s_dispatch_func_call, descr);
+    descr->st = st;
+    descr->vectorcall = entry_vectorcall;
+    int rc = PyObject_SetAttr(args[3], st->s_dispatch_func_call, (PyObject *)descr);
     Py_DECREF(descr);
     if (rc < 0)
         return NULL;

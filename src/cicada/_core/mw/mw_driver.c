@@ -809,6 +809,18 @@ static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject
     return PYGEN_ERROR;
 }
 
+/* 1 when we run inside a driver stepping `d`'s own task: before 3.12 (no eager tasks) nothing
+ * else runs while a driver steps its app, so current_task() need not be asked. */
+static inline int same_task_as_stepper(drv_t *d) {
+#if PY_VERSION_HEX < 0x030C0000
+    drv_t *outer = (drv_t *)d->st->stepping_driver;
+    return outer && outer->task && outer->task == d->task;
+#else
+    (void)d;
+    return 0;
+#endif
+}
+
 static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
     *result = NULL;
     if (s->finished) {
@@ -870,7 +882,7 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     } else if (exc) {
         raise_exc(exc);
         goto error;
-    } else if (s->goal == G_START && !d->started && !d->child) {
+    } else if (s->goal == G_START && !d->started && !d->child && !same_task_as_stepper(d)) {
         PyObject *cur = current_task(d);
         if (!cur)
             goto error;
