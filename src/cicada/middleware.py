@@ -9,6 +9,7 @@ This module needs starlette; the rest of cicada does not import it.
 from __future__ import annotations
 
 import asyncio
+import types
 
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
@@ -119,6 +120,8 @@ _core.mw_setup(
     asyncio.CancelledError,
     _Headers,
     asyncio.ensure_future,
+    # asyncio.current_task is Python code on 3.11 reading this dict: the C side reads it directly
+    asyncio.tasks._current_tasks if isinstance(asyncio.current_task, types.FunctionType) else None,
 )
 
 

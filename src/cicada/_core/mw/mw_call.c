@@ -887,15 +887,16 @@ static int slot_offset(PyObject *type, const char *name, Py_ssize_t *off) {
 
 /* mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, BaseHTTPMiddleware.__call__,
  *          asyncio.current_task, asyncio._get_running_loop, asyncio.CancelledError,
- *          MutableHeaders) */
+ *          _Headers (a MutableHeaders subclass), asyncio.ensure_future,
+ *          asyncio's _current_tasks dict or None) */
 PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     cc_mw_state_t *st = &cc_state(module)->mw;
-    if (nargs != 10 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2]) ||
+    if (nargs != 11 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2]) ||
         !PyType_Check(args[3]) || !PyType_Check(args[8])) {
         PyErr_SetString(PyExc_TypeError,
                         "mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, base_call, "
                         "current_task, get_running_loop, CancelledError, MutableHeaders, "
-                        "ensure_future)");
+                        "ensure_future, current_tasks)");
         return NULL;
     }
     if (slot_offset(args[0], "scope", &st->off_scope) < 0 ||
@@ -952,6 +953,9 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(st->response_base, Py_NewRef(args[2]));
     Py_XSETREF(st->base_call, Py_NewRef(args[4]));
     Py_XSETREF(st->current_task, Py_NewRef(args[5]));
+    Py_CLEAR(st->current_tasks);
+    if (PyDict_CheckExact(args[10]))
+        st->current_tasks = Py_NewRef(args[10]);
     Py_XSETREF(st->get_running_loop, Py_NewRef(args[6]));
     Py_XSETREF(st->cancelled_error, Py_NewRef(args[7]));
     Py_RETURN_NONE;

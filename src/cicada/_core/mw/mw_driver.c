@@ -155,10 +155,22 @@ static const char *dispatch_name(drv_t *d, PyObject **hold) {
     return s;
 }
 
+/* asyncio.current_task(loop) (new ref). On 3.11 that function is Python code over a dict
+ * that mw_setup hands us, so the dict is read directly. */
+static PyObject *task_of(cc_mw_state_t *st, PyObject *loop) {
+    if (st->current_tasks && loop) {
+        PyObject *t = PyDict_GetItemWithError(st->current_tasks, loop);
+        if (t)
+            return Py_NewRef(t);
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    if (loop)
+        return PyObject_CallOneArg(st->current_task, loop);
+    return PyObject_CallNoArgs(st->current_task);
+}
+
 static PyObject *current_task(drv_t *d) {
-    if (d->loop)
-        return PyObject_CallOneArg(d->st->current_task, d->loop);
-    return PyObject_CallNoArgs(d->st->current_task);
+    return task_of(d->st, d->loop);
 }
 
 /* The running loop and task for a new driver (new refs); *loop is None off asyncio. Looking up
@@ -180,7 +192,7 @@ int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
         return -1;
     if (*loop == Py_None)
         return 0;
-    *task = PyObject_CallOneArg(st->current_task, *loop);
+    *task = task_of(st, *loop);
     if (!*task) {
         Py_CLEAR(*loop);
         return -1;

@@ -85,6 +85,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(s_http)                                                                                      \
     X(response_cls)                                                                                \
     X(current_task)                                                                                \
+    X(current_tasks)                                                                               \
     X(cancelled_error)                                                                             \
     X(anyio_states)                                                                                \
     X(s_type)                                                                                      \

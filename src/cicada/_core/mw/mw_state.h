@@ -37,6 +37,7 @@ typedef struct {
     PyObject *request_cls;      /* cicada.middleware._Request (starlette Request) */
     PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
     PyObject *current_task;     /* asyncio.current_task */
+    PyObject *current_tasks;    /* the dict it reads where it is Python code (3.11), or NULL */
     PyObject *cancelled_error;  /* asyncio.CancelledError */
     PyObject *response_base;    /* starlette.responses.Response */
     PyObject *mutable_headers;  /* cicada.middleware._Headers (a starlette MutableHeaders) */
