@@ -337,3 +337,66 @@ def test_relay_mode_forwards_from_inside_the_apps_send(loop_factory, layers, bac
     ex = run(loop_factory, lambda: call(mw, exchange=Probe()))
     assert ex.body == b"ab"
     assert inside == [not background] * 2
+
+
+@pytest.mark.parametrize("scenario", ["ok", "send-fails", "after-last", "unfinished", "foreign",
+                                      "bad-message"])
+def test_relay_mode_leaks_nothing(loop_factory, scenario):
+    """Every relay-mode path (cicada only) frees what it made: allocated blocks stay flat."""
+    import gc
+    import sys
+
+    from cicada.middleware import HTTPMiddleware
+
+    class Failing(Exchange):
+        async def send(self, message):
+            if scenario == "send-fails" and message.get("body") == b"b":
+                raise OSError("gone")
+            await super().send(message)
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        if scenario == "bad-message":
+            await send({"type": "http.response.start", "status": 500, "headers": []})
+        if scenario == "unfinished":
+            return
+        await send({"type": "http.response.body", "body": b"b"})
+        if scenario == "after-last":
+            await send({"type": "http.response.body", "body": b"c"})
+            await receive()
+
+    inner = stack(HTTPMiddleware, app, [tagger("i1"), tagger("i2")])
+    if scenario == "foreign":
+        inner = PureTag(inner, [])
+    mw = stack(HTTPMiddleware, inner, [tagger("o1")])
+
+    async def many(n):
+        for _ in range(n):
+            try:
+                await call(mw, exchange=Failing())
+            except (OSError, RuntimeError):
+                pass
+
+    run(loop_factory, lambda: many(300))
+    gc.collect()
+    before = sys.getallocatedblocks()
+    run(loop_factory, lambda: many(2000))
+    gc.collect()
+    assert sys.getallocatedblocks() - before < 1000
+
+
+def test_unexpected_message_in_relay_mode_is_a_clear_error(impl, loop_factory):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+
+    mw = stack(impl, app, [tagger("a"), tagger("b")])
+    ex = Exchange()
+    # Starlette asserts; cicada raises a RuntimeError naming the layer and the message
+    with pytest.raises((RuntimeError, AssertionError)) as info:
+        run(loop_factory, lambda: call(mw, exchange=ex))
+    assert ex.body == b"a"
+    if impl.__module__.startswith("cicada"):
+        assert "tag_b: unexpected message 'http.response.start'" in str(info.value)
