@@ -400,3 +400,41 @@ def test_unexpected_message_in_relay_mode_is_a_clear_error(impl, loop_factory):
     assert ex.body == b"a"
     if impl.__module__.startswith("cicada"):
         assert "tag_b: unexpected message 'http.response.start'" in str(info.value)
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_anyio_scopes_in_stacked_layers(impl, loop_factory, slow):
+    """Layers opening anyio scopes around call_next, over an app streaming from a task group:
+    inner layers reuse the outer layer's anyio task state (same task), scopes still work."""
+    import anyio
+
+    async def with_timeout(request, call_next):
+        try:
+            with anyio.fail_after(0.2 if slow else 5):
+                return await call_next(request)
+        except TimeoutError:
+            return PlainTextResponse("timeout", status_code=504)
+
+    async def with_scope(request, call_next):
+        with anyio.CancelScope():
+            response = await call_next(request)
+        response.headers["x-scoped"] = "1"
+        return response
+
+    async def endpoint_app(scope, receive, send):
+        if slow:
+            await asyncio.sleep(5)
+
+        async def gen():
+            for i in range(3):
+                await anyio.sleep(0)
+                yield b"%d" % i
+
+        await StreamingResponse(gen())(scope, receive, send)
+
+    mw = stack(impl, endpoint_app, [with_timeout, tagger("m"), with_scope, tagger("i")])
+    ex = run(loop_factory, lambda: call(mw, http_scope(spec_version="2.3")))
+    if slow:
+        assert ex.status == 504 and ex.body == b"timeout"
+    else:
+        assert ex.body == b"012" and ex.headers["x-scoped"] == "1" and ex.headers["x-m"] == "m"

@@ -331,6 +331,15 @@ static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
     return Py_NewRef(ts);
 }
 
+/* anyio's TaskState of d->task: the one of the driver stepping us when it runs in the same task
+ * (a TaskState lives as long as its task), so a stack of layers looks it up once. */
+static PyObject *drv_task_state(drv_t *d) {
+    drv_t *outer = (drv_t *)d->st->stepping_driver;
+    if (outer && outer != d && outer->ts && outer->task == d->task)
+        return Py_NewRef(outer->ts);
+    return anyio_task_state(d->st, d->task);
+}
+
 /* Moves `task` from one anyio scope's task set to another's (cancel delivery follows). */
 static int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to, PyObject *task) {
     PyObject *scopes[2] = {from, to};
@@ -386,7 +395,7 @@ static int drv_untangle(drv_t *d) {
     cc_mw_state_t *st = d->st;
     if (d->entangled || !d->task)
         return 0;
-    if (!d->ts && !(d->ts = anyio_task_state(st, d->task)))
+    if (!d->ts && !(d->ts = drv_task_state(d)))
         return 0;
     PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
     if (!cur)
@@ -1396,7 +1405,7 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     }
     if (!d->task && !(d->task = current_task(d)))
         goto error;
-    if ((d->ts = anyio_task_state(st, d->task))) {
+    if ((d->ts = drv_task_state(d))) {
         d->outer_scope = PyObject_GetAttr(d->ts, st->s_cancel_scope);
         if (!d->outer_scope)
             goto error;
