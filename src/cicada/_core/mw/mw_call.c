@@ -674,8 +674,7 @@ static void entry_dealloc(PyObject *self) {
 }
 
 static PyMemberDef entry_members[] = {
-    {"__vectorcalloffset__", CC_MW_T_PYSSIZET, offsetof(entry_t, vectorcall), CC_MW_READONLY,
-     NULL},
+    {"__vectorcalloffset__", CC_MW_T_PYSSIZET, offsetof(entry_t, vectorcall), CC_MW_READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
