@@ -438,3 +438,80 @@ def test_anyio_scopes_in_stacked_layers(impl, loop_factory, slow):
         assert ex.status == 504 and ex.body == b"timeout"
     else:
         assert ex.body == b"012" and ex.headers["x-scoped"] == "1" and ex.headers["x-m"] == "m"
+
+
+# ---- stacked cicada layers pass one response object up (cc_mw_offer) --------------------------
+
+
+def test_outer_layer_sets_background_on_the_inner_response(impl, loop_factory):
+    runs = []
+
+    async def bg():
+        runs.append("outer-bg")
+
+    async def outer(request, call_next):
+        response = await call_next(request)
+        assert response.background is None
+        response.background = BackgroundTask(bg)
+        return response
+
+    app = stack(impl, streaming_app([b"a", b"b"], []), [outer, tagger("i")])
+    ex = run(loop_factory, lambda: call(app))
+    assert ex.body == b"ab" and ex.headers["x-i"] == "i"
+    assert runs == ["outer-bg"]
+
+
+def test_inner_layer_replacing_the_header_list(impl, loop_factory):
+    async def inner(request, call_next):
+        response = await call_next(request)
+        response.headers["x-before"] = "1"  # the headers object is made (and cached) first
+        response.raw_headers = [(b"x-replaced", b"1")] + [
+            h for h in response.raw_headers if h[0] != b"x-before"]
+        response.status_code = 203
+        return response
+
+    async def outer(request, call_next):
+        response = await call_next(request)
+        assert response.status_code == 203
+        assert response.headers["x-replaced"] == "1" and "x-before" not in response.headers
+        response.headers["x-outer"] = "1"
+        response.status_code = 205
+        return response
+
+    app = stack(impl, streaming_app([b"body"], []), [outer, inner])
+    ex = run(loop_factory, lambda: call(app))
+    assert ex.status == 205 and ex.body == b"body"
+    assert ex.headers["x-outer"] == "1" and ex.headers["x-replaced"] == "1"
+    assert "x-before" not in ex.headers
+
+
+def test_outer_layer_reading_the_body_of_inner_layers(impl, loop_factory):
+    async def outer(request, call_next):
+        response = await call_next(request)
+        body = b"".join([chunk async for chunk in response.body_iterator])
+        return PlainTextResponse(body.decode().upper(), headers={"x-i": response.headers["x-i"]})
+
+    app = stack(impl, streaming_app([b"a", b"b", b"c"], []), [outer, tagger("i"), tagger("j")])
+    ex = run(loop_factory, lambda: call(app))
+    assert ex.body == b"ABC" and ex.headers["x-i"] == "i"
+
+
+def test_stacked_layers_share_one_response_object(loop_factory):
+    """White box (cicada only): the outer layer's call_next returns the inner layer's response
+    object itself (its body now pulled from the outer layer), not a copy."""
+    from cicada.middleware import HTTPMiddleware
+
+    seen = []
+
+    def keep(name):
+        async def dispatch(request, call_next):
+            response = await call_next(request)
+            seen.append((name, response))
+            return response
+
+        return dispatch
+
+    app = stack(HTTPMiddleware, streaming_app([b"x"], []), [keep("outer"), keep("inner")])
+    ex = run(loop_factory, lambda: call(app))
+    assert ex.body == b"x"
+    assert [n for n, _ in seen] == ["inner", "outer"] and seen[0][1] is seen[1][1]

@@ -28,6 +28,10 @@ typedef struct {
     PyObject *mw, *scope, *receive, *send;
     PyObject *driver, *response, *sub, *error;
     int state, last;
+    /* Fixed when the start goes out: no `background` of its own then (relay mode may be used),
+     * and the response was handed to the layer above to be its call_next response (cc_mw_offer;
+     * that layer may then change it, so this call no longer reads it). */
+    int relay_ok, offered;
     int handed;                /* H_*: a message handed straight to the driver that is our `send` */
     vectorcallfunc vectorcall; /* the call is also dispatch's `call_next` (no object per layer) */
 } call_t;
@@ -128,6 +132,8 @@ static PyObject *response_slot(call_t *c, Py_ssize_t off, PyObject *name) {
 }
 
 static int call_background(call_t *c) {
+    if (c->offered)
+        return call_finish(c);
     PyObject *bg = response_slot(c, c->st->off_background, c->st->s_background);
     if (!bg)
         return -1;
@@ -158,6 +164,9 @@ static int call_start(call_t *c) { /* only for a _CallNextResponse */
               : dict3(st, st->s_type, st->s_start, st->s_status, status, st->s_headers, headers);
     Py_DECREF(status);
     Py_DECREF(headers);
+    c->relay_ok = cc_mw_slot(c->response, st->off_background) == Py_None;
+    if (msg && c->relay_ok && Py_TYPE(c->send) == (PyTypeObject *)st->driver_type)
+        c->offered = cc_mw_offer(c->send, c->response, msg);
     return call_send(c, msg, C_START);
 }
 
@@ -215,7 +224,7 @@ static int call_advance(call_t *c, PyObject *value) {
     case C_START: {
         /* nothing for the layer to do between the app's body messages: let the driver forward
          * them from inside the app's send (see cc_mw_pass) instead of pulling each one here */
-        if (cc_mw_slot(c->response, st->off_background) == Py_None) {
+        if (c->relay_ok) {
             PyObject *pass = cc_mw_pass(c->driver);
             if (!pass)
                 return -1;
@@ -584,7 +593,7 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     driver = NULL;
     c->response = c->error = c->sub = NULL;
     c->state = C_DISPATCH;
-    c->last = 0;
+    c->last = c->relay_ok = c->offered = 0;
     c->handed = H_NONE;
     c->vectorcall = call_next_vectorcall;
     PyObject_GC_Track(c);

@@ -56,6 +56,9 @@ typedef struct {
      * the upstream send raised (the app got CancelledError instead, as after an abort). */
     int pass, final_fwd;
     PyObject *relay_error;
+    /* A cicada layer below about to send us its start message built from its own untouched
+     * call_next response (cc_mw_offer): that response becomes ours instead of a new one. */
+    PyObject *offer, *offer_msg;
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
 
@@ -729,6 +732,35 @@ static int drv_pump(step_t *s, PyObject **out) {
     }
 }
 
+/* The response of the layer below (see drv_t.offer) as our call_next response (steals `resp`):
+ * status and header list are the very objects `start` carries, so only the body (now pulled
+ * from us) and the debug info change. A cached `headers` still over that list is kept. */
+static PyObject *adopt_response(drv_t *d, PyObject *resp, PyObject *start) {
+    cc_mw_state_t *st = d->st;
+    PyObject *h = cc_mw_slot(resp, st->off_headers);
+    if (h) {
+        PyObject *lst = PyObject_GetAttr(h, st->s_list);
+        if (!lst)
+            PyErr_Clear();
+        Py_XDECREF(lst); /* only its identity is compared */
+        if (!lst || lst != cc_mw_slot(resp, st->off_raw_headers))
+            Py_CLEAR(*(PyObject **)((char *)resp + st->off_headers));
+    }
+    cc_mw_slot_set(resp, st->off_body_iterator, (PyObject *)d);
+    cc_mw_slot_set(resp, st->off_info, d->info ? d->info : Py_None);
+    Py_XSETREF(d->start, Py_NewRef(start));
+    return resp;
+}
+
+int cc_mw_offer(PyObject *driver, PyObject *response, PyObject *msg) {
+    drv_t *d = (drv_t *)driver;
+    if (d->phase != PH_START || d->offer)
+        return 0;
+    d->offer = Py_NewRef(response);
+    d->offer_msg = Py_NewRef(msg);
+    return 1;
+}
+
 /* The call_next response, built without __init__. Attributes go through setattr so they land
  * in the instance's inline values (no dict materialised; Starlette's attribute reads stay on
  * CPython's fast path). `headers` is made on first use by the descriptor in mw_call.c. */
@@ -736,6 +768,15 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
     cc_mw_state_t *st = d->st;
     PyTypeObject *cls = (PyTypeObject *)st->response_cls;
     PyObject *resp = NULL, *status = NULL, *headers = NULL;
+    if (d->offer) {
+        resp = d->offer;
+        d->offer = NULL;
+        int same = d->offer_msg == start;
+        Py_CLEAR(d->offer_msg);
+        if (same)
+            return adopt_response(d, resp, start);
+        Py_CLEAR(resp);
+    }
     resp = cls->tp_new(cls, st->empty_tuple, NULL);
     if (!resp)
         goto error;
@@ -1563,6 +1604,8 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->app_scope);
     Py_VISIT(d->child);
     Py_VISIT(d->relay_error);
+    Py_VISIT(d->offer);
+    Py_VISIT(d->offer_msg);
     return 0;
 }
 
@@ -1590,6 +1633,8 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->app_scope);
     Py_CLEAR(d->child);
     Py_CLEAR(d->relay_error);
+    Py_CLEAR(d->offer);
+    Py_CLEAR(d->offer_msg);
     return 0;
 }
 
@@ -1726,7 +1771,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
-    d->child = d->relay_error = NULL;
+    d->child = d->relay_error = d->offer = d->offer_msg = NULL;
     d->pass = d->final_fwd = 0;
     d->child_watched = d->child_cancelled = 0;
     d->phase = PH_INIT;
