@@ -9,6 +9,7 @@ This module needs starlette; the rest of cicada does not import it.
 from __future__ import annotations
 
 import asyncio
+import types
 
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
@@ -31,6 +32,19 @@ class _Request(Request):
 
 
 _Request.__name__ = _Request.__qualname__ = "Request"
+
+
+class _Headers(MutableHeaders):
+    """`response.headers` of a call_next response: a MutableHeaders whose `__setitem__` is C.
+
+    mw_setup replaces `__setitem__` (same semantics as MutableHeaders'; it falls back to that
+    one for anything but str keys and values over a list of 2-tuples).
+    """
+
+    __slots__ = ()
+
+
+_Headers.__name__ = _Headers.__qualname__ = "MutableHeaders"
 
 
 class _CallNextResponse(Response):
@@ -104,8 +118,10 @@ _core.mw_setup(
     asyncio.current_task,
     asyncio._get_running_loop,
     asyncio.CancelledError,
-    MutableHeaders,
+    _Headers,
     asyncio.ensure_future,
+    # asyncio.current_task is Python code on 3.11 reading this dict: the C side reads it directly
+    asyncio.tasks._current_tasks if isinstance(asyncio.current_task, types.FunctionType) else None,
 )
 
 

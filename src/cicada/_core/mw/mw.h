@@ -34,6 +34,15 @@ PyObject *cc_mw_next_message(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_finish(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_abort(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response);
+/* Relay mode for an untouched call_next response whose start went out: a step running the app
+ * to its end with body messages forwarded as sent, or None when the driver can't (new ref). */
+PyObject *cc_mw_pass(PyObject *driver);
+int cc_mw_final_sent(PyObject *driver); /* relay mode forwarded the last body message */
+/* A layer about to send `msg`, the start of its untouched call_next `response`, to `driver`
+ * (the layer above): 1 if that driver will adopt the response instead of making one. */
+int cc_mw_offer(PyObject *driver, PyObject *response, PyObject *msg);
+/* The iterator behind an awaitable (steals `o`; NULL in, NULL out). */
+PyObject *cc_mw_awaitable_iter(PyObject *o);
 PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt);
 /* send(msg) from a layer's C call. When `send` is a driver stepping the caller right now, the
  * message is handed over directly: *handed = 1, the result is None, and the caller must yield

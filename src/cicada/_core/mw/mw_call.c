@@ -16,6 +16,7 @@ enum {
     C_START,      /* send(http.response.start) */
     C_PULL,       /* the driver's next body message */
     C_RELAY,      /* send(body message) */
+    C_PASS,       /* relay mode: the app runs to its end, its body going straight up */
     C_BACKGROUND, /* response.background() */
     C_FINISH,     /* the app running to its end after the response */
     C_ABORT,      /* the app being cancelled after an error; `error` is re-raised next */
@@ -27,6 +28,10 @@ typedef struct {
     PyObject *mw, *scope, *receive, *send;
     PyObject *driver, *response, *sub, *error;
     int state, last;
+    /* Fixed when the start goes out: no `background` of its own then (relay mode may be used),
+     * and the response was handed to the layer above to be its call_next response (cc_mw_offer;
+     * that layer may then change it, so this call no longer reads it). */
+    int relay_ok, offered;
     int handed;                /* H_*: a message handed straight to the driver that is our `send` */
     vectorcallfunc vectorcall; /* the call is also dispatch's `call_next` (no object per layer) */
 } call_t;
@@ -34,7 +39,7 @@ typedef struct {
 /* ---- helpers --------------------------------------------------------------------------------- */
 
 /* The iterator behind an awaitable (steals `o`). */
-static PyObject *awaitable_iter(PyObject *o) {
+PyObject *cc_mw_awaitable_iter(PyObject *o) {
     if (!o)
         return NULL;
     if (PyCoro_CheckExact(o))
@@ -103,7 +108,7 @@ static int call_send(call_t *c, PyObject *msg, int state) { /* steals msg */
         c->handed = H_YIELD;
         return 0;
     }
-    c->sub = awaitable_iter(r);
+    c->sub = cc_mw_awaitable_iter(r);
     return c->sub ? 0 : -1;
 }
 
@@ -127,6 +132,8 @@ static PyObject *response_slot(call_t *c, Py_ssize_t off, PyObject *name) {
 }
 
 static int call_background(call_t *c) {
+    if (c->offered)
+        return call_finish(c);
     PyObject *bg = response_slot(c, c->st->off_background, c->st->s_background);
     if (!bg)
         return -1;
@@ -134,7 +141,7 @@ static int call_background(call_t *c) {
         Py_DECREF(bg);
         return call_finish(c);
     }
-    c->sub = awaitable_iter(PyObject_CallNoArgs(bg));
+    c->sub = cc_mw_awaitable_iter(PyObject_CallNoArgs(bg));
     Py_DECREF(bg);
     c->state = C_BACKGROUND;
     return c->sub ? 0 : -1;
@@ -157,6 +164,9 @@ static int call_start(call_t *c) { /* only for a _CallNextResponse */
               : dict3(st, st->s_type, st->s_start, st->s_status, status, st->s_headers, headers);
     Py_DECREF(status);
     Py_DECREF(headers);
+    c->relay_ok = cc_mw_slot(c->response, st->off_background) == Py_None;
+    if (msg && c->relay_ok && Py_TYPE(c->send) == (PyTypeObject *)st->driver_type)
+        c->offered = cc_mw_offer(c->send, c->response, msg);
     return call_send(c, msg, C_START);
 }
 
@@ -196,7 +206,7 @@ static int call_advance(call_t *c, PyObject *value) {
             Py_DECREF(relay); /* the driver holds it; only its identity matters */
         }
         if (relay != c->driver) {
-            c->sub = awaitable_iter(
+            c->sub = cc_mw_awaitable_iter(
                 PyObject_Vectorcall(value, (PyObject *[]){c->scope, c->receive, c->send}, 3, NULL));
             c->state = C_GENERIC;
             return c->sub ? 0 : -1;
@@ -211,8 +221,30 @@ static int call_advance(call_t *c, PyObject *value) {
         return call_finish(c);
     case C_DEBUG:
         return call_start(c);
-    case C_START:
+    case C_START: {
+        /* nothing for the layer to do between the app's body messages: let the driver forward
+         * them from inside the app's send (see cc_mw_pass) instead of pulling each one here */
+        if (c->relay_ok) {
+            PyObject *pass = cc_mw_pass(c->driver);
+            if (!pass)
+                return -1;
+            if (pass != Py_None) {
+                c->sub = pass;
+                c->state = C_PASS;
+                return 0;
+            }
+            Py_DECREF(pass);
+        }
         return call_pull(c);
+    }
+    case C_PASS:
+        if (cc_mw_final_sent(c->driver))
+            return call_finish(c);
+        c->last = 1; /* the app returned without ending its body */
+        return call_send(c,
+                         dict3(st, st->s_type, st->s_body_msg, st->s_body, st->empty_bytes,
+                               st->s_more_body, Py_False),
+                         C_RELAY);
     case C_PULL: {
         if (value == Py_None) { /* the app returned without ending its body */
             c->last = 1;
@@ -498,7 +530,7 @@ static PyType_Spec call_spec = {
     .slots = call_slots,
 };
 
-static PyType_Spec entry_spec, headers_spec;
+static PyType_Spec entry_spec, headers_spec, hset_spec;
 
 int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
     st->call_type = PyType_FromModuleAndSpec(module, &call_spec, NULL);
@@ -508,7 +540,10 @@ int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
     if (!st->entry_type)
         return -1;
     st->headers_type = PyType_FromModuleAndSpec(module, &headers_spec, NULL);
-    return st->headers_type ? 0 : -1;
+    if (!st->headers_type)
+        return -1;
+    st->hset_type = PyType_FromModuleAndSpec(module, &hset_spec, NULL);
+    return st->hset_type ? 0 : -1;
 }
 
 /* ---- HTTPMiddleware.__call__ ------------------------------------------------------------------
@@ -558,14 +593,14 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     driver = NULL;
     c->response = c->error = c->sub = NULL;
     c->state = C_DISPATCH;
-    c->last = 0;
+    c->last = c->relay_ok = c->offered = 0;
     c->handed = H_NONE;
     c->vectorcall = call_next_vectorcall;
     PyObject_GC_Track(c);
     /* dispatch's coroutine holds the call as call_next, and the call holds the coroutine:
      * call_release breaks that cycle when the request is over */
     call_next = (PyObject *)c;
-    sub = awaitable_iter(PyObject_Vectorcall(
+    sub = cc_mw_awaitable_iter(PyObject_Vectorcall(
         fn, (PyObject *[]){cc_mw_driver_request(c->driver), call_next}, 2, NULL));
     Py_DECREF(fn);
     if (!sub) {
@@ -602,7 +637,26 @@ int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app) {
 }
 
 /* HTTPMiddleware.__call__ is an MWEntry: a method descriptor of our own type, so that calling
- * a middleware reaches mw_call with our module state and without binding a method object. */
+ * a middleware reaches mw_call with our module state and without binding a method object. It
+ * is vectorcall: the instance call passes (self, scope, receive, send) without a new tuple. */
+typedef struct {
+    PyObject_HEAD cc_mw_state_t *st;
+    vectorcallfunc vectorcall;
+} entry_t;
+
+static PyObject *entry_vectorcall(PyObject *entry, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames) {
+    if (kwnames && PyTuple_GET_SIZE(kwnames)) {
+        PyErr_SetString(PyExc_TypeError, "__call__() takes no keyword arguments");
+        return NULL;
+    }
+    if (PyVectorcall_NARGS(nargsf) != 4) {
+        PyErr_SetString(PyExc_TypeError, "__call__(self, scope, receive, send)");
+        return NULL;
+    }
+    return cc_mw_call(((entry_t *)entry)->st, args[0], args + 1);
+}
+
 static PyObject *entry_call(PyObject *entry, PyObject *args, PyObject *kwargs) {
     if (kwargs && PyDict_GET_SIZE(kwargs)) {
         PyErr_SetString(PyExc_TypeError, "__call__() takes no keyword arguments");
@@ -628,9 +682,15 @@ static void entry_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
+static PyMemberDef entry_members[] = {
+    {"__vectorcalloffset__", CC_MW_T_PYSSIZET, offsetof(entry_t, vectorcall), CC_MW_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyType_Slot entry_slots[] = {
     {Py_tp_dealloc, entry_dealloc},
     {Py_tp_call, entry_call},
+    {Py_tp_members, entry_members},
     {Py_tp_descr_get, entry_get},
     {Py_tp_doc, "HTTPMiddleware.__call__(scope, receive, send): one request through the layer."},
     {0, NULL},
@@ -638,8 +698,9 @@ static PyType_Slot entry_slots[] = {
 
 static PyType_Spec entry_spec = {
     .name = "cicada._core.MWEntry",
-    .basicsize = sizeof(PyObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .basicsize = sizeof(entry_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_HAVE_VECTORCALL |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = entry_slots,
 };
 
@@ -684,6 +745,139 @@ static PyType_Spec headers_spec = {
     .slots = headers_slots,
 };
 
+/* _Headers.__setitem__ in C: response.headers[k] = v is what most dispatch functions do, and
+ * Starlette's Python version costs about as much as the rest of a layer. Same result as
+ * MutableHeaders.__setitem__ (first match replaced, later duplicates dropped, else appended);
+ * anything but a str key and value over a list of 2-tuples goes to that Python version. */
+typedef struct {
+    PyObject_HEAD cc_mw_state_t *st;
+    vectorcallfunc vectorcall;
+} hset_t;
+
+/* key.lower().encode("latin-1") for an ASCII key (new ref), or NULL without error if not. */
+static PyObject *ascii_lower_key(PyObject *key) {
+    if (!PyUnicode_IS_ASCII(key))
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(key);
+    const Py_UCS1 *src = PyUnicode_1BYTE_DATA(key);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, n);
+    if (!b)
+        return NULL;
+    char *dst = PyBytes_AS_STRING(b);
+    for (Py_ssize_t i = 0; i < n; i++)
+        dst[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] + ('a' - 'A') : src[i]);
+    return b;
+}
+
+/* 1 equal, 0 not, -1 error: header names are bytes, compared the way `==` does. */
+static int key_eq(PyObject *item_key, PyObject *set_key) {
+    if (PyBytes_CheckExact(item_key))
+        return PyBytes_GET_SIZE(item_key) == PyBytes_GET_SIZE(set_key) &&
+               memcmp(PyBytes_AS_STRING(item_key), PyBytes_AS_STRING(set_key),
+                      (size_t)PyBytes_GET_SIZE(set_key)) == 0;
+    return PyObject_RichCompareBool(item_key, set_key, Py_EQ);
+}
+
+static PyObject *hset_vectorcall(PyObject *descr, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames) {
+    cc_mw_state_t *st = ((hset_t *)descr)->st;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *list = NULL, *set_key = NULL, *set_value = NULL, *item = NULL;
+    Py_ssize_t first = -1;
+    if (nargs != 3 || (kwnames && PyTuple_GET_SIZE(kwnames)))
+        goto fallback;
+    if (!PyUnicode_CheckExact(args[1]) || !PyUnicode_CheckExact(args[2]))
+        goto fallback;
+    if (!(list = PyObject_GetAttr(args[0], st->s_list)))
+        return NULL;
+    if (!PyList_CheckExact(list))
+        goto fallback;
+    if (!(set_key = ascii_lower_key(args[1]))) {
+        if (PyErr_Occurred())
+            goto error;
+        goto fallback;
+    }
+    if (!(set_value = PyUnicode_AsLatin1String(args[2])))
+        goto error;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *it = PyList_GET_ITEM(list, i);
+        if (!PyTuple_CheckExact(it) || PyTuple_GET_SIZE(it) != 2)
+            goto fallback; /* before any change: let Python unpack (and complain) */
+        int eq = key_eq(PyTuple_GET_ITEM(it, 0), set_key);
+        if (eq < 0)
+            goto error;
+        if (eq && first < 0)
+            first = i;
+    }
+    /* drop later duplicates from the end, as MutableHeaders does (the list may have changed
+     * under an __eq__ of a foreign key type, so indexes are checked again) */
+    if (first >= 0) {
+        for (Py_ssize_t i = PyList_GET_SIZE(list) - 1; i > first; i--) {
+            PyObject *it = PyList_GET_ITEM(list, i);
+            int eq = PyTuple_CheckExact(it) && PyTuple_GET_SIZE(it) == 2
+                         ? key_eq(PyTuple_GET_ITEM(it, 0), set_key)
+                         : 0;
+            if (eq < 0 || (eq && PyList_SetSlice(list, i, i + 1, NULL) < 0))
+                goto error;
+            if (i > PyList_GET_SIZE(list))
+                i = PyList_GET_SIZE(list);
+        }
+    }
+    if (!(item = PyTuple_Pack(2, set_key, set_value)))
+        goto error;
+    if (first >= 0 && first < PyList_GET_SIZE(list)) {
+        if (PyList_SetItem(list, first, item) < 0) /* steals item */
+            goto error_stolen;
+    } else if (PyList_Append(list, item) < 0)
+        goto error;
+    else
+        Py_DECREF(item);
+    Py_DECREF(list);
+    Py_DECREF(set_key);
+    Py_DECREF(set_value);
+    Py_RETURN_NONE;
+fallback:
+    Py_XDECREF(list);
+    Py_XDECREF(set_key);
+    Py_XDECREF(set_value);
+    return PyObject_Vectorcall(st->headers_setitem, args, nargsf, kwnames);
+error:
+    Py_XDECREF(item);
+error_stolen:
+    Py_XDECREF(list);
+    Py_XDECREF(set_key);
+    Py_XDECREF(set_value);
+    return NULL;
+}
+
+static PyObject *hset_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED(type)) {
+    if (!obj || obj == Py_None)
+        return Py_NewRef(descr);
+    return PyMethod_New(descr, obj);
+}
+
+static PyMemberDef hset_members[] = {
+    {"__vectorcalloffset__", CC_MW_T_PYSSIZET, offsetof(hset_t, vectorcall), CC_MW_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot hset_slots[] = {
+    {Py_tp_dealloc, entry_dealloc},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, hset_get},
+    {Py_tp_members, hset_members},
+    {Py_tp_doc, "Set the header `key` to `value`, removing any duplicate entries."},
+    {0, NULL},
+};
+
+static PyType_Spec hset_spec = {
+    .name = "cicada._core.MWHeadersSetItem",
+    .basicsize = sizeof(hset_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_HAVE_VECTORCALL |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = hset_slots,
+};
+
 /* The byte offset of the __slots__ member `name` of `type`. */
 static int slot_offset(PyObject *type, const char *name, Py_ssize_t *off) {
     PyObject *descr = PyObject_GetAttrString(type, name);
@@ -701,15 +895,16 @@ static int slot_offset(PyObject *type, const char *name, Py_ssize_t *off) {
 
 /* mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, BaseHTTPMiddleware.__call__,
  *          asyncio.current_task, asyncio._get_running_loop, asyncio.CancelledError,
- *          MutableHeaders) */
+ *          _Headers (a MutableHeaders subclass), asyncio.ensure_future,
+ *          asyncio's _current_tasks dict or None) */
 PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     cc_mw_state_t *st = &cc_state(module)->mw;
-    if (nargs != 10 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2]) ||
+    if (nargs != 11 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2]) ||
         !PyType_Check(args[3]) || !PyType_Check(args[8])) {
         PyErr_SetString(PyExc_TypeError,
                         "mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, base_call, "
                         "current_task, get_running_loop, CancelledError, MutableHeaders, "
-                        "ensure_future)");
+                        "ensure_future, current_tasks)");
         return NULL;
     }
     if (slot_offset(args[0], "scope", &st->off_scope) < 0 ||
@@ -734,12 +929,29 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(hd);
     if (hrc < 0)
         return NULL;
+    /* args[8] is a MutableHeaders subclass of cicada.middleware's: its __setitem__ becomes
+     * ours, with MutableHeaders' own kept for what ours does not handle */
+    PyObject *py_set = PyObject_GetAttrString(args[8], "__setitem__");
+    if (!py_set)
+        return NULL;
+    Py_XSETREF(st->headers_setitem, py_set);
+    hset_t *hs = PyObject_New(hset_t, (PyTypeObject *)st->hset_type);
+    if (!hs)
+        return NULL;
+    hs->st = st;
+    hs->vectorcall = hset_vectorcall;
+    int src = PyObject_SetAttrString(args[8], "__setitem__", (PyObject *)hs);
+    Py_DECREF(hs);
+    if (src < 0)
+        return NULL;
     Py_XSETREF(st->mutable_headers, Py_NewRef(args[8]));
     Py_XSETREF(st->ensure_future, Py_NewRef(args[9]));
-    PyObject *descr = PyType_GenericAlloc((PyTypeObject *)st->entry_type, 0);
+    entry_t *descr = PyObject_New(entry_t, (PyTypeObject *)st->entry_type);
     if (!descr)
         return NULL;
-    int rc = PyObject_SetAttr(args[3], st->s_dispatch_func_call, descr);
+    descr->st = st;
+    descr->vectorcall = entry_vectorcall;
+    int rc = PyObject_SetAttr(args[3], st->s_dispatch_func_call, (PyObject *)descr);
     Py_DECREF(descr);
     if (rc < 0)
         return NULL;
@@ -749,6 +961,9 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(st->response_base, Py_NewRef(args[2]));
     Py_XSETREF(st->base_call, Py_NewRef(args[4]));
     Py_XSETREF(st->current_task, Py_NewRef(args[5]));
+    Py_CLEAR(st->current_tasks);
+    if (PyDict_CheckExact(args[10]))
+        st->current_tasks = Py_NewRef(args[10]);
     Py_XSETREF(st->get_running_loop, Py_NewRef(args[6]));
     Py_XSETREF(st->cancelled_error, Py_NewRef(args[7]));
     Py_RETURN_NONE;

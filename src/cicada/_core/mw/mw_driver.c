@@ -15,7 +15,12 @@ enum {
     G_BODY,    /* next_message: until the next body message, returns it (None at the end) */
     G_CHUNK,   /* body_iterator.__anext__: like G_BODY but returns bytes */
     G_DRAIN,   /* after the response is sent: until the app returns */
+    G_PASS,    /* relay mode: until the app returns, its body messages going straight up */
+    G_FWD,     /* a body message forwarded in relay mode: awaits the upstream send in `value` */
+    G_CANCEL,  /* relay mode failed: raises CancelledError into the app, as an abort would */
 };
+/* Goals that run the app to its end without taking messages from it. */
+#define PASSIVE(goal) ((goal) == G_DRAIN || (goal) == G_PASS)
 /* How a step left its last resumption. */
 enum { W_NONE, W_PROXY, W_PASSED, W_CHILD };
 
@@ -45,6 +50,15 @@ typedef struct {
     PyObject *child;
     int child_watched, child_cancelled;
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
+    /* Relay mode (cc_mw_pass): once dispatch handed back call_next's response untouched, the
+     * app's body messages are forwarded to our `send` from inside the app's own send, with no
+     * suspension of the app per message. `final_fwd`: the last one went; `relay_error`: what
+     * the upstream send raised (the app got CancelledError instead, as after an abort). */
+    int pass, final_fwd;
+    PyObject *relay_error;
+    /* A cicada layer below about to send us its start message built from its own untouched
+     * call_next response (cc_mw_offer): that response becomes ours instead of a new one. */
+    PyObject *offer, *offer_msg;
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
 
@@ -59,6 +73,7 @@ typedef struct {
 } step_t;
 
 static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value);
+static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -143,10 +158,22 @@ static const char *dispatch_name(drv_t *d, PyObject **hold) {
     return s;
 }
 
+/* asyncio.current_task(loop) (new ref). On 3.11 that function is Python code over a dict
+ * that mw_setup hands us, so the dict is read directly. */
+static PyObject *task_of(cc_mw_state_t *st, PyObject *loop) {
+    if (st->current_tasks && loop) {
+        PyObject *t = PyDict_GetItemWithError(st->current_tasks, loop);
+        if (t)
+            return Py_NewRef(t);
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    if (loop)
+        return PyObject_CallOneArg(st->current_task, loop);
+    return PyObject_CallNoArgs(st->current_task);
+}
+
 static PyObject *current_task(drv_t *d) {
-    if (d->loop)
-        return PyObject_CallOneArg(d->st->current_task, d->loop);
-    return PyObject_CallNoArgs(d->st->current_task);
+    return task_of(d->st, d->loop);
 }
 
 /* The running loop and task for a new driver (new refs); *loop is None off asyncio. Looking up
@@ -168,7 +195,7 @@ int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
         return -1;
     if (*loop == Py_None)
         return 0;
-    *task = PyObject_CallOneArg(st->current_task, *loop);
+    *task = task_of(st, *loop);
     if (!*task) {
         Py_CLEAR(*loop);
         return -1;
@@ -307,6 +334,15 @@ static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
     return Py_NewRef(ts);
 }
 
+/* anyio's TaskState of d->task: the one of the driver stepping us when it runs in the same task
+ * (a TaskState lives as long as its task), so a stack of layers looks it up once. */
+static PyObject *drv_task_state(drv_t *d) {
+    drv_t *outer = (drv_t *)d->st->stepping_driver;
+    if (outer && outer != d && outer->ts && outer->task == d->task)
+        return Py_NewRef(outer->ts);
+    return anyio_task_state(d->st, d->task);
+}
+
 /* Moves `task` from one anyio scope's task set to another's (cancel delivery follows). */
 static int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to, PyObject *task) {
     PyObject *scopes[2] = {from, to};
@@ -362,7 +398,7 @@ static int drv_untangle(drv_t *d) {
     cc_mw_state_t *st = d->st;
     if (d->entangled || !d->task)
         return 0;
-    if (!d->ts && !(d->ts = anyio_task_state(st, d->task)))
+    if (!d->ts && !(d->ts = drv_task_state(d)))
         return 0;
     PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
     if (!cur)
@@ -442,7 +478,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
     PyObject *type = NULL, *hold = NULL;
     int rc = -1;
     *out = NULL;
-    if (goal == G_DRAIN)
+    if (PASSIVE(goal))
         return 0;
     type = cc_mw_msg_get(msg, st->s_type, Py_None);
     if (!type)
@@ -540,7 +576,7 @@ static int drv_pump(step_t *s, PyObject **out) {
     int goal = s->goal;
     *out = NULL;
     for (;;) {
-        if (goal != G_DRAIN && d->queue && PyList_GET_SIZE(d->queue) > 0) {
+        if (!PASSIVE(goal) && d->queue && PyList_GET_SIZE(d->queue) > 0) {
             PyObject *item = Py_NewRef(PyList_GET_ITEM(d->queue, 0));
             if (PyList_SetSlice(d->queue, 0, 1, NULL) < 0) {
                 Py_DECREF(item);
@@ -617,7 +653,7 @@ static int drv_pump(step_t *s, PyObject **out) {
                 no_response_error();
                 return -1;
             }
-            if (goal == G_BODY || goal == G_DRAIN)
+            if (goal == G_BODY || PASSIVE(goal))
                 *out = Py_NewRef(Py_None);
             return 0;
         }
@@ -626,7 +662,7 @@ static int drv_pump(step_t *s, PyObject **out) {
             if (done < 0)
                 return -1;
             if (!done) {
-                if (goal == G_DRAIN) {
+                if (PASSIVE(goal)) {
                     /* nobody else to listen to: let the task wait on the app's future itself */
                     PyObject *fut = Py_NewRef(d->waiting);
                     if (drv_unwatch(d, 0) < 0 || set_blocking(d, fut, Py_True) < 0) {
@@ -676,7 +712,7 @@ static int drv_pump(step_t *s, PyObject **out) {
                 return 0;
             continue;
         }
-        if (goal != G_DRAIN && is_blocking_future(d, y)) {
+        if (!PASSIVE(goal) && is_blocking_future(d, y)) {
             /* watch it ourselves so a send from another task can wake us meanwhile */
             PyObject *cb = NULL, *res = NULL;
             if (set_blocking(d, y, Py_False) < 0 || !(cb = wake_callback(d)) ||
@@ -696,6 +732,35 @@ static int drv_pump(step_t *s, PyObject **out) {
     }
 }
 
+/* The response of the layer below (see drv_t.offer) as our call_next response (steals `resp`):
+ * status and header list are the very objects `start` carries, so only the body (now pulled
+ * from us) and the debug info change. A cached `headers` still over that list is kept. */
+static PyObject *adopt_response(drv_t *d, PyObject *resp, PyObject *start) {
+    cc_mw_state_t *st = d->st;
+    PyObject *h = cc_mw_slot(resp, st->off_headers);
+    if (h) {
+        PyObject *lst = PyObject_GetAttr(h, st->s_list);
+        if (!lst)
+            PyErr_Clear();
+        Py_XDECREF(lst); /* only its identity is compared */
+        if (!lst || lst != cc_mw_slot(resp, st->off_raw_headers))
+            Py_CLEAR(*(PyObject **)((char *)resp + st->off_headers));
+    }
+    cc_mw_slot_set(resp, st->off_body_iterator, (PyObject *)d);
+    cc_mw_slot_set(resp, st->off_info, d->info ? d->info : Py_None);
+    Py_XSETREF(d->start, Py_NewRef(start));
+    return resp;
+}
+
+int cc_mw_offer(PyObject *driver, PyObject *response, PyObject *msg) {
+    drv_t *d = (drv_t *)driver;
+    if (d->phase != PH_START || d->offer)
+        return 0;
+    d->offer = Py_NewRef(response);
+    d->offer_msg = Py_NewRef(msg);
+    return 1;
+}
+
 /* The call_next response, built without __init__. Attributes go through setattr so they land
  * in the instance's inline values (no dict materialised; Starlette's attribute reads stay on
  * CPython's fast path). `headers` is made on first use by the descriptor in mw_call.c. */
@@ -703,6 +768,15 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
     cc_mw_state_t *st = d->st;
     PyTypeObject *cls = (PyTypeObject *)st->response_cls;
     PyObject *resp = NULL, *status = NULL, *headers = NULL;
+    if (d->offer) {
+        resp = d->offer;
+        d->offer = NULL;
+        int same = d->offer_msg == start;
+        Py_CLEAR(d->offer_msg);
+        if (same)
+            return adopt_response(d, resp, start);
+        Py_CLEAR(resp);
+    }
     resp = cls->tp_new(cls, st->empty_tuple, NULL);
     if (!resp)
         goto error;
@@ -736,6 +810,79 @@ error:
 
 /* ---- step: the awaitable every driver operation returns ----------------------------------- */
 
+/* Relay mode could not deliver: keep the error for the layer, cancel the app (see drv_t.pass). */
+static void relay_fail(drv_t *d) {
+    PyObject *exc = cc_err_take();
+    if (!d->relay_error)
+        d->relay_error = exc;
+    else
+        Py_XDECREF(exc);
+    d->phase = PH_SENT;
+}
+
+/* G_FWD: steps the upstream send's awaitable for the app; its failure becomes relay_fail's. */
+static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
+    PyObject *it = s->value, *out = NULL;
+    drv_t *d = s->d;
+    int r;
+    if (s->finished) {
+        if (exc)
+            raise_exc(exc);
+        else
+            PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware step");
+        return PYGEN_ERROR;
+    }
+    if (exc) {
+        PyObject *thr = PyObject_GetAttr(it, s->st->s_throw);
+        if (!thr) {
+            PyErr_Clear();
+            raise_exc(exc);
+            r = -1;
+        } else {
+            out = PyObject_CallOneArg(thr, exc);
+            Py_DECREF(thr);
+            if (out)
+                r = 1;
+            else if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+                PyObject *stop = cc_err_take();
+                out = PyObject_GetAttrString(stop, "value");
+                Py_DECREF(stop);
+                r = out ? 0 : -1;
+            } else
+                r = -1;
+        }
+    } else {
+        PySendResult sr = PyIter_Send(it, arg ? arg : Py_None, &out);
+        r = sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
+    }
+    if (r == 1) {
+        *result = out;
+        return PYGEN_NEXT;
+    }
+    s->finished = 1;
+    if (r == 0) {
+        if (d->final_fwd) /* the last message is out: the app's later sends are dropped */
+            d->phase = PH_SENT;
+        *result = out;
+        return PYGEN_RETURN;
+    }
+    relay_fail(d);
+    PyErr_SetNone(s->st->cancelled_error);
+    return PYGEN_ERROR;
+}
+
+/* 1 when we run inside a driver stepping `d`'s own task: before 3.12 (no eager tasks) nothing
+ * else runs while a driver steps its app, so current_task() need not be asked. */
+static inline int same_task_as_stepper(drv_t *d) {
+#if PY_VERSION_HEX < 0x030C0000
+    drv_t *outer = (drv_t *)d->st->stepping_driver;
+    return outer && outer->task && outer->task == d->task;
+#else
+    (void)d;
+    return 0;
+#endif
+}
+
 static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
     *result = NULL;
     if (s->finished) {
@@ -743,6 +890,16 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
             raise_exc(exc);
         else
             PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware step");
+        return PYGEN_ERROR;
+    }
+    if (s->goal == G_FWD)
+        return fwd_resume(s, arg, exc, result);
+    if (s->goal == G_CANCEL) {
+        s->finished = 1;
+        if (exc)
+            raise_exc(exc);
+        else
+            PyErr_SetNone(s->st->cancelled_error);
         return PYGEN_ERROR;
     }
     if (s->goal == G_VALUE || (s->goal == G_SUSPEND && s->wait != W_NONE)) {
@@ -787,7 +944,7 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     } else if (exc) {
         raise_exc(exc);
         goto error;
-    } else if (s->goal == G_START && !d->started && !d->child) {
+    } else if (s->goal == G_START && !d->started && !d->child && !same_task_as_stepper(d)) {
         PyObject *cur = current_task(d);
         if (!cur)
             goto error;
@@ -814,8 +971,14 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     if (r < 0)
         goto error;
     s->finished = 1;
-    if (drv_view(d, 0) < 0 || (s->goal != G_DRAIN && drv_untangle(d) < 0)) {
+    if (drv_view(d, 0) < 0 || (!PASSIVE(s->goal) && drv_untangle(d) < 0)) {
         Py_XDECREF(out);
+        goto error;
+    }
+    if (s->goal == G_PASS && d->relay_error) {
+        Py_XDECREF(out);
+        raise_exc(d->relay_error);
+        Py_CLEAR(d->relay_error);
         goto error;
     }
     if (s->goal == G_START) {
@@ -833,6 +996,11 @@ end_of_body:
     return PYGEN_ERROR;
 error:
     s->finished = 1;
+    if (d && s->goal == G_PASS && d->relay_error) { /* what the app raised after our cancel */
+        PyErr_Clear();
+        raise_exc(d->relay_error);
+        Py_CLEAR(d->relay_error);
+    }
     if (d && d->app_view && d->entangled) {
         saved_err_t e;
         err_save(&e);
@@ -912,6 +1080,16 @@ static PyObject *step_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 static PyObject *step_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     step_t *s = (step_t *)self;
+    if (s->goal == G_FWD && !s->finished) { /* close the upstream send's awaitable with it */
+        s->finished = 1;
+        PyObject *r = PyObject_CallMethodNoArgs(s->value, s->st->s_close);
+        if (!r && PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        else if (!r)
+            return NULL;
+        Py_XDECREF(r);
+        Py_RETURN_NONE;
+    }
     if (s->finished || s->wait == W_NONE) {
         s->finished = 1;
         Py_RETURN_NONE;
@@ -1012,7 +1190,7 @@ static PyType_Spec done_spec = {
 };
 
 static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value) {
-    int done = goal == G_VALUE || goal == G_SUSPEND;
+    int done = goal == G_VALUE || goal == G_SUSPEND || goal == G_CANCEL;
     PyTypeObject *tp = (PyTypeObject *)(done ? st->done_type : st->step_type);
     step_t *s = (step_t *)cc_mw_fl_pop(done ? &st->fl_done : &st->fl_step, tp);
     if (!s) {
@@ -1068,6 +1246,60 @@ static PyObject *done_with(drv_t *d, PyObject *value) {
     return s;
 }
 
+/* Relay mode's send: the body message goes to our `send` right away (through a driver above in
+ * relay mode too, or handed to one stepping us), so the app is not suspended for it. */
+static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type) {
+    cc_mw_state_t *st = d->st;
+    PyObject *hold = NULL, *r, *it;
+    if (d->final_fwd) /* after the last message: dropped, as once the response is sent */
+        return done_with(d, Py_NewRef(Py_None));
+    if (PyErr_Occurred())
+        goto fail;
+    if (str_is(type, st->s_body_msg)) {
+        PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
+        if (!more)
+            goto fail;
+        int m = PyObject_IsTrue(more);
+        Py_DECREF(more);
+        if (m < 0)
+            goto fail;
+        d->final_fwd = !m;
+    } else if (str_is(type, st->s_pathsend)) {
+        d->final_fwd = 1;
+    } else {
+        PyErr_Format(PyExc_RuntimeError,
+                     "middleware %s: unexpected message %R in the response body",
+                     dispatch_name(d, &hold), type);
+        Py_XDECREF(hold);
+        goto fail;
+    }
+    if (Py_TYPE(d->send) == (PyTypeObject *)st->driver_type)
+        return drv_send((drv_t *)d->send, msg, NULL);
+    if (!(r = PyObject_CallOneArg(d->send, msg)) || !(it = cc_mw_awaitable_iter(r)))
+        goto fail;
+    PyObject *step = step_new(st, d, G_FWD, it);
+    Py_DECREF(it);
+    return step;
+fail:
+    relay_fail(d);
+    return step_new(st, d, G_CANCEL, NULL);
+}
+
+PyObject *cc_mw_pass(PyObject *driver) {
+    drv_t *d = (drv_t *)driver;
+    if (d->phase != PH_BODY || d->body_started || d->child || d->entangled || d->waiting ||
+        d->proxy || d->msg || !d->coro || d->coro_done || (d->queue && PyList_GET_SIZE(d->queue)) ||
+        (d->deferred && PyList_GET_SIZE(d->deferred)))
+        Py_RETURN_NONE;
+    d->pass = 1;
+    d->body_started = 1;
+    return step_new(d->st, d, G_PASS, NULL);
+}
+
+int cc_mw_final_sent(PyObject *driver) {
+    return ((drv_t *)driver)->final_fwd;
+}
+
 /* The `send` the downstream app gets. With `handed` (a cicada layer sending from C, see
  * cc_mw_layer_send), a message the driver takes in-task sets *handed and returns None instead
  * of a suspending step: the caller then yields the driver itself, which drv_pump recognises. */
@@ -1091,6 +1323,11 @@ static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
     if (str_is(type, st->s_early_hint)) {
         Py_DECREF(type);
         return PyObject_CallOneArg(d->send, msg);
+    }
+    if (d->pass) {
+        PyObject *r = drv_forward(d, msg, type);
+        Py_DECREF(type);
+        return r;
     }
     Py_DECREF(type);
     if (PyErr_Occurred())
@@ -1209,7 +1446,7 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     }
     if (!d->task && !(d->task = current_task(d)))
         goto error;
-    if ((d->ts = anyio_task_state(st, d->task))) {
+    if ((d->ts = drv_task_state(d))) {
         d->outer_scope = PyObject_GetAttr(d->ts, st->s_cancel_scope);
         if (!d->outer_scope)
             goto error;
@@ -1366,6 +1603,9 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->outer_scope);
     Py_VISIT(d->app_scope);
     Py_VISIT(d->child);
+    Py_VISIT(d->relay_error);
+    Py_VISIT(d->offer);
+    Py_VISIT(d->offer_msg);
     return 0;
 }
 
@@ -1392,6 +1632,9 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->outer_scope);
     Py_CLEAR(d->app_scope);
     Py_CLEAR(d->child);
+    Py_CLEAR(d->relay_error);
+    Py_CLEAR(d->offer);
+    Py_CLEAR(d->offer_msg);
     return 0;
 }
 
@@ -1528,7 +1771,8 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
-    d->child = NULL;
+    d->child = d->relay_error = d->offer = d->offer_msg = NULL;
+    d->pass = d->final_fwd = 0;
     d->child_watched = d->child_cancelled = 0;
     d->phase = PH_INIT;
     d->stepping = d->coro_done = d->started = d->resume_throw = 0;

@@ -73,6 +73,8 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(call_type)                                                                                   \
     X(entry_type)                                                                                  \
     X(headers_type)                                                                                \
+    X(hset_type)                                                                                   \
+    X(headers_setitem)                                                                             \
     X(mutable_headers)                                                                             \
     X(response_base)                                                                               \
     X(base_call)                                                                                   \
@@ -83,6 +85,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(s_http)                                                                                      \
     X(response_cls)                                                                                \
     X(current_task)                                                                                \
+    X(current_tasks)                                                                               \
     X(cancelled_error)                                                                             \
     X(anyio_states)                                                                                \
     X(s_type)                                                                                      \

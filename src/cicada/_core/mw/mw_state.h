@@ -24,6 +24,7 @@ typedef struct {
     PyObject *call_type;
     PyObject *entry_type;
     PyObject *headers_type;
+    PyObject *hset_type;
     /* set by mw_setup() from cicada/middleware.py; NULL until then */
     PyObject *layer_type;     /* cicada.middleware.HTTPMiddleware */
     PyTypeObject *layer_seen; /* not a reference: only compared (see cc_mw_is_layer) */
@@ -36,9 +37,11 @@ typedef struct {
     PyObject *request_cls;      /* cicada.middleware._Request (starlette Request) */
     PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
     PyObject *current_task;     /* asyncio.current_task */
+    PyObject *current_tasks;    /* the dict it reads where it is Python code (3.11), or NULL */
     PyObject *cancelled_error;  /* asyncio.CancelledError */
     PyObject *response_base;    /* starlette.responses.Response */
-    PyObject *mutable_headers;  /* starlette.datastructures.MutableHeaders */
+    PyObject *mutable_headers;  /* cicada.middleware._Headers (a starlette MutableHeaders) */
+    PyObject *headers_setitem;  /* MutableHeaders.__setitem__, for what the C one leaves */
     PyObject *base_call;        /* BaseHTTPMiddleware.__call__, used off asyncio */
     PyObject *get_running_loop; /* asyncio._get_running_loop */
     PyObject *ensure_future;    /* asyncio.ensure_future */
