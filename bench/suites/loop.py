@@ -24,7 +24,8 @@ NOTES = (
     "Micro-benchmarks: one process per loop pinned to core 0, best of 3 repetitions inside "
     "the process, median over runs. Echo: server process (loop under "
     "test) on core 0, client process (uvloop, 8 connections ping-pong) on core 1; figures are "
-    "round trips per second. Nested: cost of one nested `run_until_complete(noop())` (cicada "
+    "round trips per second, and the echo server's own CPU time (user + system) per round trip, "
+    "which the shared client cannot distort. Nested: cost of one nested `run_until_complete(noop())` (cicada "
     "only) next to one loop iteration (`await asyncio.sleep(0)`); the overhead row subtracts what "
     "the same coroutine costs run the async way (`await loop.create_task(noop())`), so it is what "
     "nesting adds (issue target: at most one loop iteration)."
@@ -193,7 +194,7 @@ def client(family, addr, size, conns, duration):
                 await loop.create_connection(lambda f=f: C(f), *addr)
         t0 = time.perf_counter()
         await asyncio.gather(*futs)
-        return count[0] / (time.perf_counter() - t0)
+        return {"rate": count[0] / (time.perf_counter() - t0), "count": count[0]}
     return loop.run_until_complete(main())
 
 if __name__ == "__main__":
@@ -254,11 +255,22 @@ def _echo_once(worker, kind, mode, family, size, duration) -> float:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"echo server failed: {proc.stderr.read().decode()[-1500:]}")
             time.sleep(0.02)
-        return float(_run([worker, "client", family, json.dumps(addr), str(size), "8",
-                           str(duration)], harness.CLIENT_CPU))
+        # The client (the same for every subject) can set the pace, so also take the server's
+        # own CPU time per round trip, which only the loop under test decides.
+        cpu0 = _cpu_seconds(proc.pid)
+        out = json.loads(_run([worker, "client", family, json.dumps(addr), str(size), "8",
+                               str(duration)], harness.CLIENT_CPU))
+        cpu_us = (_cpu_seconds(proc.pid) - cpu0) * 1e6 / max(out["count"], 1)
+        return out["rate"], cpu_us
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _interleaved(label, unit, runs, measure) -> list[harness.Result]:
@@ -299,9 +311,17 @@ def collect(opts) -> list[harness.Result]:
                                               sorted(extra)[len(extra) // 2], "us", extra,
                                               higher_is_better=False))
         for label, mode, family, size in ECHO:
-            results += _interleaved(
-                label, "rt/s", opts.runs,
-                lambda kind: _echo_once(worker, kind, mode, family, size, duration))
+            cpu: dict[str, list[float]] = {kind: [] for kind in SUBJECTS}
+
+            def echo(kind):
+                rate, cpu_us = _echo_once(worker, kind, mode, family, size, duration)
+                cpu[kind].append(cpu_us)
+                return rate
+
+            results += _interleaved(label, "rt/s", opts.runs, echo)
+            results += [harness.Result(f"{label}: server CPU per round trip", kind,
+                                       statistics.median(v), "us", v, higher_is_better=False)
+                        for kind, v in cpu.items()]
     finally:
         os.unlink(worker)
     return results

@@ -4,7 +4,7 @@ Four ways to write the layer: Starlette's BaseHTTPMiddleware (`@app.middleware("
 hand-written pure-ASGI class wrapping send, cicada's HTTPMiddleware, and cicada's
 `accelerate(app)` over the unchanged `@app.middleware("http")` code. Measured (a) in-process:
 the ASGI app called directly on one uvloop loop, CPU µs per request, and (b) under cicada's own
-server (`cicada APP --loop uvloop --no-access-log`) with wrk, where the middleware's share of the
+server on its default loop (`cicada APP --loop cicada --no-access-log`) with wrk, where the middleware's share of the
 cost shows better than under a slower server. MW_BENCH_SERVER picks the server rows: `cicada`
 (default), `uvicorn` (uvloop + httptools), `both`, or `0` for in-process only.
 """
@@ -31,7 +31,8 @@ LAYERS = [0, 1, 5, 10]
 NOTES = (
     "In-process rows are CPU µs per request (time.process_time, best of 5 slices per run, so "
     "other load on the shared machine counts less); `per layer` rows are (t(10 layers) - t(0)) / "
-    "10. Server rows are cicada's own server (`cicada APP --loop uvloop --no-access-log`) "
+    "10. Server rows are cicada's own server on its default loop "
+    "(`cicada APP --loop cicada --no-access-log`) "
     "pinned to core 0, wrk pinned to core 1; the uvicorn rows of earlier runs were dropped to "
     "keep the suite near 5 minutes (MW_BENCH_SERVER=uvicorn or both brings them back). "
     "Targets: one cicada layer >= 97% of no-middleware throughput, ten >= 85%, per-layer cost "
@@ -82,7 +83,7 @@ def _server_cmd(server: str, port: int) -> list[str]:
         cli = shutil.which("cicada", path=str(Path(sys.executable).parent)) or shutil.which("cicada")
         if not cli:
             raise RuntimeError("the cicada CLI is not installed (make build)")
-        return [cli, app, "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+        return [cli, app, "--host", "127.0.0.1", "--port", str(port), "--loop", "cicada",
                 "--no-access-log", "--log-level", "warning"]
     return [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level",
