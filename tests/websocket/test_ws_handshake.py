@@ -4,23 +4,13 @@ response extension, and upgrade requests refused with 400/426 before any app run
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import websockets
 from websockets.asyncio.client import connect
 
 from ws_apps import Recorder, echo
-from wsraw import handshake
-
-
-def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
+from wsraw import handshake, wait_for
 
 
 def run(coro):

@@ -5,45 +5,15 @@ close after a protocol error while the client is still sending a huge frame."""
 
 from __future__ import annotations
 
-import socket
 import struct
 import time
 
 import pytest
 
-from ws_apps import Recorder
-from wsraw import Reader, frame, handshake
+from ws_apps import Recorder, recording_echo
+from wsraw import frame, open_ws, wait_for
 
 SIZE = 65537  # 64 KiB + 1: a 64-bit length header, and no power-of-two split lines up with it
-
-
-def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
-
-
-def open_ws(st):
-    s, status, _, rest = handshake(st.port)
-    assert status == 101
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s, Reader(s, rest)
-
-
-def recording_echo():
-    async def body(app, scope, receive, send):
-        await receive()
-        await send({"type": "websocket.accept"})
-        while True:
-            m = await receive()
-            app.events.append(m)
-            if m["type"] == "websocket.disconnect":
-                return
-            await send({"type": "websocket.send", **{k: m[k] for k in ("text", "bytes") if k in m}})
-    return Recorder(body)
 
 
 def send_in_pieces(s, data: bytes, cuts):
@@ -75,7 +45,7 @@ ODD_CUTS = [1, 2, 9, 15, 1021, 4099, 30011, 65549, 65552, 65600, 99991, 131071]
 def test_large_message_split_at_odd_offsets(serve, kind, fragmented):
     app = recording_echo()
     st = serve(app)
-    s, r = open_ws(st)
+    s, r = open_ws(st, nodelay=True)
     if kind == "bytes":
         payload = bytes((i * 7 + 3) & 0xFF for i in range(SIZE))
         raw, op = payload, 0x2
@@ -107,7 +77,7 @@ def test_large_message_split_at_odd_offsets(serve, kind, fragmented):
 def test_many_large_messages_pipelined_with_small_ones(serve):
     app = recording_echo()
     st = serve(app)
-    s, r = open_ws(st)
+    s, r = open_ws(st, nodelay=True)
     msgs = []
     for i in range(12):
         n = SIZE + i * 1000 if i % 3 else 600 + i
@@ -121,7 +91,7 @@ def test_many_large_messages_pipelined_with_small_ones(serve):
 def test_large_message_at_and_over_the_limit(serve):
     app = recording_echo()
     st = serve(app, ws_max_size=SIZE)
-    s, r = open_ws(st)
+    s, r = open_ws(st, nodelay=True)
     s.sendall(frame(0x2, b"L" * SIZE))
     assert r.read() == (True, 0x2, b"L" * SIZE)
     s.sendall(frame(0x2, b"L" * 40000, fin=False) + frame(0x0, b"M" * (SIZE - 40000)))
@@ -136,7 +106,7 @@ def test_large_message_at_and_over_the_limit(serve):
 def test_large_text_invalid_utf8_split_is_1007(serve, where):
     app = recording_echo()
     st = serve(app)
-    s, r = open_ws(st)
+    s, r = open_ws(st, nodelay=True)
     raw = bytearray(b"v" * SIZE)
     if where == "start":
         raw[600] = 0xFF
@@ -165,7 +135,7 @@ def test_large_sends_keep_order_with_corked_small_ones(serve):
         await receive()
 
     st = serve(Recorder(body))
-    s, r = open_ws(st)
+    s, r = open_ws(st, nodelay=True)
     assert r.read() == (True, 0x1, b"one")
     assert r.read() == (True, 0x2, big)
     assert r.read() == (True, 0x1, b"two")
@@ -190,7 +160,7 @@ def test_protocol_error_mid_huge_frame_lingers(serve, error, code):
     frame and then see a clean EOF: no reset from a socket closed with unread input."""
     app = recording_echo()
     st = serve(app, ws_max_size=256 * 1024)
-    s, r = open_ws(st)
+    s, r = open_ws(st, nodelay=True)
     total = HUGE
     if error == "too-big":
         head, first = huge_frame_header(0x82, total), b"\0" * 4096
@@ -219,7 +189,7 @@ def test_protocol_error_mid_huge_frame_lingers(serve, error, code):
 def test_linger_after_error_is_bounded(serve):
     """A client that neither stops sending nor closes is cut off (by the linger's byte bound)."""
     st = serve(recording_echo(), ws_max_size=1024)
-    s, r = open_ws(st)
+    s, r = open_ws(st, nodelay=True)
     s.sendall(huge_frame_header(0x82, 1 << 30))
     assert r.read_close()[0] == 1009
     s.settimeout(10)
@@ -240,7 +210,7 @@ def rss_kb() -> int:
 def _large_batch(st, n, wires):
     one, text, frags = wires
     for i in range(n):
-        s, r = open_ws(st)
+        s, r = open_ws(st, nodelay=True)
         s.sendall(one + text + frags)
         for _ in range(3):
             assert r.read() is not None

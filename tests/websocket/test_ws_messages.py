@@ -14,16 +14,7 @@ from websockets.asyncio.client import connect
 
 import cicada._core as core
 from ws_apps import Recorder, echo
-from wsraw import Reader, close_payload, frame, handshake
-
-
-def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
+from wsraw import Reader, close_payload, frame, handshake, wait_for
 
 
 def run(coro):

@@ -6,40 +6,11 @@ right code and the app hears a disconnect."""
 from __future__ import annotations
 
 import struct
-import time
 
 import pytest
 
-from ws_apps import Recorder, echo
-from wsraw import Reader, close_payload, frame, handshake
-
-
-def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
-
-
-def open_ws(st, path="/"):
-    s, status, _, rest = handshake(st.port, path)
-    assert status == 101
-    return s, Reader(s, rest)
-
-
-def recording_echo():
-    async def body(app, scope, receive, send):
-        await receive()
-        await send({"type": "websocket.accept"})
-        while True:
-            m = await receive()
-            app.events.append(m)
-            if m["type"] == "websocket.disconnect":
-                return
-            await send({"type": "websocket.send", **{k: m[k] for k in ("text", "bytes") if k in m}})
-    return Recorder(body)
+from ws_apps import echo, recording_echo
+from wsraw import close_payload, frame, open_ws, wait_for
 
 
 # -- framing ---------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,13 @@ import websockets
 from websockets.asyncio.client import connect
 
 from ws_apps import Recorder
-from wsraw import Reader, frame, handshake
+from wsraw import Reader, frame, handshake, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 
 from cicada_proc import CicadaProcess  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def test_shutdown_sends_1001_after_in_flight_messages(serve):

@@ -39,3 +39,17 @@ class Recorder:
         except BaseException as exc:
             self.errors.append(exc)
             raise
+
+
+def recording_echo():
+    """Accepts, echoes every message and records what it received (disconnect included)."""
+    async def body(app, scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            m = await receive()
+            app.events.append(m)
+            if m["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", **{k: m[k] for k in ("text", "bytes") if k in m}})
+    return Recorder(body)

@@ -8,6 +8,7 @@ import hashlib
 import os
 import socket
 import struct
+import time
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -106,3 +107,22 @@ class Reader:
 
     def at_eof(self) -> bool:
         return not self._need(len(self.buf) + 1)
+
+
+def wait_for(pred, timeout=5.0):
+    """Poll pred() until it is true or the timeout passes; returns its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+def open_ws(st, path="/", nodelay=False):
+    """An accepted WebSocket on server thread `st`: (socket, Reader)."""
+    s, status, _, rest = handshake(st.port, path)
+    assert status == 101
+    if nodelay:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s, Reader(s, rest)
