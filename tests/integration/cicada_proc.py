@@ -117,6 +117,21 @@ class CicadaProcess:
             self.proc.wait(5)
 
 
+def started_processes(*prefix: str):
+    """Body of a `serve` fixture: yields start(args..., **kw) -> a started CicadaProcess (with
+    `prefix` before the args); every process is killed at teardown."""
+    started: list[CicadaProcess] = []
+
+    def start(*args: str, **kw) -> CicadaProcess:
+        p = CicadaProcess([*prefix, *args], **kw)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.kill()
+
+
 def run_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 30.0,
             cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

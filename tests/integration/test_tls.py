@@ -15,7 +15,7 @@ import httpx
 import pytest
 import websockets
 
-from cicada_proc import CicadaProcess, run_cli
+from cicada_proc import CicadaProcess, run_cli, started_processes
 
 LOOPS = ["asyncio", "uvloop", "cicada"]
 
@@ -67,16 +67,7 @@ def certs(tmp_path_factory):
 
 @pytest.fixture
 def serve():
-    started: list[CicadaProcess] = []
-
-    def start(*args: str) -> CicadaProcess:
-        p = CicadaProcess(["testapps:tls_app", "--port", "0", *args])
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        p.kill()
+    yield from started_processes("testapps:tls_app", "--port", "0")
 
 
 @pytest.mark.parametrize("loop", LOOPS)
