@@ -111,8 +111,10 @@ int cc_asgi_write_obj(cc_asgi_proto_t *p, PyObject *bytes) {
 int cc_asgi_writelines(cc_asgi_proto_t *p, PyObject **parts, int n) {
     if (!p->transport || p->lost || p->close_called)
         return 0;
-    if (n == 1 || p->fast)
-        return p->fast ? writev_fast(p, parts, n) : cc_asgi_write_obj(p, parts[0]);
+    if (p->fast)
+        return writev_fast(p, parts, n);
+    if (n == 1)
+        return cc_asgi_write_obj(p, parts[0]);
     PyObject *list = PyList_New(n);
     if (!list)
         return -1;
