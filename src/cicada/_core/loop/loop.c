@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -808,9 +809,13 @@ static PyObject *core_create_future(cc_loop_t *self, PyObject *unused) {
 
 /* ---- attributes shared with asyncio's Python code ---------------------------------------- */
 
-static PyObject *get_bool(int v) { return PyBool_FromLong(v); }
+/* The int flags asyncio's code reads and assigns (_debug, _stopping, _closed): the getset's
+ * closure is the field's offset in cc_loop_t. */
+#define FLAG(o, c) (*(int *)((char *)(o) + (size_t)(c)))
 
-static int set_bool(int *dst, PyObject *v) {
+static PyObject *g_flag(cc_loop_t *s, void *c) { return PyBool_FromLong(FLAG(s, c)); }
+
+static int s_flag(cc_loop_t *s, PyObject *v, void *c) {
     if (!v) {
         PyErr_SetString(PyExc_AttributeError, "cannot delete this attribute");
         return -1;
@@ -818,33 +823,8 @@ static int set_bool(int *dst, PyObject *v) {
     int b = PyObject_IsTrue(v);
     if (b < 0)
         return -1;
-    *dst = b;
+    FLAG(s, c) = b;
     return 0;
-}
-
-static PyObject *g_debug(cc_loop_t *s, void *c) {
-    (void)c;
-    return get_bool(s->debug);
-}
-static int s_debug(cc_loop_t *s, PyObject *v, void *c) {
-    (void)c;
-    return set_bool(&s->debug, v);
-}
-static PyObject *g_stopping(cc_loop_t *s, void *c) {
-    (void)c;
-    return get_bool(s->stopping);
-}
-static int s_stopping(cc_loop_t *s, PyObject *v, void *c) {
-    (void)c;
-    return set_bool(&s->stopping, v);
-}
-static PyObject *g_closed(cc_loop_t *s, void *c) {
-    (void)c;
-    return get_bool(s->closed);
-}
-static int s_closed(cc_loop_t *s, PyObject *v, void *c) {
-    (void)c;
-    return set_bool(&s->closed, v);
 }
 static PyObject *g_thread_id(cc_loop_t *s, void *c) {
     (void)c;
@@ -894,9 +874,9 @@ static int s_ignore(cc_loop_t *s, PyObject *v, void *c) {
 }
 
 static PyGetSetDef core_getset[] = {
-    {"_debug", (getter)g_debug, (setter)s_debug, NULL, NULL},
-    {"_stopping", (getter)g_stopping, (setter)s_stopping, NULL, NULL},
-    {"_closed", (getter)g_closed, (setter)s_closed, NULL, NULL},
+    {"_debug", (getter)g_flag, (setter)s_flag, NULL, (void *)offsetof(cc_loop_t, debug)},
+    {"_stopping", (getter)g_flag, (setter)s_flag, NULL, (void *)offsetof(cc_loop_t, stopping)},
+    {"_closed", (getter)g_flag, (setter)s_flag, NULL, (void *)offsetof(cc_loop_t, closed)},
     {"_thread_id", (getter)g_thread_id, (setter)s_thread_id, NULL, NULL},
     {"_timer_cancelled_count", (getter)g_tcc, (setter)s_tcc, NULL, NULL},
     {"_ready", (getter)g_ready, (setter)s_ignore, NULL, NULL},
