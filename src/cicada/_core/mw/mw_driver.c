@@ -471,6 +471,16 @@ static void no_response_error(void) {
     PyErr_SetString(PyExc_RuntimeError, "No response returned.");
 }
 
+/* A body message's more_body, as a truth value: 1, 0, or -1 with an exception set. */
+static int more_body(cc_mw_state_t *st, PyObject *msg) {
+    PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
+    if (!more)
+        return -1;
+    int m = PyObject_IsTrue(more);
+    Py_DECREF(more);
+    return m;
+}
+
 /* Takes a message from the app for goal `goal`. 1: done with *out (new ref, may be NULL for end
  * of body in G_CHUNK), 0: keep going, -1: error. */
 static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
@@ -497,11 +507,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
     }
     /* G_BODY / G_CHUNK */
     if (str_is(type, st->s_body_msg)) {
-        PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
-        if (!more)
-            goto done;
-        int m = PyObject_IsTrue(more);
-        Py_DECREF(more);
+        int m = more_body(st, msg);
         if (m < 0)
             goto done;
         if (!m)
@@ -1256,11 +1262,7 @@ static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type) {
     if (PyErr_Occurred())
         goto fail;
     if (str_is(type, st->s_body_msg)) {
-        PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
-        if (!more)
-            goto fail;
-        int m = PyObject_IsTrue(more);
-        Py_DECREF(more);
+        int m = more_body(st, msg);
         if (m < 0)
             goto fail;
         d->final_fwd = !m;
