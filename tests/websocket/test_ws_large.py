@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ws_apps import Recorder, recording_echo
+from ws_apps import Recorder, quiet_echo, recording_echo
 from wsraw import frame, open_ws, wait_for
 
 SIZE = 65537  # 64 KiB + 1: a 64-bit length header, and no power-of-two split lines up with it
@@ -233,16 +233,7 @@ def _large_batch(st, n, wires):
 def test_rss_flat_with_large_messages_cut_off(serve):
     import gc
 
-    async def echo(scope, receive, send):
-        await receive()
-        await send({"type": "websocket.accept"})
-        while True:
-            m = await receive()
-            if m["type"] == "websocket.disconnect":
-                return
-            await send({"type": "websocket.send", **{k: m[k] for k in ("text", "bytes") if k in m}})
-
-    st = serve(echo, error_logger=None)
+    st = serve(quiet_echo, error_logger=None)
     raw = b"q" * SIZE
     wires = (frame(0x2, raw), frame(0x1, raw),
              frame(0x2, raw[:40001], fin=False) + frame(0x0, raw[40001:]))

@@ -9,18 +9,8 @@ import zlib
 
 import pytest
 
+from ws_apps import quiet_echo
 from wsraw import Reader, close_payload, frame, handshake
-
-async def echo(scope, receive, send):
-    """Like apps.echo but keeps nothing (apps.echo records every disconnect)."""
-    await receive()
-    await send({"type": "websocket.accept"})
-    while True:
-        m = await receive()
-        if m["type"] == "websocket.disconnect":
-            return
-        await send({"type": "websocket.send", **{k: m[k] for k in ("text", "bytes") if k in m}})
-
 
 UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 
@@ -77,7 +67,7 @@ def _settle(st):
 
 @pytest.mark.skipif(UNDER_ASAN, reason="ASan's quarantine keeps freed memory resident")
 def test_rss_flat_over_many_websockets(serve):
-    st = serve(echo, error_logger=None)  # the test log handler keeps every record
+    st = serve(quiet_echo, error_logger=None)  # the test log handler keeps every record
     _batch(st, 300)
     _settle(st)
     before = rss_kb()
@@ -94,7 +84,7 @@ def test_rss_flat_over_many_websockets(serve):
 def test_python_objects_flat(serve):
     import tracemalloc
 
-    st = serve(echo, error_logger=None)  # the test log handler keeps every record
+    st = serve(quiet_echo, error_logger=None)  # the test log handler keeps every record
     _batch(st, 200)
     _settle(st)
     tracemalloc.start()

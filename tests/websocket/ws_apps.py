@@ -23,6 +23,17 @@ async def echo(scope, receive, send):
 echo.events = []
 
 
+async def quiet_echo(scope, receive, send):
+    """Like echo but keeps nothing (echo records every disconnect): for memory tests."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        m = await receive()
+        if m["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", **{k: m[k] for k in ("text", "bytes") if k in m}})
+
+
 class Recorder:
     """An app built from a coroutine `body(scope, receive, send)`, recording what it saw."""
 
