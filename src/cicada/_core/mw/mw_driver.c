@@ -826,18 +826,12 @@ static void relay_fail(drv_t *d) {
     d->phase = PH_SENT;
 }
 
-/* G_FWD: steps the upstream send's awaitable for the app; its failure becomes relay_fail's. */
+/* G_FWD: steps the upstream send's awaitable for the app; its failure becomes relay_fail's.
+ * step_resume has already refused a finished step. */
 static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
     PyObject *it = s->value, *out = NULL;
     drv_t *d = s->d;
     int r;
-    if (s->finished) {
-        if (exc)
-            raise_exc(exc);
-        else
-            PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware step");
-        return PYGEN_ERROR;
-    }
     if (exc) {
         PyObject *thr = PyObject_GetAttr(it, s->st->s_throw);
         if (!thr) {
