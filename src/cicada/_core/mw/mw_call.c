@@ -803,7 +803,9 @@ static PyObject *hset_vectorcall(PyObject *descr, PyObject *const *args, size_t 
         PyObject *it = PyList_GET_ITEM(list, i);
         if (!PyTuple_CheckExact(it) || PyTuple_GET_SIZE(it) != 2)
             goto fallback; /* before any change: let Python unpack (and complain) */
+        Py_INCREF(it); /* a foreign key's __eq__ may change the list under us */
         int eq = key_eq(PyTuple_GET_ITEM(it, 0), set_key);
+        Py_DECREF(it);
         if (eq < 0)
             goto error;
         if (eq && first < 0)
@@ -813,10 +815,11 @@ static PyObject *hset_vectorcall(PyObject *descr, PyObject *const *args, size_t 
      * under an __eq__ of a foreign key type, so indexes are checked again) */
     if (first >= 0) {
         for (Py_ssize_t i = PyList_GET_SIZE(list) - 1; i > first; i--) {
-            PyObject *it = PyList_GET_ITEM(list, i);
+            PyObject *it = Py_NewRef(PyList_GET_ITEM(list, i));
             int eq = PyTuple_CheckExact(it) && PyTuple_GET_SIZE(it) == 2
                          ? key_eq(PyTuple_GET_ITEM(it, 0), set_key)
                          : 0;
+            Py_DECREF(it);
             if (eq < 0 || (eq && PyList_SetSlice(list, i, i + 1, NULL) < 0))
                 goto error;
             if (i > PyList_GET_SIZE(list))
