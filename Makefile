@@ -94,18 +94,25 @@ fuzz: sysdeps fuzz-build
 	done
 
 # --- other CPython versions -------------------------------------------------------------------
-# Builds (-Werror) and smoke-tests the extension on every other CPython 3.12+ found on PATH, so
-# deprecations and API changes there show up before a user meets them.
+# Builds (-Werror) on every other CPython 3.12+ found on PATH or in pyenv, smoke-tests the
+# extension with no third-party package, then runs the whole pytest suite (CPython's own asyncio
+# conformance tests come from that interpreter's stdlib), so changes there show up before a user
+# meets them. COMPAT_PYTEST_ARGS narrows it; COMPAT_PYTEST_ARGS=none runs the smoke test only.
 COMPAT_PYTHONS ?= $(shell sh scripts/find-pythons.sh)
+COMPAT_PYTEST_ARGS ?= -q -p no:cacheprovider
 
-compat:
+compat: sysdeps
 	@set -e; for py in $(COMPAT_PYTHONS); do \
 	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); env=build/compat-$$v/venv; \
 	  echo "== CPython $$v"; [ -x $$env/bin/python ] || $$py -m venv $$env; \
 	  $$env/bin/python -m pip install -q meson-python meson ninja; \
-	  $$env/bin/python -m pip install -q --no-build-isolation --no-deps --force-reinstall \
+	  $$env/bin/python -m pip install -q --no-build-isolation --force-reinstall --no-deps \
 	    -Cbuild-dir=build/compat-$$v/build . ; \
 	  (cd build && ../$$env/bin/python ../tests/compat_smoke.py); \
+	  if [ "$(COMPAT_PYTEST_ARGS)" != none ]; then \
+	    $$env/bin/python -m pip install -q --no-build-isolation -Cbuild-dir=build/compat-$$v/build '.[test]'; \
+	    $$env/bin/python -m pytest $(COMPAT_PYTEST_ARGS) || [ $$? -eq 5 ]; \
+	  fi; \
 	done
 
 # --- benchmarks ---------------------------------------------------------------------------------

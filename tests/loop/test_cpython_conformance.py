@@ -77,7 +77,9 @@ def _apply_skips(cls):
 
 
 class _PolicyMixin:
-    """asyncio.new_event_loop() returns a strict cicada loop for the duration of each test."""
+    """asyncio.new_event_loop() returns a strict cicada loop for the duration of each test, and
+    each test starts from a fresh policy: on 3.13 get_event_loop() raises, instead of making a loop,
+    once an earlier test has called set_event_loop(None) on a shared one."""
 
     def setUp(self):
         old = asyncio.get_event_loop_policy()
@@ -168,7 +170,7 @@ class _RunnerMixin:
 
 
 @_apply_skips
-class TestCicadaTaskGroups(_RunnerMixin, ttg.TestTaskGroup):
+class TestCicadaTaskGroups(_PolicyMixin, _RunnerMixin, ttg.TestTaskGroup):
     pass
 
 
