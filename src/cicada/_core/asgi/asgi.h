@@ -133,6 +133,7 @@ struct cc_asgi_proto {
     unsigned reading_paused : 1;
     unsigned writing_paused : 1;
     unsigned fast : 1; /* the transport is cicada's own: called through loop.h, not Python */
+    unsigned write_each : 1; /* the transport's writelines() skips flow control: write() parts */
 };
 
 enum { CC_RESP_INIT = 0, CC_RESP_STARTED, CC_RESP_BODY, CC_RESP_TRAILERS, CC_RESP_DONE };

@@ -15,6 +15,19 @@ static PyTypeObject *add_type(PyObject *module, PyType_Spec *spec, const char *p
     return (PyTypeObject *)t;
 }
 
+static int selector_transport_init(cc_asgi_state_t *st) {
+    PyObject *mod = PyImport_ImportModule("asyncio.selector_events");
+    if (!mod)
+        return -1;
+    st->selector_transport = PyObject_GetAttrString(mod, "_SelectorSocketTransport");
+    Py_DECREF(mod);
+    if (!st->selector_transport) /* a future CPython without it: nothing to work around */
+        PyErr_Clear();
+    else if (!PyType_Check(st->selector_transport))
+        Py_CLEAR(st->selector_transport);
+    return 0;
+}
+
 int cc_asgi_init(PyObject *module, cc_asgi_state_t *st) {
     st->request_parser_type = NULL;
 #define CC_ASGI_STR_INIT(name, text)                                                               \
@@ -43,6 +56,8 @@ int cc_asgi_init(PyObject *module, cc_asgi_state_t *st) {
         return -1;
     if (cc_asgi_header_names_init(st) < 0)
         return -1;
+    if (PY_VERSION_HEX >= 0x030C0000 && selector_transport_init(st) < 0)
+        return -1;
     if (cc_asgi_parser_init(module, &st->parser) < 0)
         return -1;
     if (cc_asgi_ws_init(module, &st->ws) < 0)
@@ -58,6 +73,7 @@ int cc_asgi_traverse(cc_asgi_state_t *st, visitproc visit, void *arg) {
     Py_VISIT(st->ready_type);
     Py_VISIT(st->client_disconnected);
     Py_VISIT(st->ready_none);
+    Py_VISIT(st->selector_transport);
     for (int i = 0; i < CC_ASGI_HDR_SLOTS; i++)
         Py_VISIT(st->hdr_names[i]);
     CC_TRY_VISIT(cc_asgi_parser_traverse(&st->parser, visit, arg));
@@ -68,6 +84,7 @@ int cc_asgi_traverse(cc_asgi_state_t *st, visitproc visit, void *arg) {
 void cc_asgi_clear(cc_asgi_state_t *st) {
     Py_CLEAR(st->request_parser_type);
     Py_CLEAR(st->ready_none);
+    Py_CLEAR(st->selector_transport);
     for (int i = 0; i < CC_ASGI_HDR_SLOTS; i++)
         Py_CLEAR(st->hdr_names[i]);
     Py_CLEAR(st->server_type);

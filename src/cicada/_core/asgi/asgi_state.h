@@ -103,6 +103,9 @@ typedef struct {
     PyTypeObject *ready_type;
     PyObject *client_disconnected; /* exception type, subclass of OSError */
     PyObject *ready_none;          /* an awaitable that completes at once with None */
+    /* asyncio's selector socket transport on 3.12+: its writelines() never paused the protocol
+     * before 3.12.9 / 3.13.2 (CPython gh-127655), so parts go through write() there. */
+    PyObject *selector_transport;
     /* Shared bytes for common request header names (scope.c): open addressing by a cheap hash. */
     PyObject *hdr_names[CC_ASGI_HDR_SLOTS];
     cc_asgi_ws_state_t ws; /* WebSocket part (ws_protocol.c) */

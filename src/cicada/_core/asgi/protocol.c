@@ -113,8 +113,12 @@ int cc_asgi_writelines(cc_asgi_proto_t *p, PyObject **parts, int n) {
         return 0;
     if (p->fast)
         return writev_fast(p, parts, n);
-    if (n == 1)
-        return cc_asgi_write_obj(p, parts[0]);
+    if (n == 1 || p->write_each) {
+        for (int i = 0; i < n; i++)
+            if (cc_asgi_write_obj(p, parts[i]) < 0)
+                return -1;
+        return 0;
+    }
     PyObject *list = PyList_New(n);
     if (!list)
         return -1;
@@ -543,6 +547,8 @@ static PyObject *proto_connection_made(cc_asgi_proto_t *p, PyObject *transport) 
     }
     p->transport = Py_NewRef(transport);
     p->fast = cc_loop_transport_fast(&cc_state(srv->module)->loop, transport);
+    p->write_each = !p->fast && srv->st->selector_transport &&
+                    PyObject_TypeCheck(transport, (PyTypeObject *)srv->st->selector_transport);
     PyObject *info = extra_info(p, srv->st->s_peername);
     if (!info)
         return NULL;
