@@ -22,6 +22,10 @@
  * LOG_THRESHOLD_FOR_CONNLOST_WRITES. */
 #define CC_LOOP_READ_MAX (256 * 1024)
 #define CC_LOOP_LOG_CONNLOST_WRITES 5
+/* A read at least this large makes the transport size its next read with FIONREAD and recv()
+ * straight into the bytes object it hands over (one copy instead of two); below it the extra
+ * ioctl() costs more than the memcpy it saves. */
+#define CC_LOOP_DIRECT_READ_MIN (32 * 1024)
 /* With callbacks ready (a zero-timeout poll), skip the epoll_wait syscall if the last poll was
  * this recent (seconds): a busy chain of callbacks then pays one syscall per interval instead of
  * one per iteration, and I/O readiness is still seen within this much time. */
