@@ -2,8 +2,9 @@
 
 `Loop` is an `asyncio.AbstractEventLoop`. Its hot core is C (`cicada._core.LoopCore`): call_soon,
 call_soon_threadsafe, call_later/call_at, create_task, the ready queue, the timer heap, epoll
-polling, add/remove reader/writer, time(), get_debug(), stop() and the iteration itself. The
-rarely-hot rest of the API (sockets, servers, transports, subprocesses, signals, executors, TLS)
+polling, add/remove reader/writer, sock_recv/sock_recv_into/sock_sendall/sock_accept, time(),
+get_debug(), stop() and the iteration itself. The rarely-hot rest of the API (sock_connect,
+servers, transports, subprocesses, signals, executors, TLS)
 is inherited from asyncio's Unix selector loop, whose transports run on the C poller through
 `_add_reader`/`_add_writer`.
 
@@ -21,7 +22,8 @@ import socket
 import sys
 import threading
 import types
-from asyncio import constants, events, format_helpers, futures, selector_events, tasks, unix_events
+from asyncio import (base_events, constants, events, format_helpers, futures, selector_events,
+                     tasks, unix_events)
 from asyncio.log import logger
 
 from cicada import _core
@@ -38,6 +40,8 @@ _leave_task = tasks._leave_task
 _current_task = tasks.current_task
 _get_ident = threading.get_ident
 _CoroutineType = types.CoroutineType
+_Future = futures.Future
+_check_ssl_socket = base_events._check_ssl_socket
 
 
 def _retrieve(future, new_task):
@@ -112,6 +116,37 @@ class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
         if self._c_transport and sock.family in _STREAM_FAMILIES and sock.type == socket.SOCK_STREAM:
             return _SocketTransport(self, sock, protocol, waiter, extra, server)
         return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)
+
+    # -- sock_* in C (loop/sock.c): tried at once, else parked until epoll reports the fd -----
+    # The C call returns the result, or the future to await when the socket would block.
+    async def sock_recv(self, sock, n):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._cc_sock_recv(sock, n)
+        return (await r) if type(r) is _Future else r
+
+    async def sock_recv_into(self, sock, buf):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._cc_sock_recv_into(sock, buf)
+        return (await r) if type(r) is _Future else r
+
+    async def sock_sendall(self, sock, data):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._cc_sock_sendall(sock, data)
+        if type(r) is _Future:
+            await r
+
+    async def sock_accept(self, sock):
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._cc_sock_accept(sock)
+        return (await r) if type(r) is _Future else r
 
     # -- the self-pipe signal.set_wakeup_fd writes to is drained in C (loop/signals.c) ---------
     def _make_self_pipe(self):

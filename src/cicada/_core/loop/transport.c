@@ -159,6 +159,7 @@ static PyObject *read_direct(cc_transport_t *self) {
     if (!data)
         return NULL;
     ssize_t n = recv(self->fd, PyBytes_AS_STRING(data), (size_t)want, 0);
+    self->st->direct_reads++;
     if (n == want)
         return data;
     /* Fewer bytes than the kernel said were queued (another reader of the fd): keep what came. */
