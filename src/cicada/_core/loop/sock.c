@@ -97,8 +97,16 @@ static int try_recv(cc_loop_state_t *st, int fd, Py_ssize_t n, PyObject **res) {
 
 static int try_recv_into(int fd, PyObject *buf, PyObject **res) {
     Py_buffer view;
-    if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0)
+    if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear(); /* socket.recv_into's own message */
+            PyErr_Format(PyExc_TypeError,
+                         "recv_into() argument 1 must be read-write bytes-like object, "
+                         "not %.100s",
+                         Py_TYPE(buf)->tp_name);
+        }
         return -1;
+    }
     ssize_t got = recv(fd, view.buf, (size_t)view.len, MSG_DONTWAIT);
     int err = errno;
     PyBuffer_Release(&view);
