@@ -174,6 +174,13 @@ static PyObject *core_call_soon(cc_loop_t *self, PyObject *const *args, Py_ssize
     PyObject *cb, *cbargs, *ctx, *h = NULL;
     if (cc_loop_check_closed(self) < 0)
         return NULL;
+    if (nargs == 1 && !kwnames && !self->debug) {
+        /* call_soon(callback): the common form, no argument tuple to build or keywords to read */
+        h = cc_loop_handle_new(self, args[0], self->st->empty_tuple, NULL);
+        if (h && cc_loop_ready_push(&self->ready, h) < 0)
+            Py_CLEAR(h);
+        return h;
+    }
     if (parse_cb(self, "call_soon", args, nargs, kwnames, 0, &cb, &cbargs, &ctx) < 0)
         return NULL;
     if (CC_UNLIKELY(self->debug) && debug_checks(self, cb, self->st->str_call_soon, 1) < 0)

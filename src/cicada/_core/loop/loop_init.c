@@ -88,7 +88,8 @@ int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
     INTERN(str_setblocking, "setblocking");
     INTERN(str_ensure_fd_no_transport, "_ensure_fd_no_transport");
     st->kw_context = PyTuple_Pack(1, st->str_context);
-    if (!st->kw_context)
+    st->empty_tuple = PyTuple_New(0);
+    if (!st->kw_context || !st->empty_tuple)
         return -1;
     st->kw_loop = PyTuple_Pack(1, st->str_loop);
     if (!st->kw_loop)
@@ -154,6 +155,7 @@ void cc_loop_clear(cc_loop_state_t *st) {
     Py_CLEAR(st->str_setblocking);
     Py_CLEAR(st->str_ensure_fd_no_transport);
     Py_CLEAR(st->kw_context);
+    Py_CLEAR(st->empty_tuple);
     PyMem_Free(st->read_buf);
     st->read_buf = NULL;
     st->c_proto_type = NULL; /* borrowed */

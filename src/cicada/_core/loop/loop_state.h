@@ -55,7 +55,8 @@ typedef struct {
     PyObject *str_accept;
     PyObject *str_setblocking;
     PyObject *str_ensure_fd_no_transport;
-    PyObject *kw_context; /* ("context",) */
+    PyObject *kw_context;  /* ("context",) */
+    PyObject *empty_tuple; /* () for callbacks without arguments */
     PyObject *kw_loop; /* ("loop",): kwnames for Task(coro, loop=...) */
     /* Bounded freelists of spent Handle / TimerHandle instances (see handle.c). */
     PyObject **handle_free;
