@@ -398,3 +398,29 @@ def test_many_connections_echo_through_sock_calls():
         srv.close()
 
     run_on("cicada", main)
+
+
+def test_large_sock_recv_reads_sized_chunks_and_small_ones_after():
+    payload = bytes(range(256)) * 2000  # 500 KiB
+
+    async def main(loop):
+        a, b = pair()
+        before = counts()[2]
+        sender = loop.create_task(loop.sock_sendall(b, payload))
+        got = bytearray()
+        sizes = []
+        while len(got) < len(payload):
+            chunk = await loop.sock_recv(a, 1 << 20)
+            sizes.append(len(chunk))
+            got += chunk
+        await sender
+        assert got == payload
+        assert counts()[2] > before  # some reads were sized with FIONREAD
+        # A small message after large ones, then EOF: the usual path still sees both.
+        await loop.sock_sendall(b, b"end")
+        assert await loop.sock_recv(a, 1 << 20) == b"end"
+        b.close()
+        assert await loop.sock_recv(a, 1 << 20) == b""
+        a.close()
+
+    run_on("cicada", main)

@@ -71,6 +71,7 @@ typedef struct {
     uint32_t lazy;
     PyObject *lazy_sock; /* the socket those bits were registered for (identity check) */
     uint32_t mask;       /* interest registered with the backend */
+    int big_reads;       /* sock_recv's last read here was large: size the next with FIONREAD */
 } cc_loop_fd_t;
 
 typedef struct {

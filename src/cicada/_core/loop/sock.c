@@ -8,6 +8,7 @@
 #include "loop/loop_internal.h"
 
 #include <errno.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 enum { CC_SOCK_RECV, CC_SOCK_RECV_INTO, CC_SOCK_SENDALL, CC_SOCK_ACCEPT };
@@ -52,7 +53,35 @@ static int call1_ok(PyObject *obj, PyObject *name, PyObject *arg) {
 
 /* ---- the operations: 1 done (*res set), 0 would block, -1 error with an exception set ------ */
 
-static int try_recv(cc_loop_state_t *st, int fd, Py_ssize_t n, PyObject **res) {
+/* recv() of at most n bytes straight into a bytes object of the size FIONREAD reports (no copy
+ * out of the shared buffer), when the last read on this fd was large. 1 done, 0 not taken (the
+ * shared-buffer path runs: little queued, EOF or an error to report), -1 error. */
+static int recv_sized(cc_loop_t *self, int fd, Py_ssize_t n, PyObject **res) {
+    int avail = 0;
+    if (fd >= self->nfds || !self->fds[fd].big_reads || n < CC_LOOP_DIRECT_READ_MIN ||
+        ioctl(fd, FIONREAD, &avail) < 0 || avail < CC_LOOP_DIRECT_READ_MIN)
+        return 0;
+    Py_ssize_t want = avail < n ? avail : n;
+    PyObject *b = PyBytes_FromStringAndSize(NULL, want);
+    if (!b)
+        return -1;
+    ssize_t got = recv(fd, PyBytes_AS_STRING(b), (size_t)want, MSG_DONTWAIT);
+    self->st->direct_reads++;
+    if (got == want) {
+        *res = b;
+        return 1;
+    }
+    /* Less than FIONREAD said (another reader of the fd): keep what came. */
+    *res = got > 0 ? PyBytes_FromStringAndSize(PyBytes_AS_STRING(b), got) : NULL;
+    Py_DECREF(b);
+    return *res ? 1 : (got > 0 ? -1 : 0);
+}
+
+static int try_recv(cc_loop_t *self, int fd, Py_ssize_t n, PyObject **res) {
+    cc_loop_state_t *st = self->st;
+    int rc = recv_sized(self, fd, n, res);
+    if (rc != 0)
+        return rc;
     if (!st->read_buf) {
         st->read_buf = PyMem_Malloc(CC_LOOP_READ_MAX);
         if (!st->read_buf) {
@@ -68,6 +97,9 @@ static int try_recv(cc_loop_state_t *st, int fd, Py_ssize_t n, PyObject **res) {
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
+        /* Remember large reads (on fds the loop has parked on) for recv_sized next time. */
+        if (fd < self->nfds)
+            self->fds[fd].big_reads = got >= CC_LOOP_DIRECT_READ_MIN;
         *res = PyBytes_FromStringAndSize(st->read_buf, got);
         return *res ? 1 : -1;
     }
@@ -86,6 +118,8 @@ static int try_recv(cc_loop_state_t *st, int fd, Py_ssize_t n, PyObject **res) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    if (fd < self->nfds)
+        self->fds[fd].big_reads = got >= CC_LOOP_DIRECT_READ_MIN;
     if (got == n) {
         *res = b;
         return 1;
@@ -167,7 +201,7 @@ static int try_accept(cc_loop_state_t *st, PyObject *sock, PyObject **res) {
 static int attempt(cc_loop_t *self, cc_loop_sockwait_t *w, int fd, PyObject **res) {
     switch (w->op) {
     case CC_SOCK_RECV:
-        return try_recv(self->st, fd, w->n, res);
+        return try_recv(self, fd, w->n, res);
     case CC_SOCK_RECV_INTO:
         return try_recv_into(fd, w->obj, res);
     case CC_SOCK_SENDALL:
@@ -472,7 +506,7 @@ PyObject *cc_loop_sock_recv(cc_loop_t *self, PyObject *const *args, Py_ssize_t n
     if (fd < 0)
         return NULL;
     PyObject *res = NULL;
-    int rc = try_recv(self->st, fd, n, &res);
+    int rc = try_recv(self, fd, n, &res);
     if (rc != 0)
         return rc > 0 ? res : NULL;
     return park(self, fd, 0, CC_SOCK_RECV, args[0], NULL, n, NULL);
