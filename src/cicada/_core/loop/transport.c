@@ -258,10 +258,16 @@ static int write_iov(PyObject *o, const struct iovec *iov, int n) {
     }
     size_t sent = 0;
     if (PyByteArray_GET_SIZE(self->buffer) == 0) {
-        struct msghdr msg = {0};
-        msg.msg_iov = (struct iovec *)iov;
-        msg.msg_iovlen = (size_t)(n < IOV_MAX ? n : IOV_MAX); /* the rest is buffered below */
-        ssize_t r = sendmsg(self->fd, &msg, MSG_NOSIGNAL);
+        ssize_t r;
+        if (n == 1) {
+            /* One buffer: send() skips sendmsg()'s msghdr and iovec import in the kernel. */
+            r = send(self->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        } else {
+            struct msghdr msg = {0};
+            msg.msg_iov = (struct iovec *)iov;
+            msg.msg_iovlen = (size_t)(n < IOV_MAX ? n : IOV_MAX); /* the rest is buffered below */
+            r = sendmsg(self->fd, &msg, MSG_NOSIGNAL);
+        }
         if (r < 0) {
             if (!would_block(errno)) {
                 PyErr_SetFromErrno(PyExc_OSError);
