@@ -22,8 +22,7 @@ import socket
 import sys
 import threading
 import types
-from asyncio import (base_events, constants, events, format_helpers, futures, selector_events,
-                     tasks, unix_events)
+from asyncio import constants, events, format_helpers, futures, selector_events, tasks, unix_events
 from asyncio.log import logger
 
 from cicada import _core
@@ -41,7 +40,8 @@ _current_task = tasks.current_task
 _get_ident = threading.get_ident
 _CoroutineType = types.CoroutineType
 _Future = futures.Future
-_check_ssl_socket = base_events._check_ssl_socket
+_Socket = socket.socket
+_BaseSelector = selector_events.BaseSelectorEventLoop
 
 
 def _retrieve(future, new_task):
@@ -118,23 +118,28 @@ class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
         return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)
 
     # -- sock_* in C (loop/sock.c): tried at once, else parked until epoll reports the fd -----
-    # The C call returns the result, or the future to await when the socket would block.
+    # The C call returns the result, or the future to await when the socket would block. Only
+    # plain socket.socket objects take it: a subclass may override recv/send (SSLSocket does,
+    # and asyncio refuses it), so any other type gets asyncio's code, which calls its methods.
     async def sock_recv(self, sock, n):
-        _check_ssl_socket(sock)
+        if type(sock) is not _Socket:
+            return await _BaseSelector.sock_recv(self, sock, n)
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         r = self._cc_sock_recv(sock, n)
         return (await r) if type(r) is _Future else r
 
     async def sock_recv_into(self, sock, buf):
-        _check_ssl_socket(sock)
+        if type(sock) is not _Socket:
+            return await _BaseSelector.sock_recv_into(self, sock, buf)
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         r = self._cc_sock_recv_into(sock, buf)
         return (await r) if type(r) is _Future else r
 
     async def sock_sendall(self, sock, data):
-        _check_ssl_socket(sock)
+        if type(sock) is not _Socket:
+            return await _BaseSelector.sock_sendall(self, sock, data)
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         r = self._cc_sock_sendall(sock, data)
@@ -142,7 +147,8 @@ class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
             await r
 
     async def sock_accept(self, sock):
-        _check_ssl_socket(sock)
+        if type(sock) is not _Socket:
+            return await _BaseSelector.sock_accept(self, sock)
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         r = self._cc_sock_accept(sock)

@@ -424,3 +424,27 @@ def test_large_sock_recv_reads_sized_chunks_and_small_ones_after():
         a.close()
 
     run_on("cicada", main)
+
+
+def test_socket_subclasses_keep_their_own_methods():
+    class Counting(socket.socket):
+        calls = 0
+
+        def recv(self, n, *a):
+            Counting.calls += 1
+            return super().recv(n, *a)
+
+    async def main(loop):
+        a, b = socket.socketpair()
+        sub = Counting(fileno=a.detach())
+        sub.setblocking(False)
+        b.setblocking(False)
+        t = loop.create_task(loop.sock_recv(sub, 10))
+        await spin()
+        b.send(b"hi")
+        assert await asyncio.wait_for(t, 5) == b"hi"
+        assert Counting.calls >= 1  # asyncio's code ran, calling the subclass's recv
+        sub.close()
+        b.close()
+
+    run_on("cicada", main)

@@ -1,8 +1,9 @@
 /* loop.sock_recv / sock_recv_into / sock_sendall / sock_accept in C: the operation is tried at
  * once; only when it would block is a waiter (future + socket) parked in the fd table, and the
  * run loop retries it and completes the future itself when epoll reports the fd, with no Handle
- * or Python callback in between. Semantics are asyncio's (selector_events.py): what the Python
- * wrappers in loop.py do not check (ssl sockets, debug-mode blocking check) is checked here. */
+ * or Python callback in between. Semantics are asyncio's (selector_events.py). Only plain
+ * socket.socket objects come here (loop.py sends subclasses, SSLSocket included, to asyncio's
+ * code, since they may override recv/send): this file works on the fd, never the methods. */
 #include "module.h"
 
 #include "loop/loop_internal.h"
