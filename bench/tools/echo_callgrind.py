@@ -1,6 +1,10 @@
 """User-space instructions per echo round trip of the echo server, under callgrind.
 
     python bench/tools/echo_callgrind.py [--seconds 3] [SUBJECT:MODE:SIZE[:unix] ...]
+    python bench/tools/echo_callgrind.py --call-soon [SUBJECT ...]
+
+The second form counts instructions per callback of the suite's call_soon benchmark instead
+(two runs, 100k and 300k callbacks; the difference over 200k, so start-up cancels out).
 
 e.g. `cicada:proto:1024 uvloop:sock:102400`. The server is bench/suites/loop.py's echo server on
 the given loop, run under `valgrind --tool=callgrind`; bench/tools/echo_client.c drives it. The
@@ -69,15 +73,40 @@ def measure(worker: str, client: str, kind: str, mode: str, size: int, family: s
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def call_soon_instructions(worker: str, kind: str) -> float:
+    totals = []
+    for n in (100_000, 300_000):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "cg.out")
+            code = (f"import sys; sys.path.insert(0, {os.path.dirname(worker)!r}); "
+                    f"w = __import__({Path(worker).stem!r}); lp = w.make_loop({kind!r}); "
+                    f"w.bench_call_soon(lp, 1000); w.bench_call_soon(lp, {n})")
+            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                            sys.executable, "-c", code], capture_output=True, check=True)
+            with open(out) as fh:
+                totals.append(next(int(line.split()[1]) for line in fh
+                                   if line.startswith(("summary:", "totals:"))))
+    return (totals[1] - totals[0]) / 200_000
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("cases", nargs="*", default=DEFAULT)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--call-soon", action="store_true", help="per-callback count instead")
     opts = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("valgrind (callgrind) is needed", file=sys.stderr)
         return 2
     worker = loop_suite._worker_path()
+    if opts.call_soon:
+        try:
+            for kind in opts.cases if opts.cases != DEFAULT else ["uvloop", "cicada"]:
+                print(f"{kind:10s} {call_soon_instructions(worker, kind):8,.0f} instructions per "
+                      "call_soon callback", flush=True)
+        finally:
+            os.unlink(worker)
+        return 0
     client = loop_suite._build_client()
     if not client:
         print("a C compiler is needed for bench/tools/echo_client.c", file=sys.stderr)
