@@ -448,3 +448,26 @@ def test_socket_subclasses_keep_their_own_methods():
         b.close()
 
     run_on("cicada", main)
+
+
+@pytest.mark.parametrize("kind", ["cicada", "asyncio"])
+def test_cancelled_accept_loses_no_connection(kind):
+    async def main(loop):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        srv.setblocking(False)
+        t = loop.create_task(loop.sock_accept(srv))
+        await spin()
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        c = socket.create_connection(srv.getsockname())
+        await spin()
+        conn, _ = await asyncio.wait_for(loop.sock_accept(srv), 5)
+        c.sendall(b"still here")
+        assert await asyncio.wait_for(loop.sock_recv(conn, 100), 5) == b"still here"
+        for s in (conn, c, srv):
+            s.close()
+
+    run_on(kind, main)
