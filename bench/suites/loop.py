@@ -2,14 +2,16 @@
 
 Micro-benchmarks run in a fresh process per loop, pinned to the server core. Echo benchmarks run
 the echo server (on the loop under test) in one process pinned to core 0 and the client in a
-separate process pinned to core 1; the client is the same for every subject (uvloop + Protocol,
-several connections doing request/response ping-pong), so only the server's loop changes.
+separate process pinned to core 1; the client is the same for every subject (bench/tools/
+echo_client.c, compiled here with cc: epoll, several connections doing request/response
+ping-pong), so only the server's loop changes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,9 +25,14 @@ NOTES = (
     "Runs are interleaved (run r of every loop before run r+1 of any). "
     "Micro-benchmarks: one process per loop pinned to core 0, best of 3 repetitions inside "
     "the process, median over runs. Echo: server process (loop under "
-    "test) on core 0, client process (uvloop, 8 connections ping-pong) on core 1; figures are "
-    "round trips per second, and the echo server's own CPU time (user + system) per round trip, "
-    "which the shared client cannot distort. Nested: cost of one nested `run_until_complete(noop())` (cicada "
+    "test) on core 0, client process on core 1: bench/tools/echo_client.c (C, epoll, 8 "
+    "connections ping-pong, the same for every subject; it replaced a uvloop+Protocol client "
+    "so that no Python loop sits on the client side). Figures are round trips per second, and "
+    "the echo server's own CPU time (user + system) per round trip, which the shared client "
+    "cannot distort; that row's cell also gives the client's CPU per round trip. On loopback "
+    "most of either side's CPU is the kernel's TCP work (a 1 KiB round trip costs even the C "
+    "client ~6 us, the uvloop client cost ~7 us), so the rate is set by latency more than by "
+    "either CPU: compare the server CPU rows. Nested: cost of one nested `run_until_complete(noop())` (cicada "
     "only) next to one loop iteration (`await asyncio.sleep(0)`); the overhead row subtracts what "
     "the same coroutine costs run the async way (`await loop.create_task(noop())`), so it is what "
     "nesting adds (issue target: at most one loop iteration)."
@@ -227,6 +234,24 @@ ECHO = [("sock_* 1 KiB", "sock", "tcp", 1024), ("Protocol 1 KiB", "proto", "tcp"
         ("unix Protocol 1 KiB", "proto", "unix", 1024)]
 
 
+CLIENT_SRC = harness.ROOT / "bench" / "tools" / "echo_client.c"
+
+
+def _build_client() -> str | None:
+    """Compile bench/tools/echo_client.c into a temporary file; None without a C compiler (the
+    suite then falls back to the uvloop client in WORKER)."""
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if not cc:
+        return None
+    out = os.path.join(tempfile.gettempdir(), f"cicada_echo_client_{os.getpid()}")
+    r = subprocess.run([cc, "-O2", "-o", out, str(CLIENT_SRC)], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"echo_client.c did not compile, using the uvloop client:\n{r.stderr}",
+              file=sys.stderr)
+        return None
+    return out
+
+
 def _worker_path() -> str:
     path = os.path.join(tempfile.gettempdir(), f"cicada_loop_bench_{os.getpid()}.py")
     with open(path, "w") as f:
@@ -242,7 +267,7 @@ def _run(args: list[str], cpu: str, timeout: float = 120) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _echo_once(worker, kind, mode, family, size, duration) -> float:
+def _echo_once(worker, client, kind, mode, family, size, duration):
     tmp = tempfile.mkdtemp(prefix="cicada-echo-")
     ready = os.path.join(tmp, "ready")
     addr = os.path.join(tmp, "sock") if family == "unix" else ["127.0.0.1", harness.free_port()]
@@ -258,10 +283,21 @@ def _echo_once(worker, kind, mode, family, size, duration) -> float:
         # The client (the same for every subject) can set the pace, so also take the server's
         # own CPU time per round trip, which only the loop under test decides.
         cpu0 = _cpu_seconds(proc.pid)
-        out = json.loads(_run([worker, "client", family, json.dumps(addr), str(size), "8",
-                               str(duration)], harness.CLIENT_CPU))
-        cpu_us = (_cpu_seconds(proc.pid) - cpu0) * 1e6 / max(out["count"], 1)
-        return out["rate"], cpu_us
+        if client:
+            where = [family, addr] if family == "unix" else [family, *map(str, addr)]
+            res = subprocess.run(harness.taskset_prefix(harness.CLIENT_CPU) +
+                                 [client, *where, str(size), "8", str(duration)],
+                                 capture_output=True, text=True, timeout=duration + 60)
+            if res.returncode != 0:
+                raise RuntimeError(f"echo client failed: {res.stderr[-1500:]}")
+            out = json.loads(res.stdout)
+        else:
+            out = json.loads(_run([worker, "client", family, json.dumps(addr), str(size), "8",
+                                   str(duration)], harness.CLIENT_CPU))
+        count = max(out["count"], 1)
+        cpu_us = (_cpu_seconds(proc.pid) - cpu0) * 1e6 / count
+        client_us = out["cpu_s"] * 1e6 / count if "cpu_s" in out else None
+        return out["rate"], cpu_us, client_us
     finally:
         proc.terminate()
         proc.wait(10)
@@ -285,6 +321,7 @@ def _interleaved(label, unit, runs, measure) -> list[harness.Result]:
 
 def collect(opts) -> list[harness.Result]:
     worker = _worker_path()
+    client = _build_client()
     results = []
     duration = min(getattr(opts, "duration", 2.0), 2.0)
     try:
@@ -312,16 +349,50 @@ def collect(opts) -> list[harness.Result]:
                                               higher_is_better=False))
         for label, mode, family, size in ECHO:
             cpu: dict[str, list[float]] = {kind: [] for kind in SUBJECTS}
+            ccpu: dict[str, list[float]] = {kind: [] for kind in SUBJECTS}
 
             def echo(kind):
-                rate, cpu_us = _echo_once(worker, kind, mode, family, size, duration)
+                rate, cpu_us, client_us = _echo_once(worker, client, kind, mode, family, size,
+                                                     duration)
                 cpu[kind].append(cpu_us)
+                if client_us is not None:
+                    ccpu[kind].append(client_us)
                 return rate
 
             results += _interleaved(label, "rt/s", opts.runs, echo)
-            results += [harness.Result(f"{label}: server CPU per round trip", kind,
-                                       statistics.median(v), "us", v, higher_is_better=False)
-                        for kind, v in cpu.items()]
+            for kind, v in cpu.items():
+                extra = {}
+                if ccpu[kind]:
+                    extra["note"] = f"client {statistics.median(ccpu[kind]):.1f} us"
+                results.append(harness.Result(f"{label}: server CPU per round trip", kind,
+                                              statistics.median(v), "us", v,
+                                              higher_is_better=False, extra=extra))
     finally:
         os.unlink(worker)
+        if client:
+            os.unlink(client)
     return results
+
+
+# Issue 5's targets: cicada / uvloop on these rows (rates: higher; CPU rows: uvloop's / ours).
+TARGETS = {"call_soon": 1.5, "create_task+await": 1.5}
+ECHO_TARGET = 1.25
+
+
+def summary(results: list[harness.Result]) -> str:
+    by = {(r.scenario, r.subject): r for r in results}
+    lines = ["cicada vs uvloop (target in brackets; server CPU rows compare CPU per round trip, "
+             "uvloop's / cicada's):", ""]
+    for (scenario, subject), r in by.items():
+        if subject != "cicada" or ("uvloop" not in {s for sc, s in by if sc == scenario}):
+            continue
+        u = by[(scenario, "uvloop")]
+        if not r.value or not u.value:
+            continue
+        ratio = r.value / u.value if r.higher_is_better else u.value / r.value
+        target = TARGETS.get(scenario)
+        if target is None and scenario.endswith("server CPU per round trip"):
+            target = ECHO_TARGET
+        mark = "" if target is None else f" [{target}x: {'met' if ratio >= target else 'not met'}]"
+        lines.append(f"- {scenario}: {ratio:.2f}x{mark}")
+    return "\n".join(lines)

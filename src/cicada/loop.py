@@ -2,8 +2,9 @@
 
 `Loop` is an `asyncio.AbstractEventLoop`. Its hot core is C (`cicada._core.LoopCore`): call_soon,
 call_soon_threadsafe, call_later/call_at, create_task, the ready queue, the timer heap, epoll
-polling, add/remove reader/writer, time(), get_debug(), stop() and the iteration itself. The
-rarely-hot rest of the API (sockets, servers, transports, subprocesses, signals, executors, TLS)
+polling, add/remove reader/writer, sock_recv/sock_recv_into/sock_sendall/sock_accept, time(),
+get_debug(), stop() and the iteration itself. The rarely-hot rest of the API (sock_connect,
+servers, transports, subprocesses, signals, executors, TLS)
 is inherited from asyncio's Unix selector loop, whose transports run on the C poller through
 `_add_reader`/`_add_writer`.
 
@@ -38,6 +39,9 @@ _leave_task = tasks._leave_task
 _current_task = tasks.current_task
 _get_ident = threading.get_ident
 _CoroutineType = types.CoroutineType
+_Future = futures.Future
+_Socket = socket.socket
+_BaseSelector = selector_events.BaseSelectorEventLoop
 
 
 def _retrieve(future, new_task):
@@ -112,6 +116,43 @@ class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
         if self._c_transport and sock.family in _STREAM_FAMILIES and sock.type == socket.SOCK_STREAM:
             return _SocketTransport(self, sock, protocol, waiter, extra, server)
         return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)
+
+    # -- sock_* in C (loop/sock.c): tried at once, else parked until epoll reports the fd -----
+    # The C call returns the result, or the future to await when the socket would block. Only
+    # plain socket.socket objects take it: a subclass may override recv/send (SSLSocket does,
+    # and asyncio refuses it), so any other type gets asyncio's code, which calls its methods.
+    async def sock_recv(self, sock, n):
+        if type(sock) is not _Socket:
+            return await _BaseSelector.sock_recv(self, sock, n)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._cc_sock_recv(sock, n)
+        return (await r) if type(r) is _Future else r
+
+    async def sock_recv_into(self, sock, buf):
+        if type(sock) is not _Socket:
+            return await _BaseSelector.sock_recv_into(self, sock, buf)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._cc_sock_recv_into(sock, buf)
+        return (await r) if type(r) is _Future else r
+
+    async def sock_sendall(self, sock, data):
+        if type(sock) is not _Socket:
+            return await _BaseSelector.sock_sendall(self, sock, data)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._cc_sock_sendall(sock, data)
+        if type(r) is _Future:
+            await r
+
+    async def sock_accept(self, sock):
+        if type(sock) is not _Socket:
+            return await _BaseSelector.sock_accept(self, sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        r = self._cc_sock_accept(sock)
+        return (await r) if type(r) is _Future else r
 
     # -- the self-pipe signal.set_wakeup_fd writes to is drained in C (loop/signals.c) ---------
     def _make_self_pipe(self):

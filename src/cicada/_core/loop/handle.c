@@ -98,36 +98,40 @@ static inline void set_slot(PyObject *obj, Py_ssize_t off, PyObject *v) {
     Py_XDECREF(old);
 }
 
-/* ctx NULL or None means "a copy of the current context", as asyncio does. */
+/* ctx NULL or None means "a copy of the current context", as asyncio does. A recycled handle
+ * (cc_loop_handle_release) comes back with its default slots (_cancelled, _source_traceback,
+ * _repr; a timer's _scheduled) already set and the others empty, so only those are filled. */
 static PyObject *fill(cc_loop_t *loop, PyTypeObject *tp, PyObject *cb, PyObject *args,
                       PyObject *ctx) {
     cc_loop_state_t *st = loop->st;
-    PyObject *owned_ctx = NULL;
     if (ctx == NULL || ctx == Py_None) {
-        owned_ctx = PyContext_CopyCurrent();
-        if (!owned_ctx)
+        ctx = PyContext_CopyCurrent();
+        if (!ctx)
             return NULL;
-        ctx = owned_ctx;
+    } else {
+        Py_INCREF(ctx);
     }
     PyObject *h;
-    if (tp == st->handle_type && st->handle_free_n > 0)
+    if (tp == st->handle_type && st->handle_free_n > 0) {
         h = st->handle_free[--st->handle_free_n];
-    else if (tp == st->timer_handle_type && st->timer_free_n > 0)
+    } else if (tp == st->timer_handle_type && st->timer_free_n > 0) {
         h = st->timer_free[--st->timer_free_n];
-    else
+    } else {
         h = tp->tp_alloc(tp, 0);
-    if (!h) {
-        Py_XDECREF(owned_ctx);
-        return NULL;
+        if (!h) {
+            Py_DECREF(ctx);
+            return NULL;
+        }
+        CC_SLOT(h, st->off_cancelled) = Py_NewRef(Py_False);
+        CC_SLOT(h, st->off_source_tb) = Py_NewRef(Py_None);
+        CC_SLOT(h, st->off_repr) = Py_NewRef(Py_None);
+        if (tp == st->timer_handle_type)
+            CC_SLOT(h, st->off_scheduled) = Py_NewRef(Py_False);
     }
-    set_slot(h, st->off_callback, cb);
-    set_slot(h, st->off_args, args);
-    set_slot(h, st->off_cancelled, Py_False);
-    set_slot(h, st->off_loop, (PyObject *)loop);
-    set_slot(h, st->off_source_tb, Py_None);
-    set_slot(h, st->off_repr, Py_None);
-    set_slot(h, st->off_context, ctx);
-    Py_XDECREF(owned_ctx);
+    CC_SLOT(h, st->off_callback) = Py_NewRef(cb);
+    CC_SLOT(h, st->off_args) = Py_NewRef(args);
+    CC_SLOT(h, st->off_loop) = Py_NewRef((PyObject *)loop);
+    CC_SLOT(h, st->off_context) = ctx;
     return h;
 }
 
@@ -150,8 +154,7 @@ PyObject *cc_loop_timer_new(cc_loop_t *loop, PyObject *when, PyObject *cb, PyObj
     PyObject *h = fill(loop, st->timer_handle_type, cb, args, ctx);
     if (!h)
         return NULL;
-    set_slot(h, st->off_when, when);
-    set_slot(h, st->off_scheduled, Py_False);
+    CC_SLOT(h, st->off_when) = Py_NewRef(when);
     return h;
 }
 
@@ -181,11 +184,29 @@ void cc_loop_handle_release(cc_loop_state_t *st, PyObject *h) {
         Py_DECREF(h);
         return;
     }
-    /* Park it first, release what it held afterwards: that release may run arbitrary code. */
+    /* Park it first, release what it held afterwards: that release may run arbitrary code. The
+     * default slots keep (or get back) their defaults, so fill() need not set them again. */
+    int timer = tp == st->timer_handle_type;
     PyObject *cb = steal_slot(h, st->off_callback), *args = steal_slot(h, st->off_args),
              *ctx = steal_slot(h, st->off_context), *lp = steal_slot(h, st->off_loop),
-             *tb = steal_slot(h, st->off_source_tb), *repr = steal_slot(h, st->off_repr),
-             *when = tp == st->timer_handle_type ? steal_slot(h, st->off_when) : NULL;
+             *when = timer ? steal_slot(h, st->off_when) : NULL, *tb = NULL, *repr = NULL,
+             *cancelled = NULL, *sched = NULL;
+    if (CC_UNLIKELY(CC_SLOT(h, st->off_source_tb) != Py_None)) {
+        tb = CC_SLOT(h, st->off_source_tb);
+        CC_SLOT(h, st->off_source_tb) = Py_NewRef(Py_None);
+    }
+    if (CC_UNLIKELY(CC_SLOT(h, st->off_repr) != Py_None)) {
+        repr = CC_SLOT(h, st->off_repr);
+        CC_SLOT(h, st->off_repr) = Py_NewRef(Py_None);
+    }
+    if (CC_SLOT(h, st->off_cancelled) != Py_False) {
+        cancelled = CC_SLOT(h, st->off_cancelled);
+        CC_SLOT(h, st->off_cancelled) = Py_NewRef(Py_False);
+    }
+    if (timer && CC_SLOT(h, st->off_scheduled) != Py_False) {
+        sched = CC_SLOT(h, st->off_scheduled);
+        CC_SLOT(h, st->off_scheduled) = Py_NewRef(Py_False);
+    }
     list[(*n)++] = h;
     Py_XDECREF(cb);
     Py_XDECREF(args);
@@ -194,6 +215,8 @@ void cc_loop_handle_release(cc_loop_state_t *st, PyObject *h) {
     Py_XDECREF(tb);
     Py_XDECREF(repr);
     Py_XDECREF(when);
+    Py_XDECREF(cancelled);
+    Py_XDECREF(sched);
 }
 
 void cc_loop_handles_free(cc_loop_state_t *st) {

@@ -18,7 +18,7 @@ static double now_monotonic(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int check_closed(cc_loop_t *self) {
+int cc_loop_check_closed(cc_loop_t *self) {
     if (CC_UNLIKELY(self->closed)) {
         PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
         return -1;
@@ -77,7 +77,7 @@ static int core_traverse(cc_loop_t *self, visitproc visit, void *arg) {
         Py_VISIT(self->fds[i].reader);
         Py_VISIT(self->fds[i].writer);
     }
-    return 0;
+    return cc_loop_sock_traverse(self, visit, arg);
 }
 
 static void drop_fd_handles(cc_loop_t *self) {
@@ -91,6 +91,7 @@ static int core_clear(cc_loop_t *self) {
     cc_loop_ready_clear(&self->ready);
     cc_loop_timers_clear(&self->timers);
     drop_fd_handles(self);
+    cc_loop_sock_clear(self);
     return 0;
 }
 
@@ -109,6 +110,7 @@ static void core_dealloc(cc_loop_t *self) {
     cc_loop_ready_free(&self->ready);
     cc_loop_timers_free(&self->timers);
     PyMem_Free(self->fds);
+    PyMem_Free(self->lazy_fds);
     PyMem_Free(self->events);
     release_os(self);
     tp->tp_free((PyObject *)self);
@@ -170,8 +172,15 @@ static int debug_checks(cc_loop_t *self, PyObject *cb, PyObject *method, int thr
 static PyObject *core_call_soon(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames) {
     PyObject *cb, *cbargs, *ctx, *h = NULL;
-    if (check_closed(self) < 0)
+    if (cc_loop_check_closed(self) < 0)
         return NULL;
+    if (nargs == 1 && !kwnames && !self->debug) {
+        /* call_soon(callback): the common form, no argument tuple to build or keywords to read */
+        h = cc_loop_handle_new(self, args[0], self->st->empty_tuple, NULL);
+        if (h && cc_loop_ready_push(&self->ready, h) < 0)
+            Py_CLEAR(h);
+        return h;
+    }
     if (parse_cb(self, "call_soon", args, nargs, kwnames, 0, &cb, &cbargs, &ctx) < 0)
         return NULL;
     if (CC_UNLIKELY(self->debug) && debug_checks(self, cb, self->st->str_call_soon, 1) < 0)
@@ -199,7 +208,7 @@ static PyObject *core__call_soon(cc_loop_t *self, PyObject *const *args, Py_ssiz
 static PyObject *core_call_soon_threadsafe(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs,
                                            PyObject *kwnames) {
     PyObject *cb, *cbargs, *ctx, *h = NULL;
-    if (check_closed(self) < 0)
+    if (cc_loop_check_closed(self) < 0)
         return NULL;
     if (parse_cb(self, "call_soon_threadsafe", args, nargs, kwnames, 0, &cb, &cbargs, &ctx) < 0)
         return NULL;
@@ -245,7 +254,7 @@ static PyObject *core_call_at(cc_loop_t *self, PyObject *const *args, Py_ssize_t
     double when = PyFloat_AsDouble(args[0]);
     if (when == -1.0 && PyErr_Occurred())
         return NULL;
-    if (check_closed(self) < 0)
+    if (cc_loop_check_closed(self) < 0)
         return NULL;
     if (parse_cb(self, "call_at", args, nargs, kwnames, 1, &cb, &cbargs, &ctx) < 0)
         return NULL;
@@ -268,7 +277,7 @@ static PyObject *core_call_later(cc_loop_t *self, PyObject *const *args, Py_ssiz
     double delay = PyFloat_AsDouble(args[0]);
     if (delay == -1.0 && PyErr_Occurred())
         return NULL;
-    if (check_closed(self) < 0)
+    if (cc_loop_check_closed(self) < 0)
         return NULL;
     if (parse_cb(self, "call_later", args, nargs, kwnames, 1, &cb, &cbargs, &ctx) < 0)
         return NULL;
@@ -353,7 +362,7 @@ static PyObject *core__write_to_self(cc_loop_t *self, PyObject *unused) {
 
 /* ---- readers and writers ------------------------------------------------------------------ */
 
-static int fd_reserve(cc_loop_t *self, int fd) {
+int cc_loop_fd_reserve(cc_loop_t *self, int fd) {
     if (fd < self->nfds)
         return 0;
     int n = self->nfds ? self->nfds : CC_LOOP_FDS_INITIAL;
@@ -365,15 +374,14 @@ static int fd_reserve(cc_loop_t *self, int fd) {
         return -1;
     }
     for (int i = self->nfds; i < n; i++)
-        nf[i] = (cc_loop_fd_t){NULL, NULL, 0};
+        nf[i] = (cc_loop_fd_t){0};
     self->fds = nf;
     self->nfds = n;
     return 0;
 }
 
-static int cancel_handle(cc_loop_t *self, PyObject *h) {
+int cc_loop_cancel_handle(PyObject *h) {
     PyObject *r = PyObject_CallMethod(h, "cancel", NULL);
-    (void)self;
     if (!r)
         return -1;
     Py_DECREF(r);
@@ -386,7 +394,7 @@ static PyObject *add_io(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_Format(PyExc_TypeError, "%s(fd, callback, *args)", name);
         return NULL;
     }
-    if (check_closed(self) < 0)
+    if (cc_loop_check_closed(self) < 0)
         return NULL;
     int fd = PyObject_AsFileDescriptor(args[0]);
     if (fd < 0)
@@ -402,7 +410,7 @@ static PyObject *add_io(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs
         PyTuple_SET_ITEM(cbargs, i - 2, Py_NewRef(args[i]));
     PyObject *h = cc_loop_handle_new(self, args[1], cbargs, NULL);
     Py_DECREF(cbargs);
-    if (!h || fd_reserve(self, fd) < 0)
+    if (!h || cc_loop_fd_reserve(self, fd) < 0)
         goto error;
     cc_loop_fd_t *e = &self->fds[fd];
     uint32_t bit = writer ? CC_EV_WRITE : CC_EV_READ;
@@ -411,11 +419,12 @@ static PyObject *add_io(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs
         goto error;
     }
     e->mask |= bit;
+    cc_loop_sock_displace(self, fd, writer); /* a parked sock_* call loses this side */
     PyObject **slot = writer ? &e->writer : &e->reader;
     PyObject *old = *slot;
     *slot = Py_NewRef(h);
     if (old) {
-        int rc = cancel_handle(self, old);
+        int rc = cc_loop_cancel_handle(old);
         Py_DECREF(old);
         if (rc < 0)
             goto error;
@@ -436,11 +445,14 @@ static PyObject *remove_io_fd(cc_loop_t *self, int fd, int writer) {
     /* An error here means the fd was closed under us: the kernel has forgotten it already. */
     (void)cc_loop_backend_set(&self->backend, fd, e->mask, e->mask & ~bit);
     e->mask &= ~bit;
+    int had_waiter = cc_loop_sock_displace(self, fd, writer);
     PyObject **slot = writer ? &e->writer : &e->reader;
     PyObject *old = *slot;
     *slot = NULL;
+    if (had_waiter && !old)
+        Py_RETURN_TRUE;
     if (old) {
-        int rc = cancel_handle(self, old);
+        int rc = cc_loop_cancel_handle(old);
         Py_DECREF(old);
         if (rc < 0)
             return NULL;
@@ -528,9 +540,21 @@ static int dispatch_io(cc_loop_t *self, cc_loop_event_t *ev) {
         uint32_t want = w ? CC_EV_WRITE : CC_EV_READ;
         if (!(ev->mask & (want | CC_EV_ERROR)))
             continue;
-        PyObject *h = w ? self->fds[fd].writer : self->fds[fd].reader;
-        if (!h)
+        cc_loop_fd_t *e = &self->fds[fd]; /* again: the read side may have run Python code */
+        if (w ? e->wwait : e->rwait) {
+            if (cc_loop_sock_ready(self, fd, w) < 0)
+                return -1;
             continue;
+        }
+        PyObject *h = w ? e->writer : e->reader;
+        if (!h) {
+            /* Interest nobody uses any more (level-triggered: it would fire on every poll). */
+            if ((e->mask & want) && !(e->lazy & want)) {
+                (void)cc_loop_backend_set(&self->backend, fd, e->mask, e->mask & ~want);
+                e->mask &= ~want;
+            }
+            continue;
+        }
         if (cc_loop_handle_cancelled(self->st, h)) {
             PyObject *r = remove_io_fd(self, fd, w);
             if (!r)
@@ -601,6 +625,8 @@ static int run_once(cc_loop_t *self) {
         PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
         return -1;
     }
+    if (self->lazy_n && cc_loop_sock_flush(self) < 0)
+        return -1;
     int n;
     if (timeout_ms == 0) {
         double now = now_monotonic();
@@ -736,7 +762,7 @@ static PyObject *core__cc_close(cc_loop_t *self, PyObject *unused) {
 static PyObject *core_create_task(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames) {
     /* Fast path only without a task factory and without debug; otherwise asyncio's version. */
-    if (nargs != 1 || check_closed(self) < 0) {
+    if (nargs != 1 || cc_loop_check_closed(self) < 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "create_task() takes one positional argument");
         return NULL;
@@ -914,6 +940,12 @@ static PyMethodDef core_methods[] = {
     {"_cc_run_forever", (PyCFunction)core__cc_run_forever, METH_NOARGS, NULL},
     {"_cc_run_until", (PyCFunction)core__cc_run_until, METH_O, NULL},
     {"_cc_close", (PyCFunction)core__cc_close, METH_NOARGS, NULL},
+    {"_cc_sock_recv", (PyCFunction)(void (*)(void))cc_loop_sock_recv, METH_FASTCALL, NULL},
+    {"_cc_sock_recv_into", (PyCFunction)(void (*)(void))cc_loop_sock_recv_into, METH_FASTCALL,
+     NULL},
+    {"_cc_sock_sendall", (PyCFunction)(void (*)(void))cc_loop_sock_sendall, METH_FASTCALL, NULL},
+    {"_cc_sock_accept", (PyCFunction)cc_loop_sock_accept, METH_O, NULL},
+    {"_cc_sock_done", (PyCFunction)cc_loop_sock_done, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -22,6 +22,21 @@ static PyMethodDef transport_core_def = {
     "The C base of cicada's stream transport (created on first use: it subclasses asyncio's).",
 };
 
+/* (sock_* waiters parked, completed by the loop, transport reads sized with FIONREAD): tests
+ * use it to prove those paths run. */
+static PyObject *path_counts(PyObject *module, PyObject *unused) {
+    (void)unused;
+    cc_loop_state_t *st = &cc_state(module)->loop;
+    return Py_BuildValue("(KKK)", st->sock_parked, st->sock_completed, st->direct_reads);
+}
+
+static PyMethodDef path_counts_def = {
+    "_loop_path_counts",
+    path_counts,
+    METH_NOARGS,
+    "(sock_* calls parked, parked calls completed in C, FIONREAD-sized reads) so far (for tests).",
+};
+
 /* (reads, writes) the transport fast path (loop.h) has made: tests use it to prove it is taken. */
 static PyObject *fastpath_counts(PyObject *module, PyObject *unused) {
     (void)unused;
@@ -64,11 +79,24 @@ int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
     INTERN(str_name, "name");
     INTERN(str_task_factory, "_task_factory");
     INTERN(str_data_received, "data_received");
+    INTERN(str_fileno, "fileno");
+    INTERN(str_add_done_callback, "add_done_callback");
+    INTERN(str_remove_done_callback, "remove_done_callback");
+    INTERN(str_set_result, "set_result");
+    INTERN(str_set_exception, "set_exception");
+    INTERN(str_accept, "accept");
+    INTERN(str_setblocking, "setblocking");
+    INTERN(str_ensure_fd_no_transport, "_ensure_fd_no_transport");
+    st->kw_context = PyTuple_Pack(1, st->str_context);
+    st->empty_tuple = PyTuple_New(0);
+    if (!st->kw_context || !st->empty_tuple)
+        return -1;
     st->kw_loop = PyTuple_Pack(1, st->str_loop);
     if (!st->kw_loop)
         return -1;
     if (add_function(module, &transport_core_def) < 0 ||
-        add_function(module, &fastpath_counts_def) < 0)
+        add_function(module, &fastpath_counts_def) < 0 ||
+        add_function(module, &path_counts_def) < 0)
         return -1;
     st->loop_core_type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, cc_loop_core_spec(), NULL);
@@ -118,6 +146,16 @@ void cc_loop_clear(cc_loop_state_t *st) {
     Py_CLEAR(st->future_type);
     Py_CLEAR(st->transport_core_type);
     Py_CLEAR(st->str_data_received);
+    Py_CLEAR(st->str_fileno);
+    Py_CLEAR(st->str_add_done_callback);
+    Py_CLEAR(st->str_remove_done_callback);
+    Py_CLEAR(st->str_set_result);
+    Py_CLEAR(st->str_set_exception);
+    Py_CLEAR(st->str_accept);
+    Py_CLEAR(st->str_setblocking);
+    Py_CLEAR(st->str_ensure_fd_no_transport);
+    Py_CLEAR(st->kw_context);
+    Py_CLEAR(st->empty_tuple);
     PyMem_Free(st->read_buf);
     st->read_buf = NULL;
     st->c_proto_type = NULL; /* borrowed */

@@ -22,6 +22,10 @@
  * LOG_THRESHOLD_FOR_CONNLOST_WRITES. */
 #define CC_LOOP_READ_MAX (256 * 1024)
 #define CC_LOOP_LOG_CONNLOST_WRITES 5
+/* A read at least this large makes the transport size its next read with FIONREAD and recv()
+ * straight into the bytes object it hands over (one copy instead of two); below it the extra
+ * ioctl() costs more than the memcpy it saves. */
+#define CC_LOOP_DIRECT_READ_MIN (32 * 1024)
 /* With callbacks ready (a zero-timeout poll), skip the epoll_wait syscall if the last poll was
  * this recent (seconds): a busy chain of callbacks then pays one syscall per interval instead of
  * one per iteration, and I/O readiness is still seen within this much time. */
@@ -46,10 +50,28 @@ typedef struct {
     uint64_t next_seq;
 } cc_loop_timers_t;
 
+/* A sock_recv/sock_recv_into/sock_sendall/sock_accept call parked until its fd is ready
+ * (sock.c): the loop retries the operation in C and completes the future itself. */
+typedef struct {
+    PyObject *fut;  /* the asyncio.Future the caller awaits */
+    PyObject *sock; /* the socket object */
+    PyObject *obj;  /* recv_into: the buffer; sendall: the data (its view is held) */
+    Py_buffer view; /* sendall only, as asyncio holds a memoryview of the data */
+    Py_ssize_t n;   /* recv: the size asked for; sendall: bytes sent so far */
+    int op;         /* CC_SOCK_* */
+} cc_loop_sockwait_t;
+
 typedef struct {
     PyObject *reader; /* asyncio.Handle or NULL */
     PyObject *writer;
-    uint32_t mask; /* interest registered with the backend */
+    cc_loop_sockwait_t *rwait; /* a parked sock_* call instead of a reader/writer, or NULL */
+    cc_loop_sockwait_t *wwait;
+    /* Interest kept registered after a sock_* waiter completed (CC_EV_* bits), until the end of
+     * the iteration: a waiter parked again meanwhile on the same socket needs no epoll_ctl. */
+    uint32_t lazy;
+    PyObject *lazy_sock; /* the socket those bits were registered for (identity check) */
+    uint32_t mask;       /* interest registered with the backend */
+    int big_reads;       /* sock_recv's last read here was large: size the next with FIONREAD */
 } cc_loop_fd_t;
 
 typedef struct {
@@ -70,6 +92,12 @@ typedef struct {
     double last_poll;    /* monotonic time of the last epoll_wait */
     int signal_fd;       /* read end of the self-pipe signal.set_wakeup_fd writes to, or -1 */
     PyObject *thread_id; /* None when not running */
+    /* sock.c: fds whose lazy interest is dropped at the end of the iteration */
+    int *lazy_fds;
+    int lazy_n, lazy_cap;
+    PyObject *sock_done_cb;    /* bound self._cc_sock_done, added to each parked future */
+    PyObject *sock_ctx;        /* an empty contextvars.Context that callback runs in */
+    PyObject *transports_data; /* self._transports.data (fd -> weakref), for the fd check */
 } cc_loop_t;
 
 /* ready.c */
@@ -106,6 +134,27 @@ int cc_loop_handle_run(cc_loop_t *loop, PyObject *h);
  * holds it, else a plain Py_DECREF. */
 void cc_loop_handle_release(cc_loop_state_t *st, PyObject *h);
 void cc_loop_handles_free(cc_loop_state_t *st);
+
+/* loop.c: grow the fd table to hold fd. 0, or -1 with MemoryError. */
+int cc_loop_fd_reserve(cc_loop_t *self, int fd);
+int cc_loop_check_closed(cc_loop_t *self);
+int cc_loop_cancel_handle(PyObject *h);
+
+/* sock.c */
+PyObject *cc_loop_sock_recv(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *cc_loop_sock_recv_into(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *cc_loop_sock_sendall(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *cc_loop_sock_accept(cc_loop_t *self, PyObject *sock);
+PyObject *cc_loop_sock_done(cc_loop_t *self, PyObject *fut);
+/* The fd's waiter for `write` (0: read side) is ready; completes its future or re-parks it. */
+int cc_loop_sock_ready(cc_loop_t *self, int fd, int write);
+/* A reader/writer was added or removed on fd: a waiter there is dropped (its future stays
+ * pending, as asyncio's replaced handle leaves it). Returns 1 when one was dropped. */
+int cc_loop_sock_displace(cc_loop_t *self, int fd, int write);
+/* End of an iteration: drop the interest nobody re-used (see cc_loop_fd_t.lazy). */
+int cc_loop_sock_flush(cc_loop_t *self);
+int cc_loop_sock_traverse(cc_loop_t *self, visitproc visit, void *arg);
+void cc_loop_sock_clear(cc_loop_t *self);
 
 /* signals.c */
 PyObject *cc_loop_read_signals(cc_loop_t *self);

@@ -44,6 +44,19 @@ typedef struct {
     const cc_loop_proto_ops_t *c_proto_ops;
     /* Fast-path calls made (reads handed over, writes taken), read by tests to prove it runs. */
     unsigned long long fast_reads, fast_writes;
+    /* sock_* calls parked and later completed by the loop in C; transport reads sized with
+     * FIONREAD. Read by tests through _loop_path_counts(). */
+    unsigned long long sock_parked, sock_completed, direct_reads;
+    PyObject *str_fileno;
+    PyObject *str_add_done_callback;
+    PyObject *str_remove_done_callback;
+    PyObject *str_set_result;
+    PyObject *str_set_exception;
+    PyObject *str_accept;
+    PyObject *str_setblocking;
+    PyObject *str_ensure_fd_no_transport;
+    PyObject *kw_context;  /* ("context",) */
+    PyObject *empty_tuple; /* () for callbacks without arguments */
     PyObject *kw_loop; /* ("loop",): kwnames for Task(coro, loop=...) */
     /* Bounded freelists of spent Handle / TimerHandle instances (see handle.c). */
     PyObject **handle_free;
