@@ -133,6 +133,8 @@ struct cc_asgi_proto {
     unsigned reading_paused : 1;
     unsigned writing_paused : 1;
     unsigned fast : 1; /* the transport is cicada's own: called through loop.h, not Python */
+    unsigned peer_checked : 1; /* trusted_proxy(peer) was asked; the answer is peer_trusted */
+    unsigned peer_trusted : 1;
 };
 
 enum { CC_RESP_INIT = 0, CC_RESP_STARTED, CC_RESP_BODY, CC_RESP_TRAILERS, CC_RESP_DONE };
@@ -211,6 +213,7 @@ int cc_asgi_header_names_init(cc_asgi_state_t *st);
 /* cycle.c */
 extern PyType_Spec cc_asgi_cycle_spec;
 extern PyType_Spec cc_asgi_ready_spec;
+extern PyType_Spec cc_asgi_apprun_spec;
 PyObject *cc_asgi_ready_new(cc_asgi_state_t *st, PyObject *value);
 int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req);
 int cc_asgi_cycle_feed(cc_asgi_cycle_t *c);

@@ -263,15 +263,31 @@ static int apply_proxy(cc_asgi_server_t *srv, cc_asgi_proto_t *p, const cc_http_
     if (!srv->trusted_proxy)
         return 0;
     int rc = -1;
-    /* A unix-socket peer has no address: the predicate sees None, so '*' still trusts it. */
-    PyObject *peer = PyTuple_Check(p->client) ? PyTuple_GET_ITEM(p->client, 0) : Py_None;
-    int t = is_trusted(srv, peer);
-    if (t <= 0)
-        return t;
+    size_t first = req->num_headers;
+    for (size_t i = 0; i < req->num_headers && first == req->num_headers; i++) {
+        const cc_http_header_t *h = &req->headers[i];
+        if ((h->name_len == 17 && !memcmp(h->name, "x-forwarded-proto", 17)) ||
+            (h->name_len == 15 && !memcmp(h->name, "x-forwarded-for", 15)))
+            first = i;
+    }
+    if (first == req->num_headers)
+        return 0; /* nothing to apply: the predicate (Python) is not even asked */
+    /* The peer is fixed for the connection's life: ask once. A unix-socket peer has no address:
+     * the predicate sees None, so '*' still trusts it. */
+    if (!p->peer_checked) {
+        PyObject *peer = PyTuple_Check(p->client) ? PyTuple_GET_ITEM(p->client, 0) : Py_None;
+        int t = is_trusted(srv, peer);
+        if (t < 0)
+            return -1;
+        p->peer_checked = 1;
+        p->peer_trusted = t ? 1 : 0;
+    }
+    if (!p->peer_trusted)
+        return 0;
     const cc_http_header_t *proto = NULL;
     cc_buf_t xff;
     cc_buf_init(&xff);
-    for (size_t i = 0; i < req->num_headers; i++) {
+    for (size_t i = first; i < req->num_headers; i++) {
         const cc_http_header_t *h = &req->headers[i];
         if (h->name_len == 17 && !memcmp(h->name, "x-forwarded-proto", 17))
             proto = h;
