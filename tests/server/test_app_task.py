@@ -1,0 +1,163 @@
+"""The task an HTTP app runs in: the app's coroutine is stepped through cycle.c's _AppRun, which
+ends the request when the coroutine ends (no done callback). These check that it still behaves
+as a plain coroutine in an asyncio task would: names, introspection, exceptions, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import time
+
+from apps import hello
+from support.server_thread import read_response, recv_until_closed
+
+
+def wait_for(pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def get(s):
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+
+
+def test_app_task_is_named_and_shows_the_app_coroutine(serve):
+    seen = {}
+
+    async def app(scope, receive, send):
+        task = asyncio.current_task()
+        seen["name"] = task.get_name()
+        seen["code"] = task.get_coro().cr_code
+        seen["repr"] = repr(task)
+        await hello(scope, receive, send)
+
+    st = serve(app)
+    s = st.connect()
+    get(s)
+    status, _, body, _ = read_response(s)
+    assert status == 200 and body == b"hello"
+    assert seen["name"] == "cicada.http"
+    assert seen["code"] is app.__code__
+    assert "cicada.http" in seen["repr"]
+
+
+def test_app_exception_is_logged_once_and_the_task_ends_cleanly(serve, error_log):
+    tasks = []
+
+    async def app(scope, receive, send):
+        tasks.append(asyncio.current_task())
+        raise ValueError("boom")
+
+    st = serve(app)
+    s = st.connect()
+    get(s)
+    assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
+    assert wait_for(lambda: tasks and tasks[0].done())
+    # Logged by the server; nothing left on the task for asyncio to report as never retrieved.
+    assert tasks[0].exception() is None and not tasks[0].cancelled()
+    recs = [r for r in error_log.handler.records if r.exc_info]
+    assert len(recs) == 1 and recs[0].exc_info[0] is ValueError
+
+
+def test_cancelled_app_task_is_cancelled_and_answered(serve, error_log):
+    tasks = []
+
+    async def app(scope, receive, send):
+        if tasks:  # the second request is answered normally
+            return await hello(scope, receive, send)
+        tasks.append(asyncio.current_task())
+        tasks[0].cancel()
+        await asyncio.sleep(10)
+
+    st = serve(app)
+    s = st.connect()
+    get(s)
+    assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
+    assert wait_for(lambda: tasks and tasks[0].done())
+    assert tasks[0].cancelled()
+    s2 = st.connect()  # the server carries on
+    s2.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert recv_until_closed(s2).endswith(b"hello")
+
+
+def test_app_that_catches_cancellation_can_still_answer(serve, error_log):
+    tasks = []
+
+    async def app(scope, receive, send):
+        tasks.append(asyncio.current_task())
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"6")]})
+        tasks[-1].cancel()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await send({"type": "http.response.body", "body": b"caught"})
+        return None
+
+    st = serve(app)
+    s = st.connect()
+    for _ in range(2):  # keep-alive: the cycle ended through the throw() path
+        get(s)
+        status, _, body, _ = read_response(s)
+        assert status == 200 and body == b"caught"
+    assert wait_for(lambda: all(t.done() for t in tasks))
+    assert not any(t.cancelled() for t in tasks)
+    assert not [r for r in error_log.handler.records if r.levelname == "ERROR"]
+
+
+def test_app_waiting_on_the_loop_then_answering(serve):
+    async def app(scope, receive, send):
+        await asyncio.sleep(0.01)  # a real suspension: the task steps the coroutine again
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(fut.set_result, b"later")
+        body = await fut
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    st = serve(app)
+    s = st.connect()
+    for _ in range(3):
+        get(s)
+        status, _, body, _ = read_response(s)
+        assert status == 200 and body == b"later"
+
+
+def test_app_returning_a_coroutine_that_is_not_native(serve, error_log):
+    """Any collections.abc.Coroutine create_task() accepts still works (with a done callback)."""
+
+    class Wrapped(collections.abc.Coroutine):
+        def __init__(self, coro):
+            self.coro = coro
+
+        def send(self, value):
+            return self.coro.send(value)
+
+        def throw(self, *exc):
+            return self.coro.throw(*exc)
+
+        def close(self):
+            self.coro.close()
+
+        def __await__(self):
+            return self.coro.__await__()
+
+    def app(scope, receive, send):
+        return Wrapped(hello(scope, receive, send))
+
+    async def boom(scope, receive, send):
+        raise ValueError("boom")
+
+    st = serve(app)
+    s = st.connect()
+    get(s)
+    status, _, body, _ = read_response(s)
+    assert status == 200 and body == b"hello"
+    st2 = serve(lambda *a: Wrapped(boom(*a)))
+    s2 = st2.connect()
+    get(s2)
+    assert recv_until_closed(s2).startswith(b"HTTP/1.1 500 ")
+    assert wait_for(lambda: error_log.handler.records)
