@@ -114,6 +114,7 @@ struct cc_asgi_proto {
     PyObject *transport;
     PyObject *client;   /* (host, port) or None */
     PyObject *sockname; /* (host, port) or None */
+    PyObject *scope_base; /* server's scope template + client/server: copied per request */
     PyObject *timer;    /* TimerHandle or NULL */
     PyObject *drain_waiter;
     cc_asgi_cycle_t *cycle; /* the request whose response is in progress */

@@ -699,6 +699,7 @@ static PyObject *proto_connection_lost(cc_asgi_proto_t *p, PyObject *exc) {
         Py_DECREF(ws);
     }
     Py_CLEAR(p->transport);
+    Py_CLEAR(p->scope_base);
     cc_buf_free(&p->in);
     Py_RETURN_NONE;
 }
@@ -742,6 +743,7 @@ static int proto_traverse(cc_asgi_proto_t *p, visitproc visit, void *arg) {
     Py_VISIT(p->transport);
     Py_VISIT(p->client);
     Py_VISIT(p->sockname);
+    Py_VISIT(p->scope_base);
     Py_VISIT(p->timer);
     Py_VISIT(p->drain_waiter);
     Py_VISIT(p->cycle);
@@ -755,6 +757,7 @@ static int proto_clear(cc_asgi_proto_t *p) {
     Py_CLEAR(p->transport);
     Py_CLEAR(p->client);
     Py_CLEAR(p->sockname);
+    Py_CLEAR(p->scope_base);
     Py_CLEAR(p->timer);
     Py_CLEAR(p->drain_waiter);
     Py_CLEAR(p->cycle);

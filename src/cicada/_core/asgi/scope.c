@@ -385,7 +385,18 @@ static int set_steal(PyObject *d, PyObject *k, PyObject *v) {
 PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     cc_asgi_server_t *srv = p->server;
     cc_asgi_state_t *st = srv->st;
-    PyObject *scope = PyDict_Copy(srv->scope_template);
+    if (!p->scope_base) { /* the template with this connection's constant entries filled in */
+        PyObject *base = PyDict_Copy(srv->scope_template);
+        if (!base)
+            return NULL;
+        if (PyDict_SetItem(base, st->s_client, p->client) < 0 ||
+            PyDict_SetItem(base, st->s_server, p->sockname) < 0) {
+            Py_DECREF(base);
+            return NULL;
+        }
+        p->scope_base = base;
+    }
+    PyObject *scope = PyDict_Copy(p->scope_base);
     if (!scope)
         return NULL;
     const char *t = req->target;
@@ -444,9 +455,6 @@ PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) 
     if (req->version_minor == 0 && PyDict_SetItem(scope, st->s_http_version, st->s_v_10) < 0)
         goto error;
     if (set_steal(scope, st->s_headers, headers_list(st, req)) < 0)
-        goto error;
-    if (PyDict_SetItem(scope, st->s_client, p->client) < 0 ||
-        PyDict_SetItem(scope, st->s_server, p->sockname) < 0)
         goto error;
     if (set_steal(scope, st->s_state, srv->state ? PyDict_Copy(srv->state) : PyDict_New()) < 0)
         goto error;
