@@ -161,3 +161,37 @@ def test_app_returning_a_coroutine_that_is_not_native(serve, error_log):
     get(s2)
     assert recv_until_closed(s2).startswith(b"HTTP/1.1 500 ")
     assert wait_for(lambda: error_log.handler.records)
+
+
+def test_keep_alive_requests_get_their_own_headers_and_path(serve):
+    """build_scope reuses the previous request's header tuples and path objects when they repeat:
+    what the app sees must still be exactly each request's, whatever it did to the last scope."""
+    scopes = []
+
+    async def app(scope, receive, send):
+        scopes.append((scope["path"], scope["raw_path"], list(scope["headers"])))
+        scope["headers"].append((b"x-added", b"by-app"))  # apps may mutate their scope
+        scope["headers"][0] = (b"host", b"mutated")
+        await hello(scope, receive, send)
+
+    st = serve(app)
+    s = st.connect()
+    reqs = [
+        (b"/a", [(b"host", b"h"), (b"x-one", b"1"), (b"x-two", b"2")]),
+        (b"/a", [(b"host", b"h"), (b"x-one", b"1"), (b"x-two", b"2")]),
+        (b"/a", [(b"host", b"h"), (b"x-one", b"11"), (b"x-two", b"2")]),
+        (b"/b%20c", [(b"host", b"h"), (b"x-two", b"2")]),
+        (b"/b%20c", [(b"host", b"h")] + [(b"x-%d" % i, b"v") for i in range(40)]),
+        (b"/b%20c", [(b"host", b"h")] + [(b"x-%d" % i, b"w") for i in range(40)]),
+        (b"/a", [(b"host", b"h2"), (b"x-one", b"1")]),
+    ]
+    for path, headers in reqs:
+        head = b"GET " + path + b" HTTP/1.1\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+        s.sendall(head + b"\r\n")
+        assert read_response(s)[0] == 200
+    assert len(scopes) == len(reqs)
+    for (path, headers), (spath, sraw, sheaders) in zip(reqs, scopes):
+        assert sraw == path.split(b"?")[0]
+        assert spath == path.decode().replace("%20", " ")
+        assert sheaders == headers
+        assert all(type(t) is tuple and len(t) == 2 for t in sheaders)

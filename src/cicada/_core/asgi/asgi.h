@@ -50,6 +50,8 @@ static inline PyObject *cc_asgi_fetch_exception(void) {
 #define CC_ASGI_IDLE_BUF_KEEP 0
 /* Bodies up to this size are copied next to the head so both leave in one write. */
 #define CC_ASGI_COALESCE_MAX (64 * 1024)
+/* Header tuples of the previous request a connection keeps for reuse (scope.c). */
+#define CC_ASGI_HDR_CACHE 24
 /* Parts handed to one sendmsg() on cicada's transport (a response is at most 3). */
 #define CC_ASGI_WRITEV_MAX 8
 /* pathsend fallback: bytes read from the file per write. */
@@ -115,6 +117,8 @@ struct cc_asgi_proto {
     PyObject *client;   /* (host, port) or None */
     PyObject *sockname; /* (host, port) or None */
     PyObject *scope_base; /* server's scope template + client/server: copied per request */
+    PyObject *last_path, *last_raw_path;   /* the previous request's, reused when repeated */
+    PyObject *hdr_cache[CC_ASGI_HDR_CACHE]; /* the previous request's header tuples */
     PyObject *timer;    /* TimerHandle or NULL */
     PyObject *drain_waiter;
     cc_asgi_cycle_t *cycle; /* the request whose response is in progress */

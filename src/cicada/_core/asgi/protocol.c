@@ -676,6 +676,15 @@ static void unlink_conn(cc_asgi_proto_t *p) {
     srv->connection_count--;
 }
 
+/* What build_scope keeps from one request to the next (scope.c). */
+static void clear_request_cache(cc_asgi_proto_t *p) {
+    Py_CLEAR(p->scope_base);
+    Py_CLEAR(p->last_path);
+    Py_CLEAR(p->last_raw_path);
+    for (int i = 0; i < CC_ASGI_HDR_CACHE; i++)
+        Py_CLEAR(p->hdr_cache[i]);
+}
+
 static PyObject *proto_connection_lost(cc_asgi_proto_t *p, PyObject *exc) {
     (void)exc;
     p->lost = 1;
@@ -699,7 +708,7 @@ static PyObject *proto_connection_lost(cc_asgi_proto_t *p, PyObject *exc) {
         Py_DECREF(ws);
     }
     Py_CLEAR(p->transport);
-    Py_CLEAR(p->scope_base);
+    clear_request_cache(p);
     cc_buf_free(&p->in);
     Py_RETURN_NONE;
 }
@@ -744,6 +753,10 @@ static int proto_traverse(cc_asgi_proto_t *p, visitproc visit, void *arg) {
     Py_VISIT(p->client);
     Py_VISIT(p->sockname);
     Py_VISIT(p->scope_base);
+    Py_VISIT(p->last_path);
+    Py_VISIT(p->last_raw_path);
+    for (int i = 0; i < CC_ASGI_HDR_CACHE; i++)
+        Py_VISIT(p->hdr_cache[i]);
     Py_VISIT(p->timer);
     Py_VISIT(p->drain_waiter);
     Py_VISIT(p->cycle);
@@ -757,7 +770,7 @@ static int proto_clear(cc_asgi_proto_t *p) {
     Py_CLEAR(p->transport);
     Py_CLEAR(p->client);
     Py_CLEAR(p->sockname);
-    Py_CLEAR(p->scope_base);
+    clear_request_cache(p);
     Py_CLEAR(p->timer);
     Py_CLEAR(p->drain_waiter);
     Py_CLEAR(p->cycle);

@@ -212,29 +212,53 @@ static PyObject *header_name(cc_asgi_state_t *st, const char *s, size_t n) {
     return PyBytes_FromStringAndSize(s, (Py_ssize_t)n);
 }
 
-static PyObject *headers_list(cc_asgi_state_t *st, const cc_http_request_t *req) {
+/* The (name, value) tuple for header i. A keep-alive client usually repeats its headers request
+ * after request: the tuple the connection's previous request had at the same position is reused
+ * when its bytes match (tuples and bytes are immutable, so sharing them is invisible). */
+static PyObject *header_pair(cc_asgi_state_t *st, cc_asgi_proto_t *p, size_t i,
+                             const cc_http_header_t *h) {
+    PyObject *old = i < CC_ASGI_HDR_CACHE ? p->hdr_cache[i] : NULL;
+    if (old) {
+        PyObject *n = PyTuple_GET_ITEM(old, 0), *v = PyTuple_GET_ITEM(old, 1);
+        if ((size_t)PyBytes_GET_SIZE(n) == h->name_len &&
+            (size_t)PyBytes_GET_SIZE(v) == h->value_len &&
+            !memcmp(PyBytes_AS_STRING(n), h->name, h->name_len) &&
+            !memcmp(PyBytes_AS_STRING(v), h->value, h->value_len))
+            return Py_NewRef(old);
+    }
+    PyObject *pair = PyTuple_New(2);
+    if (!pair)
+        return NULL;
+    PyObject *n = header_name(st, h->name, h->name_len);
+    if (!n)
+        goto error;
+    PyTuple_SET_ITEM(pair, 0, n);
+    PyObject *v = PyBytes_FromStringAndSize(h->value, (Py_ssize_t)h->value_len);
+    if (!v)
+        goto error;
+    PyTuple_SET_ITEM(pair, 1, v);
+    if (i < CC_ASGI_HDR_CACHE)
+        Py_XSETREF(p->hdr_cache[i], Py_NewRef(pair));
+    return pair;
+error:
+    Py_DECREF(pair);
+    return NULL;
+}
+
+static PyObject *headers_list(cc_asgi_state_t *st, cc_asgi_proto_t *p,
+                              const cc_http_request_t *req) {
     PyObject *list = PyList_New((Py_ssize_t)req->num_headers);
     if (!list)
         return NULL;
     for (size_t i = 0; i < req->num_headers; i++) {
-        const cc_http_header_t *h = &req->headers[i];
-        PyObject *pair = PyTuple_New(2);
-        if (!pair)
-            goto error;
+        PyObject *pair = header_pair(st, p, i, &req->headers[i]);
+        if (!pair) {
+            Py_DECREF(list);
+            return NULL;
+        }
         PyList_SET_ITEM(list, (Py_ssize_t)i, pair);
-        PyObject *n = header_name(st, h->name, h->name_len);
-        if (!n)
-            goto error;
-        PyTuple_SET_ITEM(pair, 0, n);
-        PyObject *v = PyBytes_FromStringAndSize(h->value, (Py_ssize_t)h->value_len);
-        if (!v)
-            goto error;
-        PyTuple_SET_ITEM(pair, 1, v);
     }
     return list;
-error:
-    Py_DECREF(list);
-    return NULL;
 }
 
 /* trusted_proxy(host) as 1/0/-1. */
@@ -436,17 +460,29 @@ PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) 
         pl = 1;
     }
 
-    PyObject *path = decode_path(t, pl);
-    if (!path)
-        goto error;
-    if (PyUnicode_GET_LENGTH(srv->root_path)) {
-        PyObject *full = PyUnicode_Concat(srv->root_path, path);
-        Py_DECREF(path);
-        path = full;
+    /* The same path as the connection's previous request: reuse its (immutable) objects. */
+    Py_ssize_t rl = PyBytes_GET_SIZE(srv->root_path_bytes);
+    PyObject *raw = p->last_raw_path;
+    if (!(raw && PyBytes_GET_SIZE(raw) == rl + (Py_ssize_t)pl &&
+          !memcmp(PyBytes_AS_STRING(raw) + rl, t, pl))) {
+        PyObject *path = decode_path(t, pl);
+        if (!path)
+            goto error;
+        if (rl) {
+            PyObject *full = PyUnicode_Concat(srv->root_path, path);
+            Py_DECREF(path);
+            if (!(path = full))
+                goto error;
+        }
+        if (!(raw = concat_bytes(srv->root_path_bytes, t, pl))) {
+            Py_DECREF(path);
+            goto error;
+        }
+        Py_XSETREF(p->last_raw_path, raw);
+        Py_XSETREF(p->last_path, path);
     }
-    if (set_steal(scope, st->s_path, path) < 0)
-        goto error;
-    if (set_steal(scope, st->s_raw_path, concat_bytes(srv->root_path_bytes, t, pl)) < 0)
+    if (PyDict_SetItem(scope, st->s_path, p->last_path) < 0 ||
+        PyDict_SetItem(scope, st->s_raw_path, p->last_raw_path) < 0)
         goto error;
     if (set_steal(scope, st->s_query_string, PyBytes_FromStringAndSize(qs, (Py_ssize_t)ql)) < 0)
         goto error;
@@ -454,7 +490,7 @@ PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) 
         goto error;
     if (req->version_minor == 0 && PyDict_SetItem(scope, st->s_http_version, st->s_v_10) < 0)
         goto error;
-    if (set_steal(scope, st->s_headers, headers_list(st, req)) < 0)
+    if (set_steal(scope, st->s_headers, headers_list(st, p, req)) < 0)
         goto error;
     if (set_steal(scope, st->s_state, srv->state ? PyDict_Copy(srv->state) : PyDict_New()) < 0)
         goto error;
