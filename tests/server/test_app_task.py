@@ -195,3 +195,42 @@ def test_keep_alive_requests_get_their_own_headers_and_path(serve):
         assert spath == path.decode().replace("%20", " ")
         assert sheaders == headers
         assert all(type(t) is tuple and len(t) == 2 for t in sheaders)
+
+
+def test_receive_and_send_kept_by_the_app_stay_bound_to_their_request(serve):
+    """The connection reuses a finished request's cycle only when nothing else refers to it: an
+    app that keeps its receive/send (or a weak reference to them) still holds the old request."""
+    import weakref
+
+    kept = {}
+    results = []
+
+    async def app(scope, receive, send):
+        n = scope["path"]
+        if n == "/keep":
+            kept["send"], kept["receive"] = send, receive
+            kept["weak"] = weakref.ref(send)
+        elif n == "/weak":
+            kept["weak"] = weakref.ref(send)
+        elif n == "/use":
+            for name in ("send",):
+                try:
+                    await kept[name]({"type": "http.response.start", "status": 500, "headers": []})
+                except RuntimeError as exc:
+                    results.append(str(exc))
+            msg = await kept["receive"]()
+            results.append(msg["type"])
+            w = kept["weak"]()
+            results.append(w is None or w is not send)
+        await hello(scope, receive, send)
+
+    st = serve(app)
+    s = st.connect()
+    for path in (b"/keep", b"/plain", b"/weak", b"/plain", b"/use", b"/plain"):
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, _, body, _ = read_response(s)
+        assert status == 200 and body == b"hello"
+    assert len(results) == 3
+    assert "after response already completed" in results[0]
+    assert results[1] == "http.disconnect"
+    assert results[2] is True

@@ -114,14 +114,15 @@ struct cc_asgi_server {
 struct cc_asgi_proto {
     PyObject_HEAD cc_asgi_server_t *server;
     PyObject *transport;
-    PyObject *client;   /* (host, port) or None */
-    PyObject *sockname; /* (host, port) or None */
+    PyObject *client;     /* (host, port) or None */
+    PyObject *sockname;   /* (host, port) or None */
     PyObject *scope_base; /* server's scope template + client/server: copied per request */
-    PyObject *last_path, *last_raw_path;   /* the previous request's, reused when repeated */
+    PyObject *last_path, *last_raw_path;    /* the previous request's, reused when repeated */
     PyObject *hdr_cache[CC_ASGI_HDR_CACHE]; /* the previous request's header tuples */
-    PyObject *timer;    /* TimerHandle or NULL */
+    PyObject *timer;                        /* TimerHandle or NULL */
     PyObject *drain_waiter;
     cc_asgi_cycle_t *cycle; /* the request whose response is in progress */
+    cc_asgi_cycle_t *spare; /* the last cycle, reused for the next request if nothing holds it */
     cc_asgi_ws_t *ws;       /* set once a WebSocket upgrade took the connection over */
     cc_asgi_proto_t *prev, *next;
     cc_buf_t in;
@@ -149,9 +150,10 @@ struct cc_asgi_cycle {
     PyObject *scope;
     PyObject *task;
     PyObject *recv_waiter;
-    PyObject *send_waiter;   /* pathsend in progress */
-    PyObject *start_headers; /* list/tuple from http.response.start until the head is written */
-    PyObject *method;        /* str, borrowed from scope's ownership: kept for the access log */
+    PyObject *send_waiter;       /* pathsend in progress */
+    PyObject *start_headers;     /* list/tuple from http.response.start until the head is written */
+    PyObject *recv_fn, *send_fn; /* the app's receive/send: kept with the cycle for its reuse */
+    PyObject *method;            /* str, borrowed from scope's ownership: kept for the access log */
     /* request body */
     cc_http_body_t body_kind;
     uint64_t body_remaining;
@@ -221,6 +223,8 @@ extern PyType_Spec cc_asgi_ready_spec;
 extern PyType_Spec cc_asgi_apprun_spec;
 PyObject *cc_asgi_ready_new(cc_asgi_state_t *st, PyObject *value);
 int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req);
+/* Drop a cycle, breaking the cycle -> receive/send -> cycle references first. */
+void cc_asgi_cycle_discard(cc_asgi_cycle_t *c);
 int cc_asgi_cycle_feed(cc_asgi_cycle_t *c);
 int cc_asgi_cycle_disconnect(cc_asgi_cycle_t *c);
 int cc_asgi_cycle_drain_body(cc_asgi_cycle_t *c);
@@ -240,8 +244,7 @@ static inline int cc_asgi_over_concurrency(const cc_asgi_server_t *srv) {
 /* Calls app(scope, receive, send) and wraps the coroutine in a task on the server's loop.
  * Returns the task (new ref), or NULL with the exception set when the app failed before it could
  * run (the call or create_task raised): callers treat that like the task's own exception. */
-PyObject *cc_asgi_spawn_app(cc_asgi_server_t *srv, PyObject *scope, PyObject *recv,
-                            PyObject *send);
+PyObject *cc_asgi_spawn_app(cc_asgi_server_t *srv, PyObject *scope, PyObject *recv, PyObject *send);
 int cc_asgi_pathsend_continue(cc_asgi_cycle_t *c);
 
 #endif

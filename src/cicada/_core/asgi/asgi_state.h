@@ -106,7 +106,7 @@ typedef struct {
     PyTypeObject *cycle_type;
     PyTypeObject *ready_type;
     PyTypeObject *apprun_type;
-    PyObject *kw_name; /* ("name",): kwnames of create_task(coro, name=...) */
+    PyObject *kw_name;             /* ("name",): kwnames of create_task(coro, name=...) */
     PyObject *client_disconnected; /* exception type, subclass of OSError */
     PyObject *ready_none;          /* an awaitable that completes at once with None */
     /* Shared bytes for common request header names (scope.c): open addressing by a cheap hash. */

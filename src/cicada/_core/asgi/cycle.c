@@ -516,10 +516,10 @@ static PyObject *apprun_throw(cc_apprun_t *r, PyObject *const *args, Py_ssize_t 
         nargs = 3; /* the coroutine's own throw() reports a bad call */
     for (Py_ssize_t i = 0; i < nargs; i++)
         stack[1 + i] = args[i];
-    PyObject *y = st ? PyObject_VectorcallMethod(st->s_throw, stack,
-                                                 (size_t)(1 + nargs) | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                                 NULL)
-                     : PyObject_CallMethod(r->coro, "throw", "O", nargs ? args[0] : Py_None);
+    PyObject *y =
+        st ? PyObject_VectorcallMethod(st->s_throw, stack,
+                                       (size_t)(1 + nargs) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
+           : PyObject_CallMethod(r->coro, "throw", "O", nargs ? args[0] : Py_None);
     if (y)
         return y;
     PyObject *result = NULL;
@@ -661,6 +661,35 @@ static PyObject *spawn_cycle(cc_asgi_cycle_t *c, PyObject *recv, PyObject *send,
     return task;
 }
 
+/* The connection's previous cycle, reset for a new request, when nothing but the connection
+ * and its own receive/send refer to it any more: saves allocating the cycle and two callables.
+ * Otherwise (the app kept receive or send, or the task is still alive) it is let go. */
+static cc_asgi_cycle_t *take_spare(cc_asgi_proto_t *p) {
+    cc_asgi_cycle_t *c = p->spare;
+    if (!c)
+        return NULL;
+    p->spare = NULL;
+#ifndef Py_GIL_DISABLED /* refcounts are not exact under free-threading */
+    if (c->task_done && Py_REFCNT(c) == 3 && c->recv_fn && c->send_fn &&
+        Py_REFCNT(c->recv_fn) == 1 && Py_REFCNT(c->send_fn) == 1 &&
+        !((PyCFunctionObject *)c->recv_fn)->m_weakreflist &&
+        !((PyCFunctionObject *)c->send_fn)->m_weakreflist && !c->scope && !c->task &&
+        !c->recv_waiter && !c->send_waiter && !c->start_headers && c->file_fd < 0 && !c->counted) {
+        PyObject *recv = c->recv_fn, *send = c->send_fn;
+        cc_asgi_proto_t *proto = c->proto;
+        memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
+        c->proto = proto;
+        c->recv_fn = recv;
+        c->send_fn = send;
+        c->file_fd = -1;
+        c->sock_fd = -1;
+        return c;
+    }
+#endif
+    cc_asgi_cycle_discard(c);
+    return NULL;
+}
+
 int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     cc_asgi_server_t *srv = p->server;
     cc_asgi_state_t *st = srv->st;
@@ -671,21 +700,24 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
         cc_asgi_close(p, 0);
         return rc;
     }
-    cc_asgi_cycle_t *c = PyObject_GC_New(cc_asgi_cycle_t, st->cycle_type);
-    if (!c)
-        return -1;
-    memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
-    c->file_fd = -1;
-    c->sock_fd = -1;
-    c->proto = (cc_asgi_proto_t *)Py_NewRef(p);
-    PyObject_GC_Track(c);
+    cc_asgi_cycle_t *c = take_spare(p);
+    if (!c) {
+        c = PyObject_GC_New(cc_asgi_cycle_t, st->cycle_type);
+        if (!c)
+            return -1;
+        memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
+        c->file_fd = -1;
+        c->sock_fd = -1;
+        c->proto = (cc_asgi_proto_t *)Py_NewRef(p);
+        PyObject_GC_Track(c);
+    }
     c->scope = cc_asgi_build_scope(p, req);
     if (!c->scope) {
         /* e.g. trusted_proxy raised: answer 500 and log it rather than drop the connection */
         PyObject *exc = cc_asgi_fetch_exception();
         log_exception(srv, "Exception while building the request scope\n", exc);
         Py_XDECREF(exc);
-        Py_DECREF(c);
+        cc_asgi_cycle_discard(c);
         int rc = cc_asgi_send_simple(p, req->version_minor, 500, "Internal Server Error", 1);
         cc_asgi_close(p, 0);
         return rc;
@@ -702,10 +734,12 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     c->is_head = req->method_len == 4 && !memcmp(req->method, "HEAD", 4);
     cc_buf_consume(&p->in, req->head_len);
 
-    recv = PyCFunction_New(&receive_def, (PyObject *)c);
-    send = PyCFunction_New(&send_def, (PyObject *)c);
-    if (!recv || !send)
+    if (!c->recv_fn && !(c->recv_fn = PyCFunction_New(&receive_def, (PyObject *)c)))
         goto error;
+    if (!c->send_fn && !(c->send_fn = PyCFunction_New(&send_def, (PyObject *)c)))
+        goto error;
+    recv = c->recv_fn;
+    send = c->send_fn;
     p->cycle = (cc_asgi_cycle_t *)Py_NewRef(c);
     srv->request_count++;
     srv->active_requests++;
@@ -732,15 +766,14 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
         goto error;
     Py_DECREF(r);
 done:
-    Py_XDECREF(recv);
-    Py_XDECREF(send);
     Py_XDECREF(cb);
     Py_XDECREF(task);
-    Py_DECREF(c);
+    if (!p->lost && !p->spare)
+        p->spare = c; /* our reference */
+    else
+        cc_asgi_cycle_discard(c);
     return 0;
 error:
-    Py_XDECREF(recv);
-    Py_XDECREF(send);
     Py_XDECREF(cb);
     Py_XDECREF(task);
     if (c->counted) {
@@ -749,8 +782,14 @@ error:
     }
     if (p->cycle == c)
         Py_CLEAR(p->cycle);
-    Py_DECREF(c);
+    cc_asgi_cycle_discard(c);
     return -1;
+}
+
+void cc_asgi_cycle_discard(cc_asgi_cycle_t *c) {
+    Py_CLEAR(c->recv_fn);
+    Py_CLEAR(c->send_fn);
+    Py_DECREF(c);
 }
 
 /* ---- type ---------------------------------------------------------------------------------- */
@@ -763,6 +802,8 @@ static int cycle_traverse(cc_asgi_cycle_t *c, visitproc visit, void *arg) {
     Py_VISIT(c->recv_waiter);
     Py_VISIT(c->send_waiter);
     Py_VISIT(c->start_headers);
+    Py_VISIT(c->recv_fn);
+    Py_VISIT(c->send_fn);
     return 0;
 }
 
@@ -772,6 +813,8 @@ static int cycle_clear(cc_asgi_cycle_t *c) {
     Py_CLEAR(c->recv_waiter);
     Py_CLEAR(c->send_waiter);
     Py_CLEAR(c->start_headers);
+    Py_CLEAR(c->recv_fn);
+    Py_CLEAR(c->send_fn);
     Py_CLEAR(c->proto);
     return 0;
 }

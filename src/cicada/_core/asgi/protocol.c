@@ -678,6 +678,10 @@ static void unlink_conn(cc_asgi_proto_t *p) {
 
 /* What build_scope keeps from one request to the next (scope.c). */
 static void clear_request_cache(cc_asgi_proto_t *p) {
+    cc_asgi_cycle_t *spare = p->spare;
+    p->spare = NULL;
+    if (spare)
+        cc_asgi_cycle_discard(spare);
     Py_CLEAR(p->scope_base);
     Py_CLEAR(p->last_path);
     Py_CLEAR(p->last_raw_path);
@@ -753,6 +757,7 @@ static int proto_traverse(cc_asgi_proto_t *p, visitproc visit, void *arg) {
     Py_VISIT(p->client);
     Py_VISIT(p->sockname);
     Py_VISIT(p->scope_base);
+    Py_VISIT(p->spare);
     Py_VISIT(p->last_path);
     Py_VISIT(p->last_raw_path);
     for (int i = 0; i < CC_ASGI_HDR_CACHE; i++)
