@@ -85,6 +85,7 @@ struct cc_asgi_server {
     PyObject *error_logger;    /* or NULL */
     PyObject *state;           /* dict or NULL */
     PyObject *trusted_proxy;   /* callable or NULL */
+    PyObject *tls_info;        /* callable(ssl_object) -> the scope's "tls" extension, or NULL */
     PyObject *scope_template;  /* dict: constant entries, and every per-request key preset */
     PyObject *extensions;      /* dict copied into each scope */
     PyObject *access_fmt;      /* str */
@@ -117,6 +118,7 @@ struct cc_asgi_proto {
     PyObject *client;     /* (host, port) or None */
     PyObject *sockname;   /* (host, port) or None */
     PyObject *scope_base; /* server's scope template + client/server: copied per request */
+    PyObject *tls;        /* dict: the "tls" scope extension of a TLS connection, else NULL */
     PyObject *last_path, *last_raw_path;    /* the previous request's, reused when repeated */
     PyObject *hdr_cache[CC_ASGI_HDR_CACHE]; /* the previous request's header tuples */
     PyObject *timer;                        /* TimerHandle or NULL */
@@ -211,6 +213,8 @@ void cc_asgi_response_complete(cc_asgi_cycle_t *c);
 int cc_asgi_update_reading(cc_asgi_proto_t *p);
 int cc_asgi_next_request_buffered(cc_asgi_proto_t *p);
 PyObject *cc_asgi_drain_waiter(cc_asgi_proto_t *p);
+/* ext["tls"] = a copy of the connection's TLS details, on TLS connections only. */
+int cc_asgi_add_tls(cc_asgi_proto_t *p, PyObject *ext);
 void cc_asgi_log(cc_asgi_server_t *srv, PyObject *level, const char *fmt, PyObject *arg);
 double cc_asgi_monotonic(void);
 /* scope.c */

@@ -78,7 +78,9 @@
     X(throw, "throw")                                                                              \
     X(name, "name")                                                                                \
     X(v_task_http, "cicada.http")                                                                  \
-    X(v_task_ws, "cicada.websocket")
+    X(v_task_ws, "cicada.websocket")                                                               \
+    X(ssl_object, "ssl_object")                                                                    \
+    X(tls, "tls")
 
 #define CC_ASGI_KNOWN_SLOTS 256
 #define CC_ASGI_HDR_SLOTS 128

@@ -535,6 +535,39 @@ static PyObject *extra_info(cc_asgi_proto_t *p, PyObject *key) {
                                      2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
+/* The scope's "tls" extension for this connection, asked once from the server's tls_info
+ * callable. A failure there is logged and leaves the extension out rather than the client. */
+static void read_tls(cc_asgi_proto_t *p) {
+    cc_asgi_server_t *srv = p->server;
+    PyObject *obj = extra_info(p, srv->st->s_ssl_object);
+    if (obj && obj != Py_None) {
+        PyObject *info = PyObject_CallOneArg(srv->tls_info, obj);
+        if (info && !PyDict_Check(info)) {
+            PyErr_Format(PyExc_TypeError, "tls_info must return a dict, not %.100s",
+                         Py_TYPE(info)->tp_name);
+            Py_CLEAR(info);
+        }
+        p->tls = info;
+    }
+    Py_XDECREF(obj);
+    if (PyErr_Occurred()) {
+        PyObject *exc = cc_asgi_fetch_exception();
+        cc_asgi_log(srv, srv->st->s_error, "Could not read the TLS details for the scope: %R", exc);
+        Py_XDECREF(exc);
+    }
+}
+
+int cc_asgi_add_tls(cc_asgi_proto_t *p, PyObject *ext) {
+    if (!p->tls)
+        return 0;
+    PyObject *copy = PyDict_Copy(p->tls);
+    if (!copy)
+        return -1;
+    int rc = PyDict_SetItem(ext, p->server->st->s_tls, copy);
+    Py_DECREF(copy);
+    return rc;
+}
+
 static PyObject *proto_connection_made(cc_asgi_proto_t *p, PyObject *transport) {
     cc_asgi_server_t *srv = p->server;
     if (p->transport) {
@@ -555,6 +588,8 @@ static PyObject *proto_connection_made(cc_asgi_proto_t *p, PyObject *transport) 
     Py_DECREF(info);
     if (!p->client || !p->sockname)
         return NULL;
+    if (srv->tls_info && !p->fast) /* cicada's own transport is never TLS */
+        read_tls(p);
     PyObject *hi = PyLong_FromSsize_t(srv->write_high), *lo = PyLong_FromSsize_t(srv->write_low);
     if (!hi || !lo) {
         Py_XDECREF(hi);
@@ -757,6 +792,7 @@ static int proto_traverse(cc_asgi_proto_t *p, visitproc visit, void *arg) {
     Py_VISIT(p->client);
     Py_VISIT(p->sockname);
     Py_VISIT(p->scope_base);
+    Py_VISIT(p->tls);
     Py_VISIT(p->spare);
     Py_VISIT(p->last_path);
     Py_VISIT(p->last_raw_path);
@@ -776,6 +812,7 @@ static int proto_clear(cc_asgi_proto_t *p) {
     Py_CLEAR(p->client);
     Py_CLEAR(p->sockname);
     clear_request_cache(p);
+    Py_CLEAR(p->tls);
     Py_CLEAR(p->timer);
     Py_CLEAR(p->drain_waiter);
     Py_CLEAR(p->cycle);

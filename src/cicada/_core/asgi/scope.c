@@ -494,8 +494,12 @@ PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) 
         goto error;
     if (set_steal(scope, st->s_state, srv->state ? PyDict_Copy(srv->state) : PyDict_New()) < 0)
         goto error;
-    if (set_steal(scope, st->s_extensions, PyDict_Copy(srv->extensions)) < 0)
+    PyObject *ext = PyDict_Copy(srv->extensions);
+    if (!ext || cc_asgi_add_tls(p, ext) < 0 || PyDict_SetItem(scope, st->s_extensions, ext) < 0) {
+        Py_XDECREF(ext);
         goto error;
+    }
+    Py_DECREF(ext);
     if (srv->proxy_headers && apply_proxy(srv, p, req, scope) < 0)
         goto error;
     return scope;
