@@ -1,7 +1,9 @@
 /* One request/response cycle: the object behind the ASGI `receive` and `send` callables, the
- * request body reader, and the completion check when the app's task ends. Awaiting receive() or
- * send() creates no future when the result is already known (a _Ready awaitable returns it at
- * once); only a real wait makes a loop future. Response serialization is in send.c. */
+ * request body reader, and the completion check when the app's coroutine ends (_AppRun, stepped
+ * by the app's task). Awaiting receive() or send() creates no future when the result is already
+ * known (a _Ready awaitable returns it at once); only a real wait makes a loop future. A finished
+ * cycle nobody refers to is reused for the connection's next request. Response serialization is
+ * in send.c. */
 #include "asgi/asgi.h"
 
 #include <string.h>

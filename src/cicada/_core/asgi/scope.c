@@ -1,6 +1,7 @@
-/* Builds the ASGI `http` scope of one request from the parsed head: copies a per-server template
- * dict (constant entries preset, table already sized) and fills the per-request keys with
- * interned names. Proxy headers are applied here. It never touches the transport. */
+/* Builds the ASGI `http` scope of one request from the parsed head: copies a per-connection
+ * template dict (constant entries preset, table already sized) and fills the per-request keys with
+ * interned names, reusing the previous request's immutable path and header objects when they
+ * repeat. Proxy headers are applied here. It never touches the transport. */
 #include "asgi/asgi.h"
 
 #include <stdlib.h>
