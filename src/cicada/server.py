@@ -129,6 +129,76 @@ def bind_socket(config: Config) -> socket.socket:
     return sock
 
 
+_TLS_VERSIONS = {"SSLv3": 0x0300, "TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+
+def _first_pem_certificate(path: str | None) -> str | None:
+    """The first certificate of --ssl-certfile (the server's own), as PEM text."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    start = text.find(begin)
+    stop = text.find(end, start)
+    if start < 0 or stop < 0:
+        return None
+    return text[start:stop + len(end)] + "\n"
+
+
+def _rfc4514(subject: tuple) -> str | None:
+    """getpeercert()'s subject as an RFC 4514 distinguished name (most specific RDN first)."""
+    names = {"commonName": "CN", "countryName": "C", "localityName": "L", "organizationName": "O",
+             "organizationalUnitName": "OU", "stateOrProvinceName": "ST", "streetAddress": "STREET",
+             "domainComponent": "DC", "userId": "UID"}
+    rdns = []
+    for rdn in reversed(subject):
+        parts = []
+        for key, value in rdn:
+            value = "".join("\\" + c if c in ',+"\\<>;' else c for c in value)
+            if value[:1] in ("#", " "):
+                value = "\\" + value
+            if value.endswith(" ") and not value.endswith("\\ "):
+                value = value[:-1] + "\\ "
+            parts.append(f"{names.get(key, key)}={value}")
+        rdns.append("+".join(parts))
+    return ",".join(rdns) or None
+
+
+def tls_scope_info(context: Any, certfile: str | None) -> Callable[[Any], dict[str, Any]]:
+    """The callable the C server asks once per TLS connection for the ASGI ``tls`` scope
+    extension: server_cert, client_cert_chain, client_cert_name, client_cert_error, tls_version and
+    cipher_suite (the IANA numbers, from OpenSSL's cipher list)."""
+    server_cert = _first_pem_certificate(certfile)
+    suites = {c["name"]: c["id"] & 0xFFFF for c in context.get_ciphers()}
+
+    def info(ssl_object: Any) -> dict[str, Any]:
+        import ssl
+
+        chain: tuple[str, ...] = ()
+        name = None
+        der = ssl_object.getpeercert(binary_form=True)
+        if der:
+            get_chain = getattr(ssl_object, "get_verified_chain", None)  # 3.13+
+            ders = get_chain() if get_chain is not None else None
+            chain = tuple(ssl.DER_cert_to_PEM_cert(bytes(d)) for d in (ders or [der]))
+            name = _rfc4514((ssl_object.getpeercert() or {}).get("subject", ()))
+        cipher = ssl_object.cipher()
+        return {
+            "server_cert": server_cert,
+            "client_cert_chain": chain,
+            "client_cert_name": name,
+            "client_cert_error": None,
+            "tls_version": _TLS_VERSIONS.get(ssl_object.version() or ""),
+            "cipher_suite": suites.get(cipher[0]) if cipher else None,
+        }
+
+    return info
+
+
 def build_http_server(config: Config, loop: asyncio.AbstractEventLoop, state: dict[str, Any]) -> Any:
     """Instantiate the C HttpServer (the protocol factory) from the config."""
     access = logging.getLogger("cicada.access")
@@ -157,6 +227,8 @@ def build_http_server(config: Config, loop: asyncio.AbstractEventLoop, state: di
     if config.h11_max_incomplete_event_size is not None:
         kwargs["max_head_size"] = config.h11_max_incomplete_event_size
     factory = config.http_server_factory()
+    if config.ssl is not None and factory.__module__ == "cicada._core":
+        kwargs["tls_info"] = tls_scope_info(config.ssl, config.ssl_certfile)
     return factory(config.loaded_app, loop, **kwargs)
 
 

@@ -203,3 +203,82 @@ def test_gunicorn_cicada_worker_with_tls(certs):
         assert p.wait(30) == 0
     finally:
         p.kill()
+
+
+def _get_tls_scope(port: int, ctx: ssl.SSLContext) -> tuple[dict, ssl.SSLSocket]:
+    """GET /tls over a raw TLS socket: (the app's JSON, the socket, for what it negotiated)."""
+    import json
+
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="localhost")
+    s.sendall(b"GET /tls HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    return json.loads(body), s
+
+
+def _suite_id(ctx: ssl.SSLContext, name: str) -> int:
+    return next(c["id"] & 0xFFFF for c in ctx.get_ciphers() if c["name"] == name)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_tls_scope_extension(serve, certs, loop):
+    p = serve("--ssl-certfile", str(certs / "cert.pem"), "--ssl-keyfile", str(certs / "key.pem"), "--loop", loop)
+    port = p.wait_port()
+    ctx = certs.client_ctx()
+    for _ in range(2):
+        got, s = _get_tls_scope(port, ctx)
+        tls = got["tls"]
+        assert tls is not None and "tls" in got["keys"]
+        assert tls["server_cert"] == ssl.DER_cert_to_PEM_cert(
+            ssl.PEM_cert_to_DER_cert((certs / "cert.pem").read_text()))
+        assert tls["client_cert_chain"] == [] and tls["client_cert_name"] is None
+        assert tls["client_cert_error"] is None
+        assert tls["tls_version"] == {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}[s.version()]
+        assert tls["cipher_suite"] == _suite_id(ctx, s.cipher()[0])
+        s.close()
+    # TLS 1.2 too: a different version and suite numbering.
+    ctx12 = certs.client_ctx()
+    ctx12.maximum_version = ssl.TLSVersion.TLSv1_2
+    got, s = _get_tls_scope(port, ctx12)
+    assert got["tls"]["tls_version"] == 0x0303 and s.version() == "TLSv1.2"
+    assert got["tls"]["cipher_suite"] == _suite_id(ctx12, s.cipher()[0])
+    s.close()
+    assert p.stop() == 0
+
+
+def test_tls_scope_extension_with_client_certificate(serve, certs):
+    p = serve("--ssl-certfile", str(certs / "cert.pem"), "--ssl-keyfile", str(certs / "key.pem"),
+              "--ssl-cert-reqs", "2", "--ssl-ca-certs", str(certs / "ca.pem"))
+    port = p.wait_port()
+    got, s = _get_tls_scope(port, certs.client_ctx(with_cert=True))
+    s.close()
+    tls = got["tls"]
+    client_pem = ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert((certs / "client.pem").read_text()))
+    assert tls["client_cert_chain"][0] == client_pem
+    assert tls["client_cert_name"] == "CN=client@example.com"
+    assert p.stop() == 0
+
+
+def test_no_tls_scope_extension_without_tls(serve):
+    p = serve()
+    port = p.wait_port()
+    r = httpx.get(f"http://127.0.0.1:{port}/tls")
+    assert r.json() == {"tls": None, "keys": ["http.response.pathsend", "http.response.trailers"]}
+    assert p.stop() == 0
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "cicada"])
+def test_wss_scope_has_the_tls_extension(serve, certs, loop):
+    p = serve("--ssl-certfile", str(certs / "cert.pem"), "--ssl-keyfile", str(certs / "key.pem"), "--loop", loop)
+    port = p.wait_port()
+
+    async def talk():
+        async with websockets.connect(f"wss://localhost:{port}/wstls", ssl=certs.client_ctx()) as ws:
+            return await ws.recv()
+
+    assert asyncio.run(talk()) in (str(0x0303), str(0x0304))
+    assert p.stop() == 0

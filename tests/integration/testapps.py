@@ -180,6 +180,11 @@ async def tls_app(scope, receive, send):
     if scope["type"] == "websocket":
         await receive()
         await send({"type": "websocket.accept"})
+        if scope["path"] == "/wstls":
+            tls = scope["extensions"].get("tls")
+            await send({"type": "websocket.send", "text": str(tls and tls["tls_version"])})
+            await send({"type": "websocket.close", "code": 1000})
+            return
         await send({"type": "websocket.send", "text": scope["scheme"]})
         msg = await receive()
         await send({"type": "websocket.send", "bytes": msg.get("bytes"), "text": msg.get("text")})
@@ -187,5 +192,10 @@ async def tls_app(scope, receive, send):
         return
     if scope["path"] == "/download":
         return await app(scope, receive, send)
+    if scope["path"] == "/tls":  # the ASGI tls extension, present on TLS connections only
+        tls = scope["extensions"].get("tls")
+        if tls is not None:
+            tls = dict(tls, client_cert_chain=list(tls["client_cert_chain"]))
+        return await _send_json(send, {"tls": tls, "keys": sorted(scope["extensions"])})
     body = await _body(receive)
     await _send_json(send, {"scheme": scope["scheme"], "received": len(body), "path": scope["path"]})

@@ -351,7 +351,37 @@ def test_trusted_proxy_raising_gives_500(serve, error_log):
 
     st = serve(hello, proxy_headers=True, trusted_proxy=trusted)
     s = st.connect()
-    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    # The predicate is only consulted when there is a forwarded header to apply.
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n")
     assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
     assert wait_for(lambda: error_log.handler.records)
     assert error_log.handler.records[0].exc_info[0] is ValueError
+
+
+def test_trusted_proxy_asked_once_per_connection_and_only_when_needed(serve):
+    asked = []
+    scopes = []
+
+    def trusted(host):
+        asked.append(host)
+        return True
+
+    async def app(scope, receive, send):
+        scopes.append(scope)
+        await hello(scope, receive, send)
+
+    st = serve(app, proxy_headers=True, trusted_proxy=trusted)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    read_response(s)
+    assert asked == []  # no forwarded header: nothing to decide
+    for ip in (b"1.2.3.4", b"5.6.7.8"):
+        s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: " + ip + b"\r\n\r\n")
+        read_response(s)
+    assert [sc["client"] for sc in scopes[1:]] == [("1.2.3.4", 0), ("5.6.7.8", 0)]
+    # the peer once for the connection, then each forwarded entry (not the peer again)
+    assert asked == ["127.0.0.1", "1.2.3.4", "5.6.7.8"]
+    s2 = st.connect()
+    s2.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n")
+    read_response(s2)
+    assert scopes[-1]["scheme"] == "https" and asked[-1] == "127.0.0.1"

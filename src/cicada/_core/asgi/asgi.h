@@ -50,6 +50,8 @@ static inline PyObject *cc_asgi_fetch_exception(void) {
 #define CC_ASGI_IDLE_BUF_KEEP 0
 /* Bodies up to this size are copied next to the head so both leave in one write. */
 #define CC_ASGI_COALESCE_MAX (64 * 1024)
+/* Header tuples of the previous request a connection keeps for reuse (scope.c). */
+#define CC_ASGI_HDR_CACHE 24
 /* Parts handed to one sendmsg() on cicada's transport (a response is at most 3). */
 #define CC_ASGI_WRITEV_MAX 8
 /* pathsend fallback: bytes read from the file per write. */
@@ -83,6 +85,7 @@ struct cc_asgi_server {
     PyObject *error_logger;    /* or NULL */
     PyObject *state;           /* dict or NULL */
     PyObject *trusted_proxy;   /* callable or NULL */
+    PyObject *tls_info;        /* callable(ssl_object) -> the scope's "tls" extension, or NULL */
     PyObject *scope_template;  /* dict: constant entries, and every per-request key preset */
     PyObject *extensions;      /* dict copied into each scope */
     PyObject *access_fmt;      /* str */
@@ -112,11 +115,16 @@ struct cc_asgi_server {
 struct cc_asgi_proto {
     PyObject_HEAD cc_asgi_server_t *server;
     PyObject *transport;
-    PyObject *client;   /* (host, port) or None */
-    PyObject *sockname; /* (host, port) or None */
-    PyObject *timer;    /* TimerHandle or NULL */
+    PyObject *client;     /* (host, port) or None */
+    PyObject *sockname;   /* (host, port) or None */
+    PyObject *scope_base; /* server's scope template + client/server: copied per request */
+    PyObject *tls;        /* dict: the "tls" scope extension of a TLS connection, else NULL */
+    PyObject *last_path, *last_raw_path;    /* the previous request's, reused when repeated */
+    PyObject *hdr_cache[CC_ASGI_HDR_CACHE]; /* the previous request's header tuples */
+    PyObject *timer;                        /* TimerHandle or NULL */
     PyObject *drain_waiter;
     cc_asgi_cycle_t *cycle; /* the request whose response is in progress */
+    cc_asgi_cycle_t *spare; /* the last cycle, reused for the next request if nothing holds it */
     cc_asgi_ws_t *ws;       /* set once a WebSocket upgrade took the connection over */
     cc_asgi_proto_t *prev, *next;
     cc_buf_t in;
@@ -134,6 +142,8 @@ struct cc_asgi_proto {
     unsigned writing_paused : 1;
     unsigned fast : 1; /* the transport is cicada's own: called through loop.h, not Python */
     unsigned write_each : 1; /* the transport's writelines() skips flow control: write() parts */
+    unsigned peer_checked : 1; /* trusted_proxy(peer) was asked; the answer is peer_trusted */
+    unsigned peer_trusted : 1;
 };
 
 enum { CC_RESP_INIT = 0, CC_RESP_STARTED, CC_RESP_BODY, CC_RESP_TRAILERS, CC_RESP_DONE };
@@ -143,9 +153,10 @@ struct cc_asgi_cycle {
     PyObject *scope;
     PyObject *task;
     PyObject *recv_waiter;
-    PyObject *send_waiter;   /* pathsend in progress */
-    PyObject *start_headers; /* list/tuple from http.response.start until the head is written */
-    PyObject *method;        /* str, borrowed from scope's ownership: kept for the access log */
+    PyObject *send_waiter;       /* pathsend in progress */
+    PyObject *start_headers;     /* list/tuple from http.response.start until the head is written */
+    PyObject *recv_fn, *send_fn; /* the app's receive/send: kept with the cycle for its reuse */
+    PyObject *method;            /* str, borrowed from scope's ownership: kept for the access log */
     /* request body */
     cc_http_body_t body_kind;
     uint64_t body_remaining;
@@ -203,6 +214,8 @@ void cc_asgi_response_complete(cc_asgi_cycle_t *c);
 int cc_asgi_update_reading(cc_asgi_proto_t *p);
 int cc_asgi_next_request_buffered(cc_asgi_proto_t *p);
 PyObject *cc_asgi_drain_waiter(cc_asgi_proto_t *p);
+/* ext["tls"] = a copy of the connection's TLS details, on TLS connections only. */
+int cc_asgi_add_tls(cc_asgi_proto_t *p, PyObject *ext);
 void cc_asgi_log(cc_asgi_server_t *srv, PyObject *level, const char *fmt, PyObject *arg);
 double cc_asgi_monotonic(void);
 /* scope.c */
@@ -212,8 +225,11 @@ int cc_asgi_header_names_init(cc_asgi_state_t *st);
 /* cycle.c */
 extern PyType_Spec cc_asgi_cycle_spec;
 extern PyType_Spec cc_asgi_ready_spec;
+extern PyType_Spec cc_asgi_apprun_spec;
 PyObject *cc_asgi_ready_new(cc_asgi_state_t *st, PyObject *value);
 int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req);
+/* Drop a cycle, breaking the cycle -> receive/send -> cycle references first. */
+void cc_asgi_cycle_discard(cc_asgi_cycle_t *c);
 int cc_asgi_cycle_feed(cc_asgi_cycle_t *c);
 int cc_asgi_cycle_disconnect(cc_asgi_cycle_t *c);
 int cc_asgi_cycle_drain_body(cc_asgi_cycle_t *c);
@@ -233,8 +249,7 @@ static inline int cc_asgi_over_concurrency(const cc_asgi_server_t *srv) {
 /* Calls app(scope, receive, send) and wraps the coroutine in a task on the server's loop.
  * Returns the task (new ref), or NULL with the exception set when the app failed before it could
  * run (the call or create_task raised): callers treat that like the task's own exception. */
-PyObject *cc_asgi_spawn_app(cc_asgi_server_t *srv, PyObject *scope, PyObject *recv,
-                            PyObject *send);
+PyObject *cc_asgi_spawn_app(cc_asgi_server_t *srv, PyObject *scope, PyObject *recv, PyObject *send);
 int cc_asgi_pathsend_continue(cc_asgi_cycle_t *c);
 
 #endif

@@ -44,6 +44,10 @@ int cc_asgi_init(PyObject *module, cc_asgi_state_t *st) {
         return -1;
     if (!(st->ready_type = add_type(module, &cc_asgi_ready_spec, NULL)))
         return -1;
+    if (!(st->apprun_type = add_type(module, &cc_asgi_apprun_spec, NULL)))
+        return -1;
+    if (!(st->kw_name = PyTuple_Pack(1, st->s_name)))
+        return -1;
     st->client_disconnected = PyErr_NewExceptionWithDoc(
         "cicada._core.ClientDisconnected",
         "send() was called after the client closed the connection (ASGI spec 2.4).", PyExc_OSError,
@@ -71,6 +75,8 @@ int cc_asgi_traverse(cc_asgi_state_t *st, visitproc visit, void *arg) {
     Py_VISIT(st->protocol_type);
     Py_VISIT(st->cycle_type);
     Py_VISIT(st->ready_type);
+    Py_VISIT(st->apprun_type);
+    Py_VISIT(st->kw_name);
     Py_VISIT(st->client_disconnected);
     Py_VISIT(st->ready_none);
     Py_VISIT(st->selector_transport);
@@ -91,6 +97,8 @@ void cc_asgi_clear(cc_asgi_state_t *st) {
     Py_CLEAR(st->protocol_type);
     Py_CLEAR(st->cycle_type);
     Py_CLEAR(st->ready_type);
+    Py_CLEAR(st->apprun_type);
+    Py_CLEAR(st->kw_name);
     Py_CLEAR(st->client_disconnected);
 #define CC_ASGI_STR_CLEAR(name, text) Py_CLEAR(st->s_##name);
     CC_ASGI_STRINGS(CC_ASGI_STR_CLEAR)

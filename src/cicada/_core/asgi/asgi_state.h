@@ -74,7 +74,13 @@
     X(exc_info, "exc_info")                                                                        \
     X(peername, "peername")                                                                        \
     X(sockname, "sockname")                                                                        \
-    X(socket, "socket")
+    X(socket, "socket")                                                                            \
+    X(throw, "throw")                                                                              \
+    X(name, "name")                                                                                \
+    X(v_task_http, "cicada.http")                                                                  \
+    X(v_task_ws, "cicada.websocket")                                                               \
+    X(ssl_object, "ssl_object")                                                                    \
+    X(tls, "tls")
 
 #define CC_ASGI_KNOWN_SLOTS 256
 #define CC_ASGI_HDR_SLOTS 128
@@ -101,6 +107,8 @@ typedef struct {
     PyTypeObject *protocol_type;
     PyTypeObject *cycle_type;
     PyTypeObject *ready_type;
+    PyTypeObject *apprun_type;
+    PyObject *kw_name;             /* ("name",): kwnames of create_task(coro, name=...) */
     PyObject *client_disconnected; /* exception type, subclass of OSError */
     PyObject *ready_none;          /* an awaitable that completes at once with None */
     /* asyncio's selector socket transport on 3.12+: its writelines() never paused the protocol

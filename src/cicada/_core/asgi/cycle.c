@@ -1,7 +1,9 @@
 /* One request/response cycle: the object behind the ASGI `receive` and `send` callables, the
- * request body reader, and the completion check when the app's task ends. Awaiting receive() or
- * send() creates no future when the result is already known (a _Ready awaitable returns it at
- * once); only a real wait makes a loop future. Response serialization is in send.c. */
+ * request body reader, and the completion check when the app's coroutine ends (_AppRun, stepped
+ * by the app's task). Awaiting receive() or send() creates no future when the result is already
+ * known (a _Ready awaitable returns it at once); only a real wait makes a loop future. A finished
+ * cycle nobody refers to is reused for the connection's next request. Response serialization is
+ * in send.c. */
 #include "asgi/asgi.h"
 
 #include <string.h>
@@ -427,7 +429,195 @@ static PyMethodDef receive_def = {"receive", (PyCFunction)cycle_receive, METH_NO
 static PyMethodDef send_def = {"send", (PyCFunction)cycle_send, METH_O, NULL};
 static PyMethodDef done_def = {"_task_done", (PyCFunction)cycle_task_done, METH_O, NULL};
 
+/* ---- _AppRun: the app's coroutine as the task sees it ----------------------------------------
+ * The task steps this object, which steps the app's coroutine and, when that ends, finishes the
+ * request cycle right there: no done callback to register, schedule and run one loop iteration
+ * later. An Exception the app raises is logged by cycle_finish() and ends the task normally (it
+ * would otherwise be retrieved by nobody); CancelledError and other BaseExceptions still reach
+ * the task so cancellation and KeyboardInterrupt behave as for a plain coroutine. */
+
+typedef struct {
+    PyObject_HEAD PyObject *coro;
+    cc_asgi_cycle_t *cycle; /* until the coroutine ends */
+} cc_apprun_t;
+
+/* The coroutine ended with *result (PYGEN_RETURN) or the pending exception (PYGEN_ERROR). */
+static PySendResult apprun_end(cc_apprun_t *r, PySendResult s, PyObject **result) {
+    cc_asgi_cycle_t *c = r->cycle;
+    r->cycle = NULL;
+    Py_CLEAR(r->coro);
+    if (!c)
+        return s;
+    if (s == PYGEN_RETURN) {
+        cycle_finish(c, NULL, *result);
+        Py_DECREF(c);
+        return s;
+    }
+    PyObject *exc = cc_asgi_fetch_exception();
+    cycle_finish(c, exc, NULL);
+    Py_DECREF(c);
+    if (exc && !PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
+        cc_err_give(exc); /* CancelledError, KeyboardInterrupt...: the task's business */
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    Py_XDECREF(exc); /* logged: the task ends with None */
+    *result = Py_NewRef(Py_None);
+    return PYGEN_RETURN;
+}
+
+static PySendResult apprun_am_send(cc_apprun_t *r, PyObject *arg, PyObject **result) {
+    if (!r->coro) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    PySendResult s = PyIter_Send(r->coro, arg, result);
+    if (s == PYGEN_NEXT)
+        return s;
+    return apprun_end(r, s, result);
+}
+
+/* Python-level results of a step: the yielded value, or StopIteration(value), or the error. */
+static PyObject *apprun_result(PySendResult s, PyObject *result) {
+    if (s == PYGEN_NEXT)
+        return result;
+    if (s == PYGEN_RETURN) {
+        if (result == Py_None)
+            PyErr_SetNone(PyExc_StopIteration);
+        else {
+            PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, result);
+            if (e) {
+                PyErr_SetObject(PyExc_StopIteration, e);
+                Py_DECREF(e);
+            }
+        }
+        Py_DECREF(result);
+    }
+    return NULL;
+}
+
+static PyObject *apprun_send(cc_apprun_t *r, PyObject *arg) {
+    PyObject *result = NULL;
+    PySendResult s = apprun_am_send(r, arg, &result);
+    return apprun_result(s, result);
+}
+
+static PyObject *apprun_next(cc_apprun_t *r) {
+    return apprun_send(r, Py_None);
+}
+
+static PyObject *apprun_throw(cc_apprun_t *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (!r->coro) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return NULL;
+    }
+    cc_asgi_state_t *st = r->cycle ? r->cycle->proto->server->st : NULL;
+    PyObject *stack[4] = {r->coro, NULL, NULL, NULL};
+    if (nargs > 3)
+        nargs = 3; /* the coroutine's own throw() reports a bad call */
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        stack[1 + i] = args[i];
+    PyObject *y =
+        st ? PyObject_VectorcallMethod(st->s_throw, stack,
+                                       (size_t)(1 + nargs) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
+           : PyObject_CallMethod(r->coro, "throw", "O", nargs ? args[0] : Py_None);
+    if (y)
+        return y;
+    PyObject *result = NULL;
+    PySendResult s = PYGEN_ERROR;
+    if (PyErr_ExceptionMatches(PyExc_StopIteration)) { /* the coroutine returned */
+        PyObject *stop = cc_err_take();
+        result = PyObject_GetAttrString(stop, "value");
+        Py_DECREF(stop);
+        if (result)
+            s = PYGEN_RETURN;
+    }
+    s = apprun_end(r, s, &result);
+    return apprun_result(s, result);
+}
+
+static PyObject *apprun_close(cc_apprun_t *r, PyObject *unused) {
+    (void)unused;
+    if (!r->coro)
+        Py_RETURN_NONE;
+    PyObject *res = PyObject_CallMethod(r->coro, "close", NULL);
+    if (!res)
+        return NULL;
+    Py_DECREF(res);
+    Py_RETURN_NONE;
+}
+
+static PyObject *apprun_await(PyObject *self) {
+    return Py_NewRef(self);
+}
+
+/* Debuggers and task reprs look at the coroutine's frame and code: the app's. */
+static PyObject *apprun_getattro(cc_apprun_t *r, PyObject *name) {
+    PyObject *v = PyObject_GenericGetAttr((PyObject *)r, name);
+    if (v || !r->coro || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return v;
+    PyErr_Clear();
+    return PyObject_GetAttr(r->coro, name);
+}
+
+static int apprun_traverse(cc_apprun_t *r, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(r));
+    Py_VISIT(r->coro);
+    Py_VISIT(r->cycle);
+    return 0;
+}
+
+static int apprun_clear(cc_apprun_t *r) {
+    Py_CLEAR(r->coro);
+    Py_CLEAR(r->cycle);
+    return 0;
+}
+
+static void apprun_dealloc(cc_apprun_t *r) {
+    PyTypeObject *tp = Py_TYPE(r);
+    PyObject_GC_UnTrack(r);
+    apprun_clear(r);
+    tp->tp_free((PyObject *)r);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef apprun_methods[] = {
+    {"send", (PyCFunction)apprun_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))apprun_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)apprun_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot apprun_slots[] = {
+    {Py_am_await, apprun_await},
+    {Py_am_send, apprun_am_send},
+    {Py_tp_iter, apprun_await},
+    {Py_tp_iternext, apprun_next},
+    {Py_tp_getattro, apprun_getattro},
+    {Py_tp_methods, apprun_methods},
+    {Py_tp_dealloc, apprun_dealloc},
+    {Py_tp_traverse, apprun_traverse},
+    {Py_tp_clear, apprun_clear},
+    {Py_tp_doc, "An ASGI app's coroutine, as its task steps it; ends the request when it ends."},
+    {0, NULL},
+};
+
+PyType_Spec cc_asgi_apprun_spec = {
+    .name = "cicada._core._AppRun",
+    .basicsize = sizeof(cc_apprun_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = apprun_slots,
+};
+
 /* ---- starting a request ------------------------------------------------------------------- */
+
+static PyObject *create_task(cc_asgi_server_t *srv, PyObject *coro, PyObject *name) {
+    /* A fixed name: asyncio would otherwise format "Task-<n>" for every request. */
+    PyObject *targs[3] = {srv->loop, coro, name};
+    return PyObject_VectorcallMethod(srv->st->s_create_task, targs,
+                                     2 | PY_VECTORCALL_ARGUMENTS_OFFSET, srv->st->kw_name);
+}
 
 PyObject *cc_asgi_spawn_app(cc_asgi_server_t *srv, PyObject *scope, PyObject *recv,
                             PyObject *send) {
@@ -435,11 +625,71 @@ PyObject *cc_asgi_spawn_app(cc_asgi_server_t *srv, PyObject *scope, PyObject *re
     PyObject *coro = PyObject_Vectorcall(srv->app, args, 3, NULL);
     if (!coro)
         return NULL;
-    PyObject *targs[2] = {srv->loop, coro};
-    PyObject *task = PyObject_VectorcallMethod(srv->st->s_create_task, targs,
-                                               2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *task = create_task(srv, coro, srv->st->s_v_task_ws);
     Py_DECREF(coro);
     return task;
+}
+
+/* app(scope, receive, send) in a task that finishes c when the coroutine ends. Returns the
+ * task, or NULL with the exception set (c is not finished then). *direct says whether the
+ * _AppRun finishes c; if not (the app returned something other than a coroutine, which
+ * create_task then judges), the caller adds a done callback. */
+static PyObject *spawn_cycle(cc_asgi_cycle_t *c, PyObject *recv, PyObject *send, int *direct) {
+    cc_asgi_server_t *srv = c->proto->server;
+    PyObject *args[3] = {c->scope, recv, send};
+    *direct = 0;
+    PyObject *coro = PyObject_Vectorcall(srv->app, args, 3, NULL);
+    if (!coro)
+        return NULL;
+    if (PyCoro_CheckExact(coro)) {
+        cc_apprun_t *r = PyObject_GC_New(cc_apprun_t, srv->st->apprun_type);
+        if (!r) {
+            Py_DECREF(coro);
+            return NULL;
+        }
+        r->coro = coro;
+        r->cycle = (cc_asgi_cycle_t *)Py_NewRef(c);
+        PyObject_GC_Track(r);
+        coro = (PyObject *)r;
+        *direct = 1;
+    }
+    PyObject *task = create_task(srv, coro, srv->st->s_v_task_http);
+    if (!task && *direct) { /* never stepped: c is finished by the caller */
+        cc_apprun_t *r = (cc_apprun_t *)coro;
+        Py_CLEAR(r->cycle);
+        *direct = 0;
+    }
+    Py_DECREF(coro);
+    return task;
+}
+
+/* The connection's previous cycle, reset for a new request, when nothing but the connection
+ * and its own receive/send refer to it any more: saves allocating the cycle and two callables.
+ * Otherwise (the app kept receive or send, or the task is still alive) it is let go. */
+static cc_asgi_cycle_t *take_spare(cc_asgi_proto_t *p) {
+    cc_asgi_cycle_t *c = p->spare;
+    if (!c)
+        return NULL;
+    p->spare = NULL;
+#ifndef Py_GIL_DISABLED /* refcounts are not exact under free-threading */
+    if (c->task_done && Py_REFCNT(c) == 3 && c->recv_fn && c->send_fn &&
+        Py_REFCNT(c->recv_fn) == 1 && Py_REFCNT(c->send_fn) == 1 &&
+        !((PyCFunctionObject *)c->recv_fn)->m_weakreflist &&
+        !((PyCFunctionObject *)c->send_fn)->m_weakreflist && !c->scope && !c->task &&
+        !c->recv_waiter && !c->send_waiter && !c->start_headers && c->file_fd < 0 && !c->counted) {
+        PyObject *recv = c->recv_fn, *send = c->send_fn;
+        cc_asgi_proto_t *proto = c->proto;
+        memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
+        c->proto = proto;
+        c->recv_fn = recv;
+        c->send_fn = send;
+        c->file_fd = -1;
+        c->sock_fd = -1;
+        return c;
+    }
+#endif
+    cc_asgi_cycle_discard(c);
+    return NULL;
 }
 
 int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
@@ -452,21 +702,24 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
         cc_asgi_close(p, 0);
         return rc;
     }
-    cc_asgi_cycle_t *c = PyObject_GC_New(cc_asgi_cycle_t, st->cycle_type);
-    if (!c)
-        return -1;
-    memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
-    c->file_fd = -1;
-    c->sock_fd = -1;
-    c->proto = (cc_asgi_proto_t *)Py_NewRef(p);
-    PyObject_GC_Track(c);
+    cc_asgi_cycle_t *c = take_spare(p);
+    if (!c) {
+        c = PyObject_GC_New(cc_asgi_cycle_t, st->cycle_type);
+        if (!c)
+            return -1;
+        memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
+        c->file_fd = -1;
+        c->sock_fd = -1;
+        c->proto = (cc_asgi_proto_t *)Py_NewRef(p);
+        PyObject_GC_Track(c);
+    }
     c->scope = cc_asgi_build_scope(p, req);
     if (!c->scope) {
         /* e.g. trusted_proxy raised: answer 500 and log it rather than drop the connection */
         PyObject *exc = cc_asgi_fetch_exception();
         log_exception(srv, "Exception while building the request scope\n", exc);
         Py_XDECREF(exc);
-        Py_DECREF(c);
+        cc_asgi_cycle_discard(c);
         int rc = cc_asgi_send_simple(p, req->version_minor, 500, "Internal Server Error", 1);
         cc_asgi_close(p, 0);
         return rc;
@@ -483,23 +736,31 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     c->is_head = req->method_len == 4 && !memcmp(req->method, "HEAD", 4);
     cc_buf_consume(&p->in, req->head_len);
 
-    recv = PyCFunction_New(&receive_def, (PyObject *)c);
-    send = PyCFunction_New(&send_def, (PyObject *)c);
-    cb = PyCFunction_New(&done_def, (PyObject *)c);
-    if (!recv || !send || !cb)
+    if (!c->recv_fn && !(c->recv_fn = PyCFunction_New(&receive_def, (PyObject *)c)))
         goto error;
+    if (!c->send_fn && !(c->send_fn = PyCFunction_New(&send_def, (PyObject *)c)))
+        goto error;
+    recv = c->recv_fn;
+    send = c->send_fn;
     p->cycle = (cc_asgi_cycle_t *)Py_NewRef(c);
     srv->request_count++;
     srv->active_requests++;
     c->counted = 1;
-    task = cc_asgi_spawn_app(srv, c->scope, recv, send);
+    int direct;
+    task = spawn_cycle(c, recv, send, &direct);
     if (!task) { /* e.g. the app is a plain function: same handling as an app exception */
         PyObject *exc = cc_asgi_fetch_exception();
         cycle_finish(c, exc, NULL);
         Py_XDECREF(exc);
         goto done;
     }
-    c->task = Py_NewRef(task);
+    if (!c->task_done) /* a task factory may have run it to its end already */
+        c->task = Py_NewRef(task);
+    if (direct)
+        goto done;
+    cb = PyCFunction_New(&done_def, (PyObject *)c);
+    if (!cb)
+        goto error;
     PyObject *dargs[2] = {task, cb};
     PyObject *r = PyObject_VectorcallMethod(st->s_add_done_callback, dargs,
                                             2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -507,15 +768,14 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
         goto error;
     Py_DECREF(r);
 done:
-    Py_XDECREF(recv);
-    Py_XDECREF(send);
     Py_XDECREF(cb);
     Py_XDECREF(task);
-    Py_DECREF(c);
+    if (!p->lost && !p->spare)
+        p->spare = c; /* our reference */
+    else
+        cc_asgi_cycle_discard(c);
     return 0;
 error:
-    Py_XDECREF(recv);
-    Py_XDECREF(send);
     Py_XDECREF(cb);
     Py_XDECREF(task);
     if (c->counted) {
@@ -524,8 +784,14 @@ error:
     }
     if (p->cycle == c)
         Py_CLEAR(p->cycle);
-    Py_DECREF(c);
+    cc_asgi_cycle_discard(c);
     return -1;
+}
+
+void cc_asgi_cycle_discard(cc_asgi_cycle_t *c) {
+    Py_CLEAR(c->recv_fn);
+    Py_CLEAR(c->send_fn);
+    Py_DECREF(c);
 }
 
 /* ---- type ---------------------------------------------------------------------------------- */
@@ -538,6 +804,8 @@ static int cycle_traverse(cc_asgi_cycle_t *c, visitproc visit, void *arg) {
     Py_VISIT(c->recv_waiter);
     Py_VISIT(c->send_waiter);
     Py_VISIT(c->start_headers);
+    Py_VISIT(c->recv_fn);
+    Py_VISIT(c->send_fn);
     return 0;
 }
 
@@ -547,6 +815,8 @@ static int cycle_clear(cc_asgi_cycle_t *c) {
     Py_CLEAR(c->recv_waiter);
     Py_CLEAR(c->send_waiter);
     Py_CLEAR(c->start_headers);
+    Py_CLEAR(c->recv_fn);
+    Py_CLEAR(c->send_fn);
     Py_CLEAR(c->proto);
     return 0;
 }

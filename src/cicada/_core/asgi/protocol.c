@@ -539,6 +539,39 @@ static PyObject *extra_info(cc_asgi_proto_t *p, PyObject *key) {
                                      2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
+/* The scope's "tls" extension for this connection, asked once from the server's tls_info
+ * callable. A failure there is logged and leaves the extension out rather than the client. */
+static void read_tls(cc_asgi_proto_t *p) {
+    cc_asgi_server_t *srv = p->server;
+    PyObject *obj = extra_info(p, srv->st->s_ssl_object);
+    if (obj && obj != Py_None) {
+        PyObject *info = PyObject_CallOneArg(srv->tls_info, obj);
+        if (info && !PyDict_Check(info)) {
+            PyErr_Format(PyExc_TypeError, "tls_info must return a dict, not %.100s",
+                         Py_TYPE(info)->tp_name);
+            Py_CLEAR(info);
+        }
+        p->tls = info;
+    }
+    Py_XDECREF(obj);
+    if (PyErr_Occurred()) {
+        PyObject *exc = cc_asgi_fetch_exception();
+        cc_asgi_log(srv, srv->st->s_error, "Could not read the TLS details for the scope: %R", exc);
+        Py_XDECREF(exc);
+    }
+}
+
+int cc_asgi_add_tls(cc_asgi_proto_t *p, PyObject *ext) {
+    if (!p->tls)
+        return 0;
+    PyObject *copy = PyDict_Copy(p->tls);
+    if (!copy)
+        return -1;
+    int rc = PyDict_SetItem(ext, p->server->st->s_tls, copy);
+    Py_DECREF(copy);
+    return rc;
+}
+
 static PyObject *proto_connection_made(cc_asgi_proto_t *p, PyObject *transport) {
     cc_asgi_server_t *srv = p->server;
     if (p->transport) {
@@ -561,6 +594,8 @@ static PyObject *proto_connection_made(cc_asgi_proto_t *p, PyObject *transport) 
     Py_DECREF(info);
     if (!p->client || !p->sockname)
         return NULL;
+    if (srv->tls_info && !p->fast) /* cicada's own transport is never TLS */
+        read_tls(p);
     PyObject *hi = PyLong_FromSsize_t(srv->write_high), *lo = PyLong_FromSsize_t(srv->write_low);
     if (!hi || !lo) {
         Py_XDECREF(hi);
@@ -682,6 +717,19 @@ static void unlink_conn(cc_asgi_proto_t *p) {
     srv->connection_count--;
 }
 
+/* What build_scope keeps from one request to the next (scope.c). */
+static void clear_request_cache(cc_asgi_proto_t *p) {
+    cc_asgi_cycle_t *spare = p->spare;
+    p->spare = NULL;
+    if (spare)
+        cc_asgi_cycle_discard(spare);
+    Py_CLEAR(p->scope_base);
+    Py_CLEAR(p->last_path);
+    Py_CLEAR(p->last_raw_path);
+    for (int i = 0; i < CC_ASGI_HDR_CACHE; i++)
+        Py_CLEAR(p->hdr_cache[i]);
+}
+
 static PyObject *proto_connection_lost(cc_asgi_proto_t *p, PyObject *exc) {
     (void)exc;
     p->lost = 1;
@@ -705,6 +753,7 @@ static PyObject *proto_connection_lost(cc_asgi_proto_t *p, PyObject *exc) {
         Py_DECREF(ws);
     }
     Py_CLEAR(p->transport);
+    clear_request_cache(p);
     cc_buf_free(&p->in);
     Py_RETURN_NONE;
 }
@@ -748,6 +797,13 @@ static int proto_traverse(cc_asgi_proto_t *p, visitproc visit, void *arg) {
     Py_VISIT(p->transport);
     Py_VISIT(p->client);
     Py_VISIT(p->sockname);
+    Py_VISIT(p->scope_base);
+    Py_VISIT(p->tls);
+    Py_VISIT(p->spare);
+    Py_VISIT(p->last_path);
+    Py_VISIT(p->last_raw_path);
+    for (int i = 0; i < CC_ASGI_HDR_CACHE; i++)
+        Py_VISIT(p->hdr_cache[i]);
     Py_VISIT(p->timer);
     Py_VISIT(p->drain_waiter);
     Py_VISIT(p->cycle);
@@ -761,6 +817,8 @@ static int proto_clear(cc_asgi_proto_t *p) {
     Py_CLEAR(p->transport);
     Py_CLEAR(p->client);
     Py_CLEAR(p->sockname);
+    clear_request_cache(p);
+    Py_CLEAR(p->tls);
     Py_CLEAR(p->timer);
     Py_CLEAR(p->drain_waiter);
     Py_CLEAR(p->cycle);

@@ -242,7 +242,7 @@ static PyObject *cc_parsed_richcompare(PyObject *a, PyObject *b, int op) {
 #endif
 
 #define CC_PARSED_MEMBER(i, name, doc)                                                             \
-    {name, CC_T_OBJECT, offsetof(cc_parsed_t, f) + (i) * sizeof(PyObject *), CC_READONLY, doc}
+    { name, CC_T_OBJECT, offsetof(cc_parsed_t, f) + (i) * sizeof(PyObject *), CC_READONLY, doc }
 
 static PyMemberDef cc_parsed_members[] = {
     CC_PARSED_MEMBER(0, "method", "request method, bytes"),

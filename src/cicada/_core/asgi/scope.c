@@ -1,6 +1,7 @@
-/* Builds the ASGI `http` scope of one request from the parsed head: copies a per-server template
- * dict (constant entries preset, table already sized) and fills the per-request keys with
- * interned names. Proxy headers are applied here. It never touches the transport. */
+/* Builds the ASGI `http` scope of one request from the parsed head: copies a per-connection
+ * template dict (constant entries preset, table already sized) and fills the per-request keys with
+ * interned names, reusing the previous request's immutable path and header objects when they
+ * repeat. Proxy headers are applied here. It never touches the transport. */
 #include "asgi/asgi.h"
 
 #include <stdlib.h>
@@ -212,29 +213,53 @@ static PyObject *header_name(cc_asgi_state_t *st, const char *s, size_t n) {
     return PyBytes_FromStringAndSize(s, (Py_ssize_t)n);
 }
 
-static PyObject *headers_list(cc_asgi_state_t *st, const cc_http_request_t *req) {
+/* The (name, value) tuple for header i. A keep-alive client usually repeats its headers request
+ * after request: the tuple the connection's previous request had at the same position is reused
+ * when its bytes match (tuples and bytes are immutable, so sharing them is invisible). */
+static PyObject *header_pair(cc_asgi_state_t *st, cc_asgi_proto_t *p, size_t i,
+                             const cc_http_header_t *h) {
+    PyObject *old = i < CC_ASGI_HDR_CACHE ? p->hdr_cache[i] : NULL;
+    if (old) {
+        PyObject *n = PyTuple_GET_ITEM(old, 0), *v = PyTuple_GET_ITEM(old, 1);
+        if ((size_t)PyBytes_GET_SIZE(n) == h->name_len &&
+            (size_t)PyBytes_GET_SIZE(v) == h->value_len &&
+            !memcmp(PyBytes_AS_STRING(n), h->name, h->name_len) &&
+            !memcmp(PyBytes_AS_STRING(v), h->value, h->value_len))
+            return Py_NewRef(old);
+    }
+    PyObject *pair = PyTuple_New(2);
+    if (!pair)
+        return NULL;
+    PyObject *n = header_name(st, h->name, h->name_len);
+    if (!n)
+        goto error;
+    PyTuple_SET_ITEM(pair, 0, n);
+    PyObject *v = PyBytes_FromStringAndSize(h->value, (Py_ssize_t)h->value_len);
+    if (!v)
+        goto error;
+    PyTuple_SET_ITEM(pair, 1, v);
+    if (i < CC_ASGI_HDR_CACHE)
+        Py_XSETREF(p->hdr_cache[i], Py_NewRef(pair));
+    return pair;
+error:
+    Py_DECREF(pair);
+    return NULL;
+}
+
+static PyObject *headers_list(cc_asgi_state_t *st, cc_asgi_proto_t *p,
+                              const cc_http_request_t *req) {
     PyObject *list = PyList_New((Py_ssize_t)req->num_headers);
     if (!list)
         return NULL;
     for (size_t i = 0; i < req->num_headers; i++) {
-        const cc_http_header_t *h = &req->headers[i];
-        PyObject *pair = PyTuple_New(2);
-        if (!pair)
-            goto error;
+        PyObject *pair = header_pair(st, p, i, &req->headers[i]);
+        if (!pair) {
+            Py_DECREF(list);
+            return NULL;
+        }
         PyList_SET_ITEM(list, (Py_ssize_t)i, pair);
-        PyObject *n = header_name(st, h->name, h->name_len);
-        if (!n)
-            goto error;
-        PyTuple_SET_ITEM(pair, 0, n);
-        PyObject *v = PyBytes_FromStringAndSize(h->value, (Py_ssize_t)h->value_len);
-        if (!v)
-            goto error;
-        PyTuple_SET_ITEM(pair, 1, v);
     }
     return list;
-error:
-    Py_DECREF(list);
-    return NULL;
 }
 
 /* trusted_proxy(host) as 1/0/-1. */
@@ -263,15 +288,31 @@ static int apply_proxy(cc_asgi_server_t *srv, cc_asgi_proto_t *p, const cc_http_
     if (!srv->trusted_proxy)
         return 0;
     int rc = -1;
-    /* A unix-socket peer has no address: the predicate sees None, so '*' still trusts it. */
-    PyObject *peer = PyTuple_Check(p->client) ? PyTuple_GET_ITEM(p->client, 0) : Py_None;
-    int t = is_trusted(srv, peer);
-    if (t <= 0)
-        return t;
+    size_t first = req->num_headers;
+    for (size_t i = 0; i < req->num_headers && first == req->num_headers; i++) {
+        const cc_http_header_t *h = &req->headers[i];
+        if ((h->name_len == 17 && !memcmp(h->name, "x-forwarded-proto", 17)) ||
+            (h->name_len == 15 && !memcmp(h->name, "x-forwarded-for", 15)))
+            first = i;
+    }
+    if (first == req->num_headers)
+        return 0; /* nothing to apply: the predicate (Python) is not even asked */
+    /* The peer is fixed for the connection's life: ask once. A unix-socket peer has no address:
+     * the predicate sees None, so '*' still trusts it. */
+    if (!p->peer_checked) {
+        PyObject *peer = PyTuple_Check(p->client) ? PyTuple_GET_ITEM(p->client, 0) : Py_None;
+        int t = is_trusted(srv, peer);
+        if (t < 0)
+            return -1;
+        p->peer_checked = 1;
+        p->peer_trusted = t ? 1 : 0;
+    }
+    if (!p->peer_trusted)
+        return 0;
     const cc_http_header_t *proto = NULL;
     cc_buf_t xff;
     cc_buf_init(&xff);
-    for (size_t i = 0; i < req->num_headers; i++) {
+    for (size_t i = first; i < req->num_headers; i++) {
         const cc_http_header_t *h = &req->headers[i];
         if (h->name_len == 17 && !memcmp(h->name, "x-forwarded-proto", 17))
             proto = h;
@@ -369,7 +410,18 @@ static int set_steal(PyObject *d, PyObject *k, PyObject *v) {
 PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     cc_asgi_server_t *srv = p->server;
     cc_asgi_state_t *st = srv->st;
-    PyObject *scope = PyDict_Copy(srv->scope_template);
+    if (!p->scope_base) { /* the template with this connection's constant entries filled in */
+        PyObject *base = PyDict_Copy(srv->scope_template);
+        if (!base)
+            return NULL;
+        if (PyDict_SetItem(base, st->s_client, p->client) < 0 ||
+            PyDict_SetItem(base, st->s_server, p->sockname) < 0) {
+            Py_DECREF(base);
+            return NULL;
+        }
+        p->scope_base = base;
+    }
+    PyObject *scope = PyDict_Copy(p->scope_base);
     if (!scope)
         return NULL;
     const char *t = req->target;
@@ -409,17 +461,29 @@ PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) 
         pl = 1;
     }
 
-    PyObject *path = decode_path(t, pl);
-    if (!path)
-        goto error;
-    if (PyUnicode_GET_LENGTH(srv->root_path)) {
-        PyObject *full = PyUnicode_Concat(srv->root_path, path);
-        Py_DECREF(path);
-        path = full;
+    /* The same path as the connection's previous request: reuse its (immutable) objects. */
+    Py_ssize_t rl = PyBytes_GET_SIZE(srv->root_path_bytes);
+    PyObject *raw = p->last_raw_path;
+    if (!(raw && PyBytes_GET_SIZE(raw) == rl + (Py_ssize_t)pl &&
+          !memcmp(PyBytes_AS_STRING(raw) + rl, t, pl))) {
+        PyObject *path = decode_path(t, pl);
+        if (!path)
+            goto error;
+        if (rl) {
+            PyObject *full = PyUnicode_Concat(srv->root_path, path);
+            Py_DECREF(path);
+            if (!(path = full))
+                goto error;
+        }
+        if (!(raw = concat_bytes(srv->root_path_bytes, t, pl))) {
+            Py_DECREF(path);
+            goto error;
+        }
+        Py_XSETREF(p->last_raw_path, raw);
+        Py_XSETREF(p->last_path, path);
     }
-    if (set_steal(scope, st->s_path, path) < 0)
-        goto error;
-    if (set_steal(scope, st->s_raw_path, concat_bytes(srv->root_path_bytes, t, pl)) < 0)
+    if (PyDict_SetItem(scope, st->s_path, p->last_path) < 0 ||
+        PyDict_SetItem(scope, st->s_raw_path, p->last_raw_path) < 0)
         goto error;
     if (set_steal(scope, st->s_query_string, PyBytes_FromStringAndSize(qs, (Py_ssize_t)ql)) < 0)
         goto error;
@@ -427,15 +491,16 @@ PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) 
         goto error;
     if (req->version_minor == 0 && PyDict_SetItem(scope, st->s_http_version, st->s_v_10) < 0)
         goto error;
-    if (set_steal(scope, st->s_headers, headers_list(st, req)) < 0)
-        goto error;
-    if (PyDict_SetItem(scope, st->s_client, p->client) < 0 ||
-        PyDict_SetItem(scope, st->s_server, p->sockname) < 0)
+    if (set_steal(scope, st->s_headers, headers_list(st, p, req)) < 0)
         goto error;
     if (set_steal(scope, st->s_state, srv->state ? PyDict_Copy(srv->state) : PyDict_New()) < 0)
         goto error;
-    if (set_steal(scope, st->s_extensions, PyDict_Copy(srv->extensions)) < 0)
+    PyObject *ext = PyDict_Copy(srv->extensions);
+    if (!ext || cc_asgi_add_tls(p, ext) < 0 || PyDict_SetItem(scope, st->s_extensions, ext) < 0) {
+        Py_XDECREF(ext);
         goto error;
+    }
+    Py_DECREF(ext);
     if (srv->proxy_headers && apply_proxy(srv, p, req, scope) < 0)
         goto error;
     return scope;

@@ -16,8 +16,17 @@
 /* Largest single sendfile() call. */
 #define CC_ASGI_SENDFILE_MAX (1 << 30)
 
+/* The app's "type" value against one of our interned names. Its literal is usually not the same
+ * object (dotted strings are not interned), so compare the characters directly. */
 static int type_is(PyObject *t, PyObject *want) {
-    return t == want || (PyUnicode_Check(t) && PyUnicode_Compare(t, want) == 0);
+    if (t == want)
+        return 1;
+    if (!PyUnicode_Check(t))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(want);
+    int kind = PyUnicode_KIND(want);
+    return PyUnicode_GET_LENGTH(t) == n && PyUnicode_KIND(t) == kind &&
+           memcmp(PyUnicode_DATA(t), PyUnicode_DATA(want), (size_t)n * (size_t)kind) == 0;
 }
 
 static int is_no_body_status(int status) {

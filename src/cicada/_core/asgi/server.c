@@ -86,12 +86,14 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
                              "read_buffer_limit",
                              "write_high_water",
                              "write_low_water",
+                             "tls_info",
                              NULL};
     PyObject *app, *loop, *root_path = NULL, *scheme = NULL, *server_header = NULL;
     int date_header = 1, proxy_headers = 0;
     PyObject *default_headers = NULL, *max_line = NULL, *max_head = NULL, *max_headers = NULL;
     PyObject *limit = NULL, *ka = NULL, *head_to = NULL, *trusted = NULL, *access = NULL;
     PyObject *errlog = NULL, *state = NULL, *rlimit = NULL, *whigh = NULL, *wlow = NULL;
+    PyObject *tls_info = NULL;
     cc_buf_t tmp;
     cc_buf_init(&tmp);
     cc_asgi_ws_config_t ws_cfg; /* ws* keywords are parsed by ws_protocol.c */
@@ -99,9 +101,10 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     if (cc_asgi_ws_config_from_kwargs(&ws_cfg, kwds, &rest) < 0)
         return NULL;
     int parsed = PyArg_ParseTupleAndKeywords(
-        args, rest, "OO|$UUOpOOOOOOOpOOOOOOO", kwlist, &app, &loop, &root_path, &scheme,
+        args, rest, "OO|$UUOpOOOOOOOpOOOOOOOO", kwlist, &app, &loop, &root_path, &scheme,
         &server_header, &date_header, &default_headers, &max_line, &max_head, &max_headers, &limit,
-        &ka, &head_to, &proxy_headers, &trusted, &access, &errlog, &state, &rlimit, &whigh, &wlow);
+        &ka, &head_to, &proxy_headers, &trusted, &access, &errlog, &state, &rlimit, &whigh, &wlow,
+        &tls_info);
     Py_XDECREF(rest);
     if (!parsed)
         return NULL;
@@ -142,6 +145,13 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
             goto error;
         }
         s->trusted_proxy = Py_NewRef(trusted);
+    }
+    if (tls_info && tls_info != Py_None) {
+        if (!PyCallable_Check(tls_info)) {
+            PyErr_SetString(PyExc_TypeError, "tls_info must be callable or None");
+            goto error;
+        }
+        s->tls_info = Py_NewRef(tls_info);
     }
     s->date_header = date_header ? 1 : 0;
     s->proxy_headers = proxy_headers ? 1 : 0;
@@ -239,6 +249,7 @@ static int server_traverse(cc_asgi_server_t *s, visitproc visit, void *arg) {
     Py_VISIT(s->error_logger);
     Py_VISIT(s->state);
     Py_VISIT(s->trusted_proxy);
+    Py_VISIT(s->tls_info);
     Py_VISIT(s->scope_template);
     Py_VISIT(s->extensions);
     Py_VISIT(s->access_fmt);
@@ -255,6 +266,7 @@ static int server_clear(cc_asgi_server_t *s) {
     Py_CLEAR(s->error_logger);
     Py_CLEAR(s->state);
     Py_CLEAR(s->trusted_proxy);
+    Py_CLEAR(s->tls_info);
     Py_CLEAR(s->scope_template);
     Py_CLEAR(s->extensions);
     Py_CLEAR(s->access_fmt);

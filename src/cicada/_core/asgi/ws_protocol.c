@@ -1350,7 +1350,7 @@ static PyObject *ws_scope(cc_asgi_ws_t *ws, const cc_http_request_t *req) {
     ext = PyDict_New();
     empty = PyDict_New();
     if (!ext || !empty || PyDict_SetItem(ext, st->ws.s_t_http_response, empty) < 0 ||
-        PyDict_SetItem(scope, st->s_extensions, ext) < 0)
+        cc_asgi_add_tls(p, ext) < 0 || PyDict_SetItem(scope, st->s_extensions, ext) < 0)
         goto error;
     Py_DECREF(ext);
     Py_DECREF(empty);

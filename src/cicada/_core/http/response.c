@@ -1,7 +1,7 @@
 /* Response-side HTTP/1.1 helpers: status lines, reason phrases, chunk framing and validation of
  * header fields an application supplies. Plain C over caller buffers: no Python.h, no allocation.
  */
-#include "http/http.h"
+#include "http/http_internal.h"
 
 #include <string.h>
 
@@ -156,18 +156,11 @@ size_t cc_http_status_line(char *out, int version_minor, int status) {
     return (size_t)(p - out);
 }
 
-/* tchar per RFC 9110 5.6.2. */
-static int is_tchar(unsigned char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 int cc_http_valid_header_name(const char *name, size_t len) {
     if (len == 0)
         return 0;
     for (size_t i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)name[i]))
+        if (!cc_http_is((unsigned char)name[i], CC_HTTP_C_TCHAR))
             return 0;
     return 1;
 }
