@@ -38,10 +38,11 @@ class _Headers(MutableHeaders):
     """`response.headers` of a call_next response: a MutableHeaders whose `__setitem__` is C.
 
     mw_setup replaces `__setitem__` (same semantics as MutableHeaders'; it falls back to that
-    one for anything but str keys and values over a list of 2-tuples).
+    one for anything but str keys and values over a list of 2-tuples). `_list` is a slot: the C
+    side builds the instance without `__init__` and reads the list by offset.
     """
 
-    __slots__ = ()
+    __slots__ = ("_list",)
 
 
 _Headers.__name__ = _Headers.__qualname__ = "MutableHeaders"

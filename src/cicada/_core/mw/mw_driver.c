@@ -78,7 +78,9 @@ static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed);
 /* ---- small helpers ------------------------------------------------------------------------ */
 
 /* Raises `exc` (an instance) as is: no implicit chaining to an exception being handled. */
-static void raise_exc(PyObject *exc) { cc_err_give(Py_NewRef(exc)); }
+static void raise_exc(PyObject *exc) {
+    cc_err_give(Py_NewRef(exc));
+}
 
 /* Saves and restores the error indicator around cleanup calls made from dealloc. */
 typedef struct {
@@ -745,7 +747,9 @@ static PyObject *adopt_response(drv_t *d, PyObject *resp, PyObject *start) {
     cc_mw_state_t *st = d->st;
     PyObject *h = cc_mw_slot(resp, st->off_headers);
     if (h) {
-        PyObject *lst = PyObject_GetAttr(h, st->s_list);
+        PyObject *lst = Py_TYPE(h) == (PyTypeObject *)st->mutable_headers
+                            ? Py_XNewRef(cc_mw_slot(h, st->off_list))
+                            : PyObject_GetAttr(h, st->s_list);
         if (!lst)
             PyErr_Clear();
         Py_XDECREF(lst); /* only its identity is compared */
@@ -767,9 +771,9 @@ int cc_mw_offer(PyObject *driver, PyObject *response, PyObject *msg) {
     return 1;
 }
 
-/* The call_next response, built without __init__. Attributes go through setattr so they land
- * in the instance's inline values (no dict materialised; Starlette's attribute reads stay on
- * CPython's fast path). `headers` is made on first use by the descriptor in mw_call.c. */
+/* The call_next response, built without __init__: what __init__ would set goes straight into
+ * the slots of _CallNextResponse. `headers` is made on first use by the descriptor in
+ * mw_call.c. */
 static PyObject *make_response(drv_t *d, PyObject *start) {
     cc_mw_state_t *st = d->st;
     PyTypeObject *cls = (PyTypeObject *)st->response_cls;
@@ -783,7 +787,7 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
             return adopt_response(d, resp, start);
         Py_CLEAR(resp);
     }
-    resp = cls->tp_new(cls, st->empty_tuple, NULL);
+    resp = cls->tp_alloc(cls, 0); /* see make_request */
     if (!resp)
         goto error;
     status = cc_mw_msg_get(start, st->s_status, NULL);
@@ -1734,7 +1738,9 @@ static PyType_Spec drv_spec = {
 static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *receive,
                               PyObject *send) {
     PyTypeObject *cls = (PyTypeObject *)st->request_cls;
-    PyObject *req = cls->tp_new(cls, st->empty_tuple, NULL);
+    /* tp_alloc, not tp_new: every attribute the driver sets is a slot, so the instance gets no
+     * inline attribute values (a dict comes on demand if dispatch sets an attribute) */
+    PyObject *req = cls->tp_alloc(cls, 0);
     if (!req)
         return NULL;
     /* slots of cicada.middleware._Request */

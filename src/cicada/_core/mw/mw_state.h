@@ -32,6 +32,7 @@ typedef struct {
     Py_ssize_t off_scope, off_receive, off_send, off_consumed, off_disconnected, off_form;
     Py_ssize_t off_status, off_raw_headers, off_body_iterator, off_background, off_info;
     Py_ssize_t off_headers, off_app, off_dispatch; /* off_app, off_dispatch: of layer_type */
+    Py_ssize_t off_list;                           /* _list of mutable_headers */
     Py_ssize_t anyio_miss_mods; /* size of sys.modules when anyio's backend was last missing */
     unsigned int layer_seen_tag;
     PyObject *request_cls;      /* cicada.middleware._Request (starlette Request) */
