@@ -65,7 +65,8 @@ def callgrind(kind: str, layers: int, keep: str | None = None) -> float:
             out = keep + f".{n}" if keep else os.path.join(tmp, "cg.out")
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                             sys.executable, __file__, kind, str(layers), str(n)],
-                           check=True, capture_output=True)
+                           check=True, capture_output=True,
+                           env={**os.environ, "PYTHONHASHSEED": "0"})  # same dict probes each run
             text = Path(out).read_text(errors="replace")
             m = re.search(r"^summary:\s+(\d+)", text, re.M) or re.search(r"^totals:\s+(\d+)", text,
                                                                          re.M)

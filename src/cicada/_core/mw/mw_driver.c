@@ -180,9 +180,10 @@ static PyObject *current_task(drv_t *d) {
 
 /* The running loop and task for a new driver (new refs); *loop is None off asyncio. Looking up
  * the running loop costs a getpid() syscall on 3.11, so nested layers borrow the loop from the
- * driver stepping them; current_task(loop) with an explicit loop is a dict lookup. */
+ * driver stepping them, and on 3.11 an outermost layer first tries the loop this thread ran
+ * last; current_task(loop) with an explicit loop is a dict lookup. */
 int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
-    *task = NULL;
+    *task = *loop = NULL;
     drv_t *outer = (drv_t *)st->stepping_driver;
     if (outer && outer->loop) {
         *loop = Py_NewRef(outer->loop);
@@ -193,8 +194,27 @@ int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
             return 0;
         }
 #endif
-    } else if (!(*loop = PyObject_CallNoArgs(st->get_running_loop)))
-        return -1;
+    } else if (st->current_tasks && st->last_loop &&
+               PyThread_get_thread_ident() == st->last_loop_thread) {
+        /* 3.11: the loop this thread ran last still has a task being stepped, so that step is
+         * below us (one loop per thread at a time; the at-fork hook forgets it in a child) */
+        PyObject *t = PyDict_GetItemWithError(st->current_tasks, st->last_loop);
+        if (t) {
+            *loop = Py_NewRef(st->last_loop);
+            *task = Py_NewRef(t);
+            return 0;
+        }
+        if (PyErr_Occurred())
+            return -1;
+    }
+    if (!*loop) {
+        if (!(*loop = PyObject_CallNoArgs(st->get_running_loop)))
+            return -1;
+        if (*loop != Py_None && st->current_tasks) {
+            Py_XSETREF(st->last_loop, Py_NewRef(*loop));
+            st->last_loop_thread = PyThread_get_thread_ident();
+        }
+    }
     if (*loop == Py_None)
         return 0;
     *task = task_of(st, *loop);
@@ -1826,6 +1846,13 @@ static PyObject *mw_driver(PyObject *module, PyObject *const *args, Py_ssize_t n
     return cc_mw_driver_new(&cc_state(module)->mw, args[0], args[1], args[2], args[3], NULL, NULL);
 }
 
+/* mw_forget_loop(): run in a forked child (os.register_at_fork), where the parent's loop and
+ * task, still in asyncio's current-task dict, are not running. */
+static PyObject *mw_forget_loop(PyObject *module, PyObject *Py_UNUSED(ignored)) {
+    Py_CLEAR(cc_state(module)->mw.last_loop);
+    Py_RETURN_NONE;
+}
+
 /* mw_relay_driver(response) -> the driver whose body can be relayed as is, or None */
 static PyObject *mw_relay_driver(PyObject *module, PyObject *response) {
     return cc_mw_relay_driver(&cc_state(module)->mw, response);
@@ -1835,6 +1862,7 @@ PyMethodDef cc_mw_functions[] = {
     {"mw_setup", (PyCFunction)(void (*)(void))cc_mw_setup, METH_FASTCALL, NULL},
     {"mw_driver", (PyCFunction)(void (*)(void))mw_driver, METH_FASTCALL, NULL},
     {"mw_relay_driver", mw_relay_driver, METH_O, NULL},
+    {"mw_forget_loop", mw_forget_loop, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

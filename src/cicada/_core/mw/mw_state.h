@@ -35,17 +35,19 @@ typedef struct {
     Py_ssize_t off_list;                           /* _list of mutable_headers */
     Py_ssize_t anyio_miss_mods; /* size of sys.modules when anyio's backend was last missing */
     unsigned int layer_seen_tag;
-    PyObject *request_cls;      /* cicada.middleware._Request (starlette Request) */
-    PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
-    PyObject *current_task;     /* asyncio.current_task */
-    PyObject *current_tasks;    /* the dict it reads where it is Python code (3.11), or NULL */
-    PyObject *cancelled_error;  /* asyncio.CancelledError */
-    PyObject *response_base;    /* starlette.responses.Response */
-    PyObject *mutable_headers;  /* cicada.middleware._Headers (a starlette MutableHeaders) */
-    PyObject *headers_setitem;  /* MutableHeaders.__setitem__, for what the C one leaves */
-    PyObject *base_call;        /* BaseHTTPMiddleware.__call__, used off asyncio */
-    PyObject *get_running_loop; /* asyncio._get_running_loop */
-    PyObject *ensure_future;    /* asyncio.ensure_future */
+    PyObject *request_cls;          /* cicada.middleware._Request (starlette Request) */
+    PyObject *response_cls;         /* cicada.middleware._CallNextResponse */
+    PyObject *current_task;         /* asyncio.current_task */
+    PyObject *current_tasks;        /* the dict it reads where it is Python code (3.11), or NULL */
+    PyObject *last_loop;            /* with current_tasks: the running loop last looked up ... */
+    unsigned long last_loop_thread; /* ... and the thread it ran in (cc_mw_current_context) */
+    PyObject *cancelled_error;      /* asyncio.CancelledError */
+    PyObject *response_base;        /* starlette.responses.Response */
+    PyObject *mutable_headers;      /* cicada.middleware._Headers (a starlette MutableHeaders) */
+    PyObject *headers_setitem;      /* MutableHeaders.__setitem__, for what the C one leaves */
+    PyObject *base_call;            /* BaseHTTPMiddleware.__call__, used off asyncio */
+    PyObject *get_running_loop;     /* asyncio._get_running_loop */
+    PyObject *ensure_future;        /* asyncio.ensure_future */
     PyObject *anyio_states;
     PyObject *stepping_driver;
     /* borrowed: the driver stepping its app right now, or NULL */ /* anyio's asyncio backend
