@@ -100,7 +100,8 @@ static int call_send(call_t *c, PyObject *msg, int state) { /* steals msg */
     if (!msg)
         return -1;
     int handed;
-    PyObject *r = cc_mw_layer_send(c->st, c->send, msg, &handed);
+    PyObject *r =
+        cc_mw_layer_send(c->st, c->send, msg, state == C_START ? c->st->s_start : NULL, &handed);
     Py_DECREF(msg);
     c->state = state;
     if (handed) { /* no awaitable: resumed, the call goes on as if the send returned */

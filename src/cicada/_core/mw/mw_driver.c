@@ -31,6 +31,7 @@ typedef struct {
     PyObject *task;     /* the task that called call_next */
     PyObject *loop;     /* fetched the first time a future is needed */
     PyObject *msg;      /* message handed over by an in-task send */
+    PyObject *msg_type; /* its "type", already read by that send */
     PyObject *resume;   /* value to send into / exception to throw into the app next */
     PyObject *waiting;  /* a future the app awaits, watched while a consumer waits */
     PyObject *proxy;    /* the future our caller's task sleeps on instead of `waiting` */
@@ -74,6 +75,7 @@ typedef struct {
 
 static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value);
 static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed);
+static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int more, int *handed);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -503,16 +505,17 @@ static int more_body(cc_mw_state_t *st, PyObject *msg) {
     return m;
 }
 
-/* Takes a message from the app for goal `goal`. 1: done with *out (new ref, may be NULL for end
- * of body in G_CHUNK), 0: keep going, -1: error. */
-static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
+/* Takes a message from the app for goal `goal`; `known_type` is its "type" if the caller has
+ * read it, else NULL. 1: done with *out (new ref, may be NULL for end of body in G_CHUNK), 0: keep
+ * going, -1: error. */
+static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject *known_type, PyObject **out) {
     cc_mw_state_t *st = d->st;
     PyObject *type = NULL, *hold = NULL;
     int rc = -1;
     *out = NULL;
     if (PASSIVE(goal))
         return 0;
-    type = cc_mw_msg_get(msg, st->s_type, Py_None);
+    type = known_type ? Py_NewRef(known_type) : cc_mw_msg_get(msg, st->s_type, Py_None);
     if (!type)
         return -1;
     if (goal == G_START) {
@@ -618,7 +621,7 @@ static int drv_pump(step_t *s, PyObject **out) {
                     return -1;
                 continue;
             }
-            int r = drv_accept(d, goal, msg, out);
+            int r = drv_accept(d, goal, msg, NULL, out);
             int rel;
             if (r >= 0 && d->phase >= PH_APP_DONE) {
                 if (!d->deferred && !(d->deferred = PyList_New(0)))
@@ -728,12 +731,15 @@ static int drv_pump(step_t *s, PyObject **out) {
             /* the app is suspended in its send (a layer below yields the driver itself, see
              * drv_send): take the message */
             Py_DECREF(y);
-            PyObject *msg = d->msg;
-            d->msg = NULL;
-            if (!msg)
+            PyObject *msg = d->msg, *mtype = d->msg_type;
+            d->msg = d->msg_type = NULL;
+            if (!msg) {
+                Py_XDECREF(mtype);
                 continue;
-            r = drv_accept(d, goal, msg, out);
+            }
+            r = drv_accept(d, goal, msg, mtype, out);
             Py_DECREF(msg);
+            Py_XDECREF(mtype);
             if (r < 0)
                 return -1;
             if (r == 1)
@@ -1272,7 +1278,7 @@ static PyObject *done_with(drv_t *d, PyObject *value) {
 
 /* Relay mode's send: the body message goes to our `send` right away (through a driver above in
  * relay mode too, or handed to one stepping us), so the app is not suspended for it. */
-static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type) {
+static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type, int more) {
     cc_mw_state_t *st = d->st;
     PyObject *hold = NULL, *r, *it;
     if (d->final_fwd) /* after the last message: dropped, as once the response is sent */
@@ -1280,11 +1286,11 @@ static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type) {
     if (PyErr_Occurred())
         goto fail;
     if (str_is(type, st->s_body_msg)) {
-        int m = more_body(st, msg);
-        if (m < 0)
+        if (more < 0 && (more = more_body(st, msg)) < 0)
             goto fail;
-        d->final_fwd = !m;
+        d->final_fwd = !more;
     } else if (str_is(type, st->s_pathsend)) {
+        more = -1;
         d->final_fwd = 1;
     } else {
         PyErr_Format(PyExc_RuntimeError,
@@ -1293,8 +1299,8 @@ static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type) {
         Py_XDECREF(hold);
         goto fail;
     }
-    if (Py_TYPE(d->send) == (PyTypeObject *)st->driver_type)
-        return drv_send((drv_t *)d->send, msg, NULL);
+    if (Py_TYPE(d->send) == (PyTypeObject *)st->driver_type) /* type and more_body known */
+        return drv_send_typed((drv_t *)d->send, msg, type, more, NULL);
     if (!(r = PyObject_CallOneArg(d->send, msg)) || !(it = cc_mw_awaitable_iter(r)))
         goto fail;
     PyObject *step = step_new(st, d, G_FWD, it);
@@ -1324,34 +1330,35 @@ int cc_mw_final_sent(PyObject *driver) {
  * cc_mw_layer_send), a message the driver takes in-task sets *handed and returns None instead
  * of a suspending step: the caller then yields the driver itself, which drv_pump recognises. */
 static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
-    cc_mw_state_t *st = d->st;
-    PyObject *self = (PyObject *)d;
-    PyObject *type = NULL, *t = NULL, *fut = NULL, *item = NULL;
     if (d->phase >= PH_SENT) /* the response is gone (or replaced): drop it */
         return done_with(d, Py_NewRef(Py_None));
-    type = cc_mw_msg_get(msg, st->s_type, Py_None);
+    PyObject *type = cc_mw_msg_get(msg, d->st->s_type, Py_None);
     if (!type)
         return NULL;
+    PyObject *r = drv_send_typed(d, msg, type, -1, handed);
+    Py_DECREF(type);
+    return r;
+}
+
+/* drv_send for a message whose "type" (borrowed) the caller has read, and its more_body when
+ * it is a body message (else -1): a message relayed through a stack is parsed once. */
+static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int more, int *handed) {
+    cc_mw_state_t *st = d->st;
+    PyObject *self = (PyObject *)d;
+    PyObject *t = NULL, *fut = NULL, *item = NULL;
+    if (d->phase >= PH_SENT)
+        return done_with(d, Py_NewRef(Py_None));
     if (str_is(type, st->s_debug)) {
-        Py_DECREF(type);
         PyObject *info = cc_mw_msg_get(msg, st->s_info, Py_None);
         if (!info)
             return NULL;
         Py_XSETREF(d->info, info);
         return done_with(d, Py_NewRef(Py_None));
     }
-    if (str_is(type, st->s_early_hint)) {
-        Py_DECREF(type);
+    if (str_is(type, st->s_early_hint))
         return PyObject_CallOneArg(d->send, msg);
-    }
-    if (d->pass) {
-        PyObject *r = drv_forward(d, msg, type);
-        Py_DECREF(type);
-        return r;
-    }
-    Py_DECREF(type);
-    if (PyErr_Occurred())
-        return NULL;
+    if (d->pass)
+        return drv_forward(d, msg, type, more);
     if (d->stepping) {
 #if PY_VERSION_HEX >= 0x030C0000
         /* an eager task started by the app runs its first step inside ours */
@@ -1365,6 +1372,7 @@ static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
 #endif
         {
             Py_XSETREF(d->msg, Py_NewRef(msg));
+            Py_XSETREF(d->msg_type, Py_NewRef(type));
             if (handed) {
                 *handed = 1;
                 Py_RETURN_NONE;
@@ -1397,10 +1405,12 @@ static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
     return drv_send((drv_t *)self, msg, NULL);
 }
 
-PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, int *handed) {
+PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, PyObject *type,
+                           int *handed) {
     *handed = 0;
     if (Py_TYPE(send) == (PyTypeObject *)st->driver_type)
-        return drv_send((drv_t *)send, msg, handed);
+        return type ? drv_send_typed((drv_t *)send, msg, type, -1, handed)
+                    : drv_send((drv_t *)send, msg, handed);
     return PyObject_CallOneArg(send, msg);
 }
 
@@ -1571,6 +1581,7 @@ PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
         set_resume(d, exc, 1);
         Py_DECREF(exc);
         Py_CLEAR(d->msg);
+        Py_CLEAR(d->msg_type);
         step_t *s = (step_t *)step_new(d->st, d, G_DRAIN, NULL);
         if (s)
             s->swallow = 1;
@@ -1611,6 +1622,7 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->task);
     Py_VISIT(d->loop);
     Py_VISIT(d->msg);
+    Py_VISIT(d->msg_type);
     Py_VISIT(d->resume);
     Py_VISIT(d->waiting);
     Py_VISIT(d->proxy);
@@ -1640,6 +1652,7 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->task);
     Py_CLEAR(d->loop);
     Py_CLEAR(d->msg);
+    Py_CLEAR(d->msg_type);
     Py_CLEAR(d->resume);
     Py_CLEAR(d->waiting);
     Py_CLEAR(d->proxy);
@@ -1787,7 +1800,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->scope = Py_NewRef(scope);
     d->receive = Py_NewRef(receive);
     d->send = Py_NewRef(send);
-    d->coro = d->msg = d->resume = NULL;
+    d->coro = d->msg = d->msg_type = d->resume = NULL;
     d->task = Py_XNewRef(task);
     d->loop = Py_XNewRef(loop);
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
