@@ -48,11 +48,8 @@ typedef struct {
     PyObject *base_call;            /* BaseHTTPMiddleware.__call__, used off asyncio */
     PyObject *get_running_loop;     /* asyncio._get_running_loop */
     PyObject *ensure_future;        /* asyncio.ensure_future */
-    PyObject *anyio_states;
-    PyObject *stepping_driver;
-    /* borrowed: the driver stepping its app right now, or NULL */ /* anyio's asyncio backend
-                                                                      _task_states.data, once
-                                                                      imported */
+    PyObject *anyio_states;         /* anyio's asyncio backend _task_states.data, once imported */
+    PyObject *stepping_driver;      /* borrowed: the driver stepping its app right now, or NULL */
     /* interned strings */
     PyObject *s_type, *s_http, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
     PyObject *s_start, *s_body_msg, *s_pathsend, *s_debug, *s_early_hint;
