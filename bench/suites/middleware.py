@@ -36,7 +36,9 @@ NOTES = (
     "pinned to core 0, wrk pinned to core 1; the uvicorn rows of earlier runs were dropped to "
     "keep the suite near 5 minutes (MW_BENCH_SERVER=uvicorn or both brings them back). "
     "Targets: one cicada layer >= 97% of no-middleware throughput, ten >= 85%, per-layer cost "
-    "below the pure-ASGI layer."
+    "below the pure-ASGI layer. MW_BENCH_CALLGRIND=1 adds `instructions` rows: CPU instructions "
+    "per request of the in-process driver under valgrind (PYTHONHASHSEED=0), which do not "
+    "depend on the load of the machine."
 )
 
 SCOPE = {
@@ -121,6 +123,18 @@ def collect(opts) -> list[harness.Result]:
         results.append(harness.Result("in-process per layer", kind, per, "us/layer", [per],
                                       higher_is_better=False))
         print(f"  per layer {kind:10}: {per:6.2f} us", flush=True)
+    if os.environ.get("MW_BENCH_CALLGRIND") == "1" and shutil.which("valgrind"):
+        # deterministic: CPU instructions per request (valgrind; bench/mw_profile.py)
+        sys.path.insert(0, str(ROOT / "bench"))
+        import mw_profile
+
+        for kind, layers in (("pure", 0), ("pure", 1), ("cicada", 1), ("accelerate", 1),
+                             ("pure", 10), ("cicada", 10), ("accelerate", 10)):
+            n = mw_profile.callgrind(kind, layers)
+            subject = "no middleware" if layers == 0 else kind
+            results.append(harness.Result(f"instructions {layers} layers", subject, n, "instr/req",
+                                          [n], higher_is_better=False))
+            print(f"  instructions {kind:10} {layers:2} layers: {n:10,.0f}", flush=True)
     choice = os.environ.get("MW_BENCH_SERVER", "cicada")
     servers = {"0": [], "1": ["cicada"], "both": ["cicada", "uvicorn"]}.get(choice, [choice])
     for server in servers:

@@ -9,6 +9,7 @@ This module needs starlette; the rest of cicada does not import it.
 from __future__ import annotations
 
 import asyncio
+import os
 import types
 
 from starlette.datastructures import MutableHeaders
@@ -38,10 +39,11 @@ class _Headers(MutableHeaders):
     """`response.headers` of a call_next response: a MutableHeaders whose `__setitem__` is C.
 
     mw_setup replaces `__setitem__` (same semantics as MutableHeaders'; it falls back to that
-    one for anything but str keys and values over a list of 2-tuples).
+    one for anything but str keys and values over a list of 2-tuples). `_list` is a slot: the C
+    side builds the instance without `__init__` and reads the list by offset.
     """
 
-    __slots__ = ()
+    __slots__ = ("_list",)
 
 
 _Headers.__name__ = _Headers.__qualname__ = "MutableHeaders"
@@ -123,6 +125,11 @@ _core.mw_setup(
     # asyncio.current_task is Python code on 3.11 reading this dict: the C side reads it directly
     asyncio.tasks._current_tasks if isinstance(asyncio.current_task, types.FunctionType) else None,
 )
+
+# the C side remembers the running loop of the last request (3.11, see cc_mw_current_context);
+# a forked child must not take its parent's loop for a running one
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_core.mw_forget_loop)
 
 
 def _accelerated_subclass(cls: type) -> type:

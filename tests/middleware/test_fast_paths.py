@@ -170,3 +170,71 @@ def test_scope_type_other_than_http_passes_through(loop_factory):
         {"type": "lifespan"}, None, None))
     assert got == ["lifespan"]
     assert http_scope()["type"] == "http"
+
+
+def test_objects_built_without_init_take_new_attributes(impl, loop_factory):
+    """Request, call_next response and its headers are allocated without __init__ (no inline
+    attribute values): attributes a dispatch sets on them still work, per instance."""
+    seen, entered = [], []
+
+    async def dispatch(request, call_next):
+        request.mine = len(entered)
+        entered.append(1)
+        response = await call_next(request)
+        headers = response.headers
+        headers.note = "n"
+        response.extra = request.mine
+        seen.append((request.mine, response.extra, headers.note, vars(request)["mine"],
+                     "mine" in vars(request), request.state is request.state))
+        return response
+
+    async def twice():
+        await call(impl(impl(endpoint, dispatch=dispatch), dispatch=dispatch))
+
+    run(loop_factory, twice)
+    assert seen == [(1, 1, "n", 1, True, True), (0, 0, "n", 0, True, True)]
+
+
+def test_response_headers_is_read_only(impl, loop_factory):
+    errors = []
+
+    async def dispatch(request, call_next):
+        response = await call_next(request)
+        for op in (lambda: setattr(response, "headers", {}), lambda: delattr(response, "headers")):
+            try:
+                op()
+            except AttributeError as e:
+                errors.append(str(e))
+        response.headers["x-after"] = "1"
+        return response
+
+    ex = run(loop_factory, lambda: call(impl(endpoint, dispatch=dispatch)))
+    assert len(errors) == 2 and "headers" in errors[0] and "headers" in errors[1]
+    assert ex.headers["x-after"] == "1" and ex.body == b"hi"
+
+
+def test_header_setter_reuses_nothing_it_should_not(impl, loop_factory):
+    """The C setter caches the last (key, value) tuple: other keys/values, non-ASCII keys and
+    equal-but-distinct strings all still give MutableHeaders' result."""
+    key = "".join(["X-", "Same"])  # not interned: a distinct but equal string each call below
+
+    async def dispatch(request, call_next):
+        response = await call_next(request)
+        h = response.headers
+        h["x-a"] = "1"
+        h["x-a"] = "1"
+        h["x-a"] = "2"
+        h["".join(["x-", "a"])] = "3"
+        h[key] = "v"
+        h[key.lower()] = "w"
+        h["x-é"] = "é"
+        return response
+
+    for _ in range(2):
+        ex = run(loop_factory, lambda: call(impl(endpoint, dispatch=dispatch)))
+        start = ex.sent[0]
+        names = [k for k, _ in start["headers"]]
+        assert names.count(b"x-a") == 1 and names.count(b"x-same") == 1
+        got = dict(start["headers"])
+        assert got[b"x-a"] == b"3" and got[b"x-same"] == b"w"
+        assert (b"x-\xe9", b"\xe9") in start["headers"]

@@ -824,3 +824,49 @@ def test_wait_for_timeout_and_errors_around_call_next(impl, loop_factory):
     assert log == (["cancelled"] if impl is HTTPMiddleware else ["finished"])
     ex = run(loop_factory, lambda: call(app, http_scope("/fails")))
     assert ex.status == 500 and ex.body == b"failed in endpoint"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_forked_child_runs_layers_on_its_own_loop(impl):
+    """A child forked from inside a running task (the parent's loop and task still look current
+    in its memory) serves through the middleware on a new loop of its own."""
+    import os
+
+    async def dispatch(request, call_next):
+        response = await call_next(request)
+        response.headers["x-task"] = str(id(asyncio.current_task()))
+        return response
+
+    async def endpoint(scope, receive, send):
+        async def respond():  # from another task: the driver needs a future of the running loop
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        await asyncio.create_task(respond())
+
+    app = impl(endpoint, dispatch=dispatch)
+
+    async def serve_once():
+        from .conftest import Exchange
+
+        ex = Exchange()
+        await app(http_scope(), ex.receive, ex.send)
+        start = ex.sent[0]
+        return dict(start["headers"])[b"x-task"] == str(id(asyncio.current_task())).encode()
+
+    async def parent():
+        assert await serve_once()
+        pid = os.fork()
+        if pid == 0:  # child: still "inside" the parent's task step; run a fresh loop
+            code = 1
+            try:
+                with contextlib.redirect_stderr(None):
+                    code = 0 if asyncio.run(asyncio.wait_for(serve_once(), 5)) else 3
+            except BaseException:
+                code = 4
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    assert asyncio.run(parent()) == 0

@@ -44,10 +44,12 @@ int cc_mw_offer(PyObject *driver, PyObject *response, PyObject *msg);
 /* The iterator behind an awaitable (steals `o`; NULL in, NULL out). */
 PyObject *cc_mw_awaitable_iter(PyObject *o);
 PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt);
-/* send(msg) from a layer's C call. When `send` is a driver stepping the caller right now, the
- * message is handed over directly: *handed = 1, the result is None, and the caller must yield
- * `send` itself (once) to give control back to that driver. Otherwise an awaitable. */
-PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, int *handed);
+/* send(msg) from a layer's C call; `type` is msg's "type" when the caller knows it, else NULL.
+ * When `send` is a driver stepping the caller right now, the message is handed over directly:
+ * *handed = 1, the result is None, and the caller must yield `send` itself (once) to give
+ * control back to that driver. Otherwise an awaitable. */
+PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, PyObject *type,
+                           int *handed);
 
 /* mw_call.c: HTTPMiddleware.__call__ as one awaitable; mw_setup installs it. */
 int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st);

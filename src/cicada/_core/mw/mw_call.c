@@ -100,7 +100,8 @@ static int call_send(call_t *c, PyObject *msg, int state) { /* steals msg */
     if (!msg)
         return -1;
     int handed;
-    PyObject *r = cc_mw_layer_send(c->st, c->send, msg, &handed);
+    PyObject *r =
+        cc_mw_layer_send(c->st, c->send, msg, state == C_START ? c->st->s_start : NULL, &handed);
     Py_DECREF(msg);
     c->state = state;
     if (handed) { /* no awaitable: resumed, the call goes on as if the send returned */
@@ -721,19 +722,30 @@ static PyObject *headers_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED
     raw = raw ? Py_NewRef(raw) : PyObject_GetAttr(obj, st->s_raw_headers);
     if (!raw)
         return NULL;
+    /* tp_alloc, not tp_new: no inline attribute values are allocated for an instance whose
+     * only state, `_list`, is a slot of cicada.middleware._Headers (a dict comes on demand) */
     PyTypeObject *cls = (PyTypeObject *)st->mutable_headers;
-    h = cls->tp_new(cls, st->empty_tuple, NULL);
-    if (h && PyObject_SetAttr(h, st->s_list, raw) < 0)
-        Py_CLEAR(h);
-    if (h)
+    h = cls->tp_alloc(cls, 0);
+    if (h) {
+        cc_mw_slot_set(h, st->off_list, raw);
         cc_mw_slot_set(obj, st->off_headers, h);
+    }
     Py_DECREF(raw);
     return h;
+}
+
+/* Starlette's Response.headers is a read-only property: so is ours (a data descriptor, which
+ * also spares every read a look into the instance's attributes). */
+static int headers_set(PyObject *Py_UNUSED(descr), PyObject *obj, PyObject *value) {
+    PyErr_Format(PyExc_AttributeError, "property 'headers' of '%.100s' object has no %s",
+                 Py_TYPE(obj)->tp_name, value ? "setter" : "deleter");
+    return -1;
 }
 
 static PyType_Slot headers_slots[] = {
     {Py_tp_dealloc, entry_dealloc},
     {Py_tp_descr_get, headers_get},
+    {Py_tp_descr_set, headers_set},
     {Py_tp_doc, "The response headers (starlette MutableHeaders over raw_headers)."},
     {0, NULL},
 };
@@ -752,6 +764,9 @@ static PyType_Spec headers_spec = {
 typedef struct {
     PyObject_HEAD cc_mw_state_t *st;
     vectorcallfunc vectorcall;
+    /* The last (key, value) strings set and their header tuple: a dispatch function sets the
+     * same literals on every request, and a tuple of bytes can sit in any number of lists. */
+    PyObject *key, *value, *item;
 } hset_t;
 
 /* key.lower().encode("latin-1") for an ASCII key (new ref), or NULL without error if not. */
@@ -780,30 +795,50 @@ static int key_eq(PyObject *item_key, PyObject *set_key) {
 
 static PyObject *hset_vectorcall(PyObject *descr, PyObject *const *args, size_t nargsf,
                                  PyObject *kwnames) {
-    cc_mw_state_t *st = ((hset_t *)descr)->st;
+    hset_t *hs = (hset_t *)descr;
+    cc_mw_state_t *st = hs->st;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *list = NULL, *set_key = NULL, *set_value = NULL, *item = NULL;
+    PyObject *list = NULL, *set_key = NULL, *item = NULL;
     Py_ssize_t first = -1;
     if (nargs != 3 || (kwnames && PyTuple_GET_SIZE(kwnames)))
         goto fallback;
     if (!PyUnicode_CheckExact(args[1]) || !PyUnicode_CheckExact(args[2]))
         goto fallback;
-    if (!(list = PyObject_GetAttr(args[0], st->s_list)))
+    list = Py_TYPE(args[0]) == (PyTypeObject *)st->mutable_headers
+               ? Py_XNewRef(cc_mw_slot(args[0], st->off_list))
+               : NULL;
+    if (!list && !(list = PyObject_GetAttr(args[0], st->s_list)))
         return NULL;
     if (!PyList_CheckExact(list))
         goto fallback;
-    if (!(set_key = ascii_lower_key(args[1]))) {
-        if (PyErr_Occurred())
+    if (args[1] == hs->key && args[2] == hs->value) {
+        item = Py_NewRef(hs->item);
+    } else {
+        PyObject *k = ascii_lower_key(args[1]), *v = NULL;
+        if (!k) {
+            if (PyErr_Occurred())
+                goto error;
+            goto fallback;
+        }
+        if (!(v = PyUnicode_AsLatin1String(args[2]))) {
+            Py_DECREF(k);
             goto error;
-        goto fallback;
+        }
+        item = PyTuple_Pack(2, k, v);
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (!item)
+            goto error;
+        Py_XSETREF(hs->key, Py_NewRef(args[1]));
+        Py_XSETREF(hs->value, Py_NewRef(args[2]));
+        Py_XSETREF(hs->item, Py_NewRef(item));
     }
-    if (!(set_value = PyUnicode_AsLatin1String(args[2])))
-        goto error;
+    set_key = Py_NewRef(PyTuple_GET_ITEM(item, 0));
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
         PyObject *it = PyList_GET_ITEM(list, i);
         if (!PyTuple_CheckExact(it) || PyTuple_GET_SIZE(it) != 2)
             goto fallback; /* before any change: let Python unpack (and complain) */
-        Py_INCREF(it); /* a foreign key's __eq__ may change the list under us */
+        Py_INCREF(it);     /* a foreign key's __eq__ may change the list under us */
         int eq = key_eq(PyTuple_GET_ITEM(it, 0), set_key);
         Py_DECREF(it);
         if (eq < 0)
@@ -826,30 +861,26 @@ static PyObject *hset_vectorcall(PyObject *descr, PyObject *const *args, size_t 
                 i = PyList_GET_SIZE(list);
         }
     }
-    if (!(item = PyTuple_Pack(2, set_key, set_value)))
-        goto error;
     if (first >= 0 && first < PyList_GET_SIZE(list)) {
-        if (PyList_SetItem(list, first, item) < 0) /* steals item */
-            goto error_stolen;
+        int rc = PyList_SetItem(list, first, item); /* steals item */
+        item = NULL;
+        if (rc < 0)
+            goto error;
     } else if (PyList_Append(list, item) < 0)
         goto error;
-    else
-        Py_DECREF(item);
+    Py_XDECREF(item);
     Py_DECREF(list);
     Py_DECREF(set_key);
-    Py_DECREF(set_value);
     Py_RETURN_NONE;
 fallback:
     Py_XDECREF(list);
     Py_XDECREF(set_key);
-    Py_XDECREF(set_value);
+    Py_XDECREF(item);
     return PyObject_Vectorcall(st->headers_setitem, args, nargsf, kwnames);
 error:
     Py_XDECREF(item);
-error_stolen:
     Py_XDECREF(list);
     Py_XDECREF(set_key);
-    Py_XDECREF(set_value);
     return NULL;
 }
 
@@ -864,8 +895,16 @@ static PyMemberDef hset_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+static void hset_dealloc(PyObject *self) {
+    hset_t *hs = (hset_t *)self;
+    Py_CLEAR(hs->key);
+    Py_CLEAR(hs->value);
+    Py_CLEAR(hs->item);
+    entry_dealloc(self);
+}
+
 static PyType_Slot hset_slots[] = {
-    {Py_tp_dealloc, entry_dealloc},
+    {Py_tp_dealloc, hset_dealloc},
     {Py_tp_call, PyVectorcall_Call},
     {Py_tp_descr_get, hset_get},
     {Py_tp_members, hset_members},
@@ -923,7 +962,8 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         slot_offset(args[1], "status_code", &st->off_status) < 0 ||
         slot_offset(args[1], "raw_headers", &st->off_raw_headers) < 0 ||
         slot_offset(args[1], "body_iterator", &st->off_body_iterator) < 0 ||
-        slot_offset(args[1], "_cicada_headers", &st->off_headers) < 0)
+        slot_offset(args[1], "_cicada_headers", &st->off_headers) < 0 ||
+        slot_offset(args[8], "_list", &st->off_list) < 0)
         return NULL;
     PyObject *hd = PyType_GenericAlloc((PyTypeObject *)st->headers_type, 0);
     if (!hd)
@@ -943,6 +983,7 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     hs->st = st;
     hs->vectorcall = hset_vectorcall;
+    hs->key = hs->value = hs->item = NULL;
     int src = PyObject_SetAttrString(args[8], "__setitem__", (PyObject *)hs);
     Py_DECREF(hs);
     if (src < 0)

@@ -31,6 +31,7 @@ typedef struct {
     PyObject *task;     /* the task that called call_next */
     PyObject *loop;     /* fetched the first time a future is needed */
     PyObject *msg;      /* message handed over by an in-task send */
+    PyObject *msg_type; /* its "type", already read by that send */
     PyObject *resume;   /* value to send into / exception to throw into the app next */
     PyObject *waiting;  /* a future the app awaits, watched while a consumer waits */
     PyObject *proxy;    /* the future our caller's task sleeps on instead of `waiting` */
@@ -74,11 +75,14 @@ typedef struct {
 
 static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value);
 static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed);
+static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int more, int *handed);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
 /* Raises `exc` (an instance) as is: no implicit chaining to an exception being handled. */
-static void raise_exc(PyObject *exc) { cc_err_give(Py_NewRef(exc)); }
+static void raise_exc(PyObject *exc) {
+    cc_err_give(Py_NewRef(exc));
+}
 
 /* Saves and restores the error indicator around cleanup calls made from dealloc. */
 typedef struct {
@@ -178,9 +182,10 @@ static PyObject *current_task(drv_t *d) {
 
 /* The running loop and task for a new driver (new refs); *loop is None off asyncio. Looking up
  * the running loop costs a getpid() syscall on 3.11, so nested layers borrow the loop from the
- * driver stepping them; current_task(loop) with an explicit loop is a dict lookup. */
+ * driver stepping them, and on 3.11 an outermost layer first tries the loop this thread ran
+ * last; current_task(loop) with an explicit loop is a dict lookup. */
 int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
-    *task = NULL;
+    *task = *loop = NULL;
     drv_t *outer = (drv_t *)st->stepping_driver;
     if (outer && outer->loop) {
         *loop = Py_NewRef(outer->loop);
@@ -191,8 +196,27 @@ int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
             return 0;
         }
 #endif
-    } else if (!(*loop = PyObject_CallNoArgs(st->get_running_loop)))
-        return -1;
+    } else if (st->current_tasks && st->last_loop &&
+               PyThread_get_thread_ident() == st->last_loop_thread) {
+        /* 3.11: the loop this thread ran last still has a task being stepped, so that step is
+         * below us (one loop per thread at a time; the at-fork hook forgets it in a child) */
+        PyObject *t = PyDict_GetItemWithError(st->current_tasks, st->last_loop);
+        if (t) {
+            *loop = Py_NewRef(st->last_loop);
+            *task = Py_NewRef(t);
+            return 0;
+        }
+        if (PyErr_Occurred())
+            return -1;
+    }
+    if (!*loop) {
+        if (!(*loop = PyObject_CallNoArgs(st->get_running_loop)))
+            return -1;
+        if (*loop != Py_None && st->current_tasks) {
+            Py_XSETREF(st->last_loop, Py_NewRef(*loop));
+            st->last_loop_thread = PyThread_get_thread_ident();
+        }
+    }
     if (*loop == Py_None)
         return 0;
     *task = task_of(st, *loop);
@@ -481,16 +505,17 @@ static int more_body(cc_mw_state_t *st, PyObject *msg) {
     return m;
 }
 
-/* Takes a message from the app for goal `goal`. 1: done with *out (new ref, may be NULL for end
- * of body in G_CHUNK), 0: keep going, -1: error. */
-static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject **out) {
+/* Takes a message from the app for goal `goal`; `known_type` is its "type" if the caller has
+ * read it, else NULL. 1: done with *out (new ref, may be NULL for end of body in G_CHUNK), 0: keep
+ * going, -1: error. */
+static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject *known_type, PyObject **out) {
     cc_mw_state_t *st = d->st;
     PyObject *type = NULL, *hold = NULL;
     int rc = -1;
     *out = NULL;
     if (PASSIVE(goal))
         return 0;
-    type = cc_mw_msg_get(msg, st->s_type, Py_None);
+    type = known_type ? Py_NewRef(known_type) : cc_mw_msg_get(msg, st->s_type, Py_None);
     if (!type)
         return -1;
     if (goal == G_START) {
@@ -596,7 +621,7 @@ static int drv_pump(step_t *s, PyObject **out) {
                     return -1;
                 continue;
             }
-            int r = drv_accept(d, goal, msg, out);
+            int r = drv_accept(d, goal, msg, NULL, out);
             int rel;
             if (r >= 0 && d->phase >= PH_APP_DONE) {
                 if (!d->deferred && !(d->deferred = PyList_New(0)))
@@ -706,12 +731,15 @@ static int drv_pump(step_t *s, PyObject **out) {
             /* the app is suspended in its send (a layer below yields the driver itself, see
              * drv_send): take the message */
             Py_DECREF(y);
-            PyObject *msg = d->msg;
-            d->msg = NULL;
-            if (!msg)
+            PyObject *msg = d->msg, *mtype = d->msg_type;
+            d->msg = d->msg_type = NULL;
+            if (!msg) {
+                Py_XDECREF(mtype);
                 continue;
-            r = drv_accept(d, goal, msg, out);
+            }
+            r = drv_accept(d, goal, msg, mtype, out);
             Py_DECREF(msg);
+            Py_XDECREF(mtype);
             if (r < 0)
                 return -1;
             if (r == 1)
@@ -745,7 +773,9 @@ static PyObject *adopt_response(drv_t *d, PyObject *resp, PyObject *start) {
     cc_mw_state_t *st = d->st;
     PyObject *h = cc_mw_slot(resp, st->off_headers);
     if (h) {
-        PyObject *lst = PyObject_GetAttr(h, st->s_list);
+        PyObject *lst = Py_TYPE(h) == (PyTypeObject *)st->mutable_headers
+                            ? Py_XNewRef(cc_mw_slot(h, st->off_list))
+                            : PyObject_GetAttr(h, st->s_list);
         if (!lst)
             PyErr_Clear();
         Py_XDECREF(lst); /* only its identity is compared */
@@ -767,9 +797,9 @@ int cc_mw_offer(PyObject *driver, PyObject *response, PyObject *msg) {
     return 1;
 }
 
-/* The call_next response, built without __init__. Attributes go through setattr so they land
- * in the instance's inline values (no dict materialised; Starlette's attribute reads stay on
- * CPython's fast path). `headers` is made on first use by the descriptor in mw_call.c. */
+/* The call_next response, built without __init__: what __init__ would set goes straight into
+ * the slots of _CallNextResponse. `headers` is made on first use by the descriptor in
+ * mw_call.c. */
 static PyObject *make_response(drv_t *d, PyObject *start) {
     cc_mw_state_t *st = d->st;
     PyTypeObject *cls = (PyTypeObject *)st->response_cls;
@@ -783,7 +813,7 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
             return adopt_response(d, resp, start);
         Py_CLEAR(resp);
     }
-    resp = cls->tp_new(cls, st->empty_tuple, NULL);
+    resp = cls->tp_alloc(cls, 0); /* see make_request */
     if (!resp)
         goto error;
     status = cc_mw_msg_get(start, st->s_status, NULL);
@@ -1248,7 +1278,7 @@ static PyObject *done_with(drv_t *d, PyObject *value) {
 
 /* Relay mode's send: the body message goes to our `send` right away (through a driver above in
  * relay mode too, or handed to one stepping us), so the app is not suspended for it. */
-static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type) {
+static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type, int more) {
     cc_mw_state_t *st = d->st;
     PyObject *hold = NULL, *r, *it;
     if (d->final_fwd) /* after the last message: dropped, as once the response is sent */
@@ -1256,11 +1286,11 @@ static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type) {
     if (PyErr_Occurred())
         goto fail;
     if (str_is(type, st->s_body_msg)) {
-        int m = more_body(st, msg);
-        if (m < 0)
+        if (more < 0 && (more = more_body(st, msg)) < 0)
             goto fail;
-        d->final_fwd = !m;
+        d->final_fwd = !more;
     } else if (str_is(type, st->s_pathsend)) {
+        more = -1;
         d->final_fwd = 1;
     } else {
         PyErr_Format(PyExc_RuntimeError,
@@ -1269,8 +1299,8 @@ static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type) {
         Py_XDECREF(hold);
         goto fail;
     }
-    if (Py_TYPE(d->send) == (PyTypeObject *)st->driver_type)
-        return drv_send((drv_t *)d->send, msg, NULL);
+    if (Py_TYPE(d->send) == (PyTypeObject *)st->driver_type) /* type and more_body known */
+        return drv_send_typed((drv_t *)d->send, msg, type, more, NULL);
     if (!(r = PyObject_CallOneArg(d->send, msg)) || !(it = cc_mw_awaitable_iter(r)))
         goto fail;
     PyObject *step = step_new(st, d, G_FWD, it);
@@ -1300,34 +1330,35 @@ int cc_mw_final_sent(PyObject *driver) {
  * cc_mw_layer_send), a message the driver takes in-task sets *handed and returns None instead
  * of a suspending step: the caller then yields the driver itself, which drv_pump recognises. */
 static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
-    cc_mw_state_t *st = d->st;
-    PyObject *self = (PyObject *)d;
-    PyObject *type = NULL, *t = NULL, *fut = NULL, *item = NULL;
     if (d->phase >= PH_SENT) /* the response is gone (or replaced): drop it */
         return done_with(d, Py_NewRef(Py_None));
-    type = cc_mw_msg_get(msg, st->s_type, Py_None);
+    PyObject *type = cc_mw_msg_get(msg, d->st->s_type, Py_None);
     if (!type)
         return NULL;
+    PyObject *r = drv_send_typed(d, msg, type, -1, handed);
+    Py_DECREF(type);
+    return r;
+}
+
+/* drv_send for a message whose "type" (borrowed) the caller has read, and its more_body when
+ * it is a body message (else -1): a message relayed through a stack is parsed once. */
+static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int more, int *handed) {
+    cc_mw_state_t *st = d->st;
+    PyObject *self = (PyObject *)d;
+    PyObject *t = NULL, *fut = NULL, *item = NULL;
+    if (d->phase >= PH_SENT)
+        return done_with(d, Py_NewRef(Py_None));
     if (str_is(type, st->s_debug)) {
-        Py_DECREF(type);
         PyObject *info = cc_mw_msg_get(msg, st->s_info, Py_None);
         if (!info)
             return NULL;
         Py_XSETREF(d->info, info);
         return done_with(d, Py_NewRef(Py_None));
     }
-    if (str_is(type, st->s_early_hint)) {
-        Py_DECREF(type);
+    if (str_is(type, st->s_early_hint))
         return PyObject_CallOneArg(d->send, msg);
-    }
-    if (d->pass) {
-        PyObject *r = drv_forward(d, msg, type);
-        Py_DECREF(type);
-        return r;
-    }
-    Py_DECREF(type);
-    if (PyErr_Occurred())
-        return NULL;
+    if (d->pass)
+        return drv_forward(d, msg, type, more);
     if (d->stepping) {
 #if PY_VERSION_HEX >= 0x030C0000
         /* an eager task started by the app runs its first step inside ours */
@@ -1341,6 +1372,7 @@ static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
 #endif
         {
             Py_XSETREF(d->msg, Py_NewRef(msg));
+            Py_XSETREF(d->msg_type, Py_NewRef(type));
             if (handed) {
                 *handed = 1;
                 Py_RETURN_NONE;
@@ -1373,10 +1405,12 @@ static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
     return drv_send((drv_t *)self, msg, NULL);
 }
 
-PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, int *handed) {
+PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, PyObject *type,
+                           int *handed) {
     *handed = 0;
     if (Py_TYPE(send) == (PyTypeObject *)st->driver_type)
-        return drv_send((drv_t *)send, msg, handed);
+        return type ? drv_send_typed((drv_t *)send, msg, type, -1, handed)
+                    : drv_send((drv_t *)send, msg, handed);
     return PyObject_CallOneArg(send, msg);
 }
 
@@ -1547,6 +1581,7 @@ PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
         set_resume(d, exc, 1);
         Py_DECREF(exc);
         Py_CLEAR(d->msg);
+        Py_CLEAR(d->msg_type);
         step_t *s = (step_t *)step_new(d->st, d, G_DRAIN, NULL);
         if (s)
             s->swallow = 1;
@@ -1587,6 +1622,7 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->task);
     Py_VISIT(d->loop);
     Py_VISIT(d->msg);
+    Py_VISIT(d->msg_type);
     Py_VISIT(d->resume);
     Py_VISIT(d->waiting);
     Py_VISIT(d->proxy);
@@ -1616,6 +1652,7 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->task);
     Py_CLEAR(d->loop);
     Py_CLEAR(d->msg);
+    Py_CLEAR(d->msg_type);
     Py_CLEAR(d->resume);
     Py_CLEAR(d->waiting);
     Py_CLEAR(d->proxy);
@@ -1734,7 +1771,9 @@ static PyType_Spec drv_spec = {
 static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *receive,
                               PyObject *send) {
     PyTypeObject *cls = (PyTypeObject *)st->request_cls;
-    PyObject *req = cls->tp_new(cls, st->empty_tuple, NULL);
+    /* tp_alloc, not tp_new: every attribute the driver sets is a slot, so the instance gets no
+     * inline attribute values (a dict comes on demand if dispatch sets an attribute) */
+    PyObject *req = cls->tp_alloc(cls, 0);
     if (!req)
         return NULL;
     /* slots of cicada.middleware._Request */
@@ -1761,7 +1800,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->scope = Py_NewRef(scope);
     d->receive = Py_NewRef(receive);
     d->send = Py_NewRef(send);
-    d->coro = d->msg = d->resume = NULL;
+    d->coro = d->msg = d->msg_type = d->resume = NULL;
     d->task = Py_XNewRef(task);
     d->loop = Py_XNewRef(loop);
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
@@ -1820,6 +1859,13 @@ static PyObject *mw_driver(PyObject *module, PyObject *const *args, Py_ssize_t n
     return cc_mw_driver_new(&cc_state(module)->mw, args[0], args[1], args[2], args[3], NULL, NULL);
 }
 
+/* mw_forget_loop(): run in a forked child (os.register_at_fork), where the parent's loop and
+ * task, still in asyncio's current-task dict, are not running. */
+static PyObject *mw_forget_loop(PyObject *module, PyObject *Py_UNUSED(ignored)) {
+    Py_CLEAR(cc_state(module)->mw.last_loop);
+    Py_RETURN_NONE;
+}
+
 /* mw_relay_driver(response) -> the driver whose body can be relayed as is, or None */
 static PyObject *mw_relay_driver(PyObject *module, PyObject *response) {
     return cc_mw_relay_driver(&cc_state(module)->mw, response);
@@ -1829,6 +1875,7 @@ PyMethodDef cc_mw_functions[] = {
     {"mw_setup", (PyCFunction)(void (*)(void))cc_mw_setup, METH_FASTCALL, NULL},
     {"mw_driver", (PyCFunction)(void (*)(void))mw_driver, METH_FASTCALL, NULL},
     {"mw_relay_driver", mw_relay_driver, METH_O, NULL},
+    {"mw_forget_loop", mw_forget_loop, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -86,20 +86,23 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(response_cls)                                                                                \
     X(current_task)                                                                                \
     X(current_tasks)                                                                               \
+    X(last_loop)                                                                                   \
     X(cancelled_error)                                                                             \
     X(anyio_states)                                                                                \
     X(s_type)                                                                                      \
     X(s_status)                                                                                    \
-    X(s_headers) X(s_body) X(s_more_body) X(s_info) X(s_start) X(s_body_msg) X(s_pathsend)         \
-        X(s_debug) X(s_early_hint) X(s_disconnect) X(s_request) X(s_blocking)                      \
-            X(s_add_done_callback) X(s_remove_done_callback) X(s_set_result) X(s_done) X(s_cancel) \
-                X(s_cancelled) X(s_create_future) X(s_get_loop) X(s_throw) X(s_close)              \
-                    X(s_status_code) X(s_raw_headers) X(s_body_iterator) X(s_background)           \
-                        X(s_media_type) X(s_scope) X(s_receive_attr) X(s_send_attr)                \
-                            X(s_stream_consumed) X(s_is_disconnected) X(s_form) X(s_body_attr)     \
-                                X(s_app) X(s_dispatch_func) X(s_qualname) X(s_cancel_scope)        \
-                                    X(s_anyio_backend) X(s_tasks) X(s_dispatch_func_call)          \
-                                        X(s_list) X(empty_tuple) X(empty_bytes)
+    X(s_headers)                                                                                   \
+    X(s_body)                                                                                      \
+    X(s_more_body)                                                                                 \
+    X(s_info) X(s_start) X(s_body_msg) X(s_pathsend) X(s_debug) X(s_early_hint) X(s_disconnect)    \
+        X(s_request) X(s_blocking) X(s_add_done_callback) X(s_remove_done_callback)                \
+            X(s_set_result) X(s_done) X(s_cancel) X(s_cancelled) X(s_create_future) X(s_get_loop)  \
+                X(s_throw) X(s_close) X(s_status_code) X(s_raw_headers) X(s_body_iterator)         \
+                    X(s_background) X(s_media_type) X(s_scope) X(s_receive_attr) X(s_send_attr)    \
+                        X(s_stream_consumed) X(s_is_disconnected) X(s_form) X(s_body_attr)         \
+                            X(s_app) X(s_dispatch_func) X(s_qualname) X(s_cancel_scope)            \
+                                X(s_anyio_backend) X(s_tasks) X(s_dispatch_func_call) X(s_list)    \
+                                    X(empty_tuple) X(empty_bytes)
 
 int cc_mw_traverse(cc_mw_state_t *st, visitproc visit, void *arg) {
 #define CC_MW_VISIT(f) Py_VISIT(st->f);

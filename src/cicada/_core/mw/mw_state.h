@@ -32,24 +32,24 @@ typedef struct {
     Py_ssize_t off_scope, off_receive, off_send, off_consumed, off_disconnected, off_form;
     Py_ssize_t off_status, off_raw_headers, off_body_iterator, off_background, off_info;
     Py_ssize_t off_headers, off_app, off_dispatch; /* off_app, off_dispatch: of layer_type */
+    Py_ssize_t off_list;                           /* _list of mutable_headers */
     Py_ssize_t anyio_miss_mods; /* size of sys.modules when anyio's backend was last missing */
     unsigned int layer_seen_tag;
-    PyObject *request_cls;      /* cicada.middleware._Request (starlette Request) */
-    PyObject *response_cls;     /* cicada.middleware._CallNextResponse */
-    PyObject *current_task;     /* asyncio.current_task */
-    PyObject *current_tasks;    /* the dict it reads where it is Python code (3.11), or NULL */
-    PyObject *cancelled_error;  /* asyncio.CancelledError */
-    PyObject *response_base;    /* starlette.responses.Response */
-    PyObject *mutable_headers;  /* cicada.middleware._Headers (a starlette MutableHeaders) */
-    PyObject *headers_setitem;  /* MutableHeaders.__setitem__, for what the C one leaves */
-    PyObject *base_call;        /* BaseHTTPMiddleware.__call__, used off asyncio */
-    PyObject *get_running_loop; /* asyncio._get_running_loop */
-    PyObject *ensure_future;    /* asyncio.ensure_future */
-    PyObject *anyio_states;
-    PyObject *stepping_driver;
-    /* borrowed: the driver stepping its app right now, or NULL */ /* anyio's asyncio backend
-                                                                      _task_states.data, once
-                                                                      imported */
+    PyObject *request_cls;          /* cicada.middleware._Request (starlette Request) */
+    PyObject *response_cls;         /* cicada.middleware._CallNextResponse */
+    PyObject *current_task;         /* asyncio.current_task */
+    PyObject *current_tasks;        /* the dict it reads where it is Python code (3.11), or NULL */
+    PyObject *last_loop;            /* with current_tasks: the running loop last looked up ... */
+    unsigned long last_loop_thread; /* ... and the thread it ran in (cc_mw_current_context) */
+    PyObject *cancelled_error;      /* asyncio.CancelledError */
+    PyObject *response_base;        /* starlette.responses.Response */
+    PyObject *mutable_headers;      /* cicada.middleware._Headers (a starlette MutableHeaders) */
+    PyObject *headers_setitem;      /* MutableHeaders.__setitem__, for what the C one leaves */
+    PyObject *base_call;            /* BaseHTTPMiddleware.__call__, used off asyncio */
+    PyObject *get_running_loop;     /* asyncio._get_running_loop */
+    PyObject *ensure_future;        /* asyncio.ensure_future */
+    PyObject *anyio_states;         /* anyio's asyncio backend _task_states.data, once imported */
+    PyObject *stepping_driver;      /* borrowed: the driver stepping its app right now, or NULL */
     /* interned strings */
     PyObject *s_type, *s_http, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
     PyObject *s_start, *s_body_msg, *s_pathsend, *s_debug, *s_early_hint;

@@ -1,0 +1,89 @@
+"""Per-request cost of middleware layers, for profiling (not a suite): runs the in-process
+driver of bench/suites/middleware.py for N requests of one (kind, layers) app.
+
+    python bench/mw_profile.py KIND LAYERS N         # plain run (use under valgrind/perf)
+    python bench/mw_profile.py --callgrind KIND LAYERS   # instructions/request via callgrind
+    python bench/mw_profile.py --cprofile KIND LAYERS N  # cProfile of N requests
+
+--callgrind runs valgrind twice (N=1000 and N=3000 requests) and prints the difference / 2000,
+so start-up and warm-up cancel out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+SCOPE = {
+    "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+    "method": "GET", "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"",
+    "root_path": "", "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 1),
+    "server": ("127.0.0.1", 80),
+}
+
+
+def run(kind: str, layers: int, n: int) -> None:
+    from bench.apps.mw_app import make_app
+
+    app = make_app(kind, layers)
+    request = {"type": "http.request", "body": b"", "more_body": False}
+
+    async def receive():
+        return request
+
+    async def send(message):
+        pass
+
+    async def main():
+        for _ in range(300):
+            await app(dict(SCOPE), receive, send)
+        for _ in range(n):
+            await app(dict(SCOPE), receive, send)
+
+    loop = os.environ.get("MW_PROFILE_LOOP", "uvloop")
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def callgrind(kind: str, layers: int, keep: str | None = None) -> float:
+    totals = []
+    for n in (1000, 3000):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = keep + f".{n}" if keep else os.path.join(tmp, "cg.out")
+            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                            sys.executable, __file__, kind, str(layers), str(n)],
+                           check=True, capture_output=True,
+                           env={**os.environ, "PYTHONHASHSEED": "0"})  # same dict probes each run
+            text = Path(out).read_text(errors="replace")
+            m = re.search(r"^summary:\s+(\d+)", text, re.M) or re.search(r"^totals:\s+(\d+)", text,
+                                                                         re.M)
+            totals.append(int(m.group(1)))
+    return (totals[1] - totals[0]) / 2000
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args[0] == "--callgrind":
+        keep = os.environ.get("MW_PROFILE_KEEP")
+        print(f"{args[1]} {args[2]}: {callgrind(args[1], int(args[2]), keep):,.0f} instr/request")
+    elif args[0] == "--cprofile":
+        import cProfile
+        import pstats
+
+        cProfile.run(f"run({args[1]!r}, {int(args[2])}, {int(args[3])})", "/tmp/mw.prof")
+        pstats.Stats("/tmp/mw.prof").sort_stats("tottime").print_stats(30)
+    else:
+        run(args[0], int(args[1]), int(args[2]))
