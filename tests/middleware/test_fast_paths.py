@@ -238,3 +238,25 @@ def test_header_setter_reuses_nothing_it_should_not(impl, loop_factory):
         got = dict(start["headers"])
         assert got[b"x-a"] == b"3" and got[b"x-same"] == b"w"
         assert (b"x-\xe9", b"\xe9") in start["headers"]
+
+
+def test_app_called_from_a_new_loop_run_inside_a_task(impl):
+    """The seed's second snippet inside a request: sync code in a task of loop A runs a new loop B
+    (cicada's loops nest). An app with middleware called on B must work on B, although A's task is
+    still current on A and A served the previous request (3.11's cached loop must not be taken)."""
+    import cicada.loop
+
+    app = impl(impl(endpoint, dispatch=passthrough), dispatch=passthrough)
+
+    def sync_code():
+        inner = cicada.loop.new_event_loop()
+        try:
+            return inner.run_until_complete(call(app)).body
+        finally:
+            inner.close()
+
+    async def outer():
+        first = await call(app)  # on A: A becomes the loop this thread ran last
+        return first.body, sync_code()
+
+    assert run(cicada.loop.new_event_loop, outer) == (b"hi", b"hi")
