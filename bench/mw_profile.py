@@ -23,25 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-SCOPE = {
-    "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-    "method": "GET", "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"",
-    "root_path": "", "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 1),
-    "server": ("127.0.0.1", 80),
-}
-
 
 def run(kind: str, layers: int, n: int) -> None:
-    from bench.apps.mw_app import make_app
+    from bench.apps.mw_app import SCOPE, make_app, receive, send
 
     app = make_app(kind, layers)
-    request = {"type": "http.request", "body": b"", "more_body": False}
-
-    async def receive():
-        return request
-
-    async def send(message):
-        pass
 
     async def main():
         for _ in range(300):

@@ -63,3 +63,22 @@ def make_app(kind: str, layers: int) -> FastAPI:
 
 
 app = make_app(os.environ.get("MW_KIND", "cicada"), int(os.environ.get("MW_LAYERS", "1")))
+
+
+# In-process driving (bench/suites/middleware.py, bench/mw_profile.py): a fixed GET scope, and
+# receive/send that do no work, so only the app and its layers are timed.
+SCOPE = {
+    "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+    "method": "GET", "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"",
+    "root_path": "", "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 1),
+    "server": ("127.0.0.1", 80),
+}
+_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def receive():
+    return _REQUEST
+
+
+async def send(message):
+    pass

@@ -33,35 +33,25 @@ NOTES = (
     "other load on the shared machine counts less); `per layer` rows are (t(10 layers) - t(0)) / "
     "10. Server rows are cicada's own server on its default loop "
     "(`cicada APP --loop cicada --no-access-log`) "
-    "pinned to core 0, wrk pinned to core 1; the uvicorn rows of earlier runs were dropped to "
-    "keep the suite near 5 minutes (MW_BENCH_SERVER=uvicorn or both brings them back). "
+    "pinned to core 0, wrk pinned to core 1, runs interleaved across configurations; each has "
+    "req/s and the server's CPU µs per request (user + system), and the `% of none` rows give "
+    "both ratios to the no-middleware server: by req/s, and by CPU per request (the capacity "
+    "left, which other load on the machine disturbs least). The uvicorn rows of earlier runs "
+    "were dropped to keep the suite near 5 minutes (MW_BENCH_SERVER=uvicorn or both brings them "
+    "back). "
     "Targets: one cicada layer >= 97% of no-middleware throughput, ten >= 85%, per-layer cost "
     "below the pure-ASGI layer. MW_BENCH_CALLGRIND=1 adds `instructions` rows: CPU instructions "
     "per request of the in-process driver under valgrind (PYTHONHASHSEED=0), which do not "
     "depend on the load of the machine."
 )
 
-SCOPE = {
-    "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-    "method": "GET", "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"",
-    "root_path": "", "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 1),
-    "server": ("127.0.0.1", 80),
-}
-
 
 def _inprocess_us(kind: str, layers: int, iterations: int) -> float:
     import uvloop
 
-    from bench.apps.mw_app import make_app
+    from bench.apps.mw_app import SCOPE, make_app, receive, send
 
     app = make_app(kind, layers)
-    request = {"type": "http.request", "body": b"", "more_body": False}
-
-    async def receive():
-        return request
-
-    async def send(message):
-        pass
 
     async def loop():
         for _ in range(max(200, iterations // 20)):  # warm-up (builds the middleware stack)
@@ -92,15 +82,53 @@ def _server_cmd(server: str, port: int) -> list[str]:
             "warning"]
 
 
-def _wrk_rps(server: str, kind: str, layers: int, duration: float) -> tuple[float, float]:
+def _wrk_once(server: str, kind: str, layers: int, duration: float) -> dict:
+    """One wrk run against a fresh server: req/s, p99, and the server's CPU µs per request."""
     port = harness.free_port()
     cmd = _server_cmd(server, port)
     env = {"MW_KIND": kind, "MW_LAYERS": str(layers), "PYTHONPATH": str(ROOT)}
-    with harness.server_process(cmd, port, env=env):
+    with harness.server_process(cmd, port, env=env) as proc:
         harness.wrk(f"http://127.0.0.1:{port}/", duration=1)  # warm-up
+        cpu0 = harness.group_cpu_seconds(proc.pid)
         # wrk rejects fractional durations ("-d3.0s"), and run.py passes a float
         out = harness.wrk(f"http://127.0.0.1:{port}/", duration=max(1, round(duration)))
-    return out["rps"], out["p99_ms"]
+        cpu_s = harness.group_cpu_seconds(proc.pid) - cpu0
+    return {"rps": out["rps"], "p99": out["p99_ms"],
+            "cpu_us": 1e6 * cpu_s / max(1, out["requests"])}
+
+
+def _server_rows(server: str, runs: int, duration: float) -> list[harness.Result]:
+    """wrk rows for one server. Runs are interleaved (run r of every configuration before run
+    r+1 of any), so a change of load on the shared machine hits all of them alike."""
+    configs = [(k, n) for n in LAYERS for k in KINDS if n or k == "pure"]
+    samples: dict[tuple[str, int], list[dict]] = {c: [] for c in configs}
+    for _ in range(runs):
+        for kind, layers in configs:
+            samples[(kind, layers)].append(_wrk_once(server, kind, layers, duration))
+    results, rps_of, cpu_of = [], {}, {}
+    for (kind, layers), ss in samples.items():
+        rps_of[(kind, layers)] = rps = statistics.median(s["rps"] for s in ss)
+        cpu_of[(kind, layers)] = cpu = statistics.median(s["cpu_us"] for s in ss)
+        subject = "no middleware" if layers == 0 else kind
+        results.append(harness.Result(
+            f"{server} {layers} layers", subject, rps, "req/s", [s["rps"] for s in ss],
+            extra={"p99_ms": statistics.median(s["p99"] for s in ss)}))
+        results.append(harness.Result(f"{server} {layers} layers: server CPU", subject, cpu,
+                                      "us/req", [s["cpu_us"] for s in ss],
+                                      higher_is_better=False))
+        print(f"  {server} {kind:10} {layers:2} layers: {rps:10.0f} req/s {cpu:7.1f} us/req",
+              flush=True)
+    # the issue's targets as ratios to the same server without middleware: by req/s, and by
+    # server CPU per request (the capacity left, which load on the machine disturbs least)
+    for layers in (1, 10):
+        for kind in KINDS:
+            for label, value in (
+                    ("% of none", rps_of[(kind, layers)] / rps_of[("pure", 0)] * 100),
+                    ("% of none by server CPU",
+                     cpu_of[("pure", 0)] / cpu_of[(kind, layers)] * 100)):
+                results.append(harness.Result(f"{server} {layers} layers, {label}", kind, value,
+                                              "%", [value]))
+    return results
 
 
 def collect(opts) -> list[harness.Result]:
@@ -140,23 +168,5 @@ def collect(opts) -> list[harness.Result]:
     for server in servers:
         if server not in ("cicada", "uvicorn"):
             raise ValueError(f"MW_BENCH_SERVER must be cicada, uvicorn, both or 0, not {choice!r}")
-        rps_of: dict[tuple[str, int], float] = {}
-        for layers in LAYERS:
-            for kind in KINDS:
-                if layers == 0 and kind != "pure":
-                    continue
-                samples = [_wrk_rps(server, kind, layers, opts.duration) for _ in range(opts.runs)]
-                rps = statistics.median(s[0] for s in samples)
-                p99 = statistics.median(s[1] for s in samples)
-                rps_of[(kind, layers)] = rps
-                subject = "no middleware" if layers == 0 else kind
-                results.append(harness.Result(f"{server} {layers} layers", subject, rps, "req/s",
-                                              [s[0] for s in samples], extra={"p99_ms": p99}))
-                print(f"  {server} {kind:10} {layers:2} layers: {rps:10.0f} req/s", flush=True)
-        # the issue's targets as ratios to the same server without middleware
-        for layers in (1, 10):
-            for kind in KINDS:
-                ratio = rps_of[(kind, layers)] / rps_of[("pure", 0)] * 100
-                results.append(harness.Result(f"{server} {layers} layers, % of none", kind,
-                                              ratio, "%", [ratio]))
+        results += _server_rows(server, opts.runs, opts.duration)
     return results

@@ -6,19 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
-import time
 
 from apps import hello
-from support.server_thread import read_response, recv_until_closed
+from support.server_thread import read_response, recv_until_closed, wait_for
 
-
-def wait_for(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def get(s):

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from apps import hello, read_body
-from support.server_thread import read_response, recv_until_closed
+from support.server_thread import read_response, recv_until_closed, wait_for
 
-
-def wait_for(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.mark.parametrize(

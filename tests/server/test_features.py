@@ -8,16 +8,9 @@ import time
 
 import pytest
 from apps import hello
-from support.server_thread import ListHandler, ServerThread, read_response, recv_until_closed
+from support.server_thread import (ListHandler, ServerThread, read_response, recv_until_closed,
+                                   wait_for)
 
-
-def wait_for(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.mark.parametrize("size", [0, 1, 100_000, 5_000_000])

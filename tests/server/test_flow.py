@@ -7,16 +7,8 @@ import socket
 import time
 
 from apps import hello
-from support.server_thread import read_response, recv_until_closed
+from support.server_thread import read_response, recv_until_closed, wait_for
 
-
-def wait_for(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_disconnect_mid_request_body(serve):

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from typing import Any, Callable
 
 
@@ -161,6 +162,16 @@ class Sock(socket.socket):
     """A client socket that remembers bytes read past the end of a response."""
 
     _cicada_buf = b""
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 5.0) -> bool:
+    """Poll pred() until it is true or the timeout passes; returns its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return bool(pred())
 
 
 def recv_until_closed(s: socket.socket, limit: int = 1 << 24) -> bytes:

@@ -8,7 +8,8 @@ import hashlib
 import os
 import socket
 import struct
-import time
+
+from support.server_thread import wait_for  # noqa: F401  (the websocket tests import it from here)
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -108,15 +109,6 @@ class Reader:
     def at_eof(self) -> bool:
         return not self._need(len(self.buf) + 1)
 
-
-def wait_for(pred, timeout=5.0):
-    """Poll pred() until it is true or the timeout passes; returns its last value."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def open_ws(st, path="/", nodelay=False):
