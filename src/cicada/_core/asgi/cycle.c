@@ -692,27 +692,64 @@ static cc_asgi_cycle_t *take_spare(cc_asgi_proto_t *p) {
     return NULL;
 }
 
+/* A cycle for p's next request: its previous one when reusable (take_spare), else a new one. */
+static cc_asgi_cycle_t *new_cycle(cc_asgi_proto_t *p) {
+    cc_asgi_cycle_t *c = take_spare(p);
+    if (c)
+        return c;
+    c = PyObject_GC_New(cc_asgi_cycle_t, p->server->st->cycle_type);
+    if (!c)
+        return NULL;
+    memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
+    c->file_fd = -1;
+    c->sock_fd = -1;
+    c->proto = (cc_asgi_proto_t *)Py_NewRef(p);
+    PyObject_GC_Track(c);
+    return c;
+}
+
+/* What the cycle keeps of the parsed request head: body framing, version, keep-alive. */
+static void take_request(cc_asgi_cycle_t *c, const cc_http_request_t *req) {
+    c->body_kind = req->body;
+    c->body_remaining = req->content_length;
+    c->body_done = req->body == CC_HTTP_BODY_NONE ||
+                   (req->body == CC_HTTP_BODY_LENGTH && req->content_length == 0);
+    if (req->body == CC_HTTP_BODY_CHUNKED)
+        cc_http_chunked_init(&c->chunked, c->proto->server->limits.max_head_size);
+    c->version_minor = req->version_minor;
+    c->keep_alive = req->keep_alive;
+    c->expect_continue = req->expect_continue && !c->body_done;
+    c->is_head = req->method_len == 4 && !memcmp(req->method, "HEAD", 4);
+}
+
+/* task.add_done_callback(c._task_done), for a task whose coroutine is not an _AppRun. */
+static int watch_task(cc_asgi_cycle_t *c, PyObject *task) {
+    PyObject *cb = PyCFunction_New(&done_def, (PyObject *)c);
+    if (!cb)
+        return -1;
+    PyObject *dargs[2] = {task, cb};
+    PyObject *r = PyObject_VectorcallMethod(c->proto->server->st->s_add_done_callback, dargs,
+                                            2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(cb);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     cc_asgi_server_t *srv = p->server;
     cc_asgi_state_t *st = srv->st;
-    PyObject *recv = NULL, *send = NULL, *task = NULL, *cb = NULL;
+    PyObject *recv = NULL, *send = NULL, *task = NULL;
     if (cc_asgi_over_concurrency(srv)) {
         cc_asgi_log(srv, st->s_warning, "Exceeded concurrency limit.", NULL);
         int rc = cc_asgi_send_simple(p, req->version_minor, 503, "Service Unavailable", 1);
         cc_asgi_close(p, 0);
         return rc;
     }
-    cc_asgi_cycle_t *c = take_spare(p);
-    if (!c) {
-        c = PyObject_GC_New(cc_asgi_cycle_t, st->cycle_type);
-        if (!c)
-            return -1;
-        memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
-        c->file_fd = -1;
-        c->sock_fd = -1;
-        c->proto = (cc_asgi_proto_t *)Py_NewRef(p);
-        PyObject_GC_Track(c);
-    }
+    cc_asgi_cycle_t *c = new_cycle(p);
+    if (!c)
+        return -1;
     c->scope = cc_asgi_build_scope(p, req);
     if (!c->scope) {
         /* e.g. trusted_proxy raised: answer 500 and log it rather than drop the connection */
@@ -724,16 +761,7 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
         cc_asgi_close(p, 0);
         return rc;
     }
-    c->body_kind = req->body;
-    c->body_remaining = req->content_length;
-    c->body_done = req->body == CC_HTTP_BODY_NONE ||
-                   (req->body == CC_HTTP_BODY_LENGTH && req->content_length == 0);
-    if (req->body == CC_HTTP_BODY_CHUNKED)
-        cc_http_chunked_init(&c->chunked, srv->limits.max_head_size);
-    c->version_minor = req->version_minor;
-    c->keep_alive = req->keep_alive;
-    c->expect_continue = req->expect_continue && !c->body_done;
-    c->is_head = req->method_len == 4 && !memcmp(req->method, "HEAD", 4);
+    take_request(c, req);
     cc_buf_consume(&p->in, req->head_len);
 
     if (!c->recv_fn && !(c->recv_fn = PyCFunction_New(&receive_def, (PyObject *)c)))
@@ -758,17 +786,9 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
         c->task = Py_NewRef(task);
     if (direct)
         goto done;
-    cb = PyCFunction_New(&done_def, (PyObject *)c);
-    if (!cb)
+    if (watch_task(c, task) < 0)
         goto error;
-    PyObject *dargs[2] = {task, cb};
-    PyObject *r = PyObject_VectorcallMethod(st->s_add_done_callback, dargs,
-                                            2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (!r)
-        goto error;
-    Py_DECREF(r);
 done:
-    Py_XDECREF(cb);
     Py_XDECREF(task);
     if (!p->lost && !p->spare)
         p->spare = c; /* our reference */
@@ -776,7 +796,6 @@ done:
         cc_asgi_cycle_discard(c);
     return 0;
 error:
-    Py_XDECREF(cb);
     Py_XDECREF(task);
     if (c->counted) {
         c->counted = 0;
