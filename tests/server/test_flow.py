@@ -289,6 +289,24 @@ def test_shutdown_finishes_requests_already_received(serve):
     assert recv_until_closed(s) == b""
 
 
+
+def test_shutdown_serves_a_connection_whose_first_request_is_late(serve):
+    """Accepted just before the listener closed, a connection may get its first request only
+    after shutdown() ran: it is served (then closed), not reset, which would lose the request.
+    A connection that already had a request and is idle is closed at once, as before."""
+    st = serve(hello)
+    used = st.connect()
+    used.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    read_response(used)
+    fresh = st.connect()
+    assert wait_for(lambda: st.server.connection_count == 2)
+    st.call(st.server.shutdown)
+    assert recv_until_closed(used) == b""
+    fresh.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = recv_until_closed(fresh)
+    assert data.startswith(b"HTTP/1.1 200") and b"connection: close" in data
+    assert wait_for(lambda: st.server.connection_count == 0)
+
 def test_close_all(serve):
     async def app(scope, receive, send):
         await asyncio.sleep(3600)

@@ -142,6 +142,7 @@ struct cc_asgi_proto {
     unsigned writing_paused : 1;
     unsigned fast : 1; /* the transport is cicada's own: called through loop.h, not Python */
     unsigned write_each : 1; /* the transport's writelines() skips flow control: write() parts */
+    unsigned served : 1; /* a request has started here (shutdown closes only such idle ones) */
     unsigned peer_checked : 1; /* trusted_proxy(peer) was asked; the answer is peer_trusted */
     unsigned peer_trusted : 1;
 };

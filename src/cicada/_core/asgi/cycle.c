@@ -750,6 +750,7 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     cc_asgi_cycle_t *c = new_cycle(p);
     if (!c)
         return -1;
+    p->served = 1;
     c->scope = cc_asgi_build_scope(p, req);
     if (!c->scope) {
         /* e.g. trusted_proxy raised: answer 500 and log it rather than drop the connection */

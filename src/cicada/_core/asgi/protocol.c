@@ -285,7 +285,7 @@ int cc_asgi_update_reading(cc_asgi_proto_t *p) {
         return 0;
     /* While shutting down, read nothing new once the current request is in. */
     int want_pause = p->in.len >= p->server->read_buffer_limit ||
-                     (p->server->shutting_down && (!p->cycle || p->cycle->body_done));
+                     (p->server->shutting_down && p->served && (!p->cycle || p->cycle->body_done));
     return cc_asgi_set_reading(p, want_pause);
 }
 
@@ -438,7 +438,7 @@ static int process(cc_asgi_proto_t *p) {
         cc_http_result_t r = cc_http_parse_request(cc_buf_ptr(&p->in), p->in.len, &srv->limits,
                                                    srv->hdrs, srv->limits.max_headers, &req);
         if (r == CC_HTTP_INCOMPLETE) {
-            if (p->eof || srv->shutting_down)
+            if (p->eof || (srv->shutting_down && p->served))
                 cc_asgi_close(p, 0); /* the client stopped sending mid-head */
             break;
         }

@@ -317,7 +317,9 @@ static PyObject *server_shutdown(cc_asgi_server_t *s, PyObject *unused) {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
         cc_asgi_proto_t *p = (cc_asgi_proto_t *)PyList_GET_ITEM(list, i);
         /* Busy: finish the in-flight response and the requests already received after it,
-         * reading nothing new; then close. Idle: close now. */
+         * reading nothing new; then close. Idle: close now, unless no request has started yet:
+         * accepted just before the listener closed, its first request may still be on the way,
+         * so it is served (then closed) if it comes before the request-head timeout. */
         if (p->ws) {
             cc_asgi_ws_shutdown(p->ws);
         } else if (p->cycle && p->cycle->resp != CC_RESP_DONE) {
@@ -325,7 +327,7 @@ static PyObject *server_shutdown(cc_asgi_server_t *s, PyObject *unused) {
                 Py_DECREF(list);
                 return NULL;
             }
-        } else {
+        } else if (p->served || p->eof) {
             cc_asgi_close(p, 0);
         }
     }
