@@ -7,17 +7,14 @@ import time
 
 import httpx
 import pytest
+from support.memory import rss_kb
 
 GIB = 1 << 30
 ALLOWED_GROWTH = 24 * 1024 * 1024  # bytes of RSS the server may gain over the whole transfer
 
 
 def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return rss_kb(pid) * 1024
 
 
 @pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),

@@ -8,13 +8,19 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
+from cicada import _core
 from cicada.loop import Loop
 
+LOOPS = {"cicada": Loop, "asyncio": asyncio.SelectorEventLoop}
 
-def run(coro, **kw):
-    lp = Loop(**kw)
+
+def run_on(kind, coro_fn, debug=False):
+    lp = LOOPS[kind]()
+    lp.set_debug(debug)
     try:
-        return lp.run_until_complete(coro)
+        return lp.run_until_complete(coro_fn(lp))
     finally:
         lp.close()
 
@@ -63,25 +69,10 @@ def test_large_reads_arrive_whole_and_in_order_then_small_ones_and_eof():
         srv.close()
         await srv.wait_closed()
 
-    run(main())
+    run_on("cicada", lambda loop: main())
 
 
 # ---- sock_* in C ---------------------------------------------------------------------------
-
-import pytest  # noqa: E402
-
-from cicada import _core  # noqa: E402
-
-LOOPS = {"cicada": Loop, "asyncio": asyncio.SelectorEventLoop}
-
-
-def run_on(kind, coro_fn, debug=False):
-    lp = LOOPS[kind]()
-    lp.set_debug(debug)
-    try:
-        return lp.run_until_complete(coro_fn(lp))
-    finally:
-        lp.close()
 
 
 def pair():
@@ -97,7 +88,8 @@ async def spin(n=3):
 
 
 def counts():
-    return _core._loop_path_counts()
+    c = _core._loop_counters()
+    return c["sock_parked"], c["sock_completed"], c["direct_reads"]
 
 
 def test_parked_recv_is_completed_in_c():

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import gc
 import os
-import resource
 import socket
 
 import pytest
 from apps import echo
+from support.memory import rss_kb
 from support.server_thread import read_response
 
-
-def rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _batch(st, n, new_connection_every):

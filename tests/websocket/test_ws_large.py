@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from support.memory import rss_kb
 from ws_apps import Recorder, quiet_echo, recording_echo
 from wsraw import frame, open_ws, wait_for
 
@@ -199,12 +200,6 @@ def test_linger_after_error_is_bounded(serve):
 
 
 # -- memory: messages half-unmasked into their final buffer when the connection ends ----------
-def rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _large_batch(st, n, wires):

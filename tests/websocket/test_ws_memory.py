@@ -9,18 +9,12 @@ import zlib
 
 import pytest
 
+from support.memory import rss_kb
 from ws_apps import quiet_echo
 from wsraw import Reader, close_payload, frame, handshake
 
 UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 
-
-def rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def deflated(data: bytes) -> bytes:

@@ -22,33 +22,22 @@ static PyMethodDef transport_core_def = {
     "The C base of cicada's stream transport (created on first use: it subclasses asyncio's).",
 };
 
-/* (sock_* waiters parked, completed by the loop, transport reads sized with FIONREAD): tests
- * use it to prove those paths run. */
-static PyObject *path_counts(PyObject *module, PyObject *unused) {
+/* How often the loop's C paths ran: tests use it to prove those paths are taken. */
+static PyObject *loop_counters(PyObject *module, PyObject *unused) {
     (void)unused;
     cc_loop_state_t *st = &cc_state(module)->loop;
-    return Py_BuildValue("(KKK)", st->sock_parked, st->sock_completed, st->direct_reads);
+    return Py_BuildValue("{sKsKsKsKsK}", "fast_reads", st->fast_reads, "fast_writes",
+                         st->fast_writes, "sock_parked", st->sock_parked, "sock_completed",
+                         st->sock_completed, "direct_reads", st->direct_reads);
 }
 
-static PyMethodDef path_counts_def = {
-    "_loop_path_counts",
-    path_counts,
+static PyMethodDef loop_counters_def = {
+    "_loop_counters",
+    loop_counters,
     METH_NOARGS,
-    "(sock_* calls parked, parked calls completed in C, FIONREAD-sized reads) so far (for tests).",
-};
-
-/* (reads, writes) the transport fast path (loop.h) has made: tests use it to prove it is taken. */
-static PyObject *fastpath_counts(PyObject *module, PyObject *unused) {
-    (void)unused;
-    cc_loop_state_t *st = &cc_state(module)->loop;
-    return Py_BuildValue("(KK)", st->fast_reads, st->fast_writes);
-}
-
-static PyMethodDef fastpath_counts_def = {
-    "_fastpath_counts",
-    fastpath_counts,
-    METH_NOARGS,
-    "(reads, writes) made through the C transport/protocol fast path so far (for tests).",
+    "Counts of the loop's C paths so far, for tests: fast_reads/fast_writes (transport <-> C "
+    "protocol, loop.h), sock_parked/sock_completed (sock_* waiters parked, completed in C), "
+    "direct_reads (transport reads sized with FIONREAD).",
 };
 
 static int add_function(PyObject *module, PyMethodDef *def) {
@@ -95,8 +84,7 @@ int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
     if (!st->kw_loop)
         return -1;
     if (add_function(module, &transport_core_def) < 0 ||
-        add_function(module, &fastpath_counts_def) < 0 ||
-        add_function(module, &path_counts_def) < 0)
+        add_function(module, &loop_counters_def) < 0)
         return -1;
     st->loop_core_type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, cc_loop_core_spec(), NULL);

@@ -45,7 +45,7 @@ typedef struct {
     /* Fast-path calls made (reads handed over, writes taken), read by tests to prove it runs. */
     unsigned long long fast_reads, fast_writes;
     /* sock_* calls parked and later completed by the loop in C; transport reads sized with
-     * FIONREAD. Read by tests through _loop_path_counts(). */
+     * FIONREAD. Read by tests through _loop_counters(). */
     unsigned long long sock_parked, sock_completed, direct_reads;
     PyObject *str_fileno;
     PyObject *str_add_done_callback;
