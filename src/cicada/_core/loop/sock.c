@@ -54,28 +54,49 @@ static int call1_ok(PyObject *obj, PyObject *name, PyObject *arg) {
 
 /* ---- the operations: 1 done (*res set), 0 would block, -1 error with an exception set ------ */
 
+Py_ssize_t cc_loop_queued_bytes(int fd) {
+    int avail = 0;
+    return ioctl(fd, FIONREAD, &avail) < 0 ? 0 : avail;
+}
+
+Py_ssize_t cc_loop_recv_bytes(int fd, Py_ssize_t want, PyObject **res) {
+    *res = NULL;
+    PyObject *b = PyBytes_FromStringAndSize(NULL, want);
+    if (!b)
+        return -2;
+    ssize_t got = recv(fd, PyBytes_AS_STRING(b), (size_t)want, MSG_DONTWAIT);
+    if (got < 0) {
+        int err = errno;
+        Py_DECREF(b);
+        errno = err;
+        return -1;
+    }
+    if (got == want) {
+        *res = b;
+        return got;
+    }
+    *res = PyBytes_FromStringAndSize(PyBytes_AS_STRING(b), got); /* a short read: right-sized */
+    Py_DECREF(b);
+    return *res ? got : -2;
+}
+
 /* recv() of at most n bytes straight into a bytes object of the size FIONREAD reports (no copy
  * out of the shared buffer), when the last read on this fd was large. 1 done, 0 not taken (the
  * shared-buffer path runs: little queued, EOF or an error to report), -1 error. */
 static int recv_sized(cc_loop_t *self, int fd, Py_ssize_t n, PyObject **res) {
-    int avail = 0;
-    if (fd >= self->nfds || !self->fds[fd].big_reads || n < CC_LOOP_DIRECT_READ_MIN ||
-        ioctl(fd, FIONREAD, &avail) < 0 || avail < CC_LOOP_DIRECT_READ_MIN)
+    if (fd >= self->nfds || !self->fds[fd].big_reads || n < CC_LOOP_DIRECT_READ_MIN)
         return 0;
-    Py_ssize_t want = avail < n ? avail : n;
-    PyObject *b = PyBytes_FromStringAndSize(NULL, want);
-    if (!b)
-        return -1;
-    ssize_t got = recv(fd, PyBytes_AS_STRING(b), (size_t)want, MSG_DONTWAIT);
+    Py_ssize_t avail = cc_loop_queued_bytes(fd);
+    if (avail < CC_LOOP_DIRECT_READ_MIN)
+        return 0;
+    Py_ssize_t got = cc_loop_recv_bytes(fd, avail < n ? avail : n, res);
     self->st->direct_reads++;
-    if (got == want) {
-        *res = b;
+    if (got == -2)
+        return -1;
+    if (got > 0)
         return 1;
-    }
-    /* Less than FIONREAD said (another reader of the fd): keep what came. */
-    *res = got > 0 ? PyBytes_FromStringAndSize(PyBytes_AS_STRING(b), got) : NULL;
-    Py_DECREF(b);
-    return *res ? 1 : (got > 0 ? -1 : 0);
+    Py_CLEAR(*res);
+    return 0;
 }
 
 static int try_recv(cc_loop_t *self, int fd, Py_ssize_t n, PyObject **res) {
@@ -104,30 +125,20 @@ static int try_recv(cc_loop_t *self, int fd, Py_ssize_t n, PyObject **res) {
         *res = PyBytes_FromStringAndSize(st->read_buf, got);
         return *res ? 1 : -1;
     }
-    /* A size larger than the shared buffer: read into a bytes of that size, as socket.recv does,
-     * and copy a short read into one of the right size. */
-    PyObject *b = PyBytes_FromStringAndSize(NULL, n);
-    if (!b)
+    /* A size larger than the shared buffer: read into a bytes of that size, as socket.recv does
+     * (a short read is copied into one of the right size). */
+    Py_ssize_t got = cc_loop_recv_bytes(fd, n, res);
+    if (got == -2)
         return -1;
-    ssize_t got = recv(fd, PyBytes_AS_STRING(b), (size_t)n, MSG_DONTWAIT);
-    if (got < 0) {
-        int err = errno;
-        Py_DECREF(b);
-        if (would_block(err))
+    if (got == -1) {
+        if (would_block(errno))
             return 0;
-        errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
     if (fd < self->nfds)
         self->fds[fd].big_reads = got >= CC_LOOP_DIRECT_READ_MIN;
-    if (got == n) {
-        *res = b;
-        return 1;
-    }
-    *res = PyBytes_FromStringAndSize(PyBytes_AS_STRING(b), got);
-    Py_DECREF(b);
-    return *res ? 1 : -1;
+    return 1;
 }
 
 static int try_recv_into(int fd, PyObject *buf, PyObject **res) {

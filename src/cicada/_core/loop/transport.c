@@ -13,7 +13,6 @@
 #include <limits.h>
 #include <stddef.h>
 #include <structmember.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 /* The type subclasses asyncio.transports._FlowControlMixin (a Python class with __slots__), so
@@ -151,21 +150,17 @@ static PyObject *deliver(PyObject *o, PyObject *data) {
  * data (new reference), NULL with no exception when the shared-buffer path should run instead
  * (nothing or little queued: EOF and errors are reported there), or NULL with an exception. */
 static PyObject *read_direct(cc_transport_t *self) {
-    int avail = 0;
-    if (ioctl(self->fd, FIONREAD, &avail) < 0 || avail < CC_LOOP_DIRECT_READ_MIN)
+    Py_ssize_t avail = cc_loop_queued_bytes(self->fd);
+    if (avail < CC_LOOP_DIRECT_READ_MIN)
         return NULL;
-    Py_ssize_t want = avail < CC_LOOP_READ_MAX ? avail : CC_LOOP_READ_MAX;
-    PyObject *data = PyBytes_FromStringAndSize(NULL, want);
-    if (!data)
-        return NULL;
-    ssize_t n = recv(self->fd, PyBytes_AS_STRING(data), (size_t)want, 0);
+    PyObject *data;
+    Py_ssize_t got =
+        cc_loop_recv_bytes(self->fd, avail < CC_LOOP_READ_MAX ? avail : CC_LOOP_READ_MAX, &data);
     self->st->direct_reads++;
-    if (n == want)
+    if (got > 0)
         return data;
-    /* Fewer bytes than the kernel said were queued (another reader of the fd): keep what came. */
-    PyObject *part = n > 0 ? PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), n) : NULL;
-    Py_DECREF(data);
-    return part;
+    Py_XDECREF(data); /* EOF or an error: the shared-buffer read reports it (-2: exception set) */
+    return NULL;
 }
 
 static PyObject *tr_read_ready(PyObject *o, PyObject *unused) {
