@@ -148,6 +148,10 @@ def requests(draw) -> Generated:
         colon = draw(st.sampled_from([b":"] * 20 + [b" :"])) if bad else b":"
         lines.append(name + colon + ows_l + value + ows_r)
         g.headers.append((name, value))
+        # A generated name that starts with SP/HTAB (or an empty one before " :") makes the line
+        # begin with whitespace: that is an obs-fold line to h11, which joins it to the last one.
+        if lines[-1][:1] in (b" ", b"\t"):
+            g.obs_fold = True
         if any(c in H11_LAX_CTLS for c in value):
             g.lax_ctl_in_value = True
         # A LF inside a generated value is a bare-LF line ending to h11.
@@ -310,6 +314,8 @@ def test_agrees_with_h11(g):
         # A bare LF ending one field line (found by hypothesis as a value of "\\n").
         (b"GET / HTTP/1.1\r\nHost: a\r\n0:\n\r\n", "reject", "accept"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", "reject", "accept"),
+        # A field line " :" (found by hypothesis: an empty name before " :") is obs-fold too.
+        (b"GET / HTTP/1.1\r\nHost: example.com\r\n :\r\n\r\n", "reject", "accept"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", "reject", "accept"),
         (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
          "reject", "accept"),
