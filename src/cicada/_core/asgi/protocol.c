@@ -618,10 +618,8 @@ static PyObject *proto_connection_made(cc_asgi_proto_t *p, PyObject *transport) 
         srv->conns->prev = p;
     srv->conns = p;
     srv->connection_count++;
-    if (srv->shutting_down) {
-        cc_asgi_close(p, 0);
-        Py_RETURN_NONE;
-    }
+    /* Made after shutdown() (accepted before the listener closed, connection_made still queued):
+     * like any connection without a request yet, it is served its first request, then closed. */
     if (set_deadline(p, srv->timeout_request_head) < 0)
         return NULL;
     Py_RETURN_NONE;
