@@ -32,6 +32,7 @@ from cicada.logging_config import style
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 logger = logging.getLogger("cicada.error")
+_ACCEPT_SETTLE_ITERATIONS = 4
 
 
 # -- binding ----------------------------------------------------------------------------------
@@ -388,6 +389,11 @@ class Server:
         for sock in sockets or ():
             sock.close()
         srv = self.http_server
+        # asyncio accepts in one callback and makes the connection in a task: a socket accepted
+        # just before the listeners closed reaches connection_made a few iterations later, and
+        # only then does connection_count (and so the drain below) know about it.
+        for _ in range(_ACCEPT_SETTLE_ITERATIONS):
+            await asyncio.sleep(0)
         if srv.connection_count and not self.force_exit:
             # Connections accepted just before the listeners closed may have their request
             # bytes in flight or still unread in the socket; give the loop a moment to read
