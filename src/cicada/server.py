@@ -384,16 +384,18 @@ class Server:
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         assert self.lifespan is not None
         logger.info("Shutting down")
+        # asyncio accepts in one callback and makes the connection in a task a few iterations
+        # later; a listener closed in between makes that task fail (Server._attach) and the
+        # accepted socket is dropped. So stop accepting, let those connections be made (only
+        # then does connection_count, and so the drain below, know them), then close.
+        self._stop_accepting()
+        for _ in range(_ACCEPT_SETTLE_ITERATIONS):
+            await asyncio.sleep(0)
         for server in self.servers:
             server.close()
         for sock in sockets or ():
             sock.close()
         srv = self.http_server
-        # asyncio accepts in one callback and makes the connection in a task: a socket accepted
-        # just before the listeners closed reaches connection_made a few iterations later, and
-        # only then does connection_count (and so the drain below) know about it.
-        for _ in range(_ACCEPT_SETTLE_ITERATIONS):
-            await asyncio.sleep(0)
         if srv.connection_count and not self.force_exit:
             # Connections accepted just before the listeners closed may have their request
             # bytes in flight or still unread in the socket; give the loop a moment to read
@@ -413,6 +415,15 @@ class Server:
             await asyncio.sleep(0)
         if not self.force_exit:
             await self.lifespan.shutdown()
+
+    def _stop_accepting(self) -> None:
+        """Stop polling the listeners without closing them. uvloop accepts in C and keeps
+        polling: it makes its connections from the accept callback, so it needs no pause."""
+        loop = asyncio.get_running_loop()
+        for server in self.servers:
+            for sock in server.sockets or ():
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, OSError):
+                    loop.remove_reader(sock.fileno())
 
     async def _wait_drained(self) -> None:
         srv = self.http_server
