@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
+#include <string.h>
 #include <structmember.h>
 #include <sys/socket.h>
 
@@ -24,6 +25,7 @@ typedef struct {
     int fd;
     int closing, eof, paused, protocol_paused, buffered;
     int big_reads; /* the last read was large: size the next one with FIONREAD (read_direct) */
+    int stream;    /* the protocol is exactly asyncio.StreamReaderProtocol (read_stream) */
     Py_ssize_t conn_lost, high_water, low_water;
     PyObject *sock, *protocol, *loop, *empty_waiter;
     PyObject *buffer;               /* bytearray: bytes accepted by write() but not yet sent */
@@ -163,6 +165,208 @@ static PyObject *read_direct(cc_transport_t *self) {
     return NULL;
 }
 
+/* ---- the asyncio streams fast path --------------------------------------------------------- */
+
+/* asyncio.StreamReaderProtocol.data_received(data) is `reader.feed_data(data)` on the reader its
+ * weak reference still holds, and StreamReader.feed_data() appends to the reader's bytearray,
+ * wakes the read*() call waiting on reader._waiter, and pauses reading once the buffer holds more
+ * than twice its limit. The same steps are done here, with the bytes received straight into that
+ * bytearray: no bytes object and no Python frame per read. Only for exactly asyncio's classes
+ * with their own methods (3.11 to 3.14 have the same code); anything else, a dead reader, or a
+ * reader already at EOF (feed_data's assert) takes the generic path. */
+
+static int class_function_is(PyObject *type, PyObject *name, PyObject *fn) {
+    PyObject *dict = ((PyTypeObject *)type)->tp_dict;
+    return dict && PyDict_GetItemWithError(dict, name) == fn;
+}
+
+/* The reader the fast path may feed (new reference), or NULL with no exception set when the
+ * generic path must run, or NULL with an exception. */
+static PyObject *stream_reader(cc_transport_t *self) {
+    cc_loop_state_t *st = self->st;
+    if (!st->stream_fast ||
+        !class_function_is(st->stream_protocol_type, st->str_data_received,
+                           st->srp_data_received) ||
+        !class_function_is(st->stream_reader_type, st->str_feed_data, st->sr_feed_data) ||
+        !class_function_is(st->stream_reader_type, st->str_wakeup_waiter, st->sr_wakeup_waiter))
+        return NULL;
+    PyObject *wr = PyObject_GetAttr(self->protocol, st->str_stream_reader_wr);
+    if (!wr)
+        return NULL;
+    PyObject *reader = NULL;
+    if (PyWeakref_CheckRefExact(wr)) {
+#if PY_VERSION_HEX >= 0x030D0000
+        if (PyWeakref_GetRef(wr, &reader) < 0)
+            reader = NULL;
+#else
+        reader = Py_XNewRef(PyWeakref_GetObject(wr));
+#endif
+    }
+    Py_DECREF(wr);
+    if (!reader || !Py_IS_TYPE(reader, (PyTypeObject *)st->stream_reader_type)) {
+        Py_XDECREF(reader);
+        return NULL;
+    }
+    PyObject *eof = PyObject_GetAttr(reader, st->str_eof);
+    int at_eof = eof ? PyObject_IsTrue(eof) : -1;
+    Py_XDECREF(eof);
+    if (at_eof != 0) {
+        Py_DECREF(reader);
+        return NULL;
+    }
+    return reader;
+}
+
+/* feed_data()'s steps after the append: wake the waiter, pause past 2 * limit. 0 or -1. */
+static int stream_fed(cc_loop_state_t *st, PyObject *reader, Py_ssize_t buffered) {
+    PyObject *waiter = PyObject_GetAttr(reader, st->str_waiter), *r;
+    if (!waiter)
+        return -1;
+    if (waiter != Py_None) {
+        if (PyObject_SetAttr(reader, st->str_waiter, Py_None) < 0)
+            goto error;
+        r = PyObject_CallMethodNoArgs(waiter, st->str_cancelled);
+        int cancelled = r ? PyObject_IsTrue(r) : -1;
+        Py_XDECREF(r);
+        if (cancelled < 0)
+            goto error;
+        if (!cancelled) {
+            r = PyObject_CallMethodOneArg(waiter, st->str_set_result, Py_None);
+            if (!r)
+                goto error;
+            Py_DECREF(r);
+        }
+    }
+    Py_CLEAR(waiter);
+    PyObject *transport = PyObject_GetAttr(reader, st->str_transport);
+    if (!transport)
+        return -1;
+    int rc = 0, over = 0;
+    if (transport != Py_None) {
+        PyObject *v = PyObject_GetAttr(reader, st->str_paused);
+        int paused = v ? PyObject_IsTrue(v) : -1;
+        Py_XDECREF(v);
+        if (paused < 0)
+            goto done_error;
+        if (!paused) {
+            /* len(self._buffer) > 2 * self._limit, done by Python for a limit that is not an
+             * int small enough for C arithmetic */
+            PyObject *limit = PyObject_GetAttr(reader, st->str_limit);
+            if (!limit)
+                goto done_error;
+            int overflow = 0;
+            long long lim =
+                PyLong_CheckExact(limit) ? PyLong_AsLongLongAndOverflow(limit, &overflow) : 0;
+            if (PyLong_CheckExact(limit) && !overflow && lim < LLONG_MAX / 2 &&
+                lim > LLONG_MIN / 2) {
+                over = (long long)buffered > 2 * lim;
+            } else {
+                PyObject *two = PyLong_FromLong(2), *len = PyLong_FromSsize_t(buffered);
+                PyObject *twice = two && len ? PyNumber_Multiply(two, limit) : NULL;
+                over = twice ? PyObject_RichCompareBool(len, twice, Py_GT) : -1;
+                Py_XDECREF(two);
+                Py_XDECREF(len);
+                Py_XDECREF(twice);
+            }
+            Py_DECREF(limit);
+            if (over < 0)
+                goto done_error;
+        }
+    }
+    if (over) {
+        r = PyObject_CallMethodNoArgs(transport, st->str_pause_reading);
+        if (r) {
+            Py_DECREF(r);
+            rc = PyObject_SetAttr(reader, st->str_paused, Py_True);
+        } else if (PyErr_ExceptionMatches(PyExc_NotImplementedError)) {
+            /* feed_data(): the transport can't be paused, forget it */
+            PyErr_Clear();
+            rc = PyObject_SetAttr(reader, st->str_transport, Py_None);
+        } else {
+            rc = -1;
+        }
+    }
+    Py_DECREF(transport);
+    return rc;
+done_error:
+    Py_DECREF(transport);
+    return -1;
+error:
+    Py_DECREF(waiter);
+    return -1;
+}
+
+/* Receive into the reader's buffer and do feed_data()'s work. Returns the _read_ready() result,
+ * or NULL with no exception set when the generic path must run instead (nothing was read). */
+static PyObject *read_stream(PyObject *o) {
+    cc_transport_t *self = F(o);
+    cc_loop_state_t *st = self->st;
+    PyObject *proto = Py_NewRef(self->protocol), *reader = stream_reader(self), *buf = NULL;
+    PyObject *result = NULL;
+    if (!reader)
+        goto done; /* the generic path (or an exception, which it reports) */
+    buf = PyObject_GetAttr(reader, st->str_buffer);
+    if (!buf || !PyByteArray_CheckExact(buf))
+        goto done;
+    Py_ssize_t old = PyByteArray_GET_SIZE(buf), want = 0;
+    if (self->big_reads) {
+        Py_ssize_t avail = cc_loop_queued_bytes(self->fd);
+        if (avail >= CC_LOOP_DIRECT_READ_MIN)
+            want = avail < CC_LOOP_READ_MAX ? avail : CC_LOOP_READ_MAX;
+    }
+    ssize_t n;
+    int err;
+    if (want) {
+        /* Large: straight into the bytearray's tail, sized with FIONREAD. */
+        if (PyByteArray_Resize(buf, old + want) < 0) {
+            result = fatal(o, "Fatal error: protocol.data_received() call failed.");
+            goto done;
+        }
+        n = recv(self->fd, PyByteArray_AS_STRING(buf) + old, (size_t)want, 0);
+        err = errno;
+        if (PyByteArray_Resize(buf, old + (n > 0 ? n : 0)) < 0) {
+            result = fatal(o, "Fatal error: protocol.data_received() call failed.");
+            goto done;
+        }
+        st->direct_reads++;
+    } else {
+        n = recv(self->fd, st->read_buf, CC_LOOP_READ_MAX, 0);
+        err = errno;
+        if (n > 0) {
+            if (PyByteArray_Resize(buf, old + n) < 0) {
+                result = fatal(o, "Fatal error: protocol.data_received() call failed.");
+                goto done;
+            }
+            memcpy(PyByteArray_AS_STRING(buf) + old, st->read_buf, (size_t)n);
+        }
+    }
+    if (n < 0) {
+        if (would_block(err)) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        result = fatal(o, "Fatal read error on socket transport");
+        goto done;
+    }
+    if (n == 0) {
+        result = call_noargs(o, "_read_ready__on_eof");
+        goto done;
+    }
+    self->big_reads = n >= CC_LOOP_DIRECT_READ_MIN;
+    st->stream_reads++;
+    if (stream_fed(st, reader, PyByteArray_GET_SIZE(buf)) < 0)
+        result = fatal(o, "Fatal error: protocol.data_received() call failed.");
+    else
+        result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(buf);
+    Py_XDECREF(reader);
+    Py_DECREF(proto);
+    return result;
+}
+
 static PyObject *tr_read_ready(PyObject *o, PyObject *unused) {
     cc_transport_t *self = F(o);
     (void)unused;
@@ -170,6 +374,11 @@ static PyObject *tr_read_ready(PyObject *o, PyObject *unused) {
         Py_RETURN_NONE;
     if (self->buffered)
         return read_buffered(o);
+    if (self->stream) {
+        PyObject *r = read_stream(o);
+        if (r || PyErr_Occurred())
+            return r;
+    }
     if (self->big_reads && !self->ops) {
         PyObject *data = read_direct(self);
         if (data)
@@ -416,6 +625,13 @@ static PyObject *tr_write_ready(PyObject *o, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* asyncio's is_closing() (`return self._closing`) without a Python frame: StreamWriter.drain()
+ * asks it on every call. */
+static PyObject *tr_is_closing(PyObject *o, PyObject *unused) {
+    (void)unused;
+    return PyBool_FromLong(F(o)->closing);
+}
+
 static PyObject *tr_get_write_buffer_size(PyObject *o, PyObject *unused) {
     cc_transport_t *self = F(o);
     (void)unused;
@@ -510,6 +726,8 @@ static int s_protocol(PyObject *o, PyObject *v, void *c) {
             return -1;
     }
     s->buffered = buffered;
+    s->stream =
+        s->st->stream_protocol_type && Py_IS_TYPE(v, (PyTypeObject *)s->st->stream_protocol_type);
     s->ops = s->st->c_proto_ops && Py_IS_TYPE(v, s->st->c_proto_type) ? s->st->c_proto_ops : NULL;
     Py_XSETREF(s->protocol, Py_NewRef(v));
     return 0;
@@ -560,6 +778,7 @@ static PyMethodDef tr_methods[] = {
     {"write", (PyCFunction)tr_write, METH_O, NULL},
     {"writelines", (PyCFunction)tr_writelines, METH_O, NULL},
     {"get_write_buffer_size", (PyCFunction)tr_get_write_buffer_size, METH_NOARGS, NULL},
+    {"is_closing", (PyCFunction)tr_is_closing, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -625,6 +844,46 @@ int cc_loop_transport_set_reading(PyObject *o, int pause) {
     return 0;
 }
 
+/* The asyncio streams classes and functions read_stream() stands in for; left NULL (the fast
+ * path off) on a Python whose streams it was not checked against. 0, or -1 with an exception. */
+static int load_streams(cc_loop_state_t *st) {
+#if PY_VERSION_HEX < 0x030F0000
+    PyObject *mod = PyImport_ImportModule("asyncio.streams");
+    if (!mod)
+        return -1;
+    PyObject *srp = PyObject_GetAttrString(mod, "StreamReaderProtocol");
+    PyObject *sr = srp ? PyObject_GetAttrString(mod, "StreamReader") : NULL;
+    Py_DECREF(mod);
+    if (!sr) {
+        Py_XDECREF(srp);
+        return -1;
+    }
+    if (PyType_Check(srp) && PyType_Check(sr)) {
+        PyObject *d = ((PyTypeObject *)srp)->tp_dict, *rd = ((PyTypeObject *)sr)->tp_dict;
+        PyObject *f1 = PyDict_GetItemWithError(d, st->str_data_received);
+        PyObject *f2 = f1 ? PyDict_GetItemWithError(rd, st->str_feed_data) : NULL;
+        PyObject *f3 = f2 ? PyDict_GetItemWithError(rd, st->str_wakeup_waiter) : NULL;
+        if (PyErr_Occurred()) {
+            Py_DECREF(srp);
+            Py_DECREF(sr);
+            return -1;
+        }
+        if (f3) {
+            Py_XSETREF(st->srp_data_received, Py_NewRef(f1));
+            Py_XSETREF(st->sr_feed_data, Py_NewRef(f2));
+            Py_XSETREF(st->sr_wakeup_waiter, Py_NewRef(f3));
+            Py_XSETREF(st->stream_protocol_type, Py_NewRef(srp));
+            Py_XSETREF(st->stream_reader_type, Py_NewRef(sr));
+        }
+    }
+    Py_DECREF(srp);
+    Py_DECREF(sr);
+#else
+    (void)st;
+#endif
+    return 0;
+}
+
 static PyMemberDef tr_members[6];
 
 /* Create the type on first use (it needs asyncio imported): a subclass of asyncio's
@@ -672,6 +931,10 @@ PyTypeObject *cc_loop_transport_type(PyObject *module, cc_loop_state_t *st) {
     Py_DECREF(base);
     if (!tp)
         return NULL;
+    if (load_streams(st) < 0) {
+        Py_DECREF(tp);
+        return NULL;
+    }
     st->transport_core_type = (PyTypeObject *)Py_NewRef(tp);
     return (PyTypeObject *)tp;
 }
