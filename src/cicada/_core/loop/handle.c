@@ -32,10 +32,8 @@ int cc_loop_handles_load(cc_loop_state_t *st) {
         return -1;
     PyObject *h = PyObject_GetAttrString(events, "Handle");
     PyObject *th = h ? PyObject_GetAttrString(events, "TimerHandle") : NULL;
-    Py_CLEAR(st->get_running_loop);
-    st->get_running_loop = th ? PyObject_GetAttrString(events, "_get_running_loop") : NULL;
     Py_DECREF(events);
-    if (!st->get_running_loop)
+    if (!th)
         goto error;
     if (!PyType_Check(h) || !PyType_Check(th)) {
         PyErr_SetString(PyExc_TypeError, "asyncio.Handle is not a class");

@@ -826,18 +826,11 @@ static PyObject *core__cc_set_signal_fd(cc_loop_t *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-/* Future(loop=self). When this loop is the running one, Future() finds it by itself, and the
- * call without a keyword skips building the kwargs dict and parsing it (a stream read makes one
- * future per wait). */
+/* Future(loop=self). Always with the keyword: without it Future() looks the running loop up,
+ * and on 3.11 that lookup makes a getpid() syscall. */
 static PyObject *core_create_future(cc_loop_t *self, PyObject *unused) {
     (void)unused;
     PyObject *stack[2] = {NULL, (PyObject *)self};
-    PyObject *running = PyObject_CallNoArgs(self->st->get_running_loop);
-    if (!running)
-        return NULL;
-    Py_DECREF(running); /* only its identity is compared */
-    if (running == (PyObject *)self)
-        return PyObject_CallNoArgs(self->st->future_type);
     return PyObject_Vectorcall(self->st->future_type, stack + 1, 0 | PY_VECTORCALL_ARGUMENTS_OFFSET,
                                self->st->kw_loop);
 }

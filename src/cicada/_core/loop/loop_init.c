@@ -142,7 +142,6 @@ int cc_loop_traverse(cc_loop_state_t *st, visitproc visit, void *arg) {
     Py_VISIT(st->srp_data_received);
     Py_VISIT(st->sr_feed_data);
     Py_VISIT(st->sr_wakeup_waiter);
-    Py_VISIT(st->get_running_loop);
     return 0;
 }
 
@@ -187,7 +186,6 @@ void cc_loop_clear(cc_loop_state_t *st) {
     Py_CLEAR(st->srp_data_received);
     Py_CLEAR(st->sr_feed_data);
     Py_CLEAR(st->sr_wakeup_waiter);
-    Py_CLEAR(st->get_running_loop);
     Py_CLEAR(st->str_stream_reader_wr);
     Py_CLEAR(st->str_buffer);
     Py_CLEAR(st->str_waiter);
