@@ -66,6 +66,7 @@ SPLITS = [1, 2, 7, 1023, 1024, 1025, 4096, 65535, 65536, 65537, 100 * 1024, 1310
 @pytest.mark.parametrize("chunk", SPLITS)
 def test_read_n_gets_every_byte_in_order_at_any_split(mode, chunk):
     got = bytearray()
+    payload = PAYLOAD[:chunk * 3000]  # tiny chunks: fewer of them
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -83,15 +84,15 @@ def test_read_n_gets_every_byte_in_order_at_any_split(mode, chunk):
 
         before = stream_reads()
         srv, c = await serve(handler)
-        for i in range(0, len(PAYLOAD), chunk):
-            await loop.sock_sendall(c, PAYLOAD[i:i + chunk])
+        for i in range(0, len(payload), chunk):
+            await loop.sock_sendall(c, payload[i:i + chunk])
         c.shutdown(socket.SHUT_WR)
         await asyncio.wait_for(done, 10)
         check_fast_path_used(mode, before)
         await close(srv, c)
 
     run(main)
-    assert bytes(got) == PAYLOAD
+    assert bytes(got) == payload
 
 
 def test_large_reads_go_straight_into_the_buffer(mode):
@@ -185,6 +186,7 @@ def test_pause_past_twice_the_limit_and_resume_when_drained(mode, loop_factory):
         done = loop.create_future()
 
         async def handler(r, w):
+            seen["reader"] = r
             await go.wait()
             seen["paused"] = r._paused
             seen["reading"] = w.transport.is_reading()
@@ -197,13 +199,16 @@ def test_pause_past_twice_the_limit_and_resume_when_drained(mode, loop_factory):
 
         srv, c = await serve(handler, limit=limit)
         await loop.sock_sendall(c, b"z" * 50_000)
-        for _ in range(200):  # until the server has read what the kernel let it
+        for _ in range(1000):  # until the server has read past 2 * limit and paused
+            if "reader" in seen and seen["reader"]._paused:
+                break
             await asyncio.sleep(0.005)
         go.set()
         assert await asyncio.wait_for(done, 10) == b"z" * 50_000
         await close(srv, c)
 
     run(main, loop_factory)
+    del seen["reader"]
     assert seen["paused"] is True and seen["reading"] is False
     assert seen["buffered"] > 2 * limit
     assert seen["after_paused"] is False and seen["after_reading"] is True
