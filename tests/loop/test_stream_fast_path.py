@@ -576,3 +576,32 @@ def test_create_future_belongs_to_its_loop_running_or_not():
         run(main)
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("loop_factory", [Loop, asyncio.SelectorEventLoop], ids=["cicada", "asyncio"])
+def test_protocol_missing_its_reader_attribute_fails_in_data_received(mode, loop_factory):
+    out = {}
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        errors = fatal_errors(loop)
+        a, b = socket.socketpair()
+        reader = asyncio.StreamReader(loop=loop)
+        transport, proto = await loop.connect_accepted_socket(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), a)
+        del proto._stream_reader_wr
+        b.sendall(b"x")
+        for _ in range(500):
+            if transport.is_closing():
+                break
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.01)
+        out["errors"] = [(e["message"], type(e.get("exception"))) for e in errors]
+        b.close()
+
+    run(main, loop_factory)
+    # connection_lost() then trips over the same missing attribute, on every loop alike.
+    assert out["errors"][0] == ("Fatal error: protocol.data_received() call failed.",
+                                AttributeError)
+    assert [m.split("(")[0] for m, _ in out["errors"][1:]] == [
+        "Exception in callback _SelectorSocketTransport._call_connection_lost"]

@@ -212,41 +212,41 @@ static int class_function_is(PyObject *type, PyObject *name, PyObject *fn) {
     return dict && PyDict_GetItemWithError(dict, name) == fn;
 }
 
-/* The reader the fast path may feed (new reference), or NULL with no exception set when the
- * generic path must run, or NULL with an exception. */
+/* The reader the fast path may feed (new reference), or NULL when the generic path must run.
+ * Nothing has been read yet, so a lookup that fails is left to the generic path, which meets the
+ * same failure inside data_received() and reports it as asyncio does. */
 static PyObject *stream_reader(cc_transport_t *self) {
     cc_loop_state_t *st = self->st;
+    PyObject *reader = NULL, *wr = NULL;
     if (!st->stream_fast ||
         !class_function_is(st->stream_protocol_type, st->str_data_received,
                            st->srp_data_received) ||
         !class_function_is(st->stream_reader_type, st->str_feed_data, st->sr_feed_data) ||
         !class_function_is(st->stream_reader_type, st->str_wakeup_waiter, st->sr_wakeup_waiter))
-        return NULL;
-    PyObject *wr = PyObject_GetAttr(self->protocol, st->str_stream_reader_wr);
-    if (!wr)
-        return NULL;
-    PyObject *reader = NULL;
-    if (PyWeakref_CheckRefExact(wr)) {
+        goto generic;
+    wr = PyObject_GetAttr(self->protocol, st->str_stream_reader_wr);
+    if (!wr || !PyWeakref_CheckRefExact(wr))
+        goto generic;
 #if PY_VERSION_HEX >= 0x030D0000
-        if (PyWeakref_GetRef(wr, &reader) < 0)
-            reader = NULL;
+    if (PyWeakref_GetRef(wr, &reader) < 0)
+        reader = NULL;
 #else
-        reader = Py_XNewRef(PyWeakref_GetObject(wr));
+    reader = Py_XNewRef(PyWeakref_GetObject(wr));
 #endif
-    }
-    Py_DECREF(wr);
-    if (!reader || !Py_IS_TYPE(reader, (PyTypeObject *)st->stream_reader_type)) {
-        Py_XDECREF(reader);
-        return NULL;
-    }
+    Py_CLEAR(wr);
+    if (!reader || !Py_IS_TYPE(reader, (PyTypeObject *)st->stream_reader_type))
+        goto generic;
     PyObject *eof = PyObject_GetAttr(reader, st->str_eof);
     int at_eof = eof ? PyObject_IsTrue(eof) : -1;
     Py_XDECREF(eof);
-    if (at_eof != 0) {
-        Py_DECREF(reader);
-        return NULL;
-    }
+    if (at_eof != 0)
+        goto generic;
     return reader;
+generic:
+    Py_XDECREF(wr);
+    Py_XDECREF(reader);
+    PyErr_Clear();
+    return NULL;
 }
 
 /* feed_data()'s steps after the append: wake the waiter, pause past 2 * limit. 0 or -1. */
@@ -336,10 +336,12 @@ static PyObject *read_stream(PyObject *o) {
     PyObject *proto = Py_NewRef(self->protocol), *reader = stream_reader(self), *buf = NULL;
     PyObject *result = NULL;
     if (!reader)
-        goto done; /* the generic path (or an exception, which it reports) */
+        goto done; /* the generic path */
     buf = PyObject_GetAttr(reader, st->str_buffer);
-    if (!buf || !PyByteArray_CheckExact(buf))
+    if (!buf || !PyByteArray_CheckExact(buf)) {
+        PyErr_Clear(); /* the generic path: extend() there fails or copes the same way */
         goto done;
+    }
     Py_ssize_t old = PyByteArray_GET_SIZE(buf), want = self->big_reads ? predicted(self) : 0;
     ssize_t n;
     int err;
