@@ -10,11 +10,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import sys
 
 import pytest
 
 from cicada import _core
 from cicada.loop import Loop
+
+
+# The versions whose asyncio streams the fast path was checked against (transport.c,
+# load_streams); elsewhere every scenario must still pass, on the generic path.
+FAST_PATH_VERSIONS = (3, 11) <= sys.version_info[:2] <= (3, 13)
 
 
 @pytest.fixture(params=["fast", "generic"])
@@ -51,7 +57,7 @@ async def close(srv, c):
 
 
 def check_fast_path_used(mode, before):
-    if mode == "fast":
+    if mode == "fast" and FAST_PATH_VERSIONS:
         assert stream_reads() > before
     else:
         assert stream_reads() == before
@@ -108,7 +114,7 @@ def test_large_reads_go_straight_into_the_buffer(mode):
         srv, c = await serve(handler, limit=len(PAYLOAD))
         await loop.sock_sendall(c, PAYLOAD)
         assert await asyncio.wait_for(out, 10) == PAYLOAD
-        if mode == "fast":
+        if mode == "fast" and FAST_PATH_VERSIONS:
             assert _core._loop_counters()["direct_reads"] > direct
         await close(srv, c)
 
@@ -535,7 +541,8 @@ def test_fast_path_runs_for_plain_streams_on_every_loop_created():
             r, w = await asyncio.open_connection(*srv.sockets[0].getsockname())
             w.write(b"ping")
             assert await r.readexactly(4) == b"ping"
-            assert stream_reads() >= before + 2  # server side and client side
+            if FAST_PATH_VERSIONS:
+                assert stream_reads() >= before + 2  # server side and client side
             w.close()
             await w.wait_closed()
             srv.close()
