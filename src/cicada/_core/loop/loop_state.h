@@ -45,8 +45,8 @@ typedef struct {
     PyObject *srp_data_received, *sr_feed_data, *sr_wakeup_waiter;
     PyObject *str_stream_reader_wr, *str_buffer, *str_waiter, *str_eof, *str_paused, *str_limit,
         *str_transport, *str_cancelled, *str_pause_reading, *str_feed_data, *str_wakeup_waiter;
-    int stream_fast;            /* the fast path is on (tests turn it off to compare both paths) */
-    char *read_buf;             /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
+    int stream_fast; /* the fast path is on (tests turn it off to compare both paths) */
+    char *read_buf;  /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
     /* The C protocol the transport calls directly (loop.h); the type is borrowed. */
     PyTypeObject *c_proto_type;
     const cc_loop_proto_ops_t *c_proto_ops;

@@ -24,9 +24,9 @@ typedef struct {
     cc_loop_state_t *st;
     int fd;
     int closing, eof, paused, protocol_paused, buffered;
-    int big_reads; /* the last read was large: expect another (read_direct, recv_sized) */
+    int big_reads;        /* the last read was large: expect another (read_direct, recv_sized) */
     Py_ssize_t last_read; /* bytes the last read brought */
-    int stream;    /* the protocol is exactly asyncio.StreamReaderProtocol (read_stream) */
+    int stream;           /* the protocol is exactly asyncio.StreamReaderProtocol (read_stream) */
     Py_ssize_t conn_lost, high_water, low_water;
     PyObject *sock, *protocol, *loop, *empty_waiter;
     PyObject *buffer;               /* bytearray: bytes accepted by write() but not yet sent */
