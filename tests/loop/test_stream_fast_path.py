@@ -612,3 +612,18 @@ def test_protocol_missing_its_reader_attribute_fails_in_data_received(mode, loop
                                 AttributeError)
     assert [m.split("(")[0] for m, _ in out["errors"][1:]] == [
         "Exception in callback _SelectorSocketTransport._call_connection_lost"]
+
+
+def test_loop_that_made_futures_is_collected():
+    # create_future() keeps a {"loop": loop} keyword dict on the loop: a cycle the GC must break.
+    import weakref
+
+    lp = Loop()
+    fut = lp.create_future()
+    assert fut.get_loop() is lp
+    del fut
+    lp.close()
+    ref = weakref.ref(lp)
+    del lp
+    gc.collect()
+    assert ref() is None

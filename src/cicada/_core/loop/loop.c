@@ -71,6 +71,7 @@ error:
 static int core_traverse(cc_loop_t *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->thread_id);
+    Py_VISIT(self->future_kw);
     CC_TRY_VISIT(cc_loop_ready_traverse(&self->ready, visit, arg));
     CC_TRY_VISIT(cc_loop_timers_traverse(&self->timers, visit, arg));
     for (int i = 0; i < self->nfds; i++) {
@@ -92,6 +93,7 @@ static int core_clear(cc_loop_t *self) {
     cc_loop_timers_clear(&self->timers);
     drop_fd_handles(self);
     cc_loop_sock_clear(self);
+    Py_CLEAR(self->future_kw);
     return 0;
 }
 
@@ -826,13 +828,32 @@ static PyObject *core__cc_set_signal_fd(cc_loop_t *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-/* Future(loop=self). Always with the keyword: without it Future() looks the running loop up,
- * and on 3.11 that lookup makes a getpid() syscall. */
+/* Future(loop=self), as type_call() would make it but with a keyword dict kept for the loop's
+ * lifetime: building that dict from vectorcall keywords was a fifth of a future's cost, and a
+ * stream read waits on a new future every time. (Future() without the keyword would look the
+ * running loop up, which on 3.11 makes a getpid() syscall.) */
+PyObject *cc_loop_new_future(cc_loop_t *self) {
+    PyTypeObject *tp = (PyTypeObject *)self->st->future_type;
+    PyObject *args = self->st->empty_tuple;
+    if (!self->future_kw) {
+        PyObject *kw = PyDict_New();
+        if (!kw || PyDict_SetItem(kw, self->st->str_loop, (PyObject *)self) < 0) {
+            Py_XDECREF(kw);
+            return NULL;
+        }
+        self->future_kw = kw;
+    }
+    PyObject *kw = Py_NewRef(self->future_kw); /* tp_init may run code that clears ours */
+    PyObject *fut = tp->tp_new(tp, args, kw);
+    if (fut && PyObject_TypeCheck(fut, tp) && tp->tp_init && tp->tp_init(fut, args, kw) < 0)
+        Py_CLEAR(fut);
+    Py_DECREF(kw);
+    return fut;
+}
+
 static PyObject *core_create_future(cc_loop_t *self, PyObject *unused) {
     (void)unused;
-    PyObject *stack[2] = {NULL, (PyObject *)self};
-    return PyObject_Vectorcall(self->st->future_type, stack + 1, 0 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                               self->st->kw_loop);
+    return cc_loop_new_future(self);
 }
 
 /* ---- attributes shared with asyncio's Python code ---------------------------------------- */
