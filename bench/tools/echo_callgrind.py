@@ -38,7 +38,7 @@ DEFAULT = ["uvloop:proto:1024", "cicada:proto:1024", "uvloop:sock:1024", "cicada
 
 
 def measure(worker: str, client: str, kind: str, mode: str, size: int, family: str,
-            seconds: float) -> tuple[int, float]:
+            seconds: float, keep: str | None = None) -> tuple[int, float]:
     tmp = tempfile.mkdtemp(prefix="cicada-cg-")
     ready = os.path.join(tmp, "ready")
     addr = os.path.join(tmp, "sock") if family == "unix" else ["127.0.0.1", harness.free_port()]
@@ -66,6 +66,10 @@ def measure(worker: str, client: str, kind: str, mode: str, size: int, family: s
                 for line in fh:
                     if line.startswith(("summary:", "totals:")):
                         total = max(total, int(line.split()[1]))
+        if keep:
+            for f in glob.glob(out + "*"):
+                shutil.copy(f, os.path.join(keep, f"{kind}-{mode}-{size}-{family}" +
+                                            os.path.basename(f)[len("cg.out"):] + ".cg"))
         return count, total / max(count, 1)
     finally:
         proc.terminate()
@@ -93,6 +97,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("cases", nargs="*", default=DEFAULT)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--keep", metavar="DIR", help="copy the callgrind output files into DIR "
+                    "(for callgrind_annotate)")
     ap.add_argument("--call-soon", action="store_true", help="per-callback count instead")
     opts = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
@@ -115,7 +121,7 @@ def main() -> int:
         for case in opts.cases:
             kind, mode, size, *fam = case.split(":")
             count, per_rt = measure(worker, client, kind, mode, int(size),
-                                    fam[0] if fam else "tcp", opts.seconds)
+                                    fam[0] if fam else "tcp", opts.seconds, opts.keep)
             print(f"{case:24s} {per_rt:10,.0f} instructions per round trip ({count} round trips)",
                   flush=True)
     finally:

@@ -85,6 +85,11 @@ def _c_transport_default() -> bool:
 
 _STREAM_FAMILIES = {socket.AF_INET, socket.AF_INET6, socket.AF_UNIX}
 
+# The transport feeds asyncio's own StreamReader directly (loop/transport.c, read_stream);
+# CICADA_STREAM_FAST=0 turns that off, for side-by-side measurements.
+if os.environ.get("CICADA_STREAM_FAST", "1").strip().lower() in ("0", "false", "no", "off"):
+    _core._set_stream_fast_path(False)
+
 
 class _SocketTransport(_core.transport_core_type(), selector_events._SelectorSocketTransport):
     """Stream socket transport: reads and writes in C (SocketTransportCore), everything else is

@@ -71,6 +71,7 @@ error:
 static int core_traverse(cc_loop_t *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->thread_id);
+    Py_VISIT(self->future_kw);
     CC_TRY_VISIT(cc_loop_ready_traverse(&self->ready, visit, arg));
     CC_TRY_VISIT(cc_loop_timers_traverse(&self->timers, visit, arg));
     for (int i = 0; i < self->nfds; i++) {
@@ -92,6 +93,7 @@ static int core_clear(cc_loop_t *self) {
     cc_loop_timers_clear(&self->timers);
     drop_fd_handles(self);
     cc_loop_sock_clear(self);
+    Py_CLEAR(self->future_kw);
     return 0;
 }
 
@@ -759,6 +761,32 @@ static PyObject *core__cc_close(cc_loop_t *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* type(*args, loop=self), as type_call() would make it but with a keyword dict kept for the
+ * loop's lifetime: building that dict from vectorcall keywords was a fifth of a future's cost, and
+ * a stream read waits on a new future every time. (Future() without the keyword would look the
+ * running loop up, which on 3.11 makes a getpid() syscall.) */
+static PyObject *new_with_loop(cc_loop_t *self, PyObject *type, PyObject *args) {
+    PyTypeObject *tp = (PyTypeObject *)type;
+    if (!self->future_kw) {
+        PyObject *kw = PyDict_New();
+        if (!kw || PyDict_SetItem(kw, self->st->str_loop, (PyObject *)self) < 0) {
+            Py_XDECREF(kw);
+            return NULL;
+        }
+        self->future_kw = kw;
+    }
+    PyObject *kw = Py_NewRef(self->future_kw); /* tp_init may run code that clears ours */
+    PyObject *obj = tp->tp_new(tp, args, kw);
+    if (obj && PyObject_TypeCheck(obj, tp) && tp->tp_init && tp->tp_init(obj, args, kw) < 0)
+        Py_CLEAR(obj);
+    Py_DECREF(kw);
+    return obj;
+}
+
+PyObject *cc_loop_new_future(cc_loop_t *self) {
+    return new_with_loop(self, self->st->future_type, self->st->empty_tuple);
+}
+
 static PyObject *core_create_task(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames) {
     /* Fast path only without a task factory and without debug; otherwise asyncio's version. */
@@ -784,9 +812,12 @@ static PyObject *core_create_task(cc_loop_t *self, PyObject *const *args, Py_ssi
     /* Task(coro, loop=self, **kwargs) with name=/context= passed through as given. */
     PyObject *stack[4];
     if (nk == 0) {
-        stack[0] = args[0];
-        stack[1] = (PyObject *)self;
-        return PyObject_Vectorcall(self->st->task_type, stack, 1, self->st->kw_loop);
+        PyObject *targs = PyTuple_Pack(1, args[0]);
+        if (!targs)
+            return NULL;
+        PyObject *task = new_with_loop(self, self->st->task_type, targs);
+        Py_DECREF(targs);
+        return task;
     }
     PyObject *names = PyTuple_New(1 + nk);
     if (!names)
@@ -828,9 +859,7 @@ static PyObject *core__cc_set_signal_fd(cc_loop_t *self, PyObject *arg) {
 
 static PyObject *core_create_future(cc_loop_t *self, PyObject *unused) {
     (void)unused;
-    PyObject *stack[2] = {NULL, (PyObject *)self};
-    return PyObject_Vectorcall(self->st->future_type, stack + 1, 0 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                               self->st->kw_loop);
+    return cc_loop_new_future(self);
 }
 
 /* ---- attributes shared with asyncio's Python code ---------------------------------------- */

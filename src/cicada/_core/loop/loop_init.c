@@ -26,9 +26,10 @@ static PyMethodDef transport_core_def = {
 static PyObject *loop_counters(PyObject *module, PyObject *unused) {
     (void)unused;
     cc_loop_state_t *st = &cc_state(module)->loop;
-    return Py_BuildValue("{sKsKsKsKsK}", "fast_reads", st->fast_reads, "fast_writes",
+    return Py_BuildValue("{sKsKsKsKsKsK}", "fast_reads", st->fast_reads, "fast_writes",
                          st->fast_writes, "sock_parked", st->sock_parked, "sock_completed",
-                         st->sock_completed, "direct_reads", st->direct_reads);
+                         st->sock_completed, "direct_reads", st->direct_reads, "stream_reads",
+                         st->stream_reads);
 }
 
 static PyMethodDef loop_counters_def = {
@@ -37,7 +38,27 @@ static PyMethodDef loop_counters_def = {
     METH_NOARGS,
     "Counts of the loop's C paths so far, for tests: fast_reads/fast_writes (transport <-> C "
     "protocol, loop.h), sock_parked/sock_completed (sock_* waiters parked, completed in C), "
-    "direct_reads (transport reads sized with FIONREAD).",
+    "direct_reads (transport reads sized with FIONREAD), stream_reads (reads put straight into "
+    "an asyncio.StreamReader's buffer).",
+};
+
+/* Tests run the same stream scenarios with and without the transport's stream fast path. */
+static PyObject *set_stream_fast(PyObject *module, PyObject *flag) {
+    cc_loop_state_t *st = &cc_state(module)->loop;
+    int on = PyObject_IsTrue(flag);
+    if (on < 0)
+        return NULL;
+    int was = st->stream_fast;
+    st->stream_fast = on;
+    return PyBool_FromLong(was);
+}
+
+static PyMethodDef set_stream_fast_def = {
+    "_set_stream_fast_path",
+    set_stream_fast,
+    METH_O,
+    "Turn the transport's asyncio-streams fast path on or off (for new and existing transports); "
+    "returns the previous setting. For tests and benchmarks.",
 };
 
 static int add_function(PyObject *module, PyMethodDef *def) {
@@ -76,6 +97,18 @@ int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
     INTERN(str_accept, "accept");
     INTERN(str_setblocking, "setblocking");
     INTERN(str_ensure_fd_no_transport, "_ensure_fd_no_transport");
+    INTERN(str_stream_reader_wr, "_stream_reader_wr");
+    INTERN(str_buffer, "_buffer");
+    INTERN(str_waiter, "_waiter");
+    INTERN(str_eof, "_eof");
+    INTERN(str_paused, "_paused");
+    INTERN(str_limit, "_limit");
+    INTERN(str_transport, "_transport");
+    INTERN(str_cancelled, "cancelled");
+    INTERN(str_pause_reading, "pause_reading");
+    INTERN(str_feed_data, "feed_data");
+    INTERN(str_wakeup_waiter, "_wakeup_waiter");
+    st->stream_fast = 1;
     st->kw_context = PyTuple_Pack(1, st->str_context);
     st->empty_tuple = PyTuple_New(0);
     if (!st->kw_context || !st->empty_tuple)
@@ -84,7 +117,8 @@ int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
     if (!st->kw_loop)
         return -1;
     if (add_function(module, &transport_core_def) < 0 ||
-        add_function(module, &loop_counters_def) < 0)
+        add_function(module, &loop_counters_def) < 0 ||
+        add_function(module, &set_stream_fast_def) < 0)
         return -1;
     st->loop_core_type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, cc_loop_core_spec(), NULL);
@@ -103,6 +137,11 @@ int cc_loop_traverse(cc_loop_state_t *st, visitproc visit, void *arg) {
     Py_VISIT(st->buffered_protocol_type);
     Py_VISIT(st->future_type);
     Py_VISIT(st->transport_core_type);
+    Py_VISIT(st->stream_protocol_type);
+    Py_VISIT(st->stream_reader_type);
+    Py_VISIT(st->srp_data_received);
+    Py_VISIT(st->sr_feed_data);
+    Py_VISIT(st->sr_wakeup_waiter);
     return 0;
 }
 
@@ -142,6 +181,22 @@ void cc_loop_clear(cc_loop_state_t *st) {
     Py_CLEAR(st->str_accept);
     Py_CLEAR(st->str_setblocking);
     Py_CLEAR(st->str_ensure_fd_no_transport);
+    Py_CLEAR(st->stream_protocol_type);
+    Py_CLEAR(st->stream_reader_type);
+    Py_CLEAR(st->srp_data_received);
+    Py_CLEAR(st->sr_feed_data);
+    Py_CLEAR(st->sr_wakeup_waiter);
+    Py_CLEAR(st->str_stream_reader_wr);
+    Py_CLEAR(st->str_buffer);
+    Py_CLEAR(st->str_waiter);
+    Py_CLEAR(st->str_eof);
+    Py_CLEAR(st->str_paused);
+    Py_CLEAR(st->str_limit);
+    Py_CLEAR(st->str_transport);
+    Py_CLEAR(st->str_cancelled);
+    Py_CLEAR(st->str_pause_reading);
+    Py_CLEAR(st->str_feed_data);
+    Py_CLEAR(st->str_wakeup_waiter);
     Py_CLEAR(st->kw_context);
     Py_CLEAR(st->empty_tuple);
     PyMem_Free(st->read_buf);

@@ -105,6 +105,7 @@ typedef struct {
     PyObject *sock_done_cb;    /* bound self._cc_sock_done, added to each parked future */
     PyObject *sock_ctx;        /* an empty contextvars.Context that callback runs in */
     PyObject *transports_data; /* self._transports.data (fd -> weakref), for the fd check */
+    PyObject *future_kw;       /* {"loop": self} for cc_loop_new_future(), made on first use */
 } cc_loop_t;
 
 /* ready.c */
@@ -145,6 +146,8 @@ void cc_loop_handles_free(cc_loop_state_t *st);
 /* loop.c: grow the fd table to hold fd. 0, or -1 with MemoryError. */
 int cc_loop_fd_reserve(cc_loop_t *self, int fd);
 int cc_loop_check_closed(cc_loop_t *self);
+/* asyncio.Future(loop=self): new reference, or NULL with an exception. */
+PyObject *cc_loop_new_future(cc_loop_t *self);
 int cc_loop_cancel_handle(PyObject *h);
 
 /* sock.c */

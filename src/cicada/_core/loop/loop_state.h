@@ -38,7 +38,15 @@ typedef struct {
     PyObject *future_type;            /* asyncio.futures.Future */
     PyTypeObject *transport_core_type;
     PyObject *str_data_received;
-    char *read_buf; /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
+    /* The stream fast path (transport.c): asyncio.StreamReaderProtocol and StreamReader, and the
+     * class functions the transport stands in for (it steps aside when one was replaced). NULL
+     * when asyncio's streams do not have the shape the fast path was written against. */
+    PyObject *stream_protocol_type, *stream_reader_type;
+    PyObject *srp_data_received, *sr_feed_data, *sr_wakeup_waiter;
+    PyObject *str_stream_reader_wr, *str_buffer, *str_waiter, *str_eof, *str_paused, *str_limit,
+        *str_transport, *str_cancelled, *str_pause_reading, *str_feed_data, *str_wakeup_waiter;
+    int stream_fast; /* the fast path is on (tests turn it off to compare both paths) */
+    char *read_buf;  /* CC_LOOP_READ_MAX bytes shared by every transport's recv() */
     /* The C protocol the transport calls directly (loop.h); the type is borrowed. */
     PyTypeObject *c_proto_type;
     const cc_loop_proto_ops_t *c_proto_ops;
@@ -47,6 +55,8 @@ typedef struct {
     /* sock_* calls parked and later completed by the loop in C; transport reads sized with
      * FIONREAD. Read by tests through _loop_counters(). */
     unsigned long long sock_parked, sock_completed, direct_reads;
+    /* Reads the stream fast path put straight into a StreamReader's buffer. */
+    unsigned long long stream_reads;
     PyObject *str_fileno;
     PyObject *str_add_done_callback;
     PyObject *str_remove_done_callback;
@@ -57,7 +67,7 @@ typedef struct {
     PyObject *str_ensure_fd_no_transport;
     PyObject *kw_context;  /* ("context",) */
     PyObject *empty_tuple; /* () for callbacks without arguments */
-    PyObject *kw_loop; /* ("loop",): kwnames for Task(coro, loop=...) */
+    PyObject *kw_loop;     /* ("loop",): kwnames for Task(coro, loop=...) */
     /* Bounded freelists of spent Handle / TimerHandle instances (see handle.c). */
     PyObject **handle_free;
     int handle_free_n;

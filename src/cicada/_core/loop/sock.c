@@ -342,12 +342,6 @@ static int check_no_transport(cc_loop_t *self, int fd) {
     return rc;
 }
 
-static PyObject *new_future(cc_loop_t *self) {
-    PyObject *stack[2] = {NULL, (PyObject *)self};
-    return PyObject_Vectorcall(self->st->future_type, stack + 1,
-                               0 | PY_VECTORCALL_ARGUMENTS_OFFSET, self->st->kw_loop);
-}
-
 /* Park a waiter for fd (the operation would block). `view` (sendall) is moved into the waiter.
  * Returns the future, new reference. */
 static PyObject *park(cc_loop_t *self, int fd, int write, int op, PyObject *sock, PyObject *obj,
@@ -366,7 +360,7 @@ static PyObject *park(cc_loop_t *self, int fd, int write, int op, PyObject *sock
             goto error;
         }
     }
-    fut = new_future(self);
+    fut = cc_loop_new_future(self);
     if (!fut)
         goto error;
     /* Its cancellation must remove the watcher: asyncio's _sock_read_done/_sock_write_done. */

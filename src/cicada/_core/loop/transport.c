@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
+#include <string.h>
 #include <structmember.h>
 #include <sys/socket.h>
 
@@ -23,7 +24,9 @@ typedef struct {
     cc_loop_state_t *st;
     int fd;
     int closing, eof, paused, protocol_paused, buffered;
-    int big_reads; /* the last read was large: size the next one with FIONREAD (read_direct) */
+    int big_reads;        /* the last read was large: expect another (read_direct, recv_sized) */
+    Py_ssize_t last_read; /* bytes the last read brought */
+    int stream;           /* the protocol is exactly asyncio.StreamReaderProtocol (read_stream) */
     Py_ssize_t conn_lost, high_water, low_water;
     PyObject *sock, *protocol, *loop, *empty_waiter;
     PyObject *buffer;               /* bytearray: bytes accepted by write() but not yet sent */
@@ -144,23 +147,255 @@ static PyObject *deliver(PyObject *o, PyObject *data) {
     Py_RETURN_NONE;
 }
 
-/* Large reads: ask the kernel how much is queued and recv() straight into a bytes object of that
- * size, saving the copy out of the shared buffer (100 KiB echoes spent ~5% of their CPU in that
- * memcpy). Only after a large read, so small messages do not pay the extra ioctl(). Returns the
- * data (new reference), NULL with no exception when the shared-buffer path should run instead
- * (nothing or little queued: EOF and errors are reported there), or NULL with an exception. */
-static PyObject *read_direct(cc_transport_t *self) {
-    Py_ssize_t avail = cc_loop_queued_bytes(self->fd);
-    if (avail < CC_LOOP_DIRECT_READ_MIN)
-        return NULL;
-    PyObject *data;
-    Py_ssize_t got =
-        cc_loop_recv_bytes(self->fd, avail < CC_LOOP_READ_MAX ? avail : CC_LOOP_READ_MAX, &data);
+/* Large reads: recv() straight into a new object sized like the last read, with the shared
+ * buffer behind it (a second iovec) for whatever exceeds that, so a steady stream of large
+ * messages is read with no copy out of the shared buffer (100 KiB echoes spent ~5% of their CPU
+ * in that memcpy) and no FIONREAD syscall to size the read (~0.5 us each). `dst` is where the
+ * first `want` bytes go. Returns what recv() returns; on a read past `want` the caller copies the
+ * overflow, which is in the shared buffer. */
+static ssize_t recv_sized(cc_transport_t *self, char *dst, Py_ssize_t want) {
+    struct iovec iov[2] = {{dst, (size_t)want},
+                           {self->st->read_buf, (size_t)(CC_LOOP_READ_MAX - want)}};
+    struct msghdr msg = {0};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = want < CC_LOOP_READ_MAX ? 2 : 1;
     self->st->direct_reads++;
-    if (got > 0)
-        return data;
-    Py_XDECREF(data); /* EOF or an error: the shared-buffer read reports it (-2: exception set) */
+    return recvmsg(self->fd, &msg, 0);
+}
+
+/* The size to expect from the next large read: what the last one brought. */
+static Py_ssize_t predicted(cc_transport_t *self) {
+    Py_ssize_t want = self->last_read;
+    return want < CC_LOOP_DIRECT_READ_MIN ? CC_LOOP_DIRECT_READ_MIN
+                                          : (want > CC_LOOP_READ_MAX ? CC_LOOP_READ_MAX : want);
+}
+
+/* recv_sized() into a new bytes object: the byte count with *res set (0: EOF), -1 with errno set,
+ * or -2 with an exception set. */
+static Py_ssize_t read_direct(cc_transport_t *self, PyObject **res) {
+    Py_ssize_t want = predicted(self);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, want);
+    *res = NULL;
+    if (!b)
+        return -2;
+    ssize_t n = recv_sized(self, PyBytes_AS_STRING(b), want);
+    if (n <= 0) {
+        int err = errno;
+        Py_DECREF(b);
+        errno = err;
+        return n;
+    }
+    if (n != want) {
+        /* Shrinking is done in place by the allocator; growing (the peer sends more than last
+         * time) is rare and copies. */
+        if (_PyBytes_Resize(&b, n) < 0)
+            return -2;
+        if (n > want)
+            memcpy(PyBytes_AS_STRING(b) + want, self->st->read_buf, (size_t)(n - want));
+    }
+    *res = b;
+    return n;
+}
+
+/* ---- the asyncio streams fast path --------------------------------------------------------- */
+
+/* asyncio.StreamReaderProtocol.data_received(data) is `reader.feed_data(data)` on the reader its
+ * weak reference still holds, and StreamReader.feed_data() appends to the reader's bytearray,
+ * wakes the read*() call waiting on reader._waiter, and pauses reading once the buffer holds more
+ * than twice its limit. The same steps are done here, with the bytes received straight into that
+ * bytearray: no bytes object and no Python frame per read. Only for exactly asyncio's classes
+ * with their own methods (3.11 to 3.13, load_streams); anything else, a dead reader, or a
+ * reader already at EOF (feed_data's assert) takes the generic path. */
+
+static int class_function_is(PyObject *type, PyObject *name, PyObject *fn) {
+    PyObject *dict = ((PyTypeObject *)type)->tp_dict;
+    return dict && PyDict_GetItemWithError(dict, name) == fn;
+}
+
+/* The reader the fast path may feed (new reference), or NULL when the generic path must run.
+ * Nothing has been read yet, so a lookup that fails is left to the generic path, which meets the
+ * same failure inside data_received() and reports it as asyncio does. */
+static PyObject *stream_reader(cc_transport_t *self) {
+    cc_loop_state_t *st = self->st;
+    PyObject *reader = NULL, *wr = NULL;
+    if (!st->stream_fast ||
+        !class_function_is(st->stream_protocol_type, st->str_data_received,
+                           st->srp_data_received) ||
+        !class_function_is(st->stream_reader_type, st->str_feed_data, st->sr_feed_data) ||
+        !class_function_is(st->stream_reader_type, st->str_wakeup_waiter, st->sr_wakeup_waiter))
+        goto generic;
+    wr = PyObject_GetAttr(self->protocol, st->str_stream_reader_wr);
+    if (!wr || !PyWeakref_CheckRefExact(wr))
+        goto generic;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyWeakref_GetRef(wr, &reader) < 0)
+        reader = NULL;
+#else
+    reader = Py_XNewRef(PyWeakref_GetObject(wr));
+#endif
+    Py_CLEAR(wr);
+    if (!reader || !Py_IS_TYPE(reader, (PyTypeObject *)st->stream_reader_type))
+        goto generic;
+    PyObject *eof = PyObject_GetAttr(reader, st->str_eof);
+    int at_eof = eof ? PyObject_IsTrue(eof) : -1;
+    Py_XDECREF(eof);
+    if (at_eof != 0)
+        goto generic;
+    return reader;
+generic:
+    Py_XDECREF(wr);
+    Py_XDECREF(reader);
+    PyErr_Clear();
     return NULL;
+}
+
+/* feed_data()'s steps after the append: wake the waiter, pause past 2 * limit. 0 or -1. */
+static int stream_fed(cc_loop_state_t *st, PyObject *reader, Py_ssize_t buffered) {
+    PyObject *waiter = PyObject_GetAttr(reader, st->str_waiter), *r;
+    if (!waiter)
+        return -1;
+    if (waiter != Py_None) {
+        if (PyObject_SetAttr(reader, st->str_waiter, Py_None) < 0)
+            goto error;
+        r = PyObject_CallMethodNoArgs(waiter, st->str_cancelled);
+        int cancelled = r ? PyObject_IsTrue(r) : -1;
+        Py_XDECREF(r);
+        if (cancelled < 0)
+            goto error;
+        if (!cancelled) {
+            r = PyObject_CallMethodOneArg(waiter, st->str_set_result, Py_None);
+            if (!r)
+                goto error;
+            Py_DECREF(r);
+        }
+    }
+    Py_CLEAR(waiter);
+    PyObject *transport = PyObject_GetAttr(reader, st->str_transport);
+    if (!transport)
+        return -1;
+    int rc = 0, over = 0;
+    if (transport != Py_None) {
+        PyObject *v = PyObject_GetAttr(reader, st->str_paused);
+        int paused = v ? PyObject_IsTrue(v) : -1;
+        Py_XDECREF(v);
+        if (paused < 0)
+            goto done_error;
+        if (!paused) {
+            /* len(self._buffer) > 2 * self._limit, done by Python for a limit that is not an
+             * int small enough for C arithmetic */
+            PyObject *limit = PyObject_GetAttr(reader, st->str_limit);
+            if (!limit)
+                goto done_error;
+            int overflow = 0;
+            long long lim =
+                PyLong_CheckExact(limit) ? PyLong_AsLongLongAndOverflow(limit, &overflow) : 0;
+            if (PyLong_CheckExact(limit) && !overflow && lim < LLONG_MAX / 2 &&
+                lim > LLONG_MIN / 2) {
+                over = (long long)buffered > 2 * lim;
+            } else {
+                PyObject *two = PyLong_FromLong(2), *len = PyLong_FromSsize_t(buffered);
+                PyObject *twice = two && len ? PyNumber_Multiply(two, limit) : NULL;
+                over = twice ? PyObject_RichCompareBool(len, twice, Py_GT) : -1;
+                Py_XDECREF(two);
+                Py_XDECREF(len);
+                Py_XDECREF(twice);
+            }
+            Py_DECREF(limit);
+            if (over < 0)
+                goto done_error;
+        }
+    }
+    if (over) {
+        r = PyObject_CallMethodNoArgs(transport, st->str_pause_reading);
+        if (r) {
+            Py_DECREF(r);
+            rc = PyObject_SetAttr(reader, st->str_paused, Py_True);
+        } else if (PyErr_ExceptionMatches(PyExc_NotImplementedError)) {
+            /* feed_data(): the transport can't be paused, forget it */
+            PyErr_Clear();
+            rc = PyObject_SetAttr(reader, st->str_transport, Py_None);
+        } else {
+            rc = -1;
+        }
+    }
+    Py_DECREF(transport);
+    return rc;
+done_error:
+    Py_DECREF(transport);
+    return -1;
+error:
+    Py_DECREF(waiter);
+    return -1;
+}
+
+/* Receive into the reader's buffer and do feed_data()'s work. Returns the _read_ready() result,
+ * or NULL with no exception set when the generic path must run instead (nothing was read). */
+static PyObject *read_stream(PyObject *o) {
+    cc_transport_t *self = F(o);
+    cc_loop_state_t *st = self->st;
+    PyObject *proto = Py_NewRef(self->protocol), *reader = stream_reader(self), *buf = NULL;
+    PyObject *result = NULL;
+    if (!reader)
+        goto done; /* the generic path */
+    buf = PyObject_GetAttr(reader, st->str_buffer);
+    if (!buf || !PyByteArray_CheckExact(buf)) {
+        PyErr_Clear(); /* the generic path: extend() there fails or copes the same way */
+        goto done;
+    }
+    Py_ssize_t old = PyByteArray_GET_SIZE(buf), want = self->big_reads ? predicted(self) : 0;
+    ssize_t n;
+    int err;
+    if (want) {
+        /* Large: straight into the bytearray's tail (recv_sized). */
+        if (PyByteArray_Resize(buf, old + want) < 0) {
+            result = fatal(o, "Fatal error: protocol.data_received() call failed.");
+            goto done;
+        }
+        n = recv_sized(self, PyByteArray_AS_STRING(buf) + old, want);
+        err = errno;
+        if (PyByteArray_Resize(buf, old + (n > 0 ? n : 0)) < 0) {
+            result = fatal(o, "Fatal error: protocol.data_received() call failed.");
+            goto done;
+        }
+        if (n > want)
+            memcpy(PyByteArray_AS_STRING(buf) + old + want, st->read_buf, (size_t)(n - want));
+    } else {
+        n = recv(self->fd, st->read_buf, CC_LOOP_READ_MAX, 0);
+        err = errno;
+        if (n > 0) {
+            if (PyByteArray_Resize(buf, old + n) < 0) {
+                result = fatal(o, "Fatal error: protocol.data_received() call failed.");
+                goto done;
+            }
+            memcpy(PyByteArray_AS_STRING(buf) + old, st->read_buf, (size_t)n);
+        }
+    }
+    if (n < 0) {
+        if (would_block(err)) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        result = fatal(o, "Fatal read error on socket transport");
+        goto done;
+    }
+    if (n == 0) {
+        result = call_noargs(o, "_read_ready__on_eof");
+        goto done;
+    }
+    self->big_reads = n >= CC_LOOP_DIRECT_READ_MIN;
+    self->last_read = n;
+    st->stream_reads++;
+    if (stream_fed(st, reader, PyByteArray_GET_SIZE(buf)) < 0)
+        result = fatal(o, "Fatal error: protocol.data_received() call failed.");
+    else
+        result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(buf);
+    Py_XDECREF(reader);
+    Py_DECREF(proto);
+    return result;
 }
 
 static PyObject *tr_read_ready(PyObject *o, PyObject *unused) {
@@ -170,14 +405,20 @@ static PyObject *tr_read_ready(PyObject *o, PyObject *unused) {
         Py_RETURN_NONE;
     if (self->buffered)
         return read_buffered(o);
-    if (self->big_reads && !self->ops) {
-        PyObject *data = read_direct(self);
-        if (data)
-            return deliver(o, data);
-        if (PyErr_Occurred())
-            return NULL;
+    if (self->stream) {
+        PyObject *r = read_stream(o);
+        if (r || PyErr_Occurred())
+            return r;
     }
-    ssize_t n = recv(self->fd, self->st->read_buf, CC_LOOP_READ_MAX, 0);
+    PyObject *data = NULL;
+    ssize_t n;
+    if (self->big_reads && !self->ops) {
+        n = read_direct(self, &data);
+        if (n == -2)
+            return NULL;
+    } else {
+        n = recv(self->fd, self->st->read_buf, CC_LOOP_READ_MAX, 0);
+    }
     if (n < 0) {
         if (would_block(errno))
             Py_RETURN_NONE;
@@ -197,8 +438,8 @@ static PyObject *tr_read_ready(PyObject *o, PyObject *unused) {
         Py_RETURN_NONE;
     }
     self->big_reads = n >= CC_LOOP_DIRECT_READ_MIN;
-    PyObject *data = PyBytes_FromStringAndSize(self->st->read_buf, n);
-    if (!data)
+    self->last_read = n;
+    if (!data && !(data = PyBytes_FromStringAndSize(self->st->read_buf, n)))
         return NULL;
     return deliver(o, data);
 }
@@ -416,6 +657,13 @@ static PyObject *tr_write_ready(PyObject *o, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* asyncio's is_closing() (`return self._closing`) without a Python frame: StreamWriter.drain()
+ * asks it on every call. */
+static PyObject *tr_is_closing(PyObject *o, PyObject *unused) {
+    (void)unused;
+    return PyBool_FromLong(F(o)->closing);
+}
+
 static PyObject *tr_get_write_buffer_size(PyObject *o, PyObject *unused) {
     cc_transport_t *self = F(o);
     (void)unused;
@@ -510,6 +758,8 @@ static int s_protocol(PyObject *o, PyObject *v, void *c) {
             return -1;
     }
     s->buffered = buffered;
+    s->stream =
+        s->st->stream_protocol_type && Py_IS_TYPE(v, (PyTypeObject *)s->st->stream_protocol_type);
     s->ops = s->st->c_proto_ops && Py_IS_TYPE(v, s->st->c_proto_type) ? s->st->c_proto_ops : NULL;
     Py_XSETREF(s->protocol, Py_NewRef(v));
     return 0;
@@ -560,6 +810,7 @@ static PyMethodDef tr_methods[] = {
     {"write", (PyCFunction)tr_write, METH_O, NULL},
     {"writelines", (PyCFunction)tr_writelines, METH_O, NULL},
     {"get_write_buffer_size", (PyCFunction)tr_get_write_buffer_size, METH_NOARGS, NULL},
+    {"is_closing", (PyCFunction)tr_is_closing, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -625,6 +876,47 @@ int cc_loop_transport_set_reading(PyObject *o, int pause) {
     return 0;
 }
 
+/* The asyncio streams classes and functions read_stream() stands in for; left NULL (the fast
+ * path off) on a Python whose streams it was not checked against: 3.11 to 3.13 have the same
+ * data_received / feed_data / _wakeup_waiter code. 0, or -1 with an exception. */
+static int load_streams(cc_loop_state_t *st) {
+#if PY_VERSION_HEX < 0x030E0000
+    PyObject *mod = PyImport_ImportModule("asyncio.streams");
+    if (!mod)
+        return -1;
+    PyObject *srp = PyObject_GetAttrString(mod, "StreamReaderProtocol");
+    PyObject *sr = srp ? PyObject_GetAttrString(mod, "StreamReader") : NULL;
+    Py_DECREF(mod);
+    if (!sr) {
+        Py_XDECREF(srp);
+        return -1;
+    }
+    if (PyType_Check(srp) && PyType_Check(sr)) {
+        PyObject *d = ((PyTypeObject *)srp)->tp_dict, *rd = ((PyTypeObject *)sr)->tp_dict;
+        PyObject *f1 = PyDict_GetItemWithError(d, st->str_data_received);
+        PyObject *f2 = f1 ? PyDict_GetItemWithError(rd, st->str_feed_data) : NULL;
+        PyObject *f3 = f2 ? PyDict_GetItemWithError(rd, st->str_wakeup_waiter) : NULL;
+        if (PyErr_Occurred()) {
+            Py_DECREF(srp);
+            Py_DECREF(sr);
+            return -1;
+        }
+        if (f3) {
+            Py_XSETREF(st->srp_data_received, Py_NewRef(f1));
+            Py_XSETREF(st->sr_feed_data, Py_NewRef(f2));
+            Py_XSETREF(st->sr_wakeup_waiter, Py_NewRef(f3));
+            Py_XSETREF(st->stream_protocol_type, Py_NewRef(srp));
+            Py_XSETREF(st->stream_reader_type, Py_NewRef(sr));
+        }
+    }
+    Py_DECREF(srp);
+    Py_DECREF(sr);
+#else
+    (void)st;
+#endif
+    return 0;
+}
+
 static PyMemberDef tr_members[6];
 
 /* Create the type on first use (it needs asyncio imported): a subclass of asyncio's
@@ -672,6 +964,10 @@ PyTypeObject *cc_loop_transport_type(PyObject *module, cc_loop_state_t *st) {
     Py_DECREF(base);
     if (!tp)
         return NULL;
+    if (load_streams(st) < 0) {
+        Py_DECREF(tp);
+        return NULL;
+    }
     st->transport_core_type = (PyTypeObject *)Py_NewRef(tp);
     return (PyTypeObject *)tp;
 }
