@@ -25,6 +25,7 @@ typedef struct {
     PyObject *entry_type;
     PyObject *headers_type;
     PyObject *hset_type;
+    PyObject *fuse_type;
     /* set by mw_setup() from cicada/middleware.py; NULL until then */
     PyObject *layer_type;     /* cicada.middleware.HTTPMiddleware */
     PyTypeObject *layer_seen; /* not a reference: only compared (see cc_mw_is_layer) */
@@ -61,7 +62,7 @@ typedef struct {
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
     PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_list;
     PyObject *empty_tuple, *empty_bytes;
-    cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver; /* untracked, no type reference */
+    cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver, fl_fuse; /* untracked, no type reference */
 } cc_mw_state_t;
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st);
