@@ -718,7 +718,10 @@ static int fuse_fast(fuse_t *f, PyObject *value) {
     if (!msg)
         return -1;
     c->state = C_START;
+    int outer = st->fuse_up;
+    st->fuse_up = 1;
     f->up = cc_mw_awaitable_iter(cc_mw_layer_send(st, c->send, msg, st->s_start, NULL));
+    st->fuse_up = outer;
     Py_DECREF(msg);
     return f->up ? 1 : -1;
 }

@@ -1406,8 +1406,9 @@ static PyObject *drv_fuse_send(drv_t *d, PyObject *msg) {
         d->entangled || d->msg || (d->queue && PyList_GET_SIZE(d->queue)))
         return Py_None;
     /* an app frame handling an exception: dispatch run under it would see it (sys.exception(),
-     * implicit __context__ of what it raises) */
-    PyObject *handled = PyErr_GetHandledException();
+     * implicit __context__ of what it raises). A start passed up by the fused send of the layer
+     * below runs under the same frames as that send, which were checked. */
+    PyObject *handled = st->fuse_up ? NULL : PyErr_GetHandledException();
     if (handled) {
         int busy = handled != Py_None;
         Py_DECREF(handled);

@@ -51,6 +51,7 @@ typedef struct {
     PyObject *ensure_future;        /* asyncio.ensure_future */
     PyObject *anyio_states;         /* anyio's asyncio backend _task_states.data, once imported */
     PyObject *stepping_driver;      /* borrowed: the driver stepping its app right now, or NULL */
+    int fuse_up; /* 1 while a fused send passes its start up (the exception state is checked) */
     /* interned strings */
     PyObject *s_type, *s_http, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
     PyObject *s_start, *s_body_msg, *s_pathsend, *s_debug, *s_early_hint;
