@@ -928,6 +928,16 @@ static inline int same_task_as_stepper(drv_t *d) {
 #endif
 }
 
+/* Fusion pays where the app is a stack of Python frames and the start goes straight to a foreign
+ * send: one cicada layer between foreign code. Between two cicada layers the start already moves
+ * by a hand-over in C, and dispatch parked for fusion (one more suspension of its frame per
+ * layer) would cost more than it saves, so a stack of cicada layers keeps the hand-over. */
+static inline int fuse_worth(drv_t *d) {
+    cc_mw_state_t *st = d->st;
+    return d->coro && Py_TYPE(d->coro) != (PyTypeObject *)st->call_type &&
+           Py_TYPE(d->send) != (PyTypeObject *)st->driver_type;
+}
+
 static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
     *result = NULL;
     if (CC_UNLIKELY(s->fuse_ret != NULL)) {
@@ -1036,7 +1046,7 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
             if (!same && drv_detach(d) < 0)
                 goto error;
         }
-        if (same && d->call && cc_mw_can_fuse(d->call)) {
+        if (same && d->call && fuse_worth(d) && cc_mw_can_fuse(d->call)) {
             /* awaited in dispatch's task: let the layer's call run this step itself, so that
              * dispatch can go on inside the app's send (drv_fuse_send) */
             s->wait = W_OFFER;
