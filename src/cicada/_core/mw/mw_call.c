@@ -33,7 +33,7 @@ typedef struct {
      * and the response was handed to the layer above to be its call_next response (cc_mw_offer;
      * that layer may then change it, so this call no longer reads it). */
     int relay_ok, offered;
-    int handed;                /* H_*: a message handed straight to the driver that is our `send` */
+    int handed; /* H_*: a message handed straight to the driver that is our `send` */
     /* Fusion: while dispatch awaits call_next in our task, `sub` is the driver's start step and
      * dispatch waits in `dsp`; the app's start message then resumes dispatch from inside the
      * app's send (MWFuse), which leaves in fuse_out what the call does when the step ends. */
@@ -84,8 +84,8 @@ static PyObject *fetch_stop_value(void) {
 }
 
 /* Resumes the iterator `it`: 1 it yielded (*out), 0 it returned (*out), -1 it raised. */
-static int iter_resume(cc_mw_state_t *st, PyObject *it, PyObject *arg, PyObject *exc,
-                       PyObject **out) {
+CC_MW_HOT int iter_resume(cc_mw_state_t *st, PyObject *it, PyObject *arg, PyObject *exc,
+                          PyObject **out) {
     *out = NULL;
     if (exc) {
         PyObject *r = PyObject_CallMethodOneArg(it, st->s_throw, exc);
@@ -398,7 +398,7 @@ static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObjec
             PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware call");
         return PYGEN_ERROR;
     }
-    c->handed = H_NONE; /* resumed after a hand-over: as if the send returned (or raised exc) */
+    c->handed = H_NONE;    /* resumed after a hand-over: as if the send returned (or raised exc) */
     PyObject *held = NULL; /* an exception of ours to throw into `sub` next */
     for (;;) {
         PyObject *out = NULL;
@@ -647,8 +647,8 @@ enum { FS_DISPATCH, FS_UP, FS_HANDOFF, FS_DONE };
 
 typedef struct {
     PyObject_HEAD cc_mw_state_t *st;
-    call_t *c;   /* strong until the fused part is over */
-    void *owner; /* the driver, only compared (cc_mw_fuse_handoff) */
+    call_t *c;    /* strong until the fused part is over */
+    void *owner;  /* the driver, only compared (cc_mw_fuse_handoff) */
     PyObject *up; /* FS_UP: the upward send's awaitable iterator */
     int state;
 } fuse_t;

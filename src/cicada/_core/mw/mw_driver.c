@@ -63,7 +63,7 @@ typedef struct {
     /* A cicada layer below about to send us its start message built from its own untouched
      * call_next response (cc_mw_offer): that response becomes ours instead of a new one. */
     PyObject *offer, *offer_msg;
-    PyObject *call;            /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
+    PyObject *call; /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
 
@@ -78,7 +78,7 @@ typedef struct {
     int goal, wait, swallow, finished, active;
 } step_t;
 
-static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value);
+CC_MW_HOT PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value);
 static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed);
 static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int more, int *handed);
 
@@ -1296,7 +1296,7 @@ static PyType_Spec done_spec = {
     .slots = done_slots,
 };
 
-static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value) {
+CC_MW_HOT PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value) {
     int done = goal == G_VALUE || goal == G_SUSPEND || goal == G_CANCEL;
     PyTypeObject *tp = (PyTypeObject *)(done ? st->done_type : st->step_type);
     step_t *s = (step_t *)cc_mw_fl_pop(done ? &st->fl_done : &st->fl_step, tp);
@@ -1412,8 +1412,8 @@ int cc_mw_final_sent(PyObject *driver) {
 static PyObject *drv_fuse_send(drv_t *d, PyObject *msg) {
     cc_mw_state_t *st = d->st;
     step_t *s = (step_t *)cc_mw_fusing_step(d->call);
-    if (!s || s->d != d || s->goal != G_START || d->phase != PH_START || d->child ||
-        d->entangled || d->msg || (d->queue && PyList_GET_SIZE(d->queue)))
+    if (!s || s->d != d || s->goal != G_START || d->phase != PH_START || d->child || d->entangled ||
+        d->msg || (d->queue && PyList_GET_SIZE(d->queue)))
         return Py_None;
     /* an app frame handling an exception: dispatch run under it would see it (sys.exception(),
      * implicit __context__ of what it raises). A start passed up by the fused send of the layer

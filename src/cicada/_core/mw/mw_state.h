@@ -63,7 +63,8 @@ typedef struct {
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
     PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_list;
     PyObject *empty_tuple, *empty_bytes;
-    cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver, fl_fuse; /* untracked, no type reference */
+    cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver,
+        fl_fuse; /* untracked, no type reference */
 } cc_mw_state_t;
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st);
