@@ -36,6 +36,8 @@ PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *he
 PyObject *cc_mw_call_next(PyObject *driver, PyObject *request);
 PyObject *cc_mw_next_message(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_finish(PyObject *driver, PyObject *unused);
+/* cc_mw_finish for the call: None (new ref) instead of an awaitable when the app is done. */
+PyObject *cc_mw_finish_step(PyObject *driver);
 PyObject *cc_mw_abort(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response);
 /* Relay mode for an untouched call_next response whose start went out: a step running the app

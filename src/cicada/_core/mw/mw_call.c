@@ -140,9 +140,17 @@ static int call_pull(call_t *c) {
 }
 
 static int call_finish(call_t *c) {
-    c->sub = cc_mw_finish(c->driver, NULL);
+    PyObject *sub = cc_mw_finish_step(c->driver);
+    if (!sub)
+        return -1;
+    if (sub == Py_None) { /* the app is over already: nothing to await */
+        Py_DECREF(sub);
+        c->state = C_DONE;
+        return 0;
+    }
+    c->sub = sub;
     c->state = C_FINISH;
-    return c->sub ? 0 : -1;
+    return 0;
 }
 
 /* response.<name> of a _CallNextResponse (new ref): its slot, or the attribute lookup's error

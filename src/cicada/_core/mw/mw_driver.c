@@ -1669,8 +1669,7 @@ PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     return step_new(d->st, d, G_BODY, NULL);
 }
 
-/* The response went out (or dispatch replaced it): let the app run to its end. */
-PyObject *cc_mw_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+PyObject *cc_mw_finish_step(PyObject *self) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
     if (drv_release_all(d) < 0)
@@ -1678,7 +1677,13 @@ PyObject *cc_mw_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     if ((d->child || (d->coro && d->started)) && !d->coro_done)
         return step_new(d->st, d, G_DRAIN, NULL);
     drv_close_unstarted(d);
-    return done_with(d, Py_NewRef(Py_None));
+    Py_RETURN_NONE;
+}
+
+/* The response went out (or dispatch replaced it): let the app run to its end. */
+PyObject *cc_mw_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *r = cc_mw_finish_step(self);
+    return r == Py_None ? done_with((drv_t *)self, r) : r;
 }
 
 /* Dispatch or the response failed: cancel the app where it stands and let it clean up. */
