@@ -63,7 +63,8 @@ typedef struct {
     /* A cicada layer below about to send us its start message built from its own untouched
      * call_next response (cc_mw_offer): that response becomes ours instead of a new one. */
     PyObject *offer, *offer_msg;
-    PyObject *call; /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
+    PyObject *call;   /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
+    int fuse_offered; /* its start step was offered to the call (fusion may follow) */
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
 
@@ -1050,6 +1051,7 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
             /* awaited in dispatch's task: let the layer's call run this step itself, so that
              * dispatch can go on inside the app's send (drv_fuse_send) */
             s->wait = W_OFFER;
+            d->fuse_offered = 1;
             *result = Py_NewRef((PyObject *)s);
             return PYGEN_NEXT;
         }
@@ -1492,7 +1494,7 @@ static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int mor
         (void)t; /* before 3.12 nothing else runs while we step the app */
 #endif
         {
-            if (d->call && str_is(type, st->s_start)) {
+            if (d->fuse_offered && d->call && str_is(type, st->s_start)) {
                 PyObject *f = drv_fuse_send(d, msg);
                 if (f != Py_None)
                     return f;
@@ -1940,6 +1942,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
     d->child = d->relay_error = d->offer = d->offer_msg = d->call = NULL;
+    d->fuse_offered = 0;
     d->pass = d->final_fwd = 0;
     d->child_watched = d->child_cancelled = 0;
     d->phase = PH_INIT;
