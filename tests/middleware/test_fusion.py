@@ -201,7 +201,8 @@ def test_response_replaced_after_fused_start(impl, any_loop, layers):
     assert log == ["after-start", "http.disconnect"]
 
 
-def test_dispatch_reads_the_body_after_call_next(impl, any_loop):
+@pytest.mark.parametrize("shape", ["alone", "under a cicada layer", "under a foreign layer"])
+def test_dispatch_reads_the_body_after_call_next(impl, any_loop, shape):
     """Reading body_iterator needs the app stepped: fused dispatch hands over to the call."""
     log = []
 
@@ -223,13 +224,20 @@ def test_dispatch_reads_the_body_after_call_next(impl, any_loop):
         response.headers["x-outer"] = "1"
         return response
 
-    mw = stack(impl, app, [outer, buffering])
+    if shape == "alone":
+        mw = impl(app, dispatch=buffering)
+    elif shape == "under a cicada layer":
+        mw = stack(impl, app, [outer, buffering])
+    else:
+        mw = impl(Foreign(impl(app, dispatch=buffering), []), dispatch=outer)
     ex = run(any_loop, lambda: call(mw))
-    assert ex.body == b"ABC" and ex.headers["x-len"] == "3" and ex.headers["x-outer"] == "1"
+    assert ex.body == b"ABC" and ex.headers["x-len"] == "3"
+    assert ex.headers.get("x-outer") == (None if shape == "alone" else "1")
     assert log == ["a", "b", "c", "app:end"]
 
 
-def test_background_set_by_dispatch_runs_after_the_body(impl, any_loop):
+@pytest.mark.parametrize("layers", [1, 2])
+def test_background_set_by_dispatch_runs_after_the_body(impl, any_loop, layers):
     log = []
 
     async def dispatch(request, call_next):
@@ -243,11 +251,11 @@ def test_background_set_by_dispatch_runs_after_the_body(impl, any_loop):
             await super().send(message)
 
     ex = Recording()
-    mw = stack(impl, plain_app(log), [dispatch, dispatch])
+    mw = stack(impl, plain_app(log), [dispatch] * layers)
     run(any_loop, lambda: call(mw, exchange=ex))
     assert ex.body == b"hello"
     assert log[0] == "app:start" and "http.response.start" in log
-    assert log.count("background") == 2
+    assert log.count("background") == layers
     assert log.index("background") > log.index("http.response.body")
 
 
@@ -315,7 +323,8 @@ def test_cancelled_while_fused_dispatch_waits(impl, any_loop):
     assert log == ["dispatch:cancelled", "app:CancelledError"]
 
 
-def test_streaming_response_under_fused_layers(impl, any_loop):
+@pytest.mark.parametrize("layers", [1, 10])
+def test_streaming_response_under_fused_layers(impl, any_loop, layers):
     """StreamingResponse sends from a task group of its own: no fusion there, same result."""
 
     async def gen():
@@ -331,7 +340,7 @@ def test_streaming_response_under_fused_layers(impl, any_loop):
         response.headers["x-tag"] = "t"
         return response
 
-    mw = stack(impl, app, [tag] * 10)
+    mw = stack(impl, app, [tag] * layers)
     ex = run(any_loop, lambda: call(mw, scope=http_scope(spec_version="2.3")))
     assert ex.body == b"123" and ex.headers["x-tag"] == "t"
 
@@ -463,3 +472,35 @@ def test_fused_layers_on_both_sides_of_a_foreign_layer(impl, any_loop, outer_doe
         # (under BaseHTTPMiddleware the app runs in a task of its own, ordered by the scheduler,
         # and its response ends with an empty body message of its own)
         assert log == expected if impl.__name__ == "HTTPMiddleware" else set(log) == set(expected)
+
+
+def test_app_inside_an_anyio_cancel_scope_of_its_own(impl, any_loop):
+    """An app sending its start inside an anyio cancel scope: dispatch must not run inside that
+    scope (cicada then keeps the hand-over), and a cancel of the scope after the response still
+    only reaches the app."""
+    anyio = pytest.importorskip("anyio")
+    log = []
+
+    async def app(scope, receive, send):
+        with anyio.CancelScope() as cs:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"scoped"})
+            cs.cancel()
+            await anyio.sleep(0)
+            log.append("not reached")
+        log.append(f"app:cancelled={cs.cancelled_caught}")
+
+    where = []
+
+    async def dispatch(request, call_next):
+        response = await call_next(request)
+        where.append(fused_below(app.__code__))
+        await anyio.sleep(0)  # would be cancelled if it ran inside the app's scope
+        log.append("dispatch:after")
+        response.headers["x-d"] = "1"
+        return response
+
+    ex = run(any_loop, lambda: call(impl(app, dispatch=dispatch)))
+    assert ex.body == b"scoped" and ex.headers["x-d"] == "1"
+    assert sorted(log) == ["app:cancelled=True", "dispatch:after"]
+    assert where == [False]  # the scope is the app's: no fusion

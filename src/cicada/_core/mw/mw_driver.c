@@ -1427,7 +1427,11 @@ static PyObject *drv_fuse_send(drv_t *d, PyObject *msg) {
         if (busy)
             return Py_None;
     }
-    if (d->ts) { /* the app inside anyio cancel scopes of its own: dispatch must not run in them */
+    /* the app inside anyio cancel scopes of its own: dispatch must not run in them (the task may
+     * have got its anyio state from the app itself, after call_next) */
+    if (!d->ts)
+        d->ts = drv_task_state(d);
+    if (d->ts) {
         PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
         if (!cur)
             return NULL;
