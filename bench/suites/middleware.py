@@ -36,13 +36,15 @@ NOTES = (
     "pinned to core 0, wrk pinned to core 1, runs interleaved across configurations; each has "
     "req/s and the server's CPU µs per request (user + system), and the `% of none` rows give "
     "both ratios to the no-middleware server: by req/s, and by CPU per request (the capacity "
-    "left, which other load on the machine disturbs least). The uvicorn rows of earlier runs "
+    "left, which other load on the machine disturbs least); `spread` is (max - min) / median "
+    "of a cell's runs, which tells whether two cells differ by more than the noise. The uvicorn rows of earlier runs "
     "were dropped to keep the suite near 5 minutes (MW_BENCH_SERVER=uvicorn or both brings them "
     "back). "
     "Targets: one cicada layer >= 97% of no-middleware throughput, ten >= 85%, per-layer cost "
     "below the pure-ASGI layer. MW_BENCH_CALLGRIND=1 adds `instructions` rows: CPU instructions "
-    "per request of the in-process driver under valgrind (PYTHONHASHSEED=0), which do not "
-    "depend on the load of the machine."
+    "per request of the in-process driver under valgrind (PYTHONHASHSEED=0, no ASLR, long-lived "
+    "objects frozen out of the collector: bench/mw_profile.py), which do not depend on the load "
+    "of the machine and repeat to within a few hundred instructions."
 )
 
 
@@ -97,6 +99,14 @@ def _wrk_once(server: str, kind: str, layers: int, duration: float) -> dict:
             "cpu_us": 1e6 * cpu_s / max(1, out["requests"])}
 
 
+def _spread(values: list[float]) -> str:
+    """(max - min) / median of a cell's runs: how far apart its runs were on this machine."""
+    med = statistics.median(values)
+    if len(values) < 2 or not med:
+        return "1 run"
+    return f"spread {100 * (max(values) - min(values)) / med:.0f}%"
+
+
 def _server_rows(server: str, runs: int, duration: float) -> list[harness.Result]:
     """wrk rows for one server. Runs are interleaved (run r of every configuration before run
     r+1 of any), so a change of load on the shared machine hits all of them alike."""
@@ -112,10 +122,12 @@ def _server_rows(server: str, runs: int, duration: float) -> list[harness.Result
         subject = "no middleware" if layers == 0 else kind
         results.append(harness.Result(
             f"{server} {layers} layers", subject, rps, "req/s", [s["rps"] for s in ss],
-            extra={"p99_ms": statistics.median(s["p99"] for s in ss)}))
+            extra={"p99_ms": statistics.median(s["p99"] for s in ss),
+                   "note": _spread([s["rps"] for s in ss])}))
         results.append(harness.Result(f"{server} {layers} layers: server CPU", subject, cpu,
                                       "us/req", [s["cpu_us"] for s in ss],
-                                      higher_is_better=False))
+                                      higher_is_better=False,
+                                      extra={"note": _spread([s["cpu_us"] for s in ss])}))
         print(f"  {server} {kind:10} {layers:2} layers: {rps:10.0f} req/s {cpu:7.1f} us/req",
               flush=True)
     # the issue's targets as ratios to the same server without middleware: by req/s, and by

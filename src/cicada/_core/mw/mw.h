@@ -17,6 +17,10 @@
 #define CC_MW_READONLY READONLY
 #endif
 
+/* For the few small helpers on every request's path that the compiler stops inlining as the
+ * translation unit grows (a call, and the constants they are given, then cost on every use). */
+#define CC_MW_HOT static inline __attribute__((always_inline))
+
 /* Creates the layer's heap types in `st` and adds MWDriver to the module. */
 int cc_mw_types_init(PyObject *module, cc_mw_state_t *st);
 
@@ -32,6 +36,8 @@ PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *he
 PyObject *cc_mw_call_next(PyObject *driver, PyObject *request);
 PyObject *cc_mw_next_message(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_finish(PyObject *driver, PyObject *unused);
+/* cc_mw_finish for the call: None (new ref) instead of an awaitable when the app is done. */
+PyObject *cc_mw_finish_step(PyObject *driver);
 PyObject *cc_mw_abort(PyObject *driver, PyObject *unused);
 PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response);
 /* Relay mode for an untouched call_next response whose start went out: a step running the app
@@ -41,13 +47,27 @@ int cc_mw_final_sent(PyObject *driver); /* relay mode forwarded the last body me
 /* A layer about to send `msg`, the start of its untouched call_next `response`, to `driver`
  * (the layer above): 1 if that driver will adopt the response instead of making one. */
 int cc_mw_offer(PyObject *driver, PyObject *response, PyObject *msg);
+/* Dispatch fusion (MWFuse in mw_call.c): the layer's call runs the app's start step itself, and
+ * dispatch goes on inside the app's send. The driver knows its call (borrowed, NULL to forget). */
+void cc_mw_driver_set_call(PyObject *driver, PyObject *call);
+int cc_mw_is_offer(PyObject *y, PyObject *driver); /* `y`: driver's start step, offered to run */
+int cc_mw_is_defer(PyObject *y, PyObject *driver); /* `y`: a step put off while the app runs */
+void cc_mw_step_return(PyObject *step, PyObject *value); /* steals: the step's next result */
+/* After a fused start went up: relay mode (1) or body messages pulled by the step (0). */
+int cc_mw_fused_pass(PyObject *driver, PyObject *step);
+/* A fused start failed to go up: the step drains the app, which gets CancelledError. */
+int cc_mw_fused_abort(PyObject *driver, PyObject *step);
+PyObject *cc_mw_fusing_step(PyObject *call); /* borrowed: the start step the call runs, or NULL */
+int cc_mw_can_fuse(PyObject *call);          /* the call awaits dispatch and may run its step */
+PyObject *cc_mw_fuse_new(cc_mw_state_t *st, PyObject *call);
+int cc_mw_fuse_handoff(PyObject *y, PyObject *driver); /* `y` (an MWFuse) returns to the call */
 /* The iterator behind an awaitable (steals `o`; NULL in, NULL out). */
 PyObject *cc_mw_awaitable_iter(PyObject *o);
 PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt);
 /* send(msg) from a layer's C call; `type` is msg's "type" when the caller knows it, else NULL.
- * When `send` is a driver stepping the caller right now, the message is handed over directly:
- * *handed = 1, the result is None, and the caller must yield `send` itself (once) to give
- * control back to that driver. Otherwise an awaitable. */
+ * When `send` is a driver stepping the caller right now and `handed` is given, the message is
+ * handed over directly: *handed = 1, the result is None, and the caller must yield `send` itself
+ * (once) to give control back to that driver. Otherwise an awaitable. */
 PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, PyObject *type,
                            int *handed);
 

@@ -1,6 +1,7 @@
 /* HTTPMiddleware.__call__ in C: one awaitable per request and layer (also dispatch's call_next)
  * that awaits dispatch, sends the response it returned (relaying call_next's body messages as the
- * app sent them) and lets the app finish. It never steps the app itself: mw_driver.c does that. */
+ * app sent them) and lets the app finish. It never steps the app itself: mw_driver.c does that.
+ * Also MWFuse, the awaitable of a start message that resumes dispatch inside the app's send. */
 #include "mw/mw.h"
 
 #include <stddef.h>
@@ -32,9 +33,23 @@ typedef struct {
      * and the response was handed to the layer above to be its call_next response (cc_mw_offer;
      * that layer may then change it, so this call no longer reads it). */
     int relay_ok, offered;
-    int handed;                /* H_*: a message handed straight to the driver that is our `send` */
+    int handed; /* H_*: a message handed straight to the driver that is our `send` */
+    /* Fusion: while dispatch awaits call_next in our task, `sub` is the driver's start step and
+     * dispatch waits in `dsp`; the app's start message then resumes dispatch from inside the
+     * app's send (MWFuse), which leaves in fuse_out what the call does when the step ends. */
+    PyObject *dsp, *fuse_val;
+    int fusing, fuse_out;
     vectorcallfunc vectorcall; /* the call is also dispatch's `call_next` (no object per layer) */
 } call_t;
+
+/* What ends a fused start step (call_t.fuse_out). */
+enum {
+    FO_NONE,   /* no fused send: the step's own outcome goes to dispatch */
+    FO_RETURN, /* dispatch returned fuse_val, to be handled as usual */
+    FO_RAISE,  /* dispatch raised fuse_val */
+    FO_YIELD,  /* dispatch awaits a step of the driver that only the call can run */
+    FO_FAST,   /* the start went up from inside the send: the step now runs the body (state set) */
+};
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
@@ -68,11 +83,12 @@ static PyObject *fetch_stop_value(void) {
     return value;
 }
 
-/* Resumes `sub`: 1 it yielded (*out), 0 it returned (*out), -1 it raised. */
-static int sub_resume(call_t *c, PyObject *arg, PyObject *exc, PyObject **out) {
+/* Resumes the iterator `it`: 1 it yielded (*out), 0 it returned (*out), -1 it raised. */
+CC_MW_HOT int iter_resume(cc_mw_state_t *st, PyObject *it, PyObject *arg, PyObject *exc,
+                          PyObject **out) {
     *out = NULL;
     if (exc) {
-        PyObject *r = PyObject_CallMethodOneArg(c->sub, c->st->s_throw, exc);
+        PyObject *r = PyObject_CallMethodOneArg(it, st->s_throw, exc);
         if (r) {
             *out = r;
             return 1;
@@ -82,8 +98,12 @@ static int sub_resume(call_t *c, PyObject *arg, PyObject *exc, PyObject **out) {
         *out = fetch_stop_value();
         return *out ? 0 : -1;
     }
-    PySendResult sr = PyIter_Send(c->sub, arg, out);
+    PySendResult sr = PyIter_Send(it, arg, out);
     return sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
+}
+
+static inline int sub_resume(call_t *c, PyObject *arg, PyObject *exc, PyObject **out) {
+    return iter_resume(c->st, c->sub, arg, exc, out);
 }
 
 static PyObject *dict3(cc_mw_state_t *st, PyObject *k1, PyObject *v1, PyObject *k2, PyObject *v2,
@@ -120,9 +140,17 @@ static int call_pull(call_t *c) {
 }
 
 static int call_finish(call_t *c) {
-    c->sub = cc_mw_finish(c->driver, NULL);
+    PyObject *sub = cc_mw_finish_step(c->driver);
+    if (!sub)
+        return -1;
+    if (sub == Py_None) { /* the app is over already: nothing to await */
+        Py_DECREF(sub);
+        c->state = C_DONE;
+        return 0;
+    }
+    c->sub = sub;
     c->state = C_FINISH;
-    return c->sub ? 0 : -1;
+    return 0;
 }
 
 /* response.<name> of a _CallNextResponse (new ref): its slot, or the attribute lookup's error
@@ -148,15 +176,16 @@ static int call_background(call_t *c) {
     return c->sub ? 0 : -1;
 }
 
-static int call_start(call_t *c) { /* only for a _CallNextResponse */
+/* The start message of `response`, a _CallNextResponse (new ref). */
+static PyObject *start_message(call_t *c) {
     cc_mw_state_t *st = c->st;
     PyObject *status = response_slot(c, st->off_status, st->s_status_code);
     if (!status)
-        return -1;
+        return NULL;
     PyObject *headers = response_slot(c, st->off_raw_headers, st->s_raw_headers);
     if (!headers) {
         Py_DECREF(status);
-        return -1;
+        return NULL;
     }
     /* untouched status and headers (set in place or not at all): forward the app's own start
      * message, so a stack of layers passes one dict up instead of building one per layer */
@@ -168,7 +197,11 @@ static int call_start(call_t *c) { /* only for a _CallNextResponse */
     c->relay_ok = cc_mw_slot(c->response, st->off_background) == Py_None;
     if (msg && c->relay_ok && Py_TYPE(c->send) == (PyTypeObject *)st->driver_type)
         c->offered = cc_mw_offer(c->send, c->response, msg);
-    return call_send(c, msg, C_START);
+    return msg;
+}
+
+static int call_start(call_t *c) {
+    return call_send(c, start_message(c), C_START);
 }
 
 static int not_a_response(call_t *c, PyObject *value) {
@@ -282,6 +315,9 @@ static int call_advance(call_t *c, PyObject *value) {
 /* An error came up: before the response is done, cancel the app first, then re-raise. */
 static int call_fail(call_t *c) {
     Py_CLEAR(c->sub);
+    Py_CLEAR(c->dsp);
+    Py_CLEAR(c->fuse_val);
+    c->fusing = 0;
     if (c->state >= C_FINISH || !c->driver) {
         c->state = C_DONE;
         return -1;
@@ -302,7 +338,11 @@ static int call_fail(call_t *c) {
 static void call_release(call_t *c) {
     PyObject *exc = cc_err_take();
     Py_CLEAR(c->sub);
+    Py_CLEAR(c->dsp);
+    Py_CLEAR(c->fuse_val);
     Py_CLEAR(c->response);
+    if (c->driver)
+        cc_mw_driver_set_call(c->driver, NULL);
     Py_CLEAR(c->driver);
     Py_CLEAR(c->send);
     Py_CLEAR(c->receive);
@@ -310,6 +350,51 @@ static void call_release(call_t *c) {
     Py_CLEAR(c->mw);
     if (exc)
         cc_err_give(exc);
+}
+
+/* The start step the call ran for dispatch ended (*r, *out as from sub_resume). 1: dispatch is
+ * `sub` again, to be resumed with None, or with *held thrown in; 0: go on with *r and *out. */
+static int fuse_end(call_t *c, int *r, PyObject **out, PyObject **held) {
+    PyObject *v;
+    c->fusing = 0;
+    switch (c->fuse_out) {
+    case FO_NONE: /* call_next's outcome as usual: dispatch gets it from its await */
+    case FO_YIELD:
+        if (c->fuse_out == FO_NONE) {
+            if (*r == 0)
+                cc_mw_step_return(c->sub, *out);
+            else
+                *held = cc_err_take();
+        } else if (*r < 0)
+            *held = cc_err_take();
+        else
+            Py_XDECREF(*out);
+        *out = NULL;
+        Py_SETREF(c->sub, c->dsp);
+        c->dsp = NULL;
+        return 1;
+    case FO_RETURN:
+    case FO_RAISE:
+        Py_XDECREF(*out);
+        *out = NULL;
+        Py_CLEAR(c->dsp);
+        v = c->fuse_val;
+        c->fuse_val = NULL;
+        if (*r < 0) {
+            Py_XDECREF(v);
+            return 0;
+        }
+        if (c->fuse_out == FO_RETURN) {
+            *out = v;
+        } else {
+            cc_err_give(v);
+            *r = -1;
+        }
+        return 0;
+    default: /* FO_FAST: the step was the body's; c->state says what it was for */
+        Py_CLEAR(c->dsp);
+        return 0;
+    }
 }
 
 static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObject **result) {
@@ -321,7 +406,8 @@ static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObjec
             PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware call");
         return PYGEN_ERROR;
     }
-    c->handed = H_NONE; /* resumed after a hand-over: as if the send returned (or raised exc) */
+    c->handed = H_NONE;    /* resumed after a hand-over: as if the send returned (or raised exc) */
+    PyObject *held = NULL; /* an exception of ours to throw into `sub` next */
     for (;;) {
         PyObject *out = NULL;
         int r;
@@ -334,9 +420,22 @@ static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObjec
             r = 0;
         arg = Py_None;
         exc = NULL;
+        Py_CLEAR(held);
         if (r == 1) {
+            if (CC_UNLIKELY(c->state == C_DISPATCH) && !c->fusing &&
+                cc_mw_is_offer(out, c->driver)) {
+                c->dsp = c->sub; /* dispatch awaits call_next: run its start step ourselves */
+                c->sub = out;
+                c->fusing = 1;
+                c->fuse_out = FO_NONE;
+                continue;
+            }
             *result = out;
             return PYGEN_NEXT;
+        }
+        if (CC_UNLIKELY(c->fusing) && fuse_end(c, &r, &out, &held)) {
+            exc = held; /* dispatch goes on in `sub` again */
+            continue;
         }
         Py_CLEAR(c->sub);
         if (r == 0) {
@@ -389,25 +488,29 @@ static PyObject *call_send_method(PyObject *self, PyObject *arg) {
     return call_to_iter(r, result);
 }
 
-static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+/* The exception instance throw(type[, value[, tb]]) or throw(instance) means (new ref). */
+static PyObject *exc_instance(PyObject *const *args, Py_ssize_t nargs) {
     if (nargs < 1 || nargs > 3) {
         PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
         return NULL;
     }
-    PyObject *exc = args[0], *inst;
+    PyObject *exc = args[0];
     if (PyExceptionInstance_Check(exc))
-        inst = Py_NewRef(exc);
-    else if (PyExceptionClass_Check(exc)) {
+        return Py_NewRef(exc);
+    if (PyExceptionClass_Check(exc)) {
         PyObject *val = nargs > 1 ? args[1] : Py_None;
-        inst = PyExceptionInstance_Check(val) ? Py_NewRef(val)
+        return PyExceptionInstance_Check(val) ? Py_NewRef(val)
                : val == Py_None               ? PyObject_CallNoArgs(exc)
                                               : PyObject_CallOneArg(exc, val);
-        if (!inst)
-            return NULL;
-    } else {
-        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
-        return NULL;
     }
+    PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+    return NULL;
+}
+
+static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *inst = exc_instance(args, nargs);
+    if (!inst)
+        return NULL;
     PyObject *result;
     PySendResult r = call_resume((call_t *)self, NULL, inst, &result);
     Py_DECREF(inst);
@@ -476,6 +579,8 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(c->response);
     Py_VISIT(c->sub);
     Py_VISIT(c->error);
+    Py_VISIT(c->dsp);
+    Py_VISIT(c->fuse_val);
     return 0;
 }
 
@@ -485,10 +590,14 @@ static int call_clear(PyObject *self) {
     Py_CLEAR(c->scope);
     Py_CLEAR(c->receive);
     Py_CLEAR(c->send);
+    if (c->driver)
+        cc_mw_driver_set_call(c->driver, NULL);
     Py_CLEAR(c->driver);
     Py_CLEAR(c->response);
     Py_CLEAR(c->sub);
     Py_CLEAR(c->error);
+    Py_CLEAR(c->dsp);
+    Py_CLEAR(c->fuse_val);
     return 0;
 }
 
@@ -531,11 +640,284 @@ static PyType_Spec call_spec = {
     .slots = call_slots,
 };
 
+/* ---- MWFuse: dispatch resumed inside the app's send ---------------------------------------
+ * Without it, the app's start message suspends the app up through all its frames (a dozen in
+ * FastAPI) so that the driver can hand the response to dispatch, and the app is resumed back
+ * down once the start went up. With it, the app's `await send(start)` awaits this object, which
+ * resumes dispatch (call_next returns at once), sends the start up and puts the driver in relay
+ * mode: the app goes on without having been suspended. Whatever dispatch awaits meanwhile goes
+ * through the app's frames to the task. When dispatch does anything but hand back call_next's
+ * response untouched (or raises, or wants the body), the outcome goes to the call instead
+ * (handoff: this object yields itself to the driver, which ends the call's step), and the app
+ * waits in its send as it would have without fusion. */
+
+enum { FS_DISPATCH, FS_UP, FS_HANDOFF, FS_DONE };
+
+typedef struct {
+    PyObject_HEAD cc_mw_state_t *st;
+    call_t *c;    /* strong until the fused part is over */
+    void *owner;  /* the driver, only compared (cc_mw_fuse_handoff) */
+    PyObject *up; /* FS_UP: the upward send's awaitable iterator */
+    int state;
+} fuse_t;
+
+PyObject *cc_mw_fusing_step(PyObject *call) {
+    call_t *c = (call_t *)call;
+    return c->fusing && c->fuse_out == FO_NONE ? c->sub : NULL;
+}
+
+int cc_mw_can_fuse(PyObject *call) {
+    call_t *c = (call_t *)call;
+    return c->state == C_DISPATCH && !c->fusing && c->sub != NULL;
+}
+
+int cc_mw_fuse_handoff(PyObject *y, PyObject *driver) {
+    fuse_t *f = (fuse_t *)y;
+    return f->state == FS_HANDOFF && f->owner == (void *)driver;
+}
+
+PyObject *cc_mw_fuse_new(cc_mw_state_t *st, PyObject *call) {
+    PyTypeObject *tp = (PyTypeObject *)st->fuse_type;
+    fuse_t *f = (fuse_t *)cc_mw_fl_pop(&st->fl_fuse, tp);
+    if (!f && !(f = PyObject_GC_New(fuse_t, tp)))
+        return NULL;
+    f->st = st;
+    f->c = (call_t *)Py_NewRef(call);
+    f->owner = ((call_t *)call)->driver;
+    f->up = NULL;
+    f->state = FS_DISPATCH;
+    PyObject_GC_Track(f);
+    return (PyObject *)f;
+}
+
+static void fuse_finish(fuse_t *f) {
+    f->state = FS_DONE;
+    Py_CLEAR(f->up);
+    Py_CLEAR(f->c);
+}
+
+/* Gives dispatch's outcome (in c->fuse_out/fuse_val) to the call: see the comment above. */
+static PySendResult fuse_handoff(fuse_t *f, PyObject **result) {
+    f->state = FS_HANDOFF;
+    Py_CLEAR(f->c);
+    *result = Py_NewRef((PyObject *)f);
+    return PYGEN_NEXT;
+}
+
+/* Dispatch returned `value`: 1 if it is call_next's response untouched and its start is on the
+ * way up (f->up), 0 if the call must handle it as usual, -1 on error. */
+static int fuse_fast(fuse_t *f, PyObject *value) {
+    call_t *c = f->c;
+    cc_mw_state_t *st = c->st;
+    if (Py_TYPE(value) != (PyTypeObject *)st->response_cls ||
+        cc_mw_slot(value, st->off_background) != Py_None)
+        return 0;
+    PyObject *info = cc_mw_driver_info(c->driver);
+    if (info && info != Py_None)
+        return 0;
+    PyObject *relay = cc_mw_relay_driver(st, value);
+    if (!relay)
+        return -1;
+    Py_DECREF(relay); /* only its identity matters */
+    if (relay != c->driver)
+        return 0;
+    c->response = Py_NewRef(value);
+    PyObject *msg = start_message(c);
+    if (!msg)
+        return -1;
+    c->state = C_START;
+    int outer = st->fuse_up;
+    st->fuse_up = 1;
+    f->up = cc_mw_awaitable_iter(cc_mw_layer_send(st, c->send, msg, st->s_start, NULL));
+    st->fuse_up = outer;
+    Py_DECREF(msg);
+    return f->up ? 1 : -1;
+}
+
+static PySendResult fuse_resume(fuse_t *f, PyObject *arg, PyObject *exc, PyObject **result) {
+    call_t *c = f->c;
+    PyObject *out = NULL;
+    int r;
+    *result = NULL;
+    switch (f->state) {
+    case FS_DISPATCH:
+        r = iter_resume(f->st, c->dsp, arg, exc, &out);
+        if (r == 1) {
+            if (!cc_mw_is_defer(out, c->driver)) {
+                *result = out;
+                return PYGEN_NEXT;
+            }
+            Py_DECREF(out); /* dispatch waits on it: the call resumes dispatch to run it */
+            c->fuse_out = FO_YIELD;
+            return fuse_handoff(f, result);
+        }
+        Py_CLEAR(c->dsp);
+        if (r == 0) {
+            int fast = fuse_fast(f, out);
+            if (fast > 0) {
+                Py_DECREF(out);
+                f->state = FS_UP;
+                arg = Py_None;
+                exc = NULL;
+                goto up;
+            }
+            if (fast == 0) {
+                c->fuse_out = FO_RETURN;
+                c->fuse_val = out;
+                return fuse_handoff(f, result);
+            }
+            Py_DECREF(out);
+        }
+        c->fuse_out = FO_RAISE;
+        c->fuse_val = cc_err_take();
+        return fuse_handoff(f, result);
+    case FS_UP:
+    up:
+        r = iter_resume(f->st, f->up, arg, exc, &out);
+        if (r == 1) {
+            *result = out;
+            return PYGEN_NEXT;
+        }
+        Py_CLEAR(f->up);
+        c->fuse_out = FO_FAST;
+        if (r == 0) {
+            Py_XDECREF(out);
+            c->state = cc_mw_fused_pass(c->driver, c->sub) ? C_PASS : C_PULL;
+            fuse_finish(f);
+            *result = Py_NewRef(Py_None);
+            return PYGEN_RETURN;
+        }
+        /* the start could not go up: as when a send fails, the app is cancelled where it
+         * stands, and the call raises the error once the app is done */
+        Py_XSETREF(c->error, cc_err_take());
+        c->state = C_ABORT;
+        if (cc_mw_fused_abort(c->driver, c->sub) < 0)
+            PyErr_WriteUnraisable((PyObject *)f);
+        fuse_finish(f);
+        PyErr_SetNone(f->st->cancelled_error);
+        return PYGEN_ERROR;
+    case FS_HANDOFF: /* the call went on: as after a hand-over, the send returns (or raises) */
+        f->state = FS_DONE;
+        if (exc) {
+            cc_err_give(Py_NewRef(exc));
+            return PYGEN_ERROR;
+        }
+        *result = Py_NewRef(Py_None);
+        return PYGEN_RETURN;
+    default:
+        if (exc)
+            cc_err_give(Py_NewRef(exc));
+        else
+            PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited middleware send");
+        return PYGEN_ERROR;
+    }
+}
+
+static PySendResult fuse_am_send(PyObject *self, PyObject *arg, PyObject **result) {
+    return fuse_resume((fuse_t *)self, arg, NULL, result);
+}
+
+static PyObject *fuse_iternext(PyObject *self) {
+    PyObject *result;
+    PySendResult r = fuse_resume((fuse_t *)self, Py_None, NULL, &result);
+    return call_to_iter(r, result);
+}
+
+static PyObject *fuse_send_method(PyObject *self, PyObject *arg) {
+    PyObject *result;
+    PySendResult r = fuse_resume((fuse_t *)self, arg, NULL, &result);
+    return call_to_iter(r, result);
+}
+
+static PyObject *fuse_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *inst = exc_instance(args, nargs);
+    if (!inst)
+        return NULL;
+    PyObject *result;
+    PySendResult r = fuse_resume((fuse_t *)self, NULL, inst, &result);
+    Py_DECREF(inst);
+    return call_to_iter(r, result);
+}
+
+static PyObject *fuse_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    fuse_t *f = (fuse_t *)self;
+    if (f->state == FS_DONE || f->state == FS_HANDOFF || (f->state == FS_DISPATCH && !f->c)) {
+        f->state = FS_DONE;
+        Py_RETURN_NONE;
+    }
+    PyObject *exc = PyObject_CallNoArgs(PyExc_GeneratorExit);
+    if (!exc)
+        return NULL;
+    PyObject *result;
+    PySendResult r = fuse_resume(f, NULL, exc, &result);
+    Py_DECREF(exc);
+    if (r == PYGEN_ERROR) {
+        if (PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        return NULL;
+    }
+    Py_DECREF(result);
+    if (r == PYGEN_NEXT) {
+        PyErr_SetString(PyExc_RuntimeError, "middleware send ignored GeneratorExit");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static int fuse_traverse(PyObject *self, visitproc visit, void *arg) {
+    fuse_t *f = (fuse_t *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT((PyObject *)f->c);
+    Py_VISIT(f->up);
+    return 0;
+}
+
+static int fuse_clear(PyObject *self) {
+    fuse_t *f = (fuse_t *)self;
+    Py_CLEAR(f->c);
+    Py_CLEAR(f->up);
+    return 0;
+}
+
+static void fuse_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    fuse_clear(self);
+    if (!cc_mw_fl_push(&((fuse_t *)self)->st->fl_fuse, self))
+        tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef fuse_methods[] = {
+    {"send", fuse_send_method, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))fuse_throw, METH_FASTCALL, NULL},
+    {"close", fuse_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot fuse_slots[] = {
+    {Py_tp_dealloc, fuse_dealloc}, {Py_tp_traverse, fuse_traverse}, {Py_tp_clear, fuse_clear},
+    {Py_tp_iter, call_await},      {Py_tp_iternext, fuse_iternext}, {Py_tp_methods, fuse_methods},
+    {Py_am_await, call_await},     {Py_am_send, fuse_am_send},      {0, NULL},
+};
+
+static PyType_Spec fuse_spec = {
+    .name = "cicada._core.MWFuse",
+    .basicsize = sizeof(fuse_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = fuse_slots,
+};
+
 static PyType_Spec entry_spec, headers_spec, hset_spec;
 
 int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
     st->call_type = PyType_FromModuleAndSpec(module, &call_spec, NULL);
     if (!st->call_type)
+        return -1;
+    st->fuse_type = PyType_FromModuleAndSpec(module, &fuse_spec, NULL);
+    if (!st->fuse_type)
         return -1;
     st->entry_type = PyType_FromModuleAndSpec(module, &entry_spec, NULL);
     if (!st->entry_type)
@@ -592,7 +974,10 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     c->send = Py_NewRef(send);
     c->driver = driver; /* the call owns it from here */
     driver = NULL;
-    c->response = c->error = c->sub = NULL;
+    c->response = c->error = c->sub = c->dsp = c->fuse_val = NULL;
+    c->fusing = 0;
+    c->fuse_out = FO_NONE;
+    cc_mw_driver_set_call(c->driver, (PyObject *)c);
     c->state = C_DISPATCH;
     c->last = c->relay_ok = c->offered = 0;
     c->handed = H_NONE;

@@ -18,11 +18,14 @@ enum {
     G_PASS,    /* relay mode: until the app returns, its body messages going straight up */
     G_FWD,     /* a body message forwarded in relay mode: awaits the upstream send in `value` */
     G_CANCEL,  /* relay mode failed: raises CancelledError into the app, as an abort would */
+    G_HOLD,    /* fused (see drv_fuse_send): the app waits in its send while dispatch goes on */
 };
 /* Goals that run the app to its end without taking messages from it. */
-#define PASSIVE(goal) ((goal) == G_DRAIN || (goal) == G_PASS)
-/* How a step left its last resumption. */
-enum { W_NONE, W_PROXY, W_PASSED, W_CHILD };
+#define PASSIVE(goal) ((goal) == G_DRAIN || (goal) == G_PASS || (goal) == G_HOLD)
+/* How a step left its last resumption. W_OFFER: a start step that yielded itself to the layer's
+ * call, which runs it instead of dispatch (cc_mw_is_offer); W_DEFER: a step awaited while its
+ * driver steps the app (dispatch fused into the app's send), yielded itself to be run later. */
+enum { W_NONE, W_PROXY, W_PASSED, W_CHILD, W_OFFER, W_DEFER };
 
 typedef struct {
     PyObject_HEAD cc_mw_state_t *st;
@@ -60,6 +63,8 @@ typedef struct {
     /* A cicada layer below about to send us its start message built from its own untouched
      * call_next response (cc_mw_offer): that response becomes ours instead of a new one. */
     PyObject *offer, *offer_msg;
+    PyObject *call;   /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
+    int fuse_offered; /* its start step was offered to the call (fusion may follow) */
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
 
@@ -70,10 +75,11 @@ typedef struct {
     drv_t *d; /* strong; NULL for done objects */
     void *owner;
     PyObject *value;
-    int goal, wait, swallow, finished;
+    PyObject *fuse_ret; /* returned by the next resumption: call_next's result from a fused call */
+    int goal, wait, swallow, finished, active;
 } step_t;
 
-static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value);
+CC_MW_HOT PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value);
 static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed);
 static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int more, int *handed);
 
@@ -604,9 +610,10 @@ static int drv_detach(drv_t *d) {
 static int drv_pump(step_t *s, PyObject **out) {
     drv_t *d = s->d;
     cc_mw_state_t *st = d->st;
-    int goal = s->goal;
+    int goal;
     *out = NULL;
     for (;;) {
+        goal = s->goal; /* a fused send changes it while the app runs (drv_fuse_send) */
         if (!PASSIVE(goal) && d->queue && PyList_GET_SIZE(d->queue) > 0) {
             PyObject *item = Py_NewRef(PyList_GET_ITEM(d->queue, 0));
             if (PyList_SetSlice(d->queue, 0, 1, NULL) < 0) {
@@ -726,6 +733,15 @@ static int drv_pump(step_t *s, PyObject **out) {
             return -1;
         if (r == 0)
             continue;
+        goal = s->goal;
+        if (CC_UNLIKELY(Py_TYPE(y) == (PyTypeObject *)st->fuse_type) &&
+            cc_mw_fuse_handoff(y, (PyObject *)d)) {
+            /* the fused send gave dispatch's outcome to the call: this step ends here, the app
+             * stays in its send until the call's next step resumes it */
+            Py_DECREF(y);
+            *out = Py_NewRef(Py_None);
+            return 0;
+        }
         if (y == (PyObject *)d ||
             (Py_TYPE(y) == (PyTypeObject *)st->done_type && ((step_t *)y)->owner == d)) {
             /* the app is suspended in its send (a layer below yields the driver itself, see
@@ -913,8 +929,29 @@ static inline int same_task_as_stepper(drv_t *d) {
 #endif
 }
 
+/* Fusion pays where the app is a stack of Python frames and the start goes straight to a foreign
+ * send: one cicada layer between foreign code. Between two cicada layers the start already moves
+ * by a hand-over in C, and dispatch parked for fusion (one more suspension of its frame per
+ * layer) would cost more than it saves, so a stack of cicada layers keeps the hand-over. */
+static inline int fuse_worth(drv_t *d) {
+    cc_mw_state_t *st = d->st;
+    return d->coro && Py_TYPE(d->coro) != (PyTypeObject *)st->call_type &&
+           Py_TYPE(d->send) != (PyTypeObject *)st->driver_type;
+}
+
 static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
     *result = NULL;
+    if (CC_UNLIKELY(s->fuse_ret != NULL)) {
+        PyObject *v = s->fuse_ret;
+        s->fuse_ret = NULL;
+        if (exc) {
+            Py_DECREF(v);
+            raise_exc(exc);
+            return PYGEN_ERROR;
+        }
+        *result = v;
+        return PYGEN_RETURN;
+    }
     if (s->finished) {
         if (exc)
             raise_exc(exc);
@@ -954,6 +991,31 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     drv_t *d = s->d;
     PyObject *out = NULL;
     int r;
+    if (CC_UNLIKELY(d->stepping || s->active)) {
+        /* dispatch, fused into the app's send, wants the app stepped (its body read): put off
+         * until the call has taken dispatch back (MWFuse hands it over on seeing this) */
+        if (s->wait == W_NONE && !s->active && !exc) {
+            s->wait = W_DEFER;
+            *result = Py_NewRef((PyObject *)s);
+            return PYGEN_NEXT;
+        }
+        if (exc)
+            raise_exc(exc);
+        else
+            PyErr_SetString(PyExc_RuntimeError, "middleware step resumed while its app runs");
+        return PYGEN_ERROR;
+    }
+    if (s->wait == W_OFFER || s->wait == W_DEFER) {
+        int offer = s->wait == W_OFFER;
+        s->wait = W_NONE;
+        if (exc) {
+            s->finished = 1;
+            raise_exc(exc);
+            return PYGEN_ERROR;
+        }
+        if (offer) /* the task was checked before offering */
+            goto pump;
+    }
     if (s->wait == W_PROXY || s->wait == W_CHILD) {
         Py_CLEAR(d->proxy);
         if (exc && d->child) { /* cancel the app's own task and stop waiting for it */
@@ -974,13 +1036,25 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     } else if (exc) {
         raise_exc(exc);
         goto error;
-    } else if (s->goal == G_START && !d->started && !d->child && !same_task_as_stepper(d)) {
-        PyObject *cur = current_task(d);
-        if (!cur)
-            goto error;
-        Py_DECREF(cur);
-        if (cur != d->task && drv_detach(d) < 0)
-            goto error;
+    } else if (s->goal == G_START && !d->started && !d->child) {
+        int same = same_task_as_stepper(d);
+        if (!same) {
+            PyObject *cur = current_task(d);
+            if (!cur)
+                goto error;
+            Py_DECREF(cur);
+            same = cur == d->task;
+            if (!same && drv_detach(d) < 0)
+                goto error;
+        }
+        if (same && d->call && fuse_worth(d) && cc_mw_can_fuse(d->call)) {
+            /* awaited in dispatch's task: let the layer's call run this step itself, so that
+             * dispatch can go on inside the app's send (drv_fuse_send) */
+            s->wait = W_OFFER;
+            d->fuse_offered = 1;
+            *result = Py_NewRef((PyObject *)s);
+            return PYGEN_NEXT;
+        }
     } else if (s->goal == G_CHUNK) {
         d->body_started = 1;
         if (d->phase >= PH_APP_DONE)
@@ -990,10 +1064,13 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
         *result = Py_NewRef(Py_None);
         return PYGEN_RETURN;
     }
+pump:
     s->wait = W_NONE;
     if (drv_view(d, 1) < 0)
         goto error;
+    s->active = 1;
     r = drv_pump(s, &out);
+    s->active = 0;
     if (r == 1) {
         *result = out;
         return PYGEN_NEXT;
@@ -1155,6 +1232,7 @@ static int step_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT((PyObject *)s->d);
     Py_VISIT(s->value);
+    Py_VISIT(s->fuse_ret);
     return 0;
 }
 
@@ -1162,6 +1240,7 @@ static int step_clear(PyObject *self) {
     step_t *s = (step_t *)self;
     Py_CLEAR(s->d);
     Py_CLEAR(s->value);
+    Py_CLEAR(s->fuse_ret);
     return 0;
 }
 
@@ -1219,7 +1298,7 @@ static PyType_Spec done_spec = {
     .slots = done_slots,
 };
 
-static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value) {
+CC_MW_HOT PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value) {
     int done = goal == G_VALUE || goal == G_SUSPEND || goal == G_CANCEL;
     PyTypeObject *tp = (PyTypeObject *)(done ? st->done_type : st->step_type);
     step_t *s = (step_t *)cc_mw_fl_pop(done ? &st->fl_done : &st->fl_step, tp);
@@ -1232,10 +1311,12 @@ static PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value
     s->d = done ? NULL : (drv_t *)Py_NewRef((PyObject *)d);
     s->owner = d;
     s->value = Py_XNewRef(value);
+    s->fuse_ret = NULL;
     s->goal = goal;
     s->wait = W_NONE;
     s->swallow = 0;
     s->finished = 0;
+    s->active = 0;
     if (!done)
         PyObject_GC_Track(s);
     return (PyObject *)s;
@@ -1326,6 +1407,52 @@ int cc_mw_final_sent(PyObject *driver) {
     return ((drv_t *)driver)->final_fwd;
 }
 
+/* The app's start message while the layer's call runs the start step itself (cc_mw_is_offer):
+ * dispatch goes on right here, inside the app's send (MWFuse in mw_call.c), instead of the app
+ * being suspended up through all its frames and resumed after. Py_None (borrowed) when the usual
+ * hand-over must be used instead; else the awaitable the app gets, or NULL on error. */
+static PyObject *drv_fuse_send(drv_t *d, PyObject *msg) {
+    cc_mw_state_t *st = d->st;
+    step_t *s = (step_t *)cc_mw_fusing_step(d->call);
+    if (!s || s->d != d || s->goal != G_START || d->phase != PH_START || d->child || d->entangled ||
+        d->msg || (d->queue && PyList_GET_SIZE(d->queue)))
+        return Py_None;
+    /* an app frame handling an exception: dispatch run under it would see it (sys.exception(),
+     * implicit __context__ of what it raises). A start passed up by the fused send of the layer
+     * below runs under the same frames as that send, which were checked. */
+    PyObject *handled = st->fuse_up ? NULL : PyErr_GetHandledException();
+    if (handled) {
+        int busy = handled != Py_None;
+        Py_DECREF(handled);
+        if (busy)
+            return Py_None;
+    }
+    /* the app inside anyio cancel scopes of its own: dispatch must not run in them (the task may
+     * have got its anyio state from the app itself, after call_next) */
+    if (!d->ts)
+        d->ts = drv_task_state(d);
+    if (d->ts) {
+        PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
+        if (!cur)
+            return NULL;
+        Py_DECREF(cur);
+        if (cur != (d->outer_scope ? d->outer_scope : Py_None))
+            return Py_None;
+    }
+    d->phase = PH_BODY;
+    PyObject *resp = make_response(d, msg);
+    if (!resp)
+        return NULL;
+    PyObject *f = cc_mw_fuse_new(st, d->call);
+    if (!f) {
+        Py_DECREF(resp);
+        return NULL;
+    }
+    Py_XSETREF(s->fuse_ret, resp); /* what dispatch's await on call_next returns */
+    s->goal = G_HOLD;
+    return f;
+}
+
 /* The `send` the downstream app gets. With `handed` (a cicada layer sending from C, see
  * cc_mw_layer_send), a message the driver takes in-task sets *handed and returns None instead
  * of a suspending step: the caller then yields the driver itself, which drv_pump recognises. */
@@ -1371,6 +1498,11 @@ static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int mor
         (void)t; /* before 3.12 nothing else runs while we step the app */
 #endif
         {
+            if (d->fuse_offered && d->call && str_is(type, st->s_start)) {
+                PyObject *f = drv_fuse_send(d, msg);
+                if (f != Py_None)
+                    return f;
+            }
             Py_XSETREF(d->msg, Py_NewRef(msg));
             Py_XSETREF(d->msg_type, Py_NewRef(type));
             if (handed) {
@@ -1407,7 +1539,8 @@ static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
 
 PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, PyObject *type,
                            int *handed) {
-    *handed = 0;
+    if (handed)
+        *handed = 0;
     if (Py_TYPE(send) == (PyTypeObject *)st->driver_type)
         return type ? drv_send_typed((drv_t *)send, msg, type, -1, handed)
                     : drv_send((drv_t *)send, msg, handed);
@@ -1542,8 +1675,7 @@ PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     return step_new(d->st, d, G_BODY, NULL);
 }
 
-/* The response went out (or dispatch replaced it): let the app run to its end. */
-PyObject *cc_mw_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+PyObject *cc_mw_finish_step(PyObject *self) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
     if (drv_release_all(d) < 0)
@@ -1551,7 +1683,13 @@ PyObject *cc_mw_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     if ((d->child || (d->coro && d->started)) && !d->coro_done)
         return step_new(d->st, d, G_DRAIN, NULL);
     drv_close_unstarted(d);
-    return done_with(d, Py_NewRef(Py_None));
+    Py_RETURN_NONE;
+}
+
+/* The response went out (or dispatch replaced it): let the app run to its end. */
+PyObject *cc_mw_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *r = cc_mw_finish_step(self);
+    return r == Py_None ? done_with((drv_t *)self, r) : r;
 }
 
 /* Dispatch or the response failed: cancel the app where it stands and let it clean up. */
@@ -1668,6 +1806,7 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->relay_error);
     Py_CLEAR(d->offer);
     Py_CLEAR(d->offer_msg);
+    d->call = NULL;
     return 0;
 }
 
@@ -1806,7 +1945,8 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
-    d->child = d->relay_error = d->offer = d->offer_msg = NULL;
+    d->child = d->relay_error = d->offer = d->offer_msg = d->call = NULL;
+    d->fuse_offered = 0;
     d->pass = d->final_fwd = 0;
     d->child_watched = d->child_cancelled = 0;
     d->phase = PH_INIT;
@@ -1890,4 +2030,50 @@ int cc_mw_types_init(PyObject *module, cc_mw_state_t *st) {
     if (!st->done_type)
         return -1;
     return 0;
+}
+
+void cc_mw_driver_set_call(PyObject *driver, PyObject *call) {
+    ((drv_t *)driver)->call = call;
+}
+
+static inline int step_waits(PyObject *y, PyObject *driver, int wait) {
+    step_t *s = (step_t *)y;
+    return Py_TYPE(y) == (PyTypeObject *)((drv_t *)driver)->st->step_type &&
+           s->d == (drv_t *)driver && s->wait == wait;
+}
+
+int cc_mw_is_offer(PyObject *y, PyObject *driver) {
+    return step_waits(y, driver, W_OFFER);
+}
+
+int cc_mw_is_defer(PyObject *y, PyObject *driver) {
+    return step_waits(y, driver, W_DEFER);
+}
+
+void cc_mw_step_return(PyObject *step, PyObject *value) {
+    Py_XSETREF(((step_t *)step)->fuse_ret, value);
+}
+
+int cc_mw_fused_pass(PyObject *driver, PyObject *step) {
+    drv_t *d = (drv_t *)driver;
+    step_t *s = (step_t *)step;
+    d->body_started = 1;
+    if (d->phase == PH_BODY && !d->child && !d->entangled && !d->waiting && !d->proxy && !d->msg &&
+        d->coro && !d->coro_done && !(d->queue && PyList_GET_SIZE(d->queue)) &&
+        !(d->deferred && PyList_GET_SIZE(d->deferred))) {
+        d->pass = 1;
+        s->goal = G_PASS;
+        return 1;
+    }
+    s->goal = G_BODY;
+    return 0;
+}
+
+int cc_mw_fused_abort(PyObject *driver, PyObject *step) {
+    drv_t *d = (drv_t *)driver;
+    step_t *s = (step_t *)step;
+    d->phase = PH_SENT;
+    s->goal = G_DRAIN;
+    s->swallow = 1;
+    return drv_release_all(d);
 }

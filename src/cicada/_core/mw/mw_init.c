@@ -74,6 +74,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(entry_type)                                                                                  \
     X(headers_type)                                                                                \
     X(hset_type)                                                                                   \
+    X(fuse_type)                                                                                   \
     X(headers_setitem)                                                                             \
     X(mutable_headers)                                                                             \
     X(response_base)                                                                               \
@@ -129,4 +130,5 @@ void cc_mw_clear(cc_mw_state_t *st) {
     freelist_free(&st->fl_done, 0);
     freelist_free(&st->fl_call, 1);
     freelist_free(&st->fl_driver, 1);
+    freelist_free(&st->fl_fuse, 1);
 }

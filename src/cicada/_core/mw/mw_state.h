@@ -25,6 +25,7 @@ typedef struct {
     PyObject *entry_type;
     PyObject *headers_type;
     PyObject *hset_type;
+    PyObject *fuse_type;
     /* set by mw_setup() from cicada/middleware.py; NULL until then */
     PyObject *layer_type;     /* cicada.middleware.HTTPMiddleware */
     PyTypeObject *layer_seen; /* not a reference: only compared (see cc_mw_is_layer) */
@@ -50,6 +51,7 @@ typedef struct {
     PyObject *ensure_future;        /* asyncio.ensure_future */
     PyObject *anyio_states;         /* anyio's asyncio backend _task_states.data, once imported */
     PyObject *stepping_driver;      /* borrowed: the driver stepping its app right now, or NULL */
+    int fuse_up; /* 1 while a fused send passes its start up (the exception state is checked) */
     /* interned strings */
     PyObject *s_type, *s_http, *s_status, *s_headers, *s_body, *s_more_body, *s_info;
     PyObject *s_start, *s_body_msg, *s_pathsend, *s_debug, *s_early_hint;
@@ -61,7 +63,8 @@ typedef struct {
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
     PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_list;
     PyObject *empty_tuple, *empty_bytes;
-    cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver; /* untracked, no type reference */
+    cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver,
+        fl_fuse; /* untracked, no type reference */
 } cc_mw_state_t;
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st);
