@@ -507,27 +507,29 @@ static PyObject *exc_instance(PyObject *const *args, Py_ssize_t nargs) {
     return NULL;
 }
 
-static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+/* The call and the fused send are awaitables written in C; their throw() and close() share one
+ * body over each type's resume function. */
+typedef PySendResult (*resume_fn)(PyObject *self, PyObject *arg, PyObject *exc,
+                                  PyObject **result);
+
+static PyObject *awaitable_throw(PyObject *self, resume_fn resume, PyObject *const *args,
+                                 Py_ssize_t nargs) {
     PyObject *inst = exc_instance(args, nargs);
     if (!inst)
         return NULL;
     PyObject *result;
-    PySendResult r = call_resume((call_t *)self, NULL, inst, &result);
+    PySendResult r = resume(self, NULL, inst, &result);
     Py_DECREF(inst);
     return call_to_iter(r, result);
 }
 
-static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
-    call_t *c = (call_t *)self;
-    if (c->state == C_DONE || (!c->sub && c->handed != H_PARKED)) {
-        c->state = C_DONE;
-        Py_RETURN_NONE;
-    }
+/* close() of an awaitable that is still running: GeneratorExit thrown in must come back out. */
+static PyObject *awaitable_close(PyObject *self, resume_fn resume, const char *ignored) {
     PyObject *exc = PyObject_CallNoArgs(PyExc_GeneratorExit);
     if (!exc)
         return NULL;
     PyObject *result;
-    PySendResult r = call_resume(c, NULL, exc, &result);
+    PySendResult r = resume(self, NULL, exc, &result);
     Py_DECREF(exc);
     if (r == PYGEN_ERROR) {
         if (PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
@@ -538,10 +540,28 @@ static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     }
     Py_DECREF(result);
     if (r == PYGEN_NEXT) {
-        PyErr_SetString(PyExc_RuntimeError, "middleware call ignored GeneratorExit");
+        PyErr_SetString(PyExc_RuntimeError, ignored);
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+static PySendResult call_resume_any(PyObject *self, PyObject *arg, PyObject *exc,
+                                    PyObject **result) {
+    return call_resume((call_t *)self, arg, exc, result);
+}
+
+static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return awaitable_throw(self, call_resume_any, args, nargs);
+}
+
+static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    call_t *c = (call_t *)self;
+    if (c->state == C_DONE || (!c->sub && c->handed != H_PARKED)) {
+        c->state = C_DONE;
+        Py_RETURN_NONE;
+    }
+    return awaitable_close(self, call_resume_any, "middleware call ignored GeneratorExit");
 }
 
 static PyObject *call_await(PyObject *self) {
@@ -829,14 +849,13 @@ static PyObject *fuse_send_method(PyObject *self, PyObject *arg) {
     return call_to_iter(r, result);
 }
 
+static PySendResult fuse_resume_any(PyObject *self, PyObject *arg, PyObject *exc,
+                                    PyObject **result) {
+    return fuse_resume((fuse_t *)self, arg, exc, result);
+}
+
 static PyObject *fuse_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    PyObject *inst = exc_instance(args, nargs);
-    if (!inst)
-        return NULL;
-    PyObject *result;
-    PySendResult r = fuse_resume((fuse_t *)self, NULL, inst, &result);
-    Py_DECREF(inst);
-    return call_to_iter(r, result);
+    return awaitable_throw(self, fuse_resume_any, args, nargs);
 }
 
 static PyObject *fuse_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
@@ -845,25 +864,7 @@ static PyObject *fuse_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
         f->state = FS_DONE;
         Py_RETURN_NONE;
     }
-    PyObject *exc = PyObject_CallNoArgs(PyExc_GeneratorExit);
-    if (!exc)
-        return NULL;
-    PyObject *result;
-    PySendResult r = fuse_resume(f, NULL, exc, &result);
-    Py_DECREF(exc);
-    if (r == PYGEN_ERROR) {
-        if (PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
-        }
-        return NULL;
-    }
-    Py_DECREF(result);
-    if (r == PYGEN_NEXT) {
-        PyErr_SetString(PyExc_RuntimeError, "middleware send ignored GeneratorExit");
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return awaitable_close(self, fuse_resume_any, "middleware send ignored GeneratorExit");
 }
 
 static int fuse_traverse(PyObject *self, visitproc visit, void *arg) {
