@@ -415,6 +415,33 @@ async def _wait_buffer(r):
 # ---- who takes the fast path ---------------------------------------------------------------------
 
 
+def read_through_generic_path(make_reader, make_protocol, payload: bytes) -> None:
+    """payload sent to a transport whose protocol the factories make arrives whole, and the fast
+    path reads none of it."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        reader = make_reader(loop)
+        before = stream_reads()
+        a, b = socket.socketpair()
+        await loop.connect_accepted_socket(lambda: make_protocol(reader, loop), a)
+        b.sendall(payload)
+        assert await asyncio.wait_for(reader.readexactly(len(payload)), 5) == payload
+        assert stream_reads() == before
+        b.close()
+        await asyncio.wait_for(reader.read(), 5)
+
+    run(main)
+
+
+def plain_reader(loop):
+    return asyncio.StreamReader(loop=loop)
+
+
+def plain_protocol(reader, loop):
+    return asyncio.StreamReaderProtocol(reader, loop=loop)
+
+
 def test_subclassed_reader_takes_the_generic_path(mode):
     fed = []
 
@@ -423,23 +450,7 @@ def test_subclassed_reader_takes_the_generic_path(mode):
             fed.append(bytes(data))
             super().feed_data(data)
 
-    async def main():
-        loop = asyncio.get_running_loop()
-        reader = MyReader(loop=loop)
-        proto = asyncio.StreamReaderProtocol(reader, loop=loop)
-        srv = await loop.create_server(lambda: asyncio.Protocol(), "127.0.0.1", 0)
-        before = stream_reads()
-        a, b = socket.socketpair()
-        await loop.connect_accepted_socket(lambda: proto, a)
-        b.sendall(b"one")
-        assert await asyncio.wait_for(reader.readexactly(3), 5) == b"one"
-        assert stream_reads() == before
-        b.close()
-        await asyncio.wait_for(reader.read(), 5)
-        srv.close()
-        await srv.wait_closed()
-
-    run(main)
+    read_through_generic_path(lambda loop: MyReader(loop=loop), plain_protocol, b"one")
     assert fed == [b"one"]
 
 
@@ -451,19 +462,7 @@ def test_subclassed_protocol_takes_the_generic_path(mode):
             seen.append(bytes(data))
             super().data_received(data)
 
-    async def main():
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(loop=loop)
-        before = stream_reads()
-        a, b = socket.socketpair()
-        await loop.connect_accepted_socket(lambda: MyProto(reader, loop=loop), a)
-        b.sendall(b"two")
-        assert await asyncio.wait_for(reader.readexactly(3), 5) == b"two"
-        assert stream_reads() == before
-        b.close()
-        await asyncio.wait_for(reader.read(), 5)
-
-    run(main)
+    read_through_generic_path(plain_reader, lambda r, loop: MyProto(r, loop=loop), b"two")
     assert seen == [b"two"]
 
 
@@ -479,21 +478,7 @@ def test_patched_class_methods_are_called(mode, monkeypatch, cls, name):
         return original(self, *args)
 
     monkeypatch.setattr(cls, name, patched)
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        before = stream_reads()
-        a, b = socket.socketpair()
-        reader = asyncio.StreamReader(loop=loop)
-        await loop.connect_accepted_socket(
-            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), a)
-        b.sendall(b"three")
-        assert await asyncio.wait_for(reader.readexactly(5), 5) == b"three"
-        assert stream_reads() == before
-        b.close()
-        await asyncio.wait_for(reader.read(), 5)
-
-    run(main)
+    read_through_generic_path(plain_reader, plain_protocol, b"three")
     assert name in calls
 
 
