@@ -27,12 +27,6 @@
  * ioctl() costs more than the memcpy it saves. */
 #define CC_LOOP_DIRECT_READ_MIN (32 * 1024)
 
-/* Bytes queued for reading on fd (FIONREAD), 0 when it can't be told. */
-Py_ssize_t cc_loop_queued_bytes(int fd);
-/* recv() of at most `want` bytes into a new bytes object sized to what came (sock.c): the byte
- * count with *res set (0 at EOF), -1 with errno set and no exception when recv() failed, or -2
- * with an exception set. */
-Py_ssize_t cc_loop_recv_bytes(int fd, Py_ssize_t want, PyObject **res);
 /* With callbacks ready (a zero-timeout poll), skip the epoll_wait syscall if the last poll was
  * this recent (seconds): a busy chain of callbacks then pays one syscall per interval instead of
  * one per iteration, and I/O readiness is still seen within this much time. */

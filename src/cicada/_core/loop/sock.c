@@ -54,12 +54,16 @@ static int call1_ok(PyObject *obj, PyObject *name, PyObject *arg) {
 
 /* ---- the operations: 1 done (*res set), 0 would block, -1 error with an exception set ------ */
 
-Py_ssize_t cc_loop_queued_bytes(int fd) {
+/* Bytes queued for reading on fd (FIONREAD), 0 when it can't be told. */
+static Py_ssize_t queued_bytes(int fd) {
     int avail = 0;
     return ioctl(fd, FIONREAD, &avail) < 0 ? 0 : avail;
 }
 
-Py_ssize_t cc_loop_recv_bytes(int fd, Py_ssize_t want, PyObject **res) {
+/* recv() of at most `want` bytes into a new bytes object sized to what came: the byte count with
+ * *res set (0 at EOF), -1 with errno set and no exception when recv() failed, or -2 with an
+ * exception set. */
+static Py_ssize_t recv_bytes(int fd, Py_ssize_t want, PyObject **res) {
     *res = NULL;
     PyObject *b = PyBytes_FromStringAndSize(NULL, want);
     if (!b)
@@ -86,10 +90,10 @@ Py_ssize_t cc_loop_recv_bytes(int fd, Py_ssize_t want, PyObject **res) {
 static int recv_sized(cc_loop_t *self, int fd, Py_ssize_t n, PyObject **res) {
     if (fd >= self->nfds || !self->fds[fd].big_reads || n < CC_LOOP_DIRECT_READ_MIN)
         return 0;
-    Py_ssize_t avail = cc_loop_queued_bytes(fd);
+    Py_ssize_t avail = queued_bytes(fd);
     if (avail < CC_LOOP_DIRECT_READ_MIN)
         return 0;
-    Py_ssize_t got = cc_loop_recv_bytes(fd, avail < n ? avail : n, res);
+    Py_ssize_t got = recv_bytes(fd, avail < n ? avail : n, res);
     self->st->direct_reads++;
     if (got == -2)
         return -1;
@@ -127,7 +131,7 @@ static int try_recv(cc_loop_t *self, int fd, Py_ssize_t n, PyObject **res) {
     }
     /* A size larger than the shared buffer: read into a bytes of that size, as socket.recv does
      * (a short read is copied into one of the right size). */
-    Py_ssize_t got = cc_loop_recv_bytes(fd, n, res);
+    Py_ssize_t got = recv_bytes(fd, n, res);
     if (got == -2)
         return -1;
     if (got == -1) {
