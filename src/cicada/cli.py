@@ -112,6 +112,7 @@ OPTIONS: list[Opt] = [
     Opt("h11_max_incomplete_event_size", ("--h11-max-incomplete-event-size",), "Maximum size in bytes of a request head (request line + headers); mapped to cicada's head limit.", int, default_text="65536"),
     Opt("reset_contextvars", ("--reset-contextvars",), "Run each request in a fresh contextvars.Context (not supported yet; rejected if set).", "flag", False),
     Opt("factory", ("--factory",), "Treat APP as an application factory, i.e. a () -> <ASGI app> callable.", "flag", False),
+    Opt("accelerate", ("--accelerate",), "Run the Starlette/FastAPI app's @app.middleware(\"http\") and BaseHTTPMiddleware layers (also in mounted sub-apps) on cicada's C middleware, as cicada.middleware.accelerate(app) would (cicada extension).", "bool", False),
 ]
 
 

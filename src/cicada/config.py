@@ -191,6 +191,7 @@ class Config:
         reset_contextvars: bool = False,
         app_dir: str | None = None,
         reuse_port: bool = False,
+        accelerate: bool = False,
     ) -> None:
         self.app = app
         self.host = host
@@ -270,6 +271,7 @@ class Config:
         self.reset_contextvars = bool(reset_contextvars)
         self.app_dir = app_dir
         self.reuse_port = bool(reuse_port)
+        self.accelerate = bool(accelerate)
         if uds is not None and fd is not None:
             raise ConfigError("uds", "--uds and --fd cannot be used together")
         if not isinstance(host, str) or not host:
@@ -373,12 +375,29 @@ class Config:
         if self.is_ssl:
             self.ssl = self.create_ssl_context()
         app = self.load_app()
+        if self.accelerate:
+            self._accelerate(app)
         if logger.getEffectiveLevel() <= TRACE_LOG_LEVEL:
             from cicada.message_logger import MessageLoggerMiddleware
 
             app = MessageLoggerMiddleware(app)
         self.loaded_app = app
         self.loaded = True
+
+    def _accelerate(self, app: Any) -> None:
+        """--accelerate: the app's BaseHTTPMiddleware layers on cicada's middleware. Anything
+        that stops it is logged and the app is served as it is (it still works, only slower)."""
+        try:
+            from cicada.middleware import accelerate_tree
+        except ImportError as exc:
+            logger.warning("--accelerate needs starlette (%s); middleware runs unchanged", exc)
+            return
+        try:
+            swapped = accelerate_tree(app)
+        except (TypeError, RuntimeError) as exc:
+            logger.warning("--accelerate: %s; middleware runs unchanged", exc)
+            return
+        logger.info("--accelerate: %d middleware layer(s) run on cicada's middleware", swapped)
 
     @property
     def is_ssl(self) -> bool:

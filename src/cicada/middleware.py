@@ -175,3 +175,35 @@ def accelerate(app):
         )
     app.user_middleware[:] = [_accelerate_entry(m) for m in app.user_middleware]
     return app
+
+
+def accelerate_tree(app) -> int:
+    """`accelerate(app)` and every Starlette app mounted below it, for the server's --accelerate.
+
+    Returns how many layers run on cicada's middleware afterwards.
+    """
+    if not hasattr(app, "user_middleware"):
+        raise TypeError(f"accelerate() needs a Starlette or FastAPI app, got {type(app).__qualname__}")
+    seen: set[int] = set()
+
+    def walk(node) -> int:
+        if id(node) in seen:
+            return 0
+        seen.add(id(node))
+        count = 0
+        if hasattr(node, "user_middleware"):
+            accelerate(node)
+            count = sum(1 for m in node.user_middleware if _runs_on_cicada(m))
+        router = getattr(node, "router", node)
+        for route in getattr(router, "routes", None) or ():
+            sub = getattr(route, "app", None)
+            if sub is not None and (hasattr(sub, "user_middleware") or hasattr(sub, "routes")):
+                count += walk(sub)
+        return count
+
+    return walk(app)
+
+
+def _runs_on_cicada(entry) -> bool:
+    cls = next(iter(entry))
+    return isinstance(cls, type) and issubclass(cls, HTTPMiddleware)

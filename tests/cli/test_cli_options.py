@@ -271,3 +271,10 @@ def test_config_is_picklable_for_workers():
     c.load()
     c2 = pickle.loads(pickle.dumps(c))
     assert c2.loaded is False and c2.app == "testapps:app"
+
+
+def test_accelerate_flag_and_env(monkeypatch):
+    assert parse(["m:a"], monkeypatch)[1]["accelerate"] is False
+    assert parse(["m:a", "--accelerate"], monkeypatch)[1]["accelerate"] is True
+    assert parse(["m:a"], monkeypatch, {"CICADA_ACCELERATE": "yes"})[1]["accelerate"] is True
+    assert parse(["m:a", "--no-accelerate"], monkeypatch, {"CICADA_ACCELERATE": "1"})[1]["accelerate"] is False
