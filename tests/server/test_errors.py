@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from apps import hello, read_body
@@ -290,3 +291,41 @@ def test_receive_body_error_mid_body(serve, error_log):
     data = recv_until_closed(s)
     assert data.startswith(b"HTTP/1.1 400 ")
     assert wait_for(lambda: got and got[-1] == "http.disconnect")
+
+
+@pytest.mark.parametrize("kwargs, exc, message", [
+    ({"default_headers": [(b"x-a", "1")]}, TypeError, "default_headers must be (bytes, bytes) pairs"),
+    ({"default_headers": [(b"x-a",)]}, TypeError, "default_headers must be (bytes, bytes) pairs"),
+    ({"default_headers": [b"x-a: 1"]}, TypeError, "default_headers must be (bytes, bytes) pairs"),
+    ({"default_headers": 5}, TypeError, "default_headers must be a sequence"),
+    ({"default_headers": [(b"bad name", b"1")]}, ValueError, "invalid header name"),
+    ({"default_headers": [(b"x-a", b"1\r\nx-b: 2")]}, ValueError, "invalid header value"),
+    ({"server_header": b"evil\r\nx: 1"}, ValueError, "invalid header value"),
+    ({"state": [1]}, TypeError, "state must be a dict or None"),
+    ({"trusted_proxy": 1}, TypeError, "trusted_proxy must be callable or None"),
+    ({"tls_info": "x"}, TypeError, "tls_info must be callable or None"),
+    ({"max_headers": 0}, ValueError, "HttpServer limits must be positive"),
+    ({"write_high_water": 10, "write_low_water": 20}, ValueError, "low <= high"),
+    ({"timeout_keep_alive": "5"}, TypeError, "must be real number"),
+    ({"ws_max_size": 0}, ValueError, "ws_max_size"),
+])
+def test_http_server_arguments_rejected_with_a_message(kwargs, exc, message):
+    """HttpServer is the server's configuration: each bad value names itself (and nothing leaks
+    on the way out: `make asan` runs this under LeakSanitizer)."""
+    from cicada import _core
+
+    if not hasattr(_core, "HttpServer"):
+        pytest.skip("no C server in this build")
+    with pytest.raises(exc, match=re.escape(message)):
+        _core.HttpServer(lambda *a: None, None, **kwargs)
+
+
+def test_http_server_arguments_accepted():
+    from cicada import _core
+
+    if not hasattr(_core, "HttpServer"):
+        pytest.skip("no C server in this build")
+    srv = _core.HttpServer(lambda *a: None, None, server_header=None,
+                           default_headers=[(b"X-A", b"1"), [b"x-b", b"2"]], state={},
+                           trusted_proxy=lambda host: True, max_headers=10)
+    assert srv.connection_count == 0

@@ -64,7 +64,16 @@ static Py_ssize_t opt_size(PyObject *o, Py_ssize_t dflt) {
     return PyLong_AsSsize_t(o);
 }
 
-static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+/* HttpServer's keyword arguments as parsed (borrowed; NULL when not given). */
+typedef struct {
+    PyObject *app, *loop, *root_path, *scheme, *server_header, *default_headers;
+    PyObject *max_line, *max_head, *max_headers, *limit, *keep_alive, *head_timeout;
+    PyObject *trusted, *access, *errlog, *state, *read_limit, *write_high, *write_low, *tls_info;
+    int date_header, proxy_headers;
+} server_args_t;
+
+static int parse_args(PyObject *args, PyObject *kwds, server_args_t *a,
+                      cc_asgi_ws_config_t *ws_cfg) {
     static char *kwlist[] = {"app",
                              "loop",
                              "root_path",
@@ -88,25 +97,152 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
                              "write_low_water",
                              "tls_info",
                              NULL};
-    PyObject *app, *loop, *root_path = NULL, *scheme = NULL, *server_header = NULL;
-    int date_header = 1, proxy_headers = 0;
-    PyObject *default_headers = NULL, *max_line = NULL, *max_head = NULL, *max_headers = NULL;
-    PyObject *limit = NULL, *ka = NULL, *head_to = NULL, *trusted = NULL, *access = NULL;
-    PyObject *errlog = NULL, *state = NULL, *rlimit = NULL, *whigh = NULL, *wlow = NULL;
-    PyObject *tls_info = NULL;
+    memset(a, 0, sizeof(*a));
+    a->date_header = 1;
+    PyObject *rest = NULL; /* the ws* keywords are ws_protocol.c's */
+    if (cc_asgi_ws_config_from_kwargs(ws_cfg, kwds, &rest) < 0)
+        return -1;
+    int parsed = PyArg_ParseTupleAndKeywords(
+        args, rest, "OO|$UUOpOOOOOOOpOOOOOOOO", kwlist, &a->app, &a->loop, &a->root_path,
+        &a->scheme, &a->server_header, &a->date_header, &a->default_headers, &a->max_line,
+        &a->max_head, &a->max_headers, &a->limit, &a->keep_alive, &a->head_timeout,
+        &a->proxy_headers, &a->trusted, &a->access, &a->errlog, &a->state, &a->read_limit,
+        &a->write_high, &a->write_low, &a->tls_info);
+    Py_XDECREF(rest);
+    return parsed ? 0 : -1;
+}
+
+/* *slot = a new reference to o unless o is absent or None; o must be callable. */
+static int take_callable(PyObject **slot, PyObject *o, const char *what) {
+    if (!o || o == Py_None)
+        return 0;
+    if (!PyCallable_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be callable or None", what);
+        return -1;
+    }
+    *slot = Py_NewRef(o);
+    return 0;
+}
+
+static int set_references(cc_asgi_server_t *s, const server_args_t *a) {
+    s->app = Py_NewRef(a->app);
+    s->loop = Py_NewRef(a->loop);
+    s->root_path = a->root_path ? Py_NewRef(a->root_path) : PyUnicode_FromString("");
+    if (!s->root_path)
+        return -1;
+    s->root_path_bytes = PyUnicode_AsUTF8String(s->root_path);
+    if (!s->root_path_bytes)
+        return -1;
+    s->scheme = a->scheme ? Py_NewRef(a->scheme) : Py_NewRef(s->st->s_v_http);
+    if (a->access && a->access != Py_None)
+        s->access_logger = Py_NewRef(a->access);
+    if (a->errlog && a->errlog != Py_None)
+        s->error_logger = Py_NewRef(a->errlog);
+    if (a->state && a->state != Py_None) {
+        if (!PyDict_Check(a->state)) {
+            PyErr_SetString(PyExc_TypeError, "state must be a dict or None");
+            return -1;
+        }
+        s->state = Py_NewRef(a->state);
+    }
+    if (take_callable(&s->trusted_proxy, a->trusted, "trusted_proxy") < 0 ||
+        take_callable(&s->tls_info, a->tls_info, "tls_info") < 0)
+        return -1;
+    s->access_fmt = PyUnicode_FromString("%s - \"%s %s HTTP/%s\" %d");
+    return s->access_fmt ? 0 : -1;
+}
+
+static int set_limits(cc_asgi_server_t *s, const server_args_t *a) {
+    s->date_header = a->date_header ? 1 : 0;
+    s->proxy_headers = a->proxy_headers ? 1 : 0;
+    cc_http_limits_t *lim = &s->limits;
+    cc_http_limits_default(lim);
+    lim->max_request_line = (size_t)opt_size(a->max_line, (Py_ssize_t)lim->max_request_line);
+    lim->max_head_size = (size_t)opt_size(a->max_head, (Py_ssize_t)lim->max_head_size);
+    lim->max_headers = (size_t)opt_size(a->max_headers, (Py_ssize_t)lim->max_headers);
+    s->limit_concurrency = opt_size(a->limit, -1);
+    s->timeout_keep_alive = opt_double(a->keep_alive, CC_ASGI_DEFAULT_KEEP_ALIVE);
+    s->timeout_request_head = opt_double(a->head_timeout, CC_ASGI_DEFAULT_HEAD_TIMEOUT);
+    s->read_buffer_limit = (size_t)opt_size(a->read_limit, CC_ASGI_DEFAULT_READ_LIMIT);
+    s->write_high = opt_size(a->write_high, CC_ASGI_DEFAULT_WRITE_HIGH);
+    s->write_low = opt_size(a->write_low, CC_ASGI_DEFAULT_WRITE_LOW);
+    if (PyErr_Occurred())
+        return -1;
+    if ((Py_ssize_t)lim->max_request_line <= 0 || (Py_ssize_t)lim->max_head_size <= 0 ||
+        (Py_ssize_t)lim->max_headers <= 0 || (Py_ssize_t)s->read_buffer_limit <= 0 ||
+        s->write_high < 0 || s->write_low < 0 || s->write_low > s->write_high) {
+        PyErr_SetString(PyExc_ValueError, "HttpServer limits must be positive (and low <= high)");
+        return -1;
+    }
+    /* The head must fit in the buffer before reading pauses, or a large head could never be
+     * parsed. */
+    if (s->read_buffer_limit < lim->max_head_size + 1)
+        s->read_buffer_limit = lim->max_head_size + 1;
+    s->hdrs = malloc(sizeof(cc_http_header_t) * lim->max_headers);
+    if (!s->hdrs) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static int append_default_headers(cc_buf_t *out, PyObject *default_headers) {
+    PyObject *seq = PySequence_Fast(default_headers, "default_headers must be a sequence");
+    if (!seq)
+        return -1;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
+        if ((!PyTuple_Check(pair) && !PyList_Check(pair)) || PySequence_Fast_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "default_headers must be (bytes, bytes) pairs");
+            goto error;
+        }
+        if (append_config_header(out, PySequence_Fast_GET_ITEM(pair, 0),
+                                 PySequence_Fast_GET_ITEM(pair, 1)) < 0)
+            goto error;
+    }
+    Py_DECREF(seq);
+    return 0;
+error:
+    Py_DECREF(seq);
+    return -1;
+}
+
+/* The Server header (ours unless server_header is given; none when it is None) and the
+ * configured default headers, serialized once for every response. */
+static int build_fixed_headers(cc_asgi_server_t *s, const server_args_t *a) {
     cc_buf_t tmp;
     cc_buf_init(&tmp);
-    cc_asgi_ws_config_t ws_cfg; /* ws* keywords are parsed by ws_protocol.c */
-    PyObject *rest = NULL;
-    if (cc_asgi_ws_config_from_kwargs(&ws_cfg, kwds, &rest) < 0)
-        return NULL;
-    int parsed = PyArg_ParseTupleAndKeywords(
-        args, rest, "OO|$UUOpOOOOOOOpOOOOOOOO", kwlist, &app, &loop, &root_path, &scheme,
-        &server_header, &date_header, &default_headers, &max_line, &max_head, &max_headers, &limit,
-        &ka, &head_to, &proxy_headers, &trusted, &access, &errlog, &state, &rlimit, &whigh, &wlow,
-        &tls_info);
-    Py_XDECREF(rest);
-    if (!parsed)
+    if (a->server_header && a->server_header != Py_None) {
+        PyObject *name = PyBytes_FromString("server");
+        if (!name)
+            goto error;
+        int rc = append_config_header(&tmp, name, a->server_header);
+        Py_DECREF(name);
+        if (rc < 0)
+            goto error;
+        s->server_header = take_buf(&tmp, &s->server_header_len);
+    } else if (!a->server_header) {
+        if (cc_buf_append(&tmp, "server: cicada\r\n", 16) < 0) {
+            PyErr_NoMemory();
+            goto error;
+        }
+        s->server_header = take_buf(&tmp, &s->server_header_len);
+    }
+    if (a->default_headers && a->default_headers != Py_None) {
+        if (append_default_headers(&tmp, a->default_headers) < 0)
+            goto error;
+        s->extra_headers = take_buf(&tmp, &s->extra_headers_len);
+    }
+    return 0;
+error:
+    cc_buf_free(&tmp);
+    return -1;
+}
+
+static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    server_args_t a;
+    cc_asgi_ws_config_t ws_cfg;
+    if (parse_args(args, kwds, &a, &ws_cfg) < 0)
         return NULL;
     cc_state_t *mst = cc_state_from_type(type);
     if (!mst)
@@ -114,127 +250,16 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     cc_asgi_server_t *s = (cc_asgi_server_t *)type->tp_alloc(type, 0);
     if (!s)
         return NULL;
-    s->module = PyType_GetModule(type);
-    Py_XINCREF(s->module);
+    s->module = Py_XNewRef(PyType_GetModule(type));
     s->st = &mst->asgi;
     s->ws_cfg = ws_cfg;
     s->ws_upgrade = ws_cfg.enabled ? cc_asgi_ws_start : NULL;
-    s->app = Py_NewRef(app);
-    s->loop = Py_NewRef(loop);
-    s->root_path = root_path ? Py_NewRef(root_path) : PyUnicode_FromString("");
-    if (!s->root_path)
-        goto error;
-    s->root_path_bytes = PyUnicode_AsUTF8String(s->root_path);
-    if (!s->root_path_bytes)
-        goto error;
-    s->scheme = scheme ? Py_NewRef(scheme) : Py_NewRef(s->st->s_v_http);
-    if (access && access != Py_None)
-        s->access_logger = Py_NewRef(access);
-    if (errlog && errlog != Py_None)
-        s->error_logger = Py_NewRef(errlog);
-    if (state && state != Py_None) {
-        if (!PyDict_Check(state)) {
-            PyErr_SetString(PyExc_TypeError, "state must be a dict or None");
-            goto error;
-        }
-        s->state = Py_NewRef(state);
+    if (set_references(s, &a) < 0 || set_limits(s, &a) < 0 || build_fixed_headers(s, &a) < 0 ||
+        cc_asgi_scope_template(s) < 0) {
+        Py_DECREF(s);
+        return NULL;
     }
-    if (trusted && trusted != Py_None) {
-        if (!PyCallable_Check(trusted)) {
-            PyErr_SetString(PyExc_TypeError, "trusted_proxy must be callable or None");
-            goto error;
-        }
-        s->trusted_proxy = Py_NewRef(trusted);
-    }
-    if (tls_info && tls_info != Py_None) {
-        if (!PyCallable_Check(tls_info)) {
-            PyErr_SetString(PyExc_TypeError, "tls_info must be callable or None");
-            goto error;
-        }
-        s->tls_info = Py_NewRef(tls_info);
-    }
-    s->date_header = date_header ? 1 : 0;
-    s->proxy_headers = proxy_headers ? 1 : 0;
-    cc_http_limits_default(&s->limits);
-    s->limits.max_request_line = (size_t)opt_size(max_line, (Py_ssize_t)s->limits.max_request_line);
-    s->limits.max_head_size = (size_t)opt_size(max_head, (Py_ssize_t)s->limits.max_head_size);
-    s->limits.max_headers = (size_t)opt_size(max_headers, (Py_ssize_t)s->limits.max_headers);
-    s->limit_concurrency = opt_size(limit, -1);
-    s->timeout_keep_alive = opt_double(ka, CC_ASGI_DEFAULT_KEEP_ALIVE);
-    s->timeout_request_head = opt_double(head_to, CC_ASGI_DEFAULT_HEAD_TIMEOUT);
-    s->read_buffer_limit = (size_t)opt_size(rlimit, CC_ASGI_DEFAULT_READ_LIMIT);
-    s->write_high = opt_size(whigh, CC_ASGI_DEFAULT_WRITE_HIGH);
-    s->write_low = opt_size(wlow, CC_ASGI_DEFAULT_WRITE_LOW);
-    if (PyErr_Occurred())
-        goto error;
-    if ((Py_ssize_t)s->limits.max_request_line <= 0 || (Py_ssize_t)s->limits.max_head_size <= 0 ||
-        (Py_ssize_t)s->limits.max_headers <= 0 || (Py_ssize_t)s->read_buffer_limit <= 0 ||
-        s->write_high < 0 || s->write_low < 0 || s->write_low > s->write_high) {
-        PyErr_SetString(PyExc_ValueError, "HttpServer limits must be positive (and low <= high)");
-        goto error;
-    }
-    /* The head must fit in the buffer before reading pauses, or a large head could never be
-     * parsed. */
-    if (s->read_buffer_limit < s->limits.max_head_size + 1)
-        s->read_buffer_limit = s->limits.max_head_size + 1;
-    s->hdrs = malloc(sizeof(cc_http_header_t) * s->limits.max_headers);
-    if (!s->hdrs) {
-        PyErr_NoMemory();
-        goto error;
-    }
-    if (server_header && server_header != Py_None) {
-        PyObject *name = PyBytes_FromString("server");
-        if (!name)
-            goto error;
-        int rc = append_config_header(&tmp, name, server_header);
-        Py_DECREF(name);
-        if (rc < 0)
-            goto error;
-        s->server_header = take_buf(&tmp, &s->server_header_len);
-    } else if (!server_header) {
-        if (cc_buf_append(&tmp, "server: cicada\r\n", 16) < 0) {
-            PyErr_NoMemory();
-            goto error;
-        }
-        s->server_header = take_buf(&tmp, &s->server_header_len);
-    }
-    if (default_headers && default_headers != Py_None) {
-        PyObject *seq = PySequence_Fast(default_headers, "default_headers must be a sequence");
-        if (!seq)
-            goto error;
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-            PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
-            PyObject *name, *value;
-            if (!PyTuple_Check(pair) && !PyList_Check(pair)) {
-                PyErr_SetString(PyExc_TypeError, "default_headers must be (bytes, bytes) pairs");
-                Py_DECREF(seq);
-                goto error;
-            }
-            if (PySequence_Size(pair) != 2) {
-                PyErr_SetString(PyExc_TypeError, "default_headers must be (bytes, bytes) pairs");
-                Py_DECREF(seq);
-                goto error;
-            }
-            name = PySequence_Fast_GET_ITEM(pair, 0);
-            value = PySequence_Fast_GET_ITEM(pair, 1);
-            if (append_config_header(&tmp, name, value) < 0) {
-                Py_DECREF(seq);
-                goto error;
-            }
-        }
-        Py_DECREF(seq);
-        s->extra_headers = take_buf(&tmp, &s->extra_headers_len);
-    }
-    s->access_fmt = PyUnicode_FromString("%s - \"%s %s HTTP/%s\" %d");
-    if (!s->access_fmt)
-        goto error;
-    if (cc_asgi_scope_template(s) < 0)
-        goto error;
     return (PyObject *)s;
-error:
-    cc_buf_free(&tmp);
-    Py_DECREF(s);
-    return NULL;
 }
 
 static int server_traverse(cc_asgi_server_t *s, visitproc visit, void *arg) {
