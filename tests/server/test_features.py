@@ -168,9 +168,27 @@ REQUESTS = [
     b"POST /p HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
     b"GET /bad%FF%FE HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET http://example.com/abs/path?q HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    b"GET http://example.com:8080/x/y HTTP/1.1\r\nHost: example.com\r\n\r\n",
     b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
     b"DELETE /%2F/x HTTP/1.1\r\nHost: a\r\nAccept: a\r\nAccept: b\r\n\r\n",
 ]
+
+
+@pytest.mark.parametrize("target, path, query", [
+    (b"http://example.com", "/", b""),
+    (b"http://example.com?a=1", "/", b"a=1"),
+    (b"https://user@example.com:8443", "/", b""),
+    (b"http://example.com/a%20b?x=/y", "/a b", b"x=/y"),
+])
+def test_absolute_form_with_an_empty_path_is_root(loop_kind, target, path, query):
+    """RFC 9110 4.2.3: an empty path in an absolute URI means "/". httptools (uvicorn) answers
+    400 to these; cicada serves them."""
+    app, scopes = _scope_capture()
+    with ServerThread(app, loop_kind=loop_kind) as st:
+        _request_raw(st.port, b"GET " + target + b" HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        assert wait_for(lambda: len(scopes) == 1)
+    assert (scopes[0]["path"], scopes[0]["query_string"]) == (path, query)
+    assert scopes[0]["raw_path"] == path.replace(" ", "%20").encode()
 
 
 @pytest.mark.parametrize("root_path", ["", "/api"])

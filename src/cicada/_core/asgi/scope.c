@@ -407,26 +407,31 @@ static int set_steal(PyObject *d, PyObject *k, PyObject *v) {
     return rc;
 }
 
-PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) {
-    cc_asgi_server_t *srv = p->server;
-    cc_asgi_state_t *st = srv->st;
-    if (!p->scope_base) { /* the template with this connection's constant entries filled in */
-        PyObject *base = PyDict_Copy(srv->scope_template);
-        if (!base)
-            return NULL;
-        if (PyDict_SetItem(base, st->s_client, p->client) < 0 ||
-            PyDict_SetItem(base, st->s_server, p->sockname) < 0) {
-            Py_DECREF(base);
-            return NULL;
-        }
-        p->scope_base = base;
-    }
-    PyObject *scope = PyDict_Copy(p->scope_base);
-    if (!scope)
+/* The scope template with this connection's constant entries (client, server) filled in, made
+ * on the connection's first request (borrowed). */
+static PyObject *connection_scope_base(cc_asgi_proto_t *p) {
+    if (p->scope_base)
+        return p->scope_base;
+    cc_asgi_state_t *st = p->server->st;
+    PyObject *base = PyDict_Copy(p->server->scope_template);
+    if (!base)
         return NULL;
-    const char *t = req->target;
-    size_t tl = req->target_len;
-    /* absolute-form: skip "scheme://authority" */
+    if (PyDict_SetItem(base, st->s_client, p->client) < 0 ||
+        PyDict_SetItem(base, st->s_server, p->sockname) < 0) {
+        Py_DECREF(base);
+        return NULL;
+    }
+    return p->scope_base = base;
+}
+
+/* The request target split into path and query string (no I/O, no allocation): an
+ * absolute-form target loses its "scheme://authority", a fragment is dropped. */
+typedef struct {
+    const char *path, *query;
+    size_t path_len, query_len;
+} target_parts_t;
+
+static target_parts_t split_target(const char *t, size_t tl) {
     if (tl && t[0] != '/' && t[0] != '*') {
         const char *sep = NULL;
         for (size_t i = 0; i + 2 < tl; i++)
@@ -453,39 +458,68 @@ PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) 
     if (hash)
         tl = (size_t)(hash - t);
     const char *q = memchr(t, '?', tl);
-    size_t pl = q ? (size_t)(q - t) : tl;
-    const char *qs = q ? q + 1 : t + tl;
-    size_t ql = q ? tl - pl - 1 : 0;
-    if (pl == 0 && t[0] != '/') { /* "?a" after absolute-form with no path */
-        t = "/";
-        pl = 1;
+    target_parts_t parts = {t, q ? q + 1 : t + tl, q ? (size_t)(q - t) : tl, 0};
+    parts.query_len = q ? tl - parts.path_len - 1 : 0;
+    if (parts.path_len == 0 && t[0] != '/') { /* "?a" after absolute-form with no path */
+        parts.path = "/";
+        parts.path_len = 1;
     }
+    return parts;
+}
 
-    /* The same path as the connection's previous request: reuse its (immutable) objects. */
+/* scope["path"] and scope["raw_path"]; the same path as the connection's previous request
+ * reuses its (immutable) objects. */
+static int set_path(cc_asgi_proto_t *p, PyObject *scope, const char *t, size_t pl) {
+    cc_asgi_server_t *srv = p->server;
     Py_ssize_t rl = PyBytes_GET_SIZE(srv->root_path_bytes);
     PyObject *raw = p->last_raw_path;
     if (!(raw && PyBytes_GET_SIZE(raw) == rl + (Py_ssize_t)pl &&
           !memcmp(PyBytes_AS_STRING(raw) + rl, t, pl))) {
         PyObject *path = decode_path(t, pl);
         if (!path)
-            goto error;
+            return -1;
         if (rl) {
             PyObject *full = PyUnicode_Concat(srv->root_path, path);
             Py_DECREF(path);
             if (!(path = full))
-                goto error;
+                return -1;
         }
         if (!(raw = concat_bytes(srv->root_path_bytes, t, pl))) {
             Py_DECREF(path);
-            goto error;
+            return -1;
         }
         Py_XSETREF(p->last_raw_path, raw);
         Py_XSETREF(p->last_path, path);
     }
-    if (PyDict_SetItem(scope, st->s_path, p->last_path) < 0 ||
-        PyDict_SetItem(scope, st->s_raw_path, p->last_raw_path) < 0)
+    if (PyDict_SetItem(scope, srv->st->s_path, p->last_path) < 0 ||
+        PyDict_SetItem(scope, srv->st->s_raw_path, p->last_raw_path) < 0)
+        return -1;
+    return 0;
+}
+
+static int set_extensions(cc_asgi_proto_t *p, PyObject *scope) {
+    PyObject *ext = PyDict_Copy(p->server->extensions);
+    if (!ext || cc_asgi_add_tls(p, ext) < 0 ||
+        PyDict_SetItem(scope, p->server->st->s_extensions, ext) < 0) {
+        Py_XDECREF(ext);
+        return -1;
+    }
+    Py_DECREF(ext);
+    return 0;
+}
+
+PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) {
+    cc_asgi_server_t *srv = p->server;
+    cc_asgi_state_t *st = srv->st;
+    PyObject *base = connection_scope_base(p);
+    PyObject *scope = base ? PyDict_Copy(base) : NULL;
+    if (!scope)
+        return NULL;
+    target_parts_t parts = split_target(req->target, req->target_len);
+    if (set_path(p, scope, parts.path, parts.path_len) < 0)
         goto error;
-    if (set_steal(scope, st->s_query_string, PyBytes_FromStringAndSize(qs, (Py_ssize_t)ql)) < 0)
+    if (set_steal(scope, st->s_query_string,
+                  PyBytes_FromStringAndSize(parts.query, (Py_ssize_t)parts.query_len)) < 0)
         goto error;
     if (set_steal(scope, st->s_method, method_str(st, req->method, req->method_len)) < 0)
         goto error;
@@ -495,12 +529,8 @@ PyObject *cc_asgi_build_scope(cc_asgi_proto_t *p, const cc_http_request_t *req) 
         goto error;
     if (set_steal(scope, st->s_state, srv->state ? PyDict_Copy(srv->state) : PyDict_New()) < 0)
         goto error;
-    PyObject *ext = PyDict_Copy(srv->extensions);
-    if (!ext || cc_asgi_add_tls(p, ext) < 0 || PyDict_SetItem(scope, st->s_extensions, ext) < 0) {
-        Py_XDECREF(ext);
+    if (set_extensions(p, scope) < 0)
         goto error;
-    }
-    Py_DECREF(ext);
     if (srv->proxy_headers && apply_proxy(srv, p, req, scope) < 0)
         goto error;
     return scope;
