@@ -1362,42 +1362,55 @@ error:
     return NULL;
 }
 
-int cc_asgi_ws_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
-    cc_asgi_server_t *srv = p->server;
-    cc_asgi_state_t *st = srv->st;
-    cc_asgi_ws_config_t *cfg = &srv->ws_cfg;
-    PyObject *recv = NULL, *send = NULL, *cb = NULL, *task = NULL;
+/* Why the upgrade request can't be accepted (RFC 6455 4.2.1), with the status and an extra
+ * header line for the refusal; NULL when it can, with the Sec-WebSocket-Accept value in accept. */
+static const char *handshake_refusal(const cc_http_request_t *req, char *accept, int *status,
+                                     const char **extra) {
     int n;
-    if (req->method_len != 3 || memcmp(req->method, "GET", 3)) {
-        cc_buf_consume(&p->in, req->head_len);
-        return refuse(p, 400, "WebSocket upgrade requires GET.", NULL);
-    }
-    if (req->version_minor != 1) {
-        cc_buf_consume(&p->in, req->head_len);
-        return refuse(p, 400, "WebSocket upgrade requires HTTP/1.1.", NULL);
-    }
+    *status = 400;
+    *extra = NULL;
+    if (req->method_len != 3 || memcmp(req->method, "GET", 3))
+        return "WebSocket upgrade requires GET.";
+    if (req->version_minor != 1)
+        return "WebSocket upgrade requires HTTP/1.1.";
     const cc_http_header_t *ver = find_header(req, "sec-websocket-version", 21, &n);
     if (!ver || n != 1 || ver->value_len != 2 || memcmp(ver->value, "13", 2)) {
-        cc_buf_consume(&p->in, req->head_len);
-        return refuse(p, 426, "Unsupported Sec-WebSocket-Version (only 13 is supported).",
-                      "sec-websocket-version: 13\r\n");
+        *status = 426;
+        *extra = "sec-websocket-version: 13\r\n";
+        return "Unsupported Sec-WebSocket-Version (only 13 is supported).";
     }
     const cc_http_header_t *key = find_header(req, "sec-websocket-key", 17, &n);
-    char accept[CC_WS_ACCEPT_LEN];
-    if (!key || n != 1 || cc_ws_accept_key(key->value, key->value_len, accept) != CC_WS_OK) {
-        cc_buf_consume(&p->in, req->head_len);
-        return refuse(p, 400, "Missing or invalid Sec-WebSocket-Key header.", NULL);
-    }
-    if (cc_asgi_over_concurrency(srv)) {
-        cc_asgi_log(srv, st->s_warning, "Exceeded concurrency limit.", NULL);
-        int rc = cc_asgi_send_simple(p, 1, 503, "Service Unavailable", 1);
-        cc_buf_consume(&p->in, req->head_len);
-        cc_asgi_close(p, 0);
-        return rc;
-    }
-    cc_asgi_ws_t *ws = PyObject_GC_New(cc_asgi_ws_t, st->ws.ws_type);
-    if (!ws)
+    if (!key || n != 1 || cc_ws_accept_key(key->value, key->value_len, accept) != CC_WS_OK)
+        return "Missing or invalid Sec-WebSocket-Key header.";
+    return NULL;
+}
+
+/* permessage-deflate, when the server allows it and the client offers it. */
+static int negotiate_deflate(cc_asgi_ws_t *ws, const cc_http_request_t *req) {
+    size_t el;
+    char *ext = join_header(req, "sec-websocket-extensions", 24, &el);
+    if (!ext && el) {
+        PyErr_NoMemory();
         return -1;
+    }
+    if (ext && el) {
+        cc_ws_deflate_config_t dc;
+        cc_ws_deflate_config_default(&dc);
+        dc.server_max_window_bits = CC_ASGI_WS_DEFLATE_WINDOW;
+        ws->deflate = cc_ws_deflate_negotiate(ext, el, &dc, &ws->zparams, ws->ext_resp,
+                                              &ws->ext_len) == 1;
+    }
+    free(ext);
+    return 0;
+}
+
+/* The connection's WebSocket state for an acceptable upgrade request, scope included. */
+static cc_asgi_ws_t *ws_new(cc_asgi_proto_t *p, const cc_http_request_t *req,
+                            const char *accept) {
+    cc_asgi_ws_config_t *cfg = &p->server->ws_cfg;
+    cc_asgi_ws_t *ws = PyObject_GC_New(cc_asgi_ws_t, p->server->st->ws.ws_type);
+    if (!ws)
+        return NULL;
     memset((char *)ws + sizeof(PyObject), 0, sizeof(*ws) - sizeof(PyObject));
     ws->proto = (cc_asgi_proto_t *)Py_NewRef(p);
     ws->dc_code = CC_WS_CLOSE_ABNORMAL;
@@ -1407,31 +1420,26 @@ int cc_asgi_ws_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     ws->subprotocols = subprotocol_list(req);
     if (!ws->queue || !ws->subprotocols)
         goto error;
-    if (cfg->per_message_deflate) {
-        size_t el;
-        char *ext = join_header(req, "sec-websocket-extensions", 24, &el);
-        if (!ext && el) {
-            PyErr_NoMemory();
-            goto error;
-        }
-        if (ext && el) {
-            cc_ws_deflate_config_t dc;
-            cc_ws_deflate_config_default(&dc);
-            dc.server_max_window_bits = CC_ASGI_WS_DEFLATE_WINDOW;
-            ws->deflate = cc_ws_deflate_negotiate(ext, el, &dc, &ws->zparams, ws->ext_resp,
-                                                  &ws->ext_len) == 1;
-        }
-        free(ext);
-    }
+    if (cfg->per_message_deflate && negotiate_deflate(ws, req) < 0)
+        goto error;
     cc_ws_parser_init(&ws->parser, cfg->max_size, ws->deflate);
     ws->parser.announce_min = CC_ASGI_WS_SINK_MIN;
     ws->scope = ws_scope(ws, req);
     if (!ws->scope)
         goto error;
-    cc_buf_consume(&p->in, req->head_len);
-    recv = PyCFunction_New(&receive_def, (PyObject *)ws);
-    send = PyCFunction_New(&send_def, (PyObject *)ws);
-    cb = PyCFunction_New(&done_def, (PyObject *)ws);
+    return ws;
+error:
+    Py_DECREF(ws);
+    return NULL;
+}
+
+/* Runs the app on ws in its own task; the connection owns ws from here on. */
+static int ws_run_app(cc_asgi_ws_t *ws) {
+    cc_asgi_proto_t *p = ws->proto;
+    cc_asgi_server_t *srv = p->server;
+    PyObject *task = NULL, *recv = PyCFunction_New(&receive_def, (PyObject *)ws);
+    PyObject *send = PyCFunction_New(&send_def, (PyObject *)ws);
+    PyObject *cb = PyCFunction_New(&done_def, (PyObject *)ws);
     if (!recv || !send || !cb)
         goto error;
     p->ws = (cc_asgi_ws_t *)Py_NewRef(ws);
@@ -1447,7 +1455,7 @@ int cc_asgi_ws_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     }
     ws->task = Py_NewRef(task);
     PyObject *dargs[2] = {task, cb};
-    PyObject *r = PyObject_VectorcallMethod(st->s_add_done_callback, dargs,
+    PyObject *r = PyObject_VectorcallMethod(srv->st->s_add_done_callback, dargs,
                                             2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     if (!r)
         goto error;
@@ -1459,7 +1467,6 @@ done:
     Py_XDECREF(send);
     Py_XDECREF(cb);
     Py_XDECREF(task);
-    Py_DECREF(ws);
     return 0;
 error:
     Py_XDECREF(recv);
@@ -1472,8 +1479,32 @@ error:
     }
     if (p->ws == ws)
         Py_CLEAR(p->ws);
-    Py_DECREF(ws);
     return -1;
+}
+
+int cc_asgi_ws_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
+    cc_asgi_server_t *srv = p->server;
+    char accept[CC_WS_ACCEPT_LEN];
+    int status;
+    const char *extra, *why = handshake_refusal(req, accept, &status, &extra);
+    if (why) {
+        cc_buf_consume(&p->in, req->head_len);
+        return refuse(p, status, why, extra);
+    }
+    if (cc_asgi_over_concurrency(srv)) {
+        cc_asgi_log(srv, srv->st->s_warning, "Exceeded concurrency limit.", NULL);
+        int rc = cc_asgi_send_simple(p, 1, 503, "Service Unavailable", 1);
+        cc_buf_consume(&p->in, req->head_len);
+        cc_asgi_close(p, 0);
+        return rc;
+    }
+    cc_asgi_ws_t *ws = ws_new(p, req, accept);
+    if (!ws)
+        return -1;
+    cc_buf_consume(&p->in, req->head_len);
+    int rc = ws_run_app(ws);
+    Py_DECREF(ws);
+    return rc;
 }
 
 /* ---- events from HttpProtocol / HttpServer ---------------------------------------------- */
