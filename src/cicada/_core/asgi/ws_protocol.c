@@ -809,12 +809,82 @@ done:
     return rc;
 }
 
-static int do_accept(cc_asgi_ws_t *ws, PyObject *message) {
+/* The 101 response head for websocket.accept: our headers, the subprotocol (a str, or NULL)
+ * and the app's extra headers. */
+static int accept_head(cc_asgi_ws_t *ws, cc_buf_t *o, PyObject *sub, PyObject *headers) {
+    cc_asgi_server_t *srv = ws->proto->server;
+    if (APPEND_LIT(o, "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                      "connection: Upgrade\r\nsec-websocket-accept: ") < 0 ||
+        cc_buf_append(o, ws->accept, CC_WS_ACCEPT_LEN) < 0 || APPEND_LIT(o, "\r\n") < 0)
+        goto nomem;
+    if (sub) {
+        Py_ssize_t sl;
+        const char *s = PyUnicode_AsUTF8AndSize(sub, &sl);
+        if (!s)
+            return -1;
+        if (!cc_http_valid_header_value(s, (size_t)sl)) {
+            PyErr_SetString(PyExc_RuntimeError, "invalid websocket subprotocol value");
+            return -1;
+        }
+        if (APPEND_LIT(o, "sec-websocket-protocol: ") < 0 ||
+            cc_buf_append(o, s, (size_t)sl) < 0 || APPEND_LIT(o, "\r\n") < 0)
+            goto nomem;
+    }
+    if (ws->deflate &&
+        (APPEND_LIT(o, "sec-websocket-extensions: ") < 0 ||
+         cc_buf_append(o, ws->ext_resp, ws->ext_len) < 0 || APPEND_LIT(o, "\r\n") < 0))
+        goto nomem;
+    if (srv->server_header && cc_buf_append(o, srv->server_header, srv->server_header_len) < 0)
+        goto nomem;
+    if (append_app_headers(o, headers, NULL) < 0)
+        return -1;
+    if (APPEND_LIT(o, "\r\n") < 0)
+        goto nomem;
+    return 0;
+nomem:
+    PyErr_NoMemory();
+    return -1;
+}
+
+/* The negotiated permessage-deflate's compressor and decompressor. */
+static int start_deflate(cc_asgi_ws_t *ws) {
+    size_t max_size = ws->proto->server->ws_cfg.max_size;
+    cc_ws_result_t r = cc_ws_inflater_init(&ws->inf, &ws->zparams, max_size);
+    if (r == CC_WS_OK) {
+        r = cc_ws_deflater_init(&ws->def, &ws->zparams, CC_ASGI_WS_DEFLATE_LEVEL,
+                                CC_ASGI_WS_DEFLATE_MEM_LEVEL);
+        if (r != CC_WS_OK)
+            cc_ws_inflater_free(&ws->inf);
+    }
+    if (r != CC_WS_OK) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    ws->zready = 1;
+    return 0;
+}
+
+/* The handshake is written: the connection is open, frames flow. */
+static int opened(cc_asgi_ws_t *ws) {
     cc_asgi_proto_t *p = ws->proto;
     cc_asgi_server_t *srv = p->server;
-    cc_asgi_state_t *st = srv->st;
-    PyObject *sub = msg_get(message, st->ws.s_subprotocol);
-    PyObject *headers = NULL;
+    ws->accepted = 1;
+    log_handshake(ws, "accepted");
+    cc_asgi_log(srv, srv->st->s_info, "connection open", NULL);
+    ws->last_ping = cc_asgi_monotonic();
+    if (srv->shutting_down) { /* accepted during a graceful stop: say goodbye at once */
+        if (send_close_frame(ws, CC_WS_CLOSE_GOING_AWAY, "", 0) < 0)
+            return -1;
+        ws->close_deadline = cc_asgi_monotonic() + CC_ASGI_WS_CLOSE_TIMEOUT;
+    }
+    if (rearm(ws) < 0)
+        return -1;
+    return p->in.len ? cc_asgi_ws_feed(ws) : update_reading(ws);
+}
+
+static int do_accept(cc_asgi_ws_t *ws, PyObject *message) {
+    cc_asgi_state_t *st = ST(ws);
+    PyObject *headers = NULL, *sub = msg_get(message, st->ws.s_subprotocol);
     cc_buf_t o;
     cc_buf_init(&o);
     int rc = -1;
@@ -827,69 +897,14 @@ static int do_accept(cc_asgi_ws_t *ws, PyObject *message) {
         Py_CLEAR(sub);
     if (sub && !PyUnicode_Check(sub)) {
         PyErr_Format(PyExc_RuntimeError,
-                     "websocket.accept 'subprotocol' must be str or None, "
-                     "got %s",
+                     "websocket.accept 'subprotocol' must be str or None, got %s",
                      Py_TYPE(sub)->tp_name);
         goto done;
     }
-    if (APPEND_LIT(&o, "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
-                       "connection: Upgrade\r\nsec-websocket-accept: ") < 0 ||
-        cc_buf_append(&o, ws->accept, CC_WS_ACCEPT_LEN) < 0 || APPEND_LIT(&o, "\r\n") < 0)
-        goto nomem;
-    if (sub) {
-        Py_ssize_t sl;
-        const char *s = PyUnicode_AsUTF8AndSize(sub, &sl);
-        if (!s)
-            goto done;
-        if (!cc_http_valid_header_value(s, (size_t)sl)) {
-            PyErr_SetString(PyExc_RuntimeError, "invalid websocket subprotocol value");
-            goto done;
-        }
-        if (APPEND_LIT(&o, "sec-websocket-protocol: ") < 0 ||
-            cc_buf_append(&o, s, (size_t)sl) < 0 || APPEND_LIT(&o, "\r\n") < 0)
-            goto nomem;
-    }
-    if (ws->deflate &&
-        (APPEND_LIT(&o, "sec-websocket-extensions: ") < 0 ||
-         cc_buf_append(&o, ws->ext_resp, ws->ext_len) < 0 || APPEND_LIT(&o, "\r\n") < 0))
-        goto nomem;
-    if (srv->server_header && cc_buf_append(&o, srv->server_header, srv->server_header_len) < 0)
-        goto nomem;
-    if (append_app_headers(&o, headers, NULL) < 0)
+    if (accept_head(ws, &o, sub, headers) < 0 || (ws->deflate && start_deflate(ws) < 0) ||
+        cc_asgi_write(ws->proto, cc_buf_ptr(&o), o.len) < 0)
         goto done;
-    if (APPEND_LIT(&o, "\r\n") < 0)
-        goto nomem;
-    if (ws->deflate) {
-        cc_ws_result_t r = cc_ws_inflater_init(&ws->inf, &ws->zparams, srv->ws_cfg.max_size);
-        if (r == CC_WS_OK) {
-            r = cc_ws_deflater_init(&ws->def, &ws->zparams, CC_ASGI_WS_DEFLATE_LEVEL,
-                                    CC_ASGI_WS_DEFLATE_MEM_LEVEL);
-            if (r != CC_WS_OK)
-                cc_ws_inflater_free(&ws->inf);
-        }
-        if (r != CC_WS_OK) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        ws->zready = 1;
-    }
-    if (cc_asgi_write(p, cc_buf_ptr(&o), o.len) < 0)
-        goto done;
-    ws->accepted = 1;
-    log_handshake(ws, "accepted");
-    cc_asgi_log(srv, st->s_info, "connection open", NULL);
-    ws->last_ping = cc_asgi_monotonic();
-    if (srv->shutting_down) { /* accepted during a graceful stop: say goodbye at once */
-        if (send_close_frame(ws, CC_WS_CLOSE_GOING_AWAY, "", 0) < 0)
-            goto done;
-        ws->close_deadline = cc_asgi_monotonic() + CC_ASGI_WS_CLOSE_TIMEOUT;
-    }
-    if (rearm(ws) < 0)
-        goto done;
-    rc = p->in.len ? cc_asgi_ws_feed(ws) : update_reading(ws);
-    goto done;
-nomem:
-    PyErr_NoMemory();
+    rc = opened(ws);
 done:
     Py_XDECREF(sub);
     Py_XDECREF(headers);
