@@ -101,3 +101,54 @@ def test_fast_path_write_to_reset_peer(error_log):
         s2.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         assert read_response(s2)[0] == 200
         s2.close()
+
+
+def _shaped(messages):
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        for message in messages:
+            await send(message)
+
+    return app
+
+
+def _start(headers=(), trailers=False):
+    return {"type": "http.response.start", "status": 200, "headers": list(headers),
+            "trailers": trailers}
+
+
+def _body(body, more=False):
+    return {"type": "http.response.body", "body": body, "more_body": more}
+
+
+BIG_SHAPES = {
+    # the head, the body and the stream's end in one writelines around the uncopied body
+    "big only, chunked": ([_start(), _body(BIG)], {}),
+    "big only, content-length": ([_start([(b"content-length", b"%d" % len(BIG))]), _body(BIG)], {}),
+    "big then end": ([_start(), _body(BIG, True), _body(b"")], {}),
+    "small, big, small": ([_start(), _body(b"x", True), _body(BIG, True), _body(b"y")], {}),
+    "big with trailers": ([_start(trailers=True), _body(BIG),
+                           {"type": "http.response.trailers", "headers": [(b"x-sum", b"7")],
+                            "more_trailers": False}], {b"trailer:x-sum": b"7"}),
+}
+
+
+@pytest.mark.parametrize("loop_kind", ["cicada", "asyncio"])
+@pytest.mark.parametrize("shape", list(BIG_SHAPES))
+def test_big_bodies_in_every_framing(loop_kind, shape, error_log):
+    """A body over CC_ASGI_COALESCE_MAX is written between what precedes it (head, chunk-size
+    line) and what follows (chunk end, last chunk, trailers) without being copied; each shape
+    arrives whole, and the connection stays usable for the next request."""
+    messages, extra = BIG_SHAPES[shape]
+    with ServerThread(_shaped(messages), loop_kind=loop_kind, error_logger=error_log) as st:
+        s = st.connect()
+        for _ in range(2):
+            s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            status, headers, body, _ = read_response(s)
+            assert status == 200
+            assert body == b"".join(m.get("body", b"") for m in messages)
+            for key, value in extra.items():
+                assert headers[key] == value
+        s.close()
+    assert not error_log.handler.records  # type: ignore[attr-defined]

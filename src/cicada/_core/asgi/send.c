@@ -387,85 +387,77 @@ static PyObject *handle_body(cc_asgi_cycle_t *c, PyObject *msg) {
     return r;
 }
 
+/* Content-Length checks before anything is written, so an error leaves the stream intact. */
+static int check_content_length(cc_asgi_cycle_t *c, size_t bl, int more) {
+    if (c->body_sent + bl > c->content_length) {
+        PyErr_SetString(PyExc_RuntimeError, "Response content longer than Content-Length");
+        return -1;
+    }
+    if (!more && c->body_sent + bl != c->content_length) {
+        PyErr_SetString(PyExc_RuntimeError, "Response content shorter than Content-Length");
+        return -1;
+    }
+    return 0;
+}
+
+/* A large body is not copied: what o holds before it (the head, a chunk-size line) and after it
+ * (chunk and stream ends) go out with it in one writelines. */
+static int write_around(cc_asgi_proto_t *p, cc_buf_t *o, size_t split, PyObject *body) {
+    PyObject *parts[3];
+    int n = 0, rc = -1;
+    if (split && !(parts[n++] = PyBytes_FromStringAndSize(cc_buf_ptr(o), (Py_ssize_t)split)))
+        goto done;
+    parts[n++] = Py_NewRef(body);
+    Py_ssize_t tail = (Py_ssize_t)(o->len - split);
+    if (tail && !(parts[n++] = PyBytes_FromStringAndSize(cc_buf_ptr(o) + split, tail)))
+        goto done;
+    o->start = o->len = 0; /* the shared buffer is free again before any write can re-enter */
+    rc = cc_asgi_writelines(p, parts, n);
+done:
+    o->start = o->len = 0;
+    for (int i = 0; i < n; i++)
+        Py_XDECREF(parts[i]);
+    return rc;
+}
+
 static PyObject *body_bytes(cc_asgi_cycle_t *c, PyObject *msg, PyObject *body) {
     cc_asgi_proto_t *p = c->proto;
-    cc_asgi_server_t *srv = p->server;
-    cc_asgi_state_t *st = srv->st;
-    cc_buf_t *o = &srv->out;
-    PyObject *mb = get(msg, st->s_more_body);
+    cc_buf_t *o = &p->server->out;
+    PyObject *mb = get(msg, p->server->st->s_more_body);
     int more = mb ? PyObject_IsTrue(mb) : 0;
     if (more < 0 || PyErr_Occurred())
         return NULL;
     size_t bl = body ? (size_t)PyBytes_GET_SIZE(body) : 0;
     int no_body = c->is_head || is_no_body_status(c->status);
-    /* Content-Length checks before anything is written, so an error leaves the stream intact. */
-    if (!no_body && c->has_cl) {
-        if (c->body_sent + bl > c->content_length) {
-            PyErr_SetString(PyExc_RuntimeError, "Response content longer than Content-Length");
-            return NULL;
-        }
-        if (!more && c->body_sent + bl != c->content_length) {
-            PyErr_SetString(PyExc_RuntimeError, "Response content shorter than Content-Length");
-            return NULL;
-        }
-    }
+    if (!no_body && c->has_cl && check_content_length(c, bl, more) < 0)
+        return NULL;
     if (c->resp == CC_RESP_STARTED) {
         if (begin_head(c, o, (int64_t)bl, more, 0) < 0)
             return NULL;
     } else {
         o->start = o->len = 0;
     }
-    PyObject *prefix = NULL; /* a large body is not copied: [prefix, body, rest] in one call */
-    int big = 0;
+    size_t split = 0; /* a big body goes between o[:split] and o[split:] */
+    int big = !no_body && bl > CC_ASGI_COALESCE_MAX;
     if (!no_body && bl) {
-        big = bl > CC_ASGI_COALESCE_MAX;
         if (c->chunked_out) {
             char sz[24];
-            size_t szl = cc_http_chunk_size_line(sz, bl);
-            if (out_append(o, sz, szl) < 0)
+            if (out_append(o, sz, cc_http_chunk_size_line(sz, bl)) < 0)
                 return NULL;
         }
-        if (big) {
-            if (o->len) {
-                prefix = PyBytes_FromStringAndSize(cc_buf_ptr(o), (Py_ssize_t)o->len);
-                if (!prefix)
-                    return NULL;
-            }
-            o->start = o->len = 0;
-        } else if (out_append(o, PyBytes_AS_STRING(body), bl) < 0) {
+        if (big)
+            split = o->len;
+        else if (out_append(o, PyBytes_AS_STRING(body), bl) < 0)
             return NULL;
-        }
         if (c->chunked_out && OUT_LIT(o, "\r\n") < 0)
-            goto error;
+            return NULL;
         c->body_sent += bl;
     }
-    if (!more && !no_body && c->chunked_out) {
-        if (c->trailers ? OUT_LIT(o, "0\r\n") < 0 : OUT_LIT(o, "0\r\n\r\n") < 0)
-            goto error;
-    }
-    if (big) {
-        PyObject *rest = NULL;
-        if (o->len) {
-            rest = PyBytes_FromStringAndSize(cc_buf_ptr(o), (Py_ssize_t)o->len);
-            o->start = o->len = 0;
-            if (!rest)
-                goto error;
-        }
-        PyObject *parts[3];
-        int n = 0;
-        if (prefix)
-            parts[n++] = prefix;
-        parts[n++] = body;
-        if (rest)
-            parts[n++] = rest;
-        int rc = cc_asgi_writelines(p, parts, n);
-        Py_XDECREF(rest);
-        Py_CLEAR(prefix);
-        if (rc < 0)
-            return NULL;
-    } else if (o->len && flush_out(p, o) < 0) {
+    if (!more && !no_body && c->chunked_out &&
+        (c->trailers ? OUT_LIT(o, "0\r\n") : OUT_LIT(o, "0\r\n\r\n")) < 0)
         return NULL;
-    }
+    if (big ? write_around(p, o, split, body) < 0 : (o->len && flush_out(p, o) < 0))
+        return NULL;
     if (!more) {
         if (c->trailers)
             c->resp = CC_RESP_TRAILERS;
@@ -473,9 +465,6 @@ static PyObject *body_bytes(cc_asgi_cycle_t *c, PyObject *msg, PyObject *body) {
             cc_asgi_response_complete(c);
     }
     return wait_or_ready(p);
-error:
-    Py_XDECREF(prefix);
-    return NULL;
 }
 
 /* ---- http.response.trailers ---------------------------------------------------------------- */
