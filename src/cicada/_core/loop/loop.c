@@ -591,38 +591,41 @@ static int report_slow(cc_loop_t *self, PyObject *h, double dt) {
     return 0;
 }
 
-/* One iteration, like BaseEventLoop._run_once: prune timers, poll, move due timers to the ready
- * queue, run what was ready at that point (callbacks scheduled now wait for the next one). */
-static int run_once(cc_loop_t *self) {
+/* Drop cancelled timers: all of them once they are many (asyncio's rule), else those at the
+ * head of the heap, which would otherwise decide the poll timeout. */
+static int drop_cancelled_timers(cc_loop_t *self) {
     cc_loop_state_t *st = self->st;
     cc_loop_timers_t *tm = &self->timers;
-    PyObject *h;
-
     if (tm->len > CC_LOOP_MIN_SCHEDULED_TO_PRUNE &&
         (double)self->timer_cancelled_count / (double)tm->len > CC_LOOP_CANCELLED_FRACTION) {
         if (cc_loop_timers_prune(tm, prune_cb, st) < 0)
             return -1;
         self->timer_cancelled_count = 0;
-    } else {
-        while (tm->len && cc_loop_handle_cancelled(st, tm->items[0].handle)) {
-            self->timer_cancelled_count--;
-            h = cc_loop_timers_pop(tm);
-            cc_loop_handle_set_scheduled(st, h, 0);
-            cc_loop_handle_release(st, h);
-        }
+        return 0;
     }
-
-    int timeout_ms;
-    if (self->ready.len || self->stopping) {
-        timeout_ms = 0;
-    } else if (tm->len) {
-        double d = tm->items[0].when - now_monotonic();
-        d = d < 0 ? 0 : (d > CC_LOOP_MAX_SELECT_TIMEOUT ? CC_LOOP_MAX_SELECT_TIMEOUT : d);
-        timeout_ms = (int)ceil(d * 1e3);
-    } else {
-        timeout_ms = -1;
+    while (tm->len && cc_loop_handle_cancelled(st, tm->items[0].handle)) {
+        self->timer_cancelled_count--;
+        PyObject *h = cc_loop_timers_pop(tm);
+        cc_loop_handle_set_scheduled(st, h, 0);
+        cc_loop_handle_release(st, h);
     }
+    return 0;
+}
 
+/* 0 with work ready, the time to the first timer, or -1 (block) with nothing scheduled. */
+static int poll_timeout_ms(cc_loop_t *self) {
+    if (self->ready.len || self->stopping)
+        return 0;
+    if (!self->timers.len)
+        return -1;
+    double d = self->timers.items[0].when - now_monotonic();
+    d = d < 0 ? 0 : (d > CC_LOOP_MAX_SELECT_TIMEOUT ? CC_LOOP_MAX_SELECT_TIMEOUT : d);
+    return (int)ceil(d * 1e3);
+}
+
+/* Polls and dispatches I/O events (a zero-timeout poll may be skipped: see
+ * CC_LOOP_BUSY_POLL_INTERVAL). */
+static int poll_io(cc_loop_t *self, int timeout_ms) {
     if (self->backend.pfd < 0) {
         PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
         return -1;
@@ -632,12 +635,10 @@ static int run_once(cc_loop_t *self) {
     int n;
     if (timeout_ms == 0) {
         double now = now_monotonic();
-        if (now - self->last_poll < CC_LOOP_BUSY_POLL_INTERVAL && !self->stopping) {
-            n = 0;
-        } else {
-            self->last_poll = now;
-            n = cc_loop_backend_poll(&self->backend, 0, self->events);
-        }
+        if (now - self->last_poll < CC_LOOP_BUSY_POLL_INTERVAL && !self->stopping)
+            return 0;
+        self->last_poll = now;
+        n = cc_loop_backend_poll(&self->backend, 0, self->events);
     } else {
         self->last_poll = 0;
         Py_BEGIN_ALLOW_THREADS n = cc_loop_backend_poll(&self->backend, timeout_ms, self->events);
@@ -649,27 +650,34 @@ static int run_once(cc_loop_t *self) {
             return -1;
         }
         /* Let Python-level signal handlers run (KeyboardInterrupt comes out here). */
-        if (PyErr_CheckSignals() < 0)
-            return -1;
-        n = 0;
+        return PyErr_CheckSignals();
     }
     for (int i = 0; i < n; i++)
         if (dispatch_io(self, &self->events[i]) < 0)
             return -1;
+    return 0;
+}
 
+static int ready_due_timers(cc_loop_t *self) {
+    cc_loop_timers_t *tm = &self->timers;
     double end = tm->len ? now_monotonic() + self->clock_resolution : 0;
     while (tm->len && tm->items[0].when < end) {
-        h = cc_loop_timers_pop(tm);
-        cc_loop_handle_set_scheduled(st, h, 0);
+        PyObject *h = cc_loop_timers_pop(tm);
+        cc_loop_handle_set_scheduled(self->st, h, 0);
         int rc = cc_loop_ready_push(&self->ready, h);
         Py_DECREF(h);
         if (rc < 0)
             return -1;
     }
+    return 0;
+}
 
+/* Runs what was ready when the iteration got here; callbacks scheduled meanwhile wait. */
+static int run_ready(cc_loop_t *self) {
+    cc_loop_state_t *st = self->st;
     Py_ssize_t ntodo = self->ready.len;
     for (Py_ssize_t i = 0; i < ntodo; i++) {
-        h = cc_loop_ready_pop(&self->ready);
+        PyObject *h = cc_loop_ready_pop(&self->ready);
         if (!h)
             break; /* close() from a callback emptied the queue */
         if (cc_loop_handle_cancelled(st, h)) {
@@ -690,6 +698,14 @@ static int run_once(cc_loop_t *self) {
             return -1;
     }
     return 0;
+}
+
+/* One iteration, like BaseEventLoop._run_once. */
+static int run_once(cc_loop_t *self) {
+    if (drop_cancelled_timers(self) < 0 || poll_io(self, poll_timeout_ms(self)) < 0 ||
+        ready_due_timers(self) < 0)
+        return -1;
+    return run_ready(self);
 }
 
 static PyObject *core__run_once(cc_loop_t *self, PyObject *unused) {
