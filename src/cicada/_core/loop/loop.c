@@ -412,7 +412,7 @@ static PyObject *add_io(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs
         PyTuple_SET_ITEM(cbargs, i - 2, Py_NewRef(args[i]));
     PyObject *h = cc_loop_handle_new(self, args[1], cbargs, NULL);
     Py_DECREF(cbargs);
-    if (!h || cc_loop_fd_reserve(self, fd) < 0)
+    if (!h || cc_loop_fd_reserve(self, fd) < 0 || cc_loop_sock_forget_stale(self, fd, NULL) < 0)
         goto error;
     cc_loop_fd_t *e = &self->fds[fd];
     uint32_t bit = writer ? CC_EV_WRITE : CC_EV_READ;

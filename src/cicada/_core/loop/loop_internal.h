@@ -155,6 +155,10 @@ int cc_loop_sock_ready(cc_loop_t *self, int fd, int write);
 /* A reader/writer was added or removed on fd: a waiter there is dropped (its future stays
  * pending, as asyncio's replaced handle leaves it). Returns 1 when one was dropped. */
 int cc_loop_sock_displace(cc_loop_t *self, int fd, int write);
+/* fd is about to be registered for `sock` (NULL: a reader/writer callback): waiters parked for
+ * a socket closed since then are forgotten, as the kernel forgot that file's registration, so
+ * that none of them reads from or writes into the socket that has the number now. */
+int cc_loop_sock_forget_stale(cc_loop_t *self, int fd, PyObject *sock);
 /* End of an iteration: drop the interest nobody re-used (see cc_loop_fd_t.lazy). */
 int cc_loop_sock_flush(cc_loop_t *self);
 int cc_loop_sock_traverse(cc_loop_t *self, visitproc visit, void *arg);

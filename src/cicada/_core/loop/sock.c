@@ -313,6 +313,43 @@ int cc_loop_sock_displace(cc_loop_t *self, int fd, int write) {
     return 1;
 }
 
+/* 1 when the waiter's socket no longer has the number fd (closed: fileno() is -1), 0 when it
+ * does, -1 on SystemExit and the like (any other failure to tell counts as closed). */
+static int waiter_stale(cc_loop_state_t *st, cc_loop_sockwait_t *w, int fd) {
+    PyObject *r = PyObject_VectorcallMethod(st->str_fileno, &w->sock,
+                                            1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    long now = r ? PyLong_AsLong(r) : -1;
+    Py_XDECREF(r);
+    if (PyErr_Occurred()) {
+        if (is_fatal())
+            return -1;
+        PyErr_Clear();
+        return 1;
+    }
+    return now != fd;
+}
+
+int cc_loop_sock_forget_stale(cc_loop_t *self, int fd, PyObject *sock) {
+    if (fd < 0 || fd >= self->nfds)
+        return 0;
+    for (int write = 0; write < 2; write++) {
+        cc_loop_sockwait_t *w = *slot_of(self, fd, write);
+        if (!w || w->sock == sock)
+            continue;
+        int stale = waiter_stale(self->st, w, fd);
+        if (stale < 0)
+            return -1;
+        if (!stale || *slot_of(self, fd, write) != w) /* fileno() may have run any code */
+            continue;
+        *slot_of(self, fd, write) = NULL;
+        uint32_t bit = write ? CC_EV_WRITE : CC_EV_READ;
+        self->fds[fd].mask &= ~bit; /* no epoll_ctl: the kernel dropped it with the file */
+        self->fds[fd].lazy &= ~bit;
+        waiter_free(w);
+    }
+    return 0;
+}
+
 /* asyncio's _ensure_fd_no_transport(fd), with the common case (no transport for fd) answered
  * by one dict lookup; a hit goes to asyncio's method for its exact check and message. */
 static int check_no_transport(cc_loop_t *self, int fd) {
@@ -354,7 +391,7 @@ static PyObject *park(cc_loop_t *self, int fd, int write, int op, PyObject *sock
     PyObject *fut = NULL;
     cc_loop_sockwait_t *w = NULL;
     if (cc_loop_check_closed(self) < 0 || check_no_transport(self, fd) < 0 ||
-        cc_loop_fd_reserve(self, fd) < 0)
+        cc_loop_fd_reserve(self, fd) < 0 || cc_loop_sock_forget_stale(self, fd, sock) < 0)
         goto error;
     if (!self->sock_done_cb) {
         self->sock_done_cb = PyObject_GetAttrString((PyObject *)self, "_cc_sock_done");

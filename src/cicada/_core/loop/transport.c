@@ -482,7 +482,7 @@ static int write_iov(PyObject *o, const struct iovec *iov, int n) {
         total += iov[i].iov_len;
     if (total == 0)
         return 0;
-    if (self->conn_lost) {
+    if (self->conn_lost || self->fd < 0) { /* lost, or closed and its socket gone */
         if (self->conn_lost >= CC_LOOP_LOG_CONNLOST_WRITES) {
             PyObject *r = call_noargs(o, "_cc_warn_send_after_lost");
             if (!r)
@@ -684,7 +684,6 @@ static PyObject *tr_get_write_buffer_size(PyObject *o, PyObject *unused) {
         Py_XSETREF(s->name, Py_NewRef(v ? v : Py_None));                                           \
         return 0;                                                                                  \
     }
-OBJ_FIELD(sock)
 OBJ_FIELD(loop)
 OBJ_FIELD(empty_waiter)
 
@@ -726,6 +725,21 @@ BOOL_FIELD(protocol_paused)
 SIZE_FIELD(conn_lost)
 SIZE_FIELD(high_water)
 SIZE_FIELD(low_water)
+
+/* asyncio's _call_connection_lost closes the socket and sets _sock to None: from then on the
+ * number may be another socket's, so this transport must not read or write it any more. */
+static PyObject *g_sock(PyObject *o, void *c) {
+    (void)c;
+    return Py_NewRef(F(o)->sock);
+}
+static int s_sock(PyObject *o, PyObject *v, void *c) {
+    (void)c;
+    cc_transport_t *s = F(o);
+    Py_XSETREF(s->sock, Py_NewRef(v ? v : Py_None));
+    if (s->sock == Py_None)
+        s->fd = -1;
+    return 0;
+}
 
 static PyObject *g_fd(PyObject *o, void *c) {
     (void)c;
