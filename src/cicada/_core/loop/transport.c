@@ -249,83 +249,89 @@ generic:
     return NULL;
 }
 
-/* feed_data()'s steps after the append: wake the waiter, pause past 2 * limit. 0 or -1. */
-static int stream_fed(cc_loop_state_t *st, PyObject *reader, Py_ssize_t buffered) {
-    PyObject *waiter = PyObject_GetAttr(reader, st->str_waiter), *r;
+/* feed_data()'s _wakeup_waiter(): the reader's waiter (if any) gets None, unless cancelled. */
+static int wake_waiter(cc_loop_state_t *st, PyObject *reader) {
+    PyObject *waiter = PyObject_GetAttr(reader, st->str_waiter);
     if (!waiter)
         return -1;
+    int rc = 0;
     if (waiter != Py_None) {
+        rc = -1;
         if (PyObject_SetAttr(reader, st->str_waiter, Py_None) < 0)
-            goto error;
-        r = PyObject_CallMethodNoArgs(waiter, st->str_cancelled);
+            goto done;
+        PyObject *r = PyObject_CallMethodNoArgs(waiter, st->str_cancelled);
         int cancelled = r ? PyObject_IsTrue(r) : -1;
         Py_XDECREF(r);
         if (cancelled < 0)
-            goto error;
+            goto done;
         if (!cancelled) {
             r = PyObject_CallMethodOneArg(waiter, st->str_set_result, Py_None);
             if (!r)
-                goto error;
+                goto done;
             Py_DECREF(r);
         }
+        rc = 0;
     }
-    Py_CLEAR(waiter);
+done:
+    Py_DECREF(waiter);
+    return rc;
+}
+
+/* feed_data()'s len(self._buffer) > 2 * self._limit: in C for an int limit small enough for C
+ * arithmetic, else by Python's rules. 1, 0, or -1 on error. */
+static int over_limit(cc_loop_state_t *st, PyObject *reader, Py_ssize_t buffered) {
+    PyObject *limit = PyObject_GetAttr(reader, st->str_limit);
+    if (!limit)
+        return -1;
+    int overflow = 0, over;
+    long long lim = PyLong_CheckExact(limit) ? PyLong_AsLongLongAndOverflow(limit, &overflow) : 0;
+    if (PyLong_CheckExact(limit) && !overflow && lim < LLONG_MAX / 2 && lim > LLONG_MIN / 2) {
+        over = (long long)buffered > 2 * lim;
+    } else {
+        PyObject *two = PyLong_FromLong(2), *len = PyLong_FromSsize_t(buffered);
+        PyObject *twice = two && len ? PyNumber_Multiply(two, limit) : NULL;
+        over = twice ? PyObject_RichCompareBool(len, twice, Py_GT) : -1;
+        Py_XDECREF(two);
+        Py_XDECREF(len);
+        Py_XDECREF(twice);
+    }
+    Py_DECREF(limit);
+    return over;
+}
+
+/* feed_data()'s pause: pause the transport, or forget one that can't be paused. */
+static int pause_feeding(cc_loop_state_t *st, PyObject *reader, PyObject *transport) {
+    PyObject *r = PyObject_CallMethodNoArgs(transport, st->str_pause_reading);
+    if (r) {
+        Py_DECREF(r);
+        return PyObject_SetAttr(reader, st->str_paused, Py_True);
+    }
+    if (!PyErr_ExceptionMatches(PyExc_NotImplementedError))
+        return -1;
+    PyErr_Clear();
+    return PyObject_SetAttr(reader, st->str_transport, Py_None);
+}
+
+/* feed_data()'s steps after the append: wake the waiter, pause past 2 * limit. 0 or -1. */
+static int stream_fed(cc_loop_state_t *st, PyObject *reader, Py_ssize_t buffered) {
+    if (wake_waiter(st, reader) < 0)
+        return -1;
     PyObject *transport = PyObject_GetAttr(reader, st->str_transport);
     if (!transport)
         return -1;
-    int rc = 0, over = 0;
+    int rc = 0;
     if (transport != Py_None) {
         PyObject *v = PyObject_GetAttr(reader, st->str_paused);
         int paused = v ? PyObject_IsTrue(v) : -1;
         Py_XDECREF(v);
-        if (paused < 0)
-            goto done_error;
-        if (!paused) {
-            /* len(self._buffer) > 2 * self._limit, done by Python for a limit that is not an
-             * int small enough for C arithmetic */
-            PyObject *limit = PyObject_GetAttr(reader, st->str_limit);
-            if (!limit)
-                goto done_error;
-            int overflow = 0;
-            long long lim =
-                PyLong_CheckExact(limit) ? PyLong_AsLongLongAndOverflow(limit, &overflow) : 0;
-            if (PyLong_CheckExact(limit) && !overflow && lim < LLONG_MAX / 2 &&
-                lim > LLONG_MIN / 2) {
-                over = (long long)buffered > 2 * lim;
-            } else {
-                PyObject *two = PyLong_FromLong(2), *len = PyLong_FromSsize_t(buffered);
-                PyObject *twice = two && len ? PyNumber_Multiply(two, limit) : NULL;
-                over = twice ? PyObject_RichCompareBool(len, twice, Py_GT) : -1;
-                Py_XDECREF(two);
-                Py_XDECREF(len);
-                Py_XDECREF(twice);
-            }
-            Py_DECREF(limit);
-            if (over < 0)
-                goto done_error;
-        }
-    }
-    if (over) {
-        r = PyObject_CallMethodNoArgs(transport, st->str_pause_reading);
-        if (r) {
-            Py_DECREF(r);
-            rc = PyObject_SetAttr(reader, st->str_paused, Py_True);
-        } else if (PyErr_ExceptionMatches(PyExc_NotImplementedError)) {
-            /* feed_data(): the transport can't be paused, forget it */
-            PyErr_Clear();
-            rc = PyObject_SetAttr(reader, st->str_transport, Py_None);
-        } else {
+        int over = paused == 0 ? over_limit(st, reader, buffered) : 0;
+        if (paused < 0 || over < 0)
             rc = -1;
-        }
+        else if (over)
+            rc = pause_feeding(st, reader, transport);
     }
     Py_DECREF(transport);
     return rc;
-done_error:
-    Py_DECREF(transport);
-    return -1;
-error:
-    Py_DECREF(waiter);
-    return -1;
 }
 
 /* Receive into the reader's buffer and do feed_data()'s work. Returns the _read_ready() result,
