@@ -471,6 +471,82 @@ static int check_bytes_like(PyObject *data) {
     return -1;
 }
 
+/* A write after the connection was lost: dropped, and logged past a few (asyncio's rule). */
+static int drop_write(PyObject *o) {
+    cc_transport_t *self = F(o);
+    if (self->conn_lost >= CC_LOOP_LOG_CONNLOST_WRITES) {
+        PyObject *r = call_noargs(o, "_cc_warn_send_after_lost");
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+    }
+    self->conn_lost++;
+    return 0;
+}
+
+/* One send()/sendmsg() of the buffers: 1 with *sent set, 0 after a fatal socket error (reported
+ * through _fatal_error()), -1 with an exception. */
+static int send_now(PyObject *o, const struct iovec *iov, int n, size_t *sent) {
+    cc_transport_t *self = F(o);
+    ssize_t r;
+    if (n == 1) {
+        /* One buffer: send() skips sendmsg()'s msghdr and iovec import in the kernel. */
+        r = send(self->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+    } else {
+        struct msghdr msg = {0};
+        msg.msg_iov = (struct iovec *)iov;
+        msg.msg_iovlen = (size_t)(n < IOV_MAX ? n : IOV_MAX); /* the rest is buffered */
+        r = sendmsg(self->fd, &msg, MSG_NOSIGNAL);
+    }
+    if (r < 0) {
+        if (!would_block(errno)) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            PyObject *x = fatal(o, "Fatal write error on socket transport");
+            if (!x)
+                return -1;
+            Py_DECREF(x);
+            return 0;
+        }
+        r = 0;
+    }
+    *sent = (size_t)r;
+    return 1;
+}
+
+/* The buffer is no longer empty: _write_ready sends the rest when the socket takes it. */
+static int watch_writable(PyObject *o) {
+    cc_transport_t *self = F(o);
+    PyObject *cb = PyObject_GetAttrString(o, "_write_ready");
+    if (!cb)
+        return -1;
+    PyObject *r = PyObject_CallMethod(self->loop, "_add_writer", "iO", self->fd, cb);
+    Py_DECREF(cb);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Appends what send() did not take (the buffers past their first `sent` bytes). */
+static int queue_unsent(cc_transport_t *self, const struct iovec *iov, int n, size_t sent,
+                        size_t total) {
+    Py_ssize_t old = PyByteArray_GET_SIZE(self->buffer);
+    if (PyByteArray_Resize(self->buffer, old + (Py_ssize_t)(total - sent)) < 0)
+        return -1;
+    char *dst = PyByteArray_AS_STRING(self->buffer) + old;
+    for (int i = 0; i < n; i++) {
+        size_t len = iov[i].iov_len;
+        if (sent >= len) {
+            sent -= len;
+            continue;
+        }
+        memcpy(dst, (const char *)iov[i].iov_base + sent, len - sent);
+        dst += len - sent;
+        sent = 0;
+    }
+    return 0;
+}
+
 /* Send what the socket takes now, copy the rest into the buffer (the writer callback sends it).
  * Fatal socket errors are reported through _fatal_error() and are not the caller's error. */
 static int write_iov(PyObject *o, const struct iovec *iov, int n) {
@@ -488,65 +564,18 @@ static int write_iov(PyObject *o, const struct iovec *iov, int n) {
         total += iov[i].iov_len;
     if (total == 0)
         return 0;
-    if (self->conn_lost || self->fd < 0) { /* lost, or closed and its socket gone */
-        if (self->conn_lost >= CC_LOOP_LOG_CONNLOST_WRITES) {
-            PyObject *r = call_noargs(o, "_cc_warn_send_after_lost");
-            if (!r)
-                return -1;
-            Py_DECREF(r);
-        }
-        self->conn_lost++;
-        return 0;
-    }
+    if (self->conn_lost || self->fd < 0) /* lost, or closed and its socket gone */
+        return drop_write(o);
     size_t sent = 0;
     if (PyByteArray_GET_SIZE(self->buffer) == 0) {
-        ssize_t r;
-        if (n == 1) {
-            /* One buffer: send() skips sendmsg()'s msghdr and iovec import in the kernel. */
-            r = send(self->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
-        } else {
-            struct msghdr msg = {0};
-            msg.msg_iov = (struct iovec *)iov;
-            msg.msg_iovlen = (size_t)(n < IOV_MAX ? n : IOV_MAX); /* the rest is buffered below */
-            r = sendmsg(self->fd, &msg, MSG_NOSIGNAL);
-        }
-        if (r < 0) {
-            if (!would_block(errno)) {
-                PyErr_SetFromErrno(PyExc_OSError);
-                PyObject *x = fatal(o, "Fatal write error on socket transport");
-                if (!x)
-                    return -1;
-                Py_DECREF(x);
-                return 0;
-            }
-            r = 0;
-        }
-        sent = (size_t)r;
-        if (sent == total)
-            return 0;
-        PyObject *cb = PyObject_GetAttrString(o, "_write_ready");
-        if (!cb)
+        int rc = send_now(o, iov, n, &sent);
+        if (rc <= 0 || sent == total)
+            return rc < 0 ? -1 : 0;
+        if (watch_writable(o) < 0)
             return -1;
-        PyObject *r2 = PyObject_CallMethod(self->loop, "_add_writer", "iO", self->fd, cb);
-        Py_DECREF(cb);
-        if (!r2)
-            return -1;
-        Py_DECREF(r2);
     }
-    Py_ssize_t old = PyByteArray_GET_SIZE(self->buffer);
-    if (PyByteArray_Resize(self->buffer, old + (Py_ssize_t)(total - sent)) < 0)
+    if (queue_unsent(self, iov, n, sent, total) < 0)
         return -1;
-    char *dst = PyByteArray_AS_STRING(self->buffer) + old;
-    for (int i = 0; i < n; i++) {
-        size_t len = iov[i].iov_len;
-        if (sent >= len) {
-            sent -= len;
-            continue;
-        }
-        memcpy(dst, (const char *)iov[i].iov_base + sent, len - sent);
-        dst += len - sent;
-        sent = 0;
-    }
     return maybe_pause(o);
 }
 
