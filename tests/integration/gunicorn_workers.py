@@ -9,3 +9,9 @@ _http = http_args()[1] if http_args() else "auto"
 
 class TestWorker(CicadaWorker):
     CONFIG_KWARGS = {"loop": "auto", "http": _http}
+
+
+class AcceleratedWorker(CicadaWorker):
+    """What docs/usage.md tells gunicorn users to write for --accelerate."""
+
+    CONFIG_KWARGS = {**TestWorker.CONFIG_KWARGS, "accelerate": True}

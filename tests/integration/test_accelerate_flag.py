@@ -42,3 +42,11 @@ def test_apps_it_cannot_accelerate_are_served_with_a_warning(serve, app, reason)
     port = p.wait_port()
     assert seen(port) == "unset"
     assert "--accelerate: " + reason in p.output and "middleware runs unchanged" in p.output
+
+
+def test_gunicorn_worker_with_accelerate(serve):
+    p = serve("-b", "127.0.0.1:0", "-w", "1", "-k", "gunicorn_workers.AcceleratedWorker",
+              "mwapps:app", module="gunicorn")
+    port = int(p.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)", timeout=30).group(1))
+    p.wait_for("Application startup complete.", timeout=30)
+    assert seen(port) == "endpoint" and seen(port, "/sub/") == "endpoint"
