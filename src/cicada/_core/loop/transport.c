@@ -667,6 +667,10 @@ static PyObject *tr_write_ready(PyObject *o, PyObject *unused) {
         if (!r)
             return NULL;
         Py_DECREF(r);
+        /* resume_writing() may have run the loop nested (cicada's loop is re-entrant) and this
+         * transport may have finished and lost its connection meanwhile. */
+        if (self->conn_lost || self->fd < 0)
+            Py_RETURN_NONE;
     }
     if (PyByteArray_GET_SIZE(self->buffer) == 0) {
         r = PyObject_CallMethod(self->loop, "_remove_writer", "i", self->fd);
