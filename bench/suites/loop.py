@@ -235,21 +235,42 @@ ECHO = [("sock_* 1 KiB", "sock", "tcp", 1024), ("Protocol 1 KiB", "proto", "tcp"
 
 
 CLIENT_SRC = harness.ROOT / "bench" / "tools" / "echo_client.c"
+SERVER_SRC = harness.ROOT / "bench" / "tools" / "echo_server.c"
+# Reference subjects on the Protocol rows: bench/tools/echo_server.c, plain C, no loop at all.
+# A subject "C <mode>" runs `echo_server <mode>` in place of the Python worker.
+C_FLOOR = "C epoll floor"
+C_MODES = {C_FLOOR: "epoll"}
 
 
-def _build_client() -> str | None:
-    """Compile bench/tools/echo_client.c into a temporary file; None without a C compiler (the
-    suite then falls back to the uvloop client in WORKER)."""
+def _build_tool(src, what: str) -> str | None:
+    """Compile a bench/tools C file into a temporary file; None without a C compiler."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if not cc:
         return None
-    out = os.path.join(tempfile.gettempdir(), f"cicada_echo_client_{os.getpid()}")
-    r = subprocess.run([cc, "-O2", "-o", out, str(CLIENT_SRC)], capture_output=True, text=True)
+    out = os.path.join(tempfile.gettempdir(), f"cicada_{src.stem}_{os.getpid()}")
+    r = subprocess.run([cc, "-O2", "-o", out, str(src)], capture_output=True, text=True)
     if r.returncode != 0:
-        print(f"echo_client.c did not compile, using the uvloop client:\n{r.stderr}",
-              file=sys.stderr)
+        print(f"{src.name} did not compile, {what}:\n{r.stderr}", file=sys.stderr)
         return None
     return out
+
+
+def _build_client() -> str | None:
+    """echo_client.c; None without a C compiler (the suite then falls back to the uvloop client
+    in WORKER)."""
+    return _build_tool(CLIENT_SRC, "using the uvloop client")
+
+
+def _build_server() -> str | None:
+    """echo_server.c; None without a C compiler (the rows then have no C reference)."""
+    return _build_tool(SERVER_SRC, "no C reference rows")
+
+
+def _c_mode(kind: str) -> str | None:
+    """echo_server's mode for a C subject ("C epoll floor" or "C <mode>"), None for a loop."""
+    if not kind.startswith("C "):
+        return None
+    return C_MODES.get(kind, kind[2:])
 
 
 def _worker_path() -> str:
@@ -267,13 +288,22 @@ def _run(args: list[str], cpu: str, timeout: float = 120) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _echo_once(worker, client, kind, mode, family, size, duration):
+def _echo_once(worker, client, kind, mode, family, size, duration, server=None):
+    """One echo run: (round trips/s, server CPU us per round trip, client CPU us or None). A C
+    subject (see _c_mode) runs the `server` binary (echo_server.c) instead of a loop."""
     tmp = tempfile.mkdtemp(prefix="cicada-echo-")
     ready = os.path.join(tmp, "ready")
     addr = os.path.join(tmp, "sock") if family == "unix" else ["127.0.0.1", harness.free_port()]
-    proc = subprocess.Popen(harness.taskset_prefix(harness.SERVER_CPU) +
-                            [sys.executable, worker, "serve", kind, mode, family, json.dumps(addr),
-                             ready], stderr=subprocess.PIPE)
+    where = [family, addr] if family == "unix" else [family, *map(str, addr)]
+    c_mode = _c_mode(kind)
+    if c_mode is not None:
+        if server is None:
+            raise RuntimeError(f"{kind}: no echo_server binary (C compiler missing?)")
+        cmd = [server, c_mode, *where, ready]
+    else:
+        cmd = [sys.executable, worker, "serve", kind, mode, family, json.dumps(addr), ready]
+    proc = subprocess.Popen(harness.taskset_prefix(harness.SERVER_CPU) + cmd,
+                            stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
         while not os.path.exists(ready):
@@ -284,7 +314,6 @@ def _echo_once(worker, client, kind, mode, family, size, duration):
         # own CPU time per round trip, which only the loop under test decides.
         cpu0 = _cpu_seconds(proc.pid)
         if client:
-            where = [family, addr] if family == "unix" else [family, *map(str, addr)]
             res = subprocess.run(harness.taskset_prefix(harness.CLIENT_CPU) +
                                  [client, *where, str(size), "8", str(duration)],
                                  capture_output=True, text=True, timeout=duration + 60)
@@ -301,6 +330,7 @@ def _echo_once(worker, client, kind, mode, family, size, duration):
     finally:
         proc.terminate()
         proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _cpu_seconds(pid: int) -> float:
