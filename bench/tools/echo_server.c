@@ -45,10 +45,31 @@
 #define MAX_EVENTS 64
 #define RING_ENTRIES 256
 #define CQ_ENTRIES 4096
-#define PBUF_COUNT 128         /* provided buffers (a power of two) */
-#define PBUF_SIZE (256 * 1024) /* each, as large as the loops' reads; 32 MiB in all */
+#define PBUF_MAX 128           /* provided buffers at most (ECHO_PBUFS, a power of two) */
+#define PBUF_SIZE (256 * 1024) /* each, as large as the loops' reads */
+#define PBUF_DEFAULT 16 /* few: the ring hands buffers out in turn, so each extra one is colder */
 #define PBUF_GROUP 1
 #define NO_BUF 0xffffu
+
+/* ECHO_STATS=1: on SIGTERM, print how many of each kernel request the run took (to see where a
+ * mode spends its round trips), then exit. */
+static volatile sig_atomic_t stop_requested;
+static unsigned long long n_enter, n_recv_cqe, n_send, n_wait, n_recv_sys, n_send_sys;
+
+static void on_term(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void maybe_stop(void) {
+    if (!stop_requested)
+        return;
+    fprintf(stderr,
+            "{\"io_uring_enter\": %llu, \"recv_cqes\": %llu, \"send_sqes\": %llu, "
+            "\"epoll_wait\": %llu, \"recv\": %llu, \"send\": %llu}\n",
+            n_enter, n_recv_cqe, n_send, n_wait, n_recv_sys, n_send_sys);
+    exit(0);
+}
 
 static void die(const char *what) {
     perror(what);
@@ -144,6 +165,7 @@ static int flush_pending(int fd) {
  * the buffer, so more may be waiting. */
 static int echo_once(int fd, int *full) {
     ssize_t r = recv(fd, rbuf, sizeof(rbuf), MSG_DONTWAIT);
+    n_recv_sys++;
     *full = 0;
     if (r < 0)
         return errno == EAGAIN || errno == EINTR ? 1 : -1;
@@ -151,6 +173,7 @@ static int echo_once(int fd, int *full) {
         return -1;
     *full = r == (ssize_t)sizeof(rbuf);
     ssize_t s = send(fd, rbuf, (size_t)r, MSG_NOSIGNAL | MSG_DONTWAIT);
+    n_send_sys++;
     if (s < 0) {
         if (errno != EAGAIN && errno != EINTR)
             return -1;
@@ -181,9 +204,12 @@ static _Noreturn void run_epoll(int lfd) {
     struct epoll_event evs[MAX_EVENTS];
     for (;;) {
         int n = epoll_wait(ep, evs, MAX_EVENTS, -1);
+        n_wait++;
         if (n < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR) {
+                maybe_stop();
                 continue;
+            }
             die("epoll_wait");
         }
         for (int k = 0; k < n; k++) {
@@ -308,12 +334,15 @@ static void ring_enter(unsigned wait) {
     unsigned todo = ring.sq_local_tail - ring.sq_submitted;
     for (;;) {
         int r = sys_enter(ring.fd, todo, wait, IORING_ENTER_GETEVENTS);
+        n_enter++;
         if (r >= 0) {
             ring.sq_submitted += (unsigned)r;
             return;
         }
-        if (errno == EINTR)
+        if (errno == EINTR) {
+            maybe_stop();
             continue;
+        }
         if (errno == EBUSY || errno == EAGAIN) { /* CQ backlog: reap first, submit next round */
             return;
         }
@@ -370,16 +399,17 @@ typedef struct {
 
 static struct io_uring_buf_ring *pbr;
 static char *pbuf_mem;
-static pbuf_t pbufs[PBUF_COUNT];
+static pbuf_t pbufs[PBUF_MAX];
+static unsigned pbuf_count = PBUF_DEFAULT;
 static uconn_t uconns[MAX_FDS];
 static uint16_t pbr_tail;
 static int skip_send_cqe, starved; /* starved: some recv stopped for want of buffers */
 static int gave;                   /* a buffer went back to the ring this iteration */
-static uint16_t issued[PBUF_COUNT];
+static uint16_t issued[PBUF_MAX];
 static unsigned n_issued;
 
 static void pbuf_give(uint16_t bid) {
-    struct io_uring_buf *b = &pbr->bufs[pbr_tail & (PBUF_COUNT - 1)];
+    struct io_uring_buf *b = &pbr->bufs[pbr_tail & (pbuf_count - 1)];
     b->addr = (uint64_t)(uintptr_t)(pbuf_mem + (size_t)bid * PBUF_SIZE);
     b->len = PBUF_SIZE;
     b->bid = bid;
@@ -389,20 +419,28 @@ static void pbuf_give(uint16_t bid) {
 }
 
 static void pbuf_init(void) {
-    size_t ring_sz = PBUF_COUNT * sizeof(struct io_uring_buf);
+    const char *env = getenv("ECHO_PBUFS");
+    if (env) {
+        pbuf_count = (unsigned)atoi(env);
+        if (pbuf_count < 2 || pbuf_count > PBUF_MAX || (pbuf_count & (pbuf_count - 1))) {
+            fprintf(stderr, "ECHO_PBUFS must be a power of two in 2..%d\n", PBUF_MAX);
+            exit(2);
+        }
+    }
+    size_t ring_sz = pbuf_count * sizeof(struct io_uring_buf);
     pbr = mmap(NULL, ring_sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    pbuf_mem = mmap(NULL, (size_t)PBUF_COUNT * PBUF_SIZE, PROT_READ | PROT_WRITE,
+    pbuf_mem = mmap(NULL, (size_t)pbuf_count * PBUF_SIZE, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (pbr == MAP_FAILED || pbuf_mem == MAP_FAILED)
         die("mmap buffers");
     struct io_uring_buf_reg reg;
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uint64_t)(uintptr_t)pbr;
-    reg.ring_entries = PBUF_COUNT;
+    reg.ring_entries = pbuf_count;
     reg.bgid = PBUF_GROUP;
     if (sys_register(ring.fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0)
         unavailable("IORING_REGISTER_PBUF_RING (needs Linux 5.19)");
-    for (uint16_t i = 0; i < PBUF_COUNT; i++)
+    for (uint16_t i = 0; i < pbuf_count; i++)
         pbuf_give(i);
 }
 
@@ -420,6 +458,7 @@ static void queue_recv(int fd) {
 static void queue_send(uint16_t bid) {
     pbuf_t *b = &pbufs[bid];
     struct io_uring_sqe *sqe = ring_sqe();
+    n_send++;
     sqe->opcode = IORING_OP_SEND;
     sqe->fd = b->fd;
     sqe->addr = (uint64_t)(uintptr_t)(pbuf_mem + (size_t)bid * PBUF_SIZE + b->off);
@@ -483,6 +522,7 @@ static void uring_conn_open(int fd) {
 }
 
 static void uring_on_recv(int fd, struct io_uring_cqe *cqe) {
+    n_recv_cqe++;
     uconn_t *c = &uconns[fd];
     if (!(cqe->flags & IORING_CQE_F_MORE))
         c->reading = 0;
@@ -660,6 +700,10 @@ int main(int argc, char **argv) {
     const char *mode = argv[1];
     is_unix = strcmp(argv[2], "unix") == 0;
     signal(SIGPIPE, SIG_IGN);
+    if (getenv("ECHO_STATS")) {
+        struct sigaction sa = {.sa_handler = on_term}; /* no SA_RESTART: the wait returns EINTR */
+        sigaction(SIGTERM, &sa, NULL);
+    }
     int lfd = listen_on(argv + 3);
     /* Probe io_uring before saying ready, so an unavailable kernel fails the start clearly. */
     unsigned flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
