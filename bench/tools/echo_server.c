@@ -6,7 +6,7 @@
  *   (the Python servers' CLI shape; READY_PATH is created once the socket listens)
  * MODE:
  *   epoll        level-triggered epoll_wait, then one recv and one send per readable socket: what
- *                an epoll loop does per message (3 syscalls per round trip);
+ *                an epoll loop does per message (recv + send + a share of one epoll_wait);
  *   uring        io_uring with SINGLE_ISSUER|DEFER_TASKRUN: multishot recv into a provided-buffer
  *                ring, the echo sent by a SEND SQE straight from that buffer, one io_uring_enter
  *                per iteration that submits the sends and waits for completions;
@@ -17,9 +17,11 @@
  *   uring-skip   uring with IOSQE_CQE_SKIP_SUCCESS on sends. Measurement only: without the
  *                send's completion nobody knows when its buffer is free, so the buffer is recycled
  *                right after the io_uring_enter that issued it; correct only while sends complete
- *                inline (small echoes on a socket with room), which a loop cannot assume.
+ *                inline (small echoes on a socket with room), which a loop cannot assume: at
+ *                100 KiB it stalls. 1 KiB rows only.
  * Exit status 3 with a message when io_uring is not available (ENOSYS, EPERM in containers,
- * kernel.io_uring_disabled) or lacks a needed feature. */
+ * kernel.io_uring_disabled) or lacks a needed feature. Environment: ECHO_PBUFS=N provided buffers
+ * (default 16), ECHO_STATS=1 prints request counts as JSON on stderr at SIGTERM. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
