@@ -12,6 +12,8 @@
  *                per iteration that submits the sends and waits for completions;
  *   uring-coop   the same with COOP_TASKRUN (no DEFER_TASKRUN);
  *   uring-plain  the same with no setup flags;
+ *   uring-recv   uring's multishot recv, but the echo is a send() syscall (a SEND SQE only for
+ *                what the socket did not take): a loop whose transport.write() stays synchronous;
  *   uring-poll   io_uring only as the poller (multishot POLL_ADD, one io_uring_enter per
  *                iteration), recv and send still plain syscalls: the smallest change to a loop;
  *   uring-skip   uring with IOSQE_CQE_SKIP_SUCCESS on sends. Measurement only: without the
@@ -406,6 +408,7 @@ static unsigned pbuf_count = PBUF_DEFAULT;
 static uconn_t uconns[MAX_FDS];
 static uint16_t pbr_tail;
 static int skip_send_cqe, starved; /* starved: some recv stopped for want of buffers */
+static int direct_send;            /* uring-recv: echo with a send() syscall */
 static int gave;                   /* a buffer went back to the ring this iteration */
 static uint16_t issued[PBUF_MAX];
 static unsigned n_issued;
@@ -534,6 +537,22 @@ static void uring_on_recv(int fd, struct io_uring_cqe *cqe) {
             pbuf_give(bid);
         } else {
             pbufs[bid] = (pbuf_t){.fd = fd, .off = 0, .len = (unsigned)cqe->res, .next = NO_BUF};
+            if (direct_send && c->head == NO_BUF) {
+                /* uring-recv: write() stays a synchronous send(); only what the socket does not
+                 * take goes through the ring, behind which later data must queue. */
+                ssize_t n = send(fd, pbuf_mem + (size_t)bid * PBUF_SIZE, (size_t)cqe->res,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+                n_send_sys++;
+                if (n == cqe->res || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                    pbuf_give(bid);
+                    if (n < 0) {
+                        c->closing = 1;
+                        shutdown(fd, SHUT_RDWR);
+                    }
+                    goto rearm;
+                }
+                pbufs[bid].off = n > 0 ? (unsigned)n : 0;
+            }
             if (c->tail == NO_BUF)
                 c->head = bid;
             else
@@ -554,6 +573,7 @@ static void uring_on_recv(int fd, struct io_uring_cqe *cqe) {
     } else if (cqe->res <= 0) {
         c->closing = 1;
     }
+rearm:
     if (!c->reading && !c->closing && cqe->res != -ENOBUFS)
         queue_recv(fd); /* the multishot ended for another reason (e.g. overflow): re-arm */
     uconn_maybe_close(fd);
@@ -694,7 +714,7 @@ static _Noreturn void run_uring(int lfd, unsigned flags, int poller) {
 int main(int argc, char **argv) {
     if (argc < 3 || (strcmp(argv[2], "unix") == 0 ? argc != 5 : argc != 6)) {
         fprintf(stderr,
-                "usage: %s epoll|uring|uring-coop|uring-plain|uring-poll|uring-skip "
+                "usage: %s epoll|uring|uring-coop|uring-plain|uring-recv|uring-poll|uring-skip "
                 "tcp HOST PORT READY | unix PATH READY\n",
                 argv[0]);
         return 2;
@@ -718,6 +738,8 @@ int main(int argc, char **argv) {
         poller = 1;
     else if (strcmp(mode, "uring-skip") == 0)
         skip_send_cqe = 1;
+    else if (strcmp(mode, "uring-recv") == 0)
+        direct_send = 1;
     else if (strcmp(mode, "uring") != 0 && strcmp(mode, "epoll") != 0) {
         fprintf(stderr, "unknown mode %s\n", mode);
         return 2;
