@@ -8,7 +8,8 @@ streams:1024. A subject "C <mode>" is bench/tools/echo_server.c in that mode (ep
 uring-coop, uring-plain, uring-poll, uring-skip); the C servers echo the same way whatever the
 row's MODE (Protocol or streams is a loop-side distinction). Same server/client pinning, client
 (echo_client.c) and helpers as bench/suites/loop.py's echo rows; runs are interleaved (run r of
-every subject before run r+1 of any) and the median is kept, since the machine is shared.
+every subject before run r+1 of any) and the median is kept, since the machine is shared; each
+subject is also compared with the first one round by round (median of the paired differences).
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ import loop as loop_suite  # noqa: E402
 
 DEFAULT_CASES = ["proto:1024", "proto:102400", "proto:1024:unix", "proto:102400:unix",
                  "streams:1024"]
+
+
+def paired(runs: dict, ref: str, s: str) -> str:
+    """Median over rounds of (s - ref) within the same round: load that drifts between rounds
+    cancels out better than in the difference of the two medians."""
+    a, b = runs[ref]["cpu"], runs[s]["cpu"]
+    if s == ref or not a or len(a) != len(b):
+        return ""
+    d = statistics.median(y - x for x, y in zip(a, b))
+    r = statistics.median(y / x - 1 for x, y in zip(a, b))
+    return f"  vs {ref} {d:+.2f} us ({r * 100:+.0f}%)"
 
 
 def main() -> int:
@@ -77,7 +89,8 @@ def main() -> int:
                 cl = f"{statistics.median(v['client']):.2f}" if v["client"] else "-"
                 spread = " ".join(f"{x:.2f}" for x in v["cpu"])
                 print(f"  {s:14s} {med:6.2f} us  {statistics.median(v['rate']):>9,.0f} rt/s  "
-                      f"client {cl} us{ratio}  [{spread}]", flush=True)
+                      f"client {cl} us{ratio}{paired(runs, subjects[0], s)}  [{spread}]",
+                      flush=True)
     finally:
         os.unlink(worker)
         os.unlink(client)
