@@ -21,6 +21,10 @@ import time
 import harness
 
 TITLE = "Event loop: cicada vs asyncio vs uvloop"
+# Reference subject on the Protocol rows: bench/tools/echo_server.c, plain C, no loop at all.
+# A subject "C <mode>" runs `echo_server <mode>` in place of the Python worker.
+C_FLOOR = "C epoll floor"
+C_MODES = {C_FLOOR: "epoll"}
 NOTES = (
     "Runs are interleaved (run r of every loop before run r+1 of any). "
     "Micro-benchmarks: one process per loop pinned to core 0, best of 3 repetitions inside "
@@ -35,7 +39,10 @@ NOTES = (
     "either CPU: compare the server CPU rows. Nested: cost of one nested `run_until_complete(noop())` (cicada "
     "only) next to one loop iteration (`await asyncio.sleep(0)`); the overhead row subtracts what "
     "the same coroutine costs run the async way (`await loop.create_task(noop())`), so it is what "
-    "nesting adds (issue target: at most one loop iteration)."
+    "nesting adds (issue target: at most one loop iteration). The Protocol rows also run "
+    f"\"{C_FLOOR}\": bench/tools/echo_server.c in epoll mode, a plain C server doing only "
+    "epoll_wait + recv + send per message, the CPU floor of any epoll loop on this kernel "
+    "(bench/tools/echo_floor.py also measures its io_uring modes; docs/loop.md has the figures)."
 )
 
 SUBJECTS = ["asyncio", "uvloop", "cicada"]
@@ -235,21 +242,38 @@ ECHO = [("sock_* 1 KiB", "sock", "tcp", 1024), ("Protocol 1 KiB", "proto", "tcp"
 
 
 CLIENT_SRC = harness.ROOT / "bench" / "tools" / "echo_client.c"
+SERVER_SRC = harness.ROOT / "bench" / "tools" / "echo_server.c"
 
 
-def _build_client() -> str | None:
-    """Compile bench/tools/echo_client.c into a temporary file; None without a C compiler (the
-    suite then falls back to the uvloop client in WORKER)."""
+def _build_tool(src, what: str) -> str | None:
+    """Compile a bench/tools C file into a temporary file; None without a C compiler."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if not cc:
         return None
-    out = os.path.join(tempfile.gettempdir(), f"cicada_echo_client_{os.getpid()}")
-    r = subprocess.run([cc, "-O2", "-o", out, str(CLIENT_SRC)], capture_output=True, text=True)
+    out = os.path.join(tempfile.gettempdir(), f"cicada_{src.stem}_{os.getpid()}")
+    r = subprocess.run([cc, "-O2", "-o", out, str(src)], capture_output=True, text=True)
     if r.returncode != 0:
-        print(f"echo_client.c did not compile, using the uvloop client:\n{r.stderr}",
-              file=sys.stderr)
+        print(f"{src.name} did not compile, {what}:\n{r.stderr}", file=sys.stderr)
         return None
     return out
+
+
+def _build_client() -> str | None:
+    """echo_client.c; None without a C compiler (the suite then falls back to the uvloop client
+    in WORKER)."""
+    return _build_tool(CLIENT_SRC, "using the uvloop client")
+
+
+def _build_server() -> str | None:
+    """echo_server.c; None without a C compiler (the rows then have no C reference)."""
+    return _build_tool(SERVER_SRC, "no C reference rows")
+
+
+def _c_mode(kind: str) -> str | None:
+    """echo_server's mode for a C subject ("C epoll floor" or "C <mode>"), None for a loop."""
+    if not kind.startswith("C "):
+        return None
+    return C_MODES.get(kind, kind[2:])
 
 
 def _worker_path() -> str:
@@ -267,13 +291,24 @@ def _run(args: list[str], cpu: str, timeout: float = 120) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _echo_once(worker, client, kind, mode, family, size, duration):
+def _echo_once(worker, client, kind, mode, family, size, duration, server=None, watch=None):
+    """One echo run: (round trips/s, server CPU us per round trip, client CPU us or None). A C
+    subject (see _c_mode) runs the `server` binary (echo_server.c) instead of a loop. `watch`, if
+    given, is called with the server's pid once it listens and returns a function that is called
+    with the round-trip count once the client is done (bench/tools/echo_syscalls.py)."""
     tmp = tempfile.mkdtemp(prefix="cicada-echo-")
     ready = os.path.join(tmp, "ready")
     addr = os.path.join(tmp, "sock") if family == "unix" else ["127.0.0.1", harness.free_port()]
-    proc = subprocess.Popen(harness.taskset_prefix(harness.SERVER_CPU) +
-                            [sys.executable, worker, "serve", kind, mode, family, json.dumps(addr),
-                             ready], stderr=subprocess.PIPE)
+    where = [family, addr] if family == "unix" else [family, *map(str, addr)]
+    c_mode = _c_mode(kind)
+    if c_mode is not None:
+        if server is None:
+            raise RuntimeError(f"{kind}: no echo_server binary (C compiler missing?)")
+        cmd = [server, c_mode, *where, ready]
+    else:
+        cmd = [sys.executable, worker, "serve", kind, mode, family, json.dumps(addr), ready]
+    proc = subprocess.Popen(harness.taskset_prefix(harness.SERVER_CPU) + cmd,
+                            stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
         while not os.path.exists(ready):
@@ -282,9 +317,9 @@ def _echo_once(worker, client, kind, mode, family, size, duration):
             time.sleep(0.02)
         # The client (the same for every subject) can set the pace, so also take the server's
         # own CPU time per round trip, which only the loop under test decides.
+        done = watch(proc.pid) if watch else None
         cpu0 = _cpu_seconds(proc.pid)
         if client:
-            where = [family, addr] if family == "unix" else [family, *map(str, addr)]
             res = subprocess.run(harness.taskset_prefix(harness.CLIENT_CPU) +
                                  [client, *where, str(size), "8", str(duration)],
                                  capture_output=True, text=True, timeout=duration + 60)
@@ -296,11 +331,14 @@ def _echo_once(worker, client, kind, mode, family, size, duration):
                                    str(duration)], harness.CLIENT_CPU))
         count = max(out["count"], 1)
         cpu_us = (_cpu_seconds(proc.pid) - cpu0) * 1e6 / count
+        if done:
+            done(count)
         client_us = out["cpu_s"] * 1e6 / count if "cpu_s" in out else None
         return out["rate"], cpu_us, client_us
     finally:
         proc.terminate()
         proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -309,12 +347,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _interleaved(label, unit, runs, measure) -> list[harness.Result]:
+def _interleaved(label, unit, runs, measure, subjects=SUBJECTS) -> list[harness.Result]:
     """Run r of every subject before run r+1 of any, so load changes on a shared machine hit
     all subjects alike; keep the median per subject."""
-    values = {kind: [] for kind in SUBJECTS}
+    values = {kind: [] for kind in subjects}
     for _ in range(runs):
-        for kind in SUBJECTS:
+        for kind in subjects:
             values[kind].append(measure(kind))
     return [harness.Result(label, kind, statistics.median(v), unit, v) for kind, v in values.items()]
 
@@ -322,6 +360,7 @@ def _interleaved(label, unit, runs, measure) -> list[harness.Result]:
 def collect(opts) -> list[harness.Result]:
     worker = _worker_path()
     client = _build_client()
+    server = _build_server() if client else None
     results = []
     duration = min(getattr(opts, "duration", 2.0), 2.0)
     try:
@@ -348,18 +387,20 @@ def collect(opts) -> list[harness.Result]:
                                               sorted(extra)[len(extra) // 2], "us", extra,
                                               higher_is_better=False))
         for label, mode, family, size in ECHO:
-            cpu: dict[str, list[float]] = {kind: [] for kind in SUBJECTS}
-            ccpu: dict[str, list[float]] = {kind: [] for kind in SUBJECTS}
+            # The Protocol rows also run the plain C echo server: the floor any loop sits on.
+            subjects = SUBJECTS + [C_FLOOR] if server and mode == "proto" else SUBJECTS
+            cpu: dict[str, list[float]] = {kind: [] for kind in subjects}
+            ccpu: dict[str, list[float]] = {kind: [] for kind in subjects}
 
             def echo(kind):
                 rate, cpu_us, client_us = _echo_once(worker, client, kind, mode, family, size,
-                                                     duration)
+                                                     duration, server)
                 cpu[kind].append(cpu_us)
                 if client_us is not None:
                     ccpu[kind].append(client_us)
                 return rate
 
-            results += _interleaved(label, "rt/s", opts.runs, echo)
+            results += _interleaved(label, "rt/s", opts.runs, echo, subjects)
             for kind, v in cpu.items():
                 extra = {}
                 if ccpu[kind]:
@@ -371,6 +412,8 @@ def collect(opts) -> list[harness.Result]:
         os.unlink(worker)
         if client:
             os.unlink(client)
+        if server:
+            os.unlink(server)
     return results
 
 
@@ -395,4 +438,20 @@ def summary(results: list[harness.Result]) -> str:
             target = ECHO_TARGET
         mark = "" if target is None else f" [{target}x: {'met' if ratio >= target else 'not met'}]"
         lines.append(f"- {scenario}: {ratio:.2f}x{mark}")
+    floor_lines = []
+    for (scenario, subject), f in by.items():
+        c, u = by.get((scenario, "cicada")), by.get((scenario, "uvloop"))
+        if subject != C_FLOOR or not scenario.endswith("server CPU per round trip") or not c or \
+                not u or not f.value:
+            continue
+        need = u.value / ECHO_TARGET
+        floor_lines.append(
+            f"- {scenario.split(':')[0]}: floor {f.value:.1f} us; cicada "
+            f"{c.value - f.value:+.1f} us ({(c.value / f.value - 1) * 100:+.0f}%), uvloop "
+            f"{u.value - f.value:+.1f} us; uvloop / floor {u.value / f.value:.2f}x; "
+            f"{ECHO_TARGET}x uvloop needs {need:.1f} us ({(need / f.value - 1) * 100:+.0f}% vs floor)")
+    if floor_lines:
+        lines += ["", f"Server CPU per round trip next to the {C_FLOOR} (bench/tools/echo_server.c "
+                  "epoll: epoll_wait + recv + send per message, no loop at all):", ""]
+        lines += floor_lines
     return "\n".join(lines)
