@@ -131,6 +131,7 @@ int cc_loop_init(PyObject *module, cc_loop_state_t *st) {
 
 int cc_loop_traverse(cc_loop_state_t *st, visitproc visit, void *arg) {
     Py_VISIT(st->loop_core_type);
+    Py_VISIT(st->socket_type);
     Py_VISIT(st->handle_type);
     Py_VISIT(st->timer_handle_type);
     Py_VISIT(st->task_type);
@@ -148,6 +149,7 @@ int cc_loop_traverse(cc_loop_state_t *st, visitproc visit, void *arg) {
 void cc_loop_clear(cc_loop_state_t *st) {
     cc_loop_handles_free(st);
     Py_CLEAR(st->kw_loop);
+    Py_CLEAR(st->socket_type);
     Py_CLEAR(st->loop_core_type);
     Py_CLEAR(st->handle_type);
     Py_CLEAR(st->timer_handle_type);

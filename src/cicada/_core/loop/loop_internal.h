@@ -159,6 +159,9 @@ int cc_loop_sock_displace(cc_loop_t *self, int fd, int write);
  * a socket closed since then are forgotten, as the kernel forgot that file's registration, so
  * that none of them reads from or writes into the socket that has the number now. */
 int cc_loop_sock_forget_stale(cc_loop_t *self, int fd, PyObject *sock);
+/* sock's fd as its fileno() would say, -1 once it is closed; -2 with an exception set. Cheap
+ * enough for every write (see sock.c). */
+int cc_loop_socket_fd(cc_loop_state_t *st, PyObject *sock);
 /* End of an iteration: drop the interest nobody re-used (see cc_loop_fd_t.lazy). */
 int cc_loop_sock_flush(cc_loop_t *self);
 int cc_loop_sock_traverse(cc_loop_t *self, visitproc visit, void *arg);

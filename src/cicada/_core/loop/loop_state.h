@@ -58,6 +58,10 @@ typedef struct {
     /* Reads the stream fast path put straight into a StreamReader's buffer. */
     unsigned long long stream_reads;
     PyObject *str_fileno;
+    /* _socket.socket, and whether its instances keep their fd right after the object header
+     * (cc_loop_socket_fd: 0 not probed yet, 1 proven on real sockets, -1 ask fileno()). */
+    PyObject *socket_type;
+    int socket_fd_inline;
     PyObject *str_add_done_callback;
     PyObject *str_remove_done_callback;
     PyObject *str_set_result;

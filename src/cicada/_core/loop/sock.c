@@ -21,17 +21,66 @@ static int is_fatal(void) {
            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
 }
 
-/* sock.fileno(); a closed socket (-1) fails as its recv()/send() would, with EBADF. */
-static int sock_fd(cc_loop_state_t *st, PyObject *sock) {
+static int fileno_of(cc_loop_state_t *st, PyObject *sock) {
     PyObject *r = PyObject_VectorcallMethod(st->str_fileno, &sock,
                                             1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     if (!r)
-        return -1;
+        return -2;
     long fd = PyLong_AsLong(r);
     Py_DECREF(r);
     if (fd == -1 && PyErr_Occurred())
+        return -2;
+    return fd < 0 || fd > INT_MAX ? -1 : (int)fd;
+}
+
+static int *inline_fd(PyObject *sock) { return (int *)((char *)sock + sizeof(PyObject)); }
+
+/* CPython's _socket.socket struct keeps the fd first, right after the object header, and sets
+ * it to -1 on close. That is not API, so it is proven here once on two real sockets (both
+ * numbers, then the -1 after close) before cc_loop_socket_fd trusts it; otherwise fileno(). */
+static int probe_inline_fd(cc_loop_state_t *st) {
+    int ok = -1;
+    PyObject *mod = PyImport_ImportModule("_socket"), *pair = NULL;
+    if (mod) {
+        st->socket_type = PyObject_GetAttrString(mod, "socket");
+        pair = PyObject_CallMethod(mod, "socketpair", NULL);
+    }
+    if (st->socket_type && PyType_Check(st->socket_type) && pair && PyTuple_Check(pair) &&
+        PyTuple_GET_SIZE(pair) == 2) {
+        PyObject *a = PyTuple_GET_ITEM(pair, 0), *b = PyTuple_GET_ITEM(pair, 1);
+        PyTypeObject *tp = (PyTypeObject *)st->socket_type;
+        int same = PyObject_TypeCheck(a, tp) && PyObject_TypeCheck(b, tp) &&
+                   tp->tp_basicsize >= (Py_ssize_t)(sizeof(PyObject) + sizeof(int)) &&
+                   *inline_fd(a) == fileno_of(st, a) && *inline_fd(b) == fileno_of(st, b) &&
+                   *inline_fd(a) != *inline_fd(b);
+        PyObject *r = PyObject_CallMethod(a, "close", NULL);
+        if (same && r && *inline_fd(a) == -1 && fileno_of(st, a) == -1)
+            ok = 1;
+        Py_XDECREF(r);
+        Py_XDECREF(PyObject_CallMethod(b, "close", NULL));
+    }
+    PyErr_Clear();
+    Py_XDECREF(pair);
+    Py_XDECREF(mod);
+    if (ok < 0)
+        Py_CLEAR(st->socket_type);
+    return ok;
+}
+
+int cc_loop_socket_fd(cc_loop_state_t *st, PyObject *sock) {
+    if (CC_UNLIKELY(st->socket_fd_inline == 0))
+        st->socket_fd_inline = probe_inline_fd(st);
+    if (st->socket_fd_inline > 0 && PyObject_TypeCheck(sock, (PyTypeObject *)st->socket_type))
+        return *inline_fd(sock);
+    return fileno_of(st, sock);
+}
+
+/* sock.fileno(); a closed socket (-1) fails as its recv()/send() would, with EBADF. */
+static int sock_fd(cc_loop_state_t *st, PyObject *sock) {
+    int fd = cc_loop_socket_fd(st, sock);
+    if (fd == -2)
         return -1;
-    if (fd < 0 || fd > INT_MAX) {
+    if (fd < 0) {
         errno = EBADF;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;

@@ -484,6 +484,27 @@ static int drop_write(PyObject *o) {
     return 0;
 }
 
+/* 1 when the transport's socket object still has the transport's fd. The caller of
+ * create_connection(sock=...) keeps that object and may close it while the transport lives; the
+ * number may then be another socket's, so writing on it would send this connection's data there.
+ * asyncio's send() on the closed object fails with EBADF: so does this (a fatal write error,
+ * reported through _fatal_error(), 0). -1 with an exception. */
+static int socket_still_ours(PyObject *o) {
+    cc_transport_t *self = F(o);
+    int now = cc_loop_socket_fd(self->st, self->sock);
+    if (CC_LIKELY(now == self->fd))
+        return 1;
+    if (now != -2) {
+        errno = EBADF;
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *x = fatal(o, "Fatal write error on socket transport");
+    if (!x)
+        return -1;
+    Py_DECREF(x);
+    return 0;
+}
+
 /* One send()/sendmsg() of the buffers: 1 with *sent set, 0 after a fatal socket error (reported
  * through _fatal_error()), -1 with an exception. */
 static int send_now(PyObject *o, const struct iovec *iov, int n, size_t *sent) {
@@ -568,7 +589,10 @@ static int write_iov(PyObject *o, const struct iovec *iov, int n) {
         return drop_write(o);
     size_t sent = 0;
     if (PyByteArray_GET_SIZE(self->buffer) == 0) {
-        int rc = send_now(o, iov, n, &sent);
+        int rc = socket_still_ours(o);
+        if (rc <= 0)
+            return rc;
+        rc = send_now(o, iov, n, &sent);
         if (rc <= 0 || sent == total)
             return rc < 0 ? -1 : 0;
         if (watch_writable(o) < 0)
