@@ -85,6 +85,41 @@ static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int mor
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
+/* 1 if something holds a weak reference to `obj` (tp_weaklistoffset is negative where the list
+ * is managed by the interpreter, 3.12+, and still locates it). */
+static inline int has_weakrefs(PyObject *obj) {
+    Py_ssize_t off = Py_TYPE(obj)->tp_weaklistoffset;
+    return off && *(PyObject **)((char *)obj + off) != NULL;
+}
+
+/* Requests, responses and their headers are Python-level Starlette objects: a fresh one costs an
+ * allocation, and freeing it walks the class hierarchy (subtype_dealloc) and touches several
+ * type objects. Reusing one costs a few stores (see cc_mw_pool_keep in mw.h). */
+void cc_mw_pool_keep(cc_mw_freelist_t *pool, PyObject *obj, PyObject *tp, const Py_ssize_t *offs,
+                     int n) {
+    if (pool->n >= CC_MW_FREELIST_MAX || Py_TYPE(obj) != (PyTypeObject *)tp ||
+        Py_REFCNT(obj) != 1 || has_weakrefs(obj) || PyErr_Occurred())
+        goto drop;
+    for (int i = 0; i < n; i++)
+        Py_CLEAR(*(PyObject **)((char *)obj + offs[i]));
+    /* the first time, this makes the (empty) dict the instance keeps from then on */
+    PyObject *dict = PyObject_GenericGetDict(obj, NULL);
+    if (!dict) {
+        PyErr_Clear();
+        goto drop;
+    }
+    if (PyDict_GET_SIZE(dict))
+        PyDict_Clear(dict);
+    Py_DECREF(dict);
+    /* emptying it ran arbitrary code (a __del__), which may have got hold of it */
+    if (Py_REFCNT(obj) != 1 || has_weakrefs(obj) || Py_TYPE(obj) != (PyTypeObject *)tp)
+        goto drop;
+    pool->items[pool->n++] = obj;
+    return;
+drop:
+    Py_DECREF(obj);
+}
+
 /* Raises `exc` (an instance) as is: no implicit chaining to an exception being handled. */
 static void raise_exc(PyObject *exc) {
     cc_err_give(Py_NewRef(exc));
@@ -829,8 +864,8 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
             return adopt_response(d, resp, start);
         Py_CLEAR(resp);
     }
-    resp = cls->tp_alloc(cls, 0); /* see make_request */
-    if (!resp)
+    resp = cc_mw_pool_pop(&st->pool_response);
+    if (!resp && !(resp = cls->tp_alloc(cls, 0))) /* see make_request */
         goto error;
     status = cc_mw_msg_get(start, st->s_status, NULL);
     if (!status)
@@ -1814,6 +1849,14 @@ static void drv_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     drv_t *d = (drv_t *)self;
+    if (d->request) { /* most often only we hold it: keep it for the next request */
+        cc_mw_state_t *st = d->st;
+        const Py_ssize_t offs[] = {st->off_scope,    st->off_receive,      st->off_send,
+                                   st->off_consumed, st->off_disconnected, st->off_form};
+        PyObject *req = d->request;
+        d->request = NULL;
+        cc_mw_pool_keep(&st->pool_request, req, st->request_cls, offs, 6);
+    }
     if (d->coro && !d->started && !d->coro_done) {
         saved_err_t e;
         err_save(&e);
@@ -1912,8 +1955,8 @@ static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *rece
     PyTypeObject *cls = (PyTypeObject *)st->request_cls;
     /* tp_alloc, not tp_new: every attribute the driver sets is a slot, so the instance gets no
      * inline attribute values (a dict comes on demand if dispatch sets an attribute) */
-    PyObject *req = cls->tp_alloc(cls, 0);
-    if (!req)
+    PyObject *req = cc_mw_pool_pop(&st->pool_request);
+    if (!req && !(req = cls->tp_alloc(cls, 0)))
         return NULL;
     /* slots of cicada.middleware._Request */
     cc_mw_slot_set(req, st->off_scope, scope);
