@@ -250,3 +250,58 @@ def test_dispatch_own_response_and_replaced_headers(impl, any_loop):
             assert ex.body == (b"own" if n % 3 == 0 else str(n).encode())
 
     run(any_loop, main)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_start_without_headers_key_gets_the_headers_set_in_dispatch(impl, any_loop, layers):
+    """The app's start message without a "headers" key: headers set in dispatch go up in a new
+    message (the app's own is only forwarded when it carries the response's status and list)."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 201})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    def layer(i):
+        async def dispatch(request, call_next):
+            response = await call_next(request)
+            response.headers[f"x-l{i}"] = str(i)
+            return response
+
+        return dispatch
+
+    mw = stack(impl, app, [layer(i) for i in range(layers)])
+
+    async def main():
+        for _ in range(3):
+            ex = await call(mw)
+            assert ex.status == 201 and ex.body == b"x"
+            assert ex.headers == {f"x-l{i}": str(i) for i in range(layers)}
+
+    run(any_loop, main)
+
+
+def test_status_replaced_after_call_next_goes_up(impl, any_loop):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"a", b"1")],
+                    "trailers": False})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    async def inner(request, call_next):
+        response = await call_next(request)
+        response.status_code = 202
+        return response
+
+    async def outer(request, call_next):
+        response = await call_next(request)
+        assert response.status_code == 202
+        response.raw_headers = [(b"b", b"2")]
+        return response
+
+    mw = stack(impl, app, [outer, inner])
+
+    async def main():
+        for _ in range(3):
+            ex = await call(mw)
+            assert ex.status == 202 and ex.headers == {"b": "2"}
+
+    run(any_loop, main)

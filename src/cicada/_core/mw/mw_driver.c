@@ -42,6 +42,8 @@ typedef struct {
     PyObject *deferred; /* futures of final messages, released once the response is sent */
     PyObject *info;     /* http.response.debug info */
     PyObject *start;    /* the app's http.response.start message */
+    /* the status and header list `start` carried when it was sent (cc_mw_unchanged_start) */
+    PyObject *start_status, *start_headers;
     PyObject *replay;   /* request body read by dispatch, replayed to the app */
     /* anyio keeps one "current cancel scope" per task. When the app parks inside its own scopes
      * (a task group streaming from a child task) while dispatch runs in the same task, each side
@@ -836,6 +838,11 @@ static PyObject *adopt_response(drv_t *d, PyObject *resp, PyObject *start) {
     cc_mw_slot_set(resp, st->off_body_iterator, (PyObject *)d);
     cc_mw_slot_set(resp, st->off_info, d->info ? d->info : Py_None);
     Py_XSETREF(d->start, Py_NewRef(start));
+    /* the layer below made `start` from these two (or checked it carries them) just now */
+    int forward = PyDict_CheckExact(start);
+    Py_XSETREF(d->start_status, forward ? Py_XNewRef(cc_mw_slot(resp, st->off_status)) : NULL);
+    Py_XSETREF(d->start_headers,
+               forward ? Py_XNewRef(cc_mw_slot(resp, st->off_raw_headers)) : NULL);
     return resp;
 }
 
@@ -871,6 +878,8 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
     if (!status)
         goto error;
     headers = cc_mw_msg_get(start, st->s_headers, NULL);
+    /* only an exact dict carrying both is forwarded as is (see cc_mw_unchanged_start) */
+    int forward = headers && PyDict_CheckExact(start);
     if (!headers) {
         if (!PyErr_ExceptionMatches(PyExc_KeyError) && PyErr_Occurred())
             goto error;
@@ -885,8 +894,12 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
     cc_mw_slot_set(resp, st->off_background, Py_None);
     cc_mw_slot_set(resp, st->off_info, d->info ? d->info : Py_None);
     Py_XSETREF(d->start, Py_NewRef(start));
-    Py_DECREF(status);
-    Py_DECREF(headers);
+    Py_XSETREF(d->start_status, forward ? status : NULL);
+    Py_XSETREF(d->start_headers, forward ? headers : NULL);
+    if (!forward) {
+        Py_DECREF(status);
+        Py_DECREF(headers);
+    }
     return resp;
 error:
     Py_XDECREF(resp);
@@ -1803,6 +1816,8 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->deferred);
     Py_VISIT(d->info);
     Py_VISIT(d->start);
+    Py_VISIT(d->start_status);
+    Py_VISIT(d->start_headers);
     Py_VISIT(d->replay);
     Py_VISIT(d->ts);
     Py_VISIT(d->outer_scope);
@@ -1833,6 +1848,8 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->deferred);
     Py_CLEAR(d->info);
     Py_CLEAR(d->start);
+    Py_CLEAR(d->start_status);
+    Py_CLEAR(d->start_headers);
     Py_CLEAR(d->replay);
     Py_CLEAR(d->ts);
     Py_CLEAR(d->outer_scope);
@@ -1986,6 +2003,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->task = Py_XNewRef(task);
     d->loop = Py_XNewRef(loop);
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
+    d->start_status = d->start_headers = NULL;
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
     d->child = d->relay_error = d->offer = d->offer_msg = d->call = NULL;
@@ -2014,15 +2032,12 @@ PyObject *cc_mw_driver_info(PyObject *driver) {
 }
 
 PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers) {
-    PyObject *start = ((drv_t *)driver)->start;
-    if (!start || !PyDict_CheckExact(start))
+    drv_t *d = (drv_t *)driver;
+    /* identity, not equality: a header list edited in place is still the one the app sent. The
+     * message is the app's, sent (which hands it over): its items are not read again here. */
+    if (!d->start || status != d->start_status || headers != d->start_headers)
         return NULL;
-    /* identity, not equality: a header list edited in place is still the one the app sent */
-    PyObject *s = PyDict_GetItemWithError(start, ((drv_t *)driver)->st->s_status);
-    PyObject *h =
-        s == status ? PyDict_GetItemWithError(start, ((drv_t *)driver)->st->s_headers) : NULL;
-    PyErr_Clear(); /* a failed lookup only means "build a new message" */
-    return h == headers ? start : NULL;
+    return d->start;
 }
 
 PyObject *cc_mw_driver_request(PyObject *driver) {
