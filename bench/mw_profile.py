@@ -8,14 +8,16 @@ driver of bench/suites/middleware.py for N requests of one (kind, layers) app.
     python bench/mw_profile.py --time [ROUNDS [N]]       # CPU µs/request, interleaved runs
 
 --time: CPU time per request of the in-process driver for none / cicada 1 / cicada 10 /
-accelerate 1 / accelerate 10 (MW_PROFILE_CONFIGS="kind:layers,..." for others), all on core 0.
-One long-lived worker process per configuration and memory layout (MW_PROFILE_LAYOUTS, default
-3) runs slices of N requests (default 2000) when told to; the slices are interleaved round by round
-across the workers, so load from other jobs on the shared machine hits every configuration alike.
-Each slice is time.thread_time() around N requests. Printed per configuration: median µs per
-request over all slices, its ratio to none, the spread ((p90 - p10) / median), cyclic-GC gen-0
-collections and net allocated blocks per request. MW_PROFILE_LOOP picks uvloop (default),
-asyncio or cicada.
+accelerate 1 / accelerate 10 (MW_PROFILE_CONFIGS="kind:layers,..." for others), all pinned to
+core 0. One long-lived worker process per configuration and memory layout (MW_PROFILE_LAYOUTS,
+default 3), warmed up, with long-lived objects frozen out of the collector. Each round (ROUNDS,
+default 30), every worker in turn (the order rotating) runs 10 slices of N requests (default
+100, ~4 ms: short enough that most slices see no other job on the core); a slice is
+time.thread_time_ns() around its N requests. Printed per configuration: the median and the 25th
+percentile of its slices' µs per request, each with its ratio to none, the spread
+((p80 - p25) / median), cyclic-GC collections and net allocated blocks per request. MW_PROFILE_LOOP picks uvloop (default),
+asyncio or cicada. MW_PROFILE_BUILDS="before=/path/bin/python,after=.venv/bin/python" runs every
+configuration under each of those interpreters (other builds of cicada), all interleaved.
 
 --callgrind runs valgrind twice (N=1000 and N=3000 requests) and prints the difference / 2000,
 so start-up and warm-up cancel out; it does so for MW_PROFILE_LAYOUTS (default 3) memory layouts
@@ -123,24 +125,29 @@ TIME_CONFIGS = [("pure", 0), ("cicada", 1), ("cicada", 10), ("accelerate", 1), (
 
 
 def time_configs(rounds: int = 30, n: int = 100, k: int = 10, layouts: int = 3,
-                 configs=None) -> dict:
-    """Interleaved CPU time per request (see the module docstring). Returns, per (kind, layers),
+                 configs=None, builds=None) -> dict:
+    """Interleaved CPU time per request (see the module docstring). Returns, per (kind, layers)
+    (per (build, kind, layers) when `builds` maps labels to Python interpreters of other builds),
     the median and the 25th percentile of its slices' µs/request, the spread, and GC
     collections and net blocks per request."""
     import statistics
 
     configs = configs or TIME_CONFIGS
+    if builds:
+        configs = [(b, kind, layers) for b in builds for kind, layers in configs]
     taskset = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     workers = []
     try:
         for layout in range(layouts):
-            for kind, layers in configs:
+            for config in configs:
+                python = builds[config[0]] if builds else sys.executable
+                kind, layers = config[-2:]
                 proc = subprocess.Popen(
-                    taskset + [sys.executable, __file__, "--time-worker", kind, str(layers)],
+                    taskset + [python, __file__, "--time-worker", kind, str(layers)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                     env={**os.environ, "PYTHONHASHSEED": "0", "MW_PROFILE_LAYOUT": str(layout)})
-                workers.append(((kind, layers), proc))
-        samples = {c: {"us": [], "gc": [], "blocks": []} for c in configs}
+                workers.append((config, proc))
+        samples = {c: {"us": [], "gc": [], "blocks": [], "workers": {}} for c in configs}
         for _, proc in workers:
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError("a --time worker did not start")
@@ -152,6 +159,7 @@ def time_configs(rounds: int = 30, n: int = 100, k: int = 10, layouts: int = 3,
                 proc.stdin.flush()
                 values = [float(x) for x in proc.stdout.readline().split()]
                 samples[config]["us"] += values[:-2]
+                samples[config]["workers"].setdefault(proc.pid, []).extend(values[:-2])
                 samples[config]["gc"].append(values[-2])
                 samples[config]["blocks"].append(values[-1])
     finally:
@@ -164,22 +172,26 @@ def time_configs(rounds: int = 30, n: int = 100, k: int = 10, layouts: int = 3,
         us = sorted(s["us"])
         q = statistics.quantiles(us, n=20)
         med = statistics.median(us)
+        per_worker = sorted(statistics.median(v) for v in s["workers"].values())
         out[config] = {"us": med, "p25": q[4], "p10": q[1], "spread": (q[15] - q[4]) / med,
+                       "workers": per_worker,
                        "gc": statistics.mean(s["gc"]), "blocks": statistics.mean(s["blocks"]),
                        "slices": len(us)}
     return out
 
 
 def print_times(res: dict) -> None:
-    base = res.get(("pure", 0))
     print("µs/request (median and 25th percentile of the slices; spread (p80 - p25) / median)")
-    for (kind, layers), r in res.items():
-        name = "none" if layers == 0 else f"{kind} {layers}"
+    for config, r in res.items():
+        build, (kind, layers) = config[:-2], config[-2:]
+        base = res.get(build + ("pure", 0))
+        name = " ".join(build + ("none" if layers == 0 else f"{kind} {layers}",))
         pct = f"{base['us'] / r['us'] * 100:5.1f}%" if base else ""
         pct25 = f"{base['p25'] / r['p25'] * 100:5.1f}%" if base else ""
-        print(f"{name:14} median {r['us']:6.2f} {pct}   p25 {r['p25']:6.2f} {pct25}"
+        print(f"{name:22} median {r['us']:6.2f} {pct}   p25 {r['p25']:6.2f} {pct25}"
               f"   spread {r['spread'] * 100:4.1f}%   gc {r['gc'] * 1000:5.2f}/1000 req"
-              f"   blocks {r['blocks']:+.3f}/req   ({r['slices']} slices)")
+              f"   blocks {r['blocks']:+.3f}/req   ({r['slices']} slices; per process "
+              + " ".join(f"{w:.2f}" for w in r["workers"]) + ")")
 
 
 def callgrind(kind: str, layers: int, keep: str | None = None, layouts: int = 3) -> float:
@@ -291,8 +303,10 @@ if __name__ == "__main__":
         configs = [(c.split(":")[0], int(c.split(":")[1])) for c in configs.split(",")] if configs else None
         rounds = int(args[1]) if len(args) > 1 else 30
         n = int(args[2]) if len(args) > 2 else 100
+        builds = os.environ.get("MW_PROFILE_BUILDS")
+        builds = dict(b.split("=", 1) for b in builds.split(",")) if builds else None
         print_times(time_configs(rounds, n, layouts=int(os.environ.get("MW_PROFILE_LAYOUTS", "3")),
-                                 configs=configs))
+                                 configs=configs, builds=builds))
     elif args[0] == "--server-callgrind":
         n = server_callgrind(args[1], int(args[2]))
         print(f"{args[1]} {args[2]} under cicada's server: {n:,.0f} instr/request")

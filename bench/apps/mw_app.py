@@ -1,6 +1,7 @@
 """FastAPI hello-JSON app with N identical header-adding middleware layers, for bench/suites/
 middleware.py. Env: MW_LAYERS (0..), MW_KIND (base | pure | cicada | accelerate | noop).
-`noop` is a pure-ASGI layer that only awaits the next app: the floor any layer costs.
+`noop` is a pure-ASGI layer that only awaits the next app: the floor any layer costs;
+`cicada-pass` an HTTPMiddleware whose dispatch only returns `await call_next(request)`.
 
     MW_KIND=cicada MW_LAYERS=5 uvicorn bench.apps.mw_app:app
 """
@@ -48,6 +49,10 @@ async def add_header(request, call_next):
     return response
 
 
+async def pass_through(request, call_next):
+    return await call_next(request)
+
+
 def make_app(kind: str, layers: int) -> FastAPI:
     app = FastAPI()
 
@@ -62,6 +67,10 @@ def make_app(kind: str, layers: int) -> FastAPI:
             app.add_middleware(PureASGIHeader)
         elif kind == "noop":
             app.add_middleware(PureASGINoop)
+        elif kind == "cicada-pass":  # HTTPMiddleware whose dispatch only awaits call_next
+            from cicada.middleware import HTTPMiddleware
+
+            app.add_middleware(HTTPMiddleware, dispatch=pass_through)
         elif kind == "cicada":
             from cicada.middleware import HTTPMiddleware
 
