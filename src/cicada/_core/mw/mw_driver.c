@@ -42,9 +42,9 @@ typedef struct {
     PyObject *deferred; /* futures of final messages, released once the response is sent */
     PyObject *info;     /* http.response.debug info */
     PyObject *start;    /* the app's http.response.start message */
+    PyObject *replay;   /* request body read by dispatch, replayed to the app */
     /* the status and header list `start` carried when it was sent (cc_mw_unchanged_start) */
     PyObject *start_status, *start_headers;
-    PyObject *replay;   /* request body read by dispatch, replayed to the app */
     /* anyio keeps one "current cancel scope" per task. When the app parks inside its own scopes
      * (a task group streaming from a child task) while dispatch runs in the same task, each side
      * gets its own view: ts is anyio's TaskState of `task`, swapped around every app step. */
