@@ -305,3 +305,36 @@ def test_status_replaced_after_call_next_goes_up(impl, any_loop):
             assert ex.status == 202 and ex.headers == {"b": "2"}
 
     run(any_loop, main)
+
+
+def test_more_concurrent_requests_than_the_pools_keep(impl, any_loop):
+    """150 requests in flight at once (the pools keep 64 objects of each kind): the extra ones are
+    freed, and a second wave gets reused and fresh objects alike, each its own."""
+
+    async def dispatch(request, call_next):
+        n = request.headers["x-n"]
+        assert not hasattr(request, "mine")
+        request.mine = n
+        await asyncio.sleep(0.001)
+        response = await call_next(request)
+        assert request.mine == n and request.headers["x-n"] == n
+        response.headers["x-seen"] = n
+        return response
+
+    async def app(scope, receive, send):
+        n = dict(scope["headers"])[b"x-n"]
+        await asyncio.sleep(0.001)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-app", n)]})
+        await send({"type": "http.response.body", "body": n})
+
+    mw = stack(impl, app, [dispatch] * 2)
+
+    async def main():
+        for wave in range(2):
+            ns = range(wave * 150, wave * 150 + 150)
+            exchanges = await asyncio.gather(*(call(mw, scope_n(n)) for n in ns))
+            for n, ex in zip(ns, exchanges):
+                assert ex.body == str(n).encode()
+                assert ex.headers == {"x-app": str(n), "x-seen": str(n)}
+
+    run(any_loop, main)
