@@ -1,5 +1,7 @@
 """FastAPI hello-JSON app with N identical header-adding middleware layers, for bench/suites/
-middleware.py. Env: MW_LAYERS (0..), MW_KIND (base | pure | cicada | accelerate).
+middleware.py. Env: MW_LAYERS (0..), MW_KIND (base | pure | cicada | accelerate | noop).
+`noop` is a pure-ASGI layer that only awaits the next app: the floor any layer costs;
+`cicada-pass` an HTTPMiddleware whose dispatch only returns `await call_next(request)`.
 
     MW_KIND=cicada MW_LAYERS=5 uvicorn bench.apps.mw_app:app
 """
@@ -31,10 +33,24 @@ class PureASGIHeader:
         await self.app(scope, receive, send_with_header)
 
 
+class PureASGINoop:
+    """The floor of any layer: a pure-ASGI class that only awaits the next app (no header)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+
 async def add_header(request, call_next):
     response = await call_next(request)
     response.headers["x-mw"] = "1"
     return response
+
+
+async def pass_through(request, call_next):
+    return await call_next(request)
 
 
 def make_app(kind: str, layers: int) -> FastAPI:
@@ -49,12 +65,18 @@ def make_app(kind: str, layers: int) -> FastAPI:
             app.middleware("http")(add_header)
         elif kind == "pure":
             app.add_middleware(PureASGIHeader)
+        elif kind == "noop":
+            app.add_middleware(PureASGINoop)
+        elif kind == "cicada-pass":  # HTTPMiddleware whose dispatch only awaits call_next
+            from cicada.middleware import HTTPMiddleware
+
+            app.add_middleware(HTTPMiddleware, dispatch=pass_through)
         elif kind == "cicada":
             from cicada.middleware import HTTPMiddleware
 
             app.add_middleware(HTTPMiddleware, dispatch=add_header)
         else:
-            raise ValueError(f"MW_KIND must be base, pure, cicada or accelerate, not {kind!r}")
+            raise ValueError(f"MW_KIND must be base, pure, cicada, accelerate or noop, not {kind!r}")
     if kind == "accelerate":
         from cicada.middleware import accelerate
 

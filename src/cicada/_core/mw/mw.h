@@ -115,6 +115,18 @@ static inline int cc_mw_fl_push(cc_mw_freelist_t *fl, PyObject *op) {
     return 1;
 }
 
+/* A live object kept by cc_mw_pool_keep (our reference; its slots empty), or NULL. */
+static inline PyObject *cc_mw_pool_pop(cc_mw_freelist_t *pool) {
+    return pool->n ? pool->items[--pool->n] : NULL;
+}
+
+/* Done with `obj`, an instance of exactly `tp` (steals our reference). When nothing else holds
+ * it, not even a weak reference, it is emptied as its deallocation would empty it (the n
+ * __slots__ at `offs`, its instance dict) and kept in `pool` for the next request instead of
+ * being freed; otherwise the reference is dropped. */
+void cc_mw_pool_keep(cc_mw_freelist_t *pool, PyObject *obj, PyObject *tp, const Py_ssize_t *offs,
+                     int n);
+
 /* Module-level functions of the layer (mw_setup, mw_send_response helpers). */
 extern PyMethodDef cc_mw_functions[];
 

@@ -333,6 +333,26 @@ static int call_fail(call_t *c) {
     return 0;
 }
 
+/* Drops the call's response: a call_next response only it still holds (the outermost layer of a
+ * stack holds it last) is kept for reuse, with its headers object when only it holds that. */
+static void release_response(call_t *c) {
+    cc_mw_state_t *st = c->st;
+    PyObject *resp = c->response;
+    c->response = NULL;
+    if (Py_TYPE(resp) != (PyTypeObject *)st->response_cls || Py_REFCNT(resp) != 1) {
+        Py_DECREF(resp);
+        return;
+    }
+    PyObject **hp = (PyObject **)((char *)resp + st->off_headers), *h = *hp;
+    if (h) {
+        *hp = NULL;
+        cc_mw_pool_keep(&st->pool_headers, h, st->mutable_headers, &st->off_list, 1);
+    }
+    const Py_ssize_t offs[] = {st->off_status, st->off_raw_headers, st->off_body_iterator,
+                               st->off_background, st->off_info};
+    cc_mw_pool_keep(&st->pool_response, resp, st->response_cls, offs, 5);
+}
+
 /* Done: drop every reference now. The layer above holds this call as its app's awaitable and
  * this call holds that layer's send, so keeping them would make a cycle per request. */
 static void call_release(call_t *c) {
@@ -340,7 +360,8 @@ static void call_release(call_t *c) {
     Py_CLEAR(c->sub);
     Py_CLEAR(c->dsp);
     Py_CLEAR(c->fuse_val);
-    Py_CLEAR(c->response);
+    if (c->response)
+        release_response(c);
     if (c->driver)
         cc_mw_driver_set_call(c->driver, NULL);
     Py_CLEAR(c->driver);
@@ -1111,7 +1132,9 @@ static PyObject *headers_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED
     /* tp_alloc, not tp_new: no inline attribute values are allocated for an instance whose
      * only state, `_list`, is a slot of cicada.middleware._Headers (a dict comes on demand) */
     PyTypeObject *cls = (PyTypeObject *)st->mutable_headers;
-    h = cls->tp_alloc(cls, 0);
+    h = cc_mw_pool_pop(&st->pool_headers);
+    if (!h)
+        h = cls->tp_alloc(cls, 0);
     if (h) {
         cc_mw_slot_set(h, st->off_list, raw);
         cc_mw_slot_set(obj, st->off_headers, h);

@@ -43,6 +43,8 @@ typedef struct {
     PyObject *info;     /* http.response.debug info */
     PyObject *start;    /* the app's http.response.start message */
     PyObject *replay;   /* request body read by dispatch, replayed to the app */
+    /* the status and header list `start` carried when it was sent (cc_mw_unchanged_start) */
+    PyObject *start_status, *start_headers;
     /* anyio keeps one "current cancel scope" per task. When the app parks inside its own scopes
      * (a task group streaming from a child task) while dispatch runs in the same task, each side
      * gets its own view: ts is anyio's TaskState of `task`, swapped around every app step. */
@@ -84,6 +86,41 @@ static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed);
 static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int more, int *handed);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
+
+/* 1 if something holds a weak reference to `obj` (tp_weaklistoffset is negative where the list
+ * is managed by the interpreter, 3.12+, and still locates it). */
+static inline int has_weakrefs(PyObject *obj) {
+    Py_ssize_t off = Py_TYPE(obj)->tp_weaklistoffset;
+    return off && *(PyObject **)((char *)obj + off) != NULL;
+}
+
+/* Requests, responses and their headers are Python-level Starlette objects: a fresh one costs an
+ * allocation, and freeing it walks the class hierarchy (subtype_dealloc) and touches several
+ * type objects. Reusing one costs a few stores (see cc_mw_pool_keep in mw.h). */
+void cc_mw_pool_keep(cc_mw_freelist_t *pool, PyObject *obj, PyObject *tp, const Py_ssize_t *offs,
+                     int n) {
+    if (pool->n >= CC_MW_FREELIST_MAX || Py_TYPE(obj) != (PyTypeObject *)tp ||
+        Py_REFCNT(obj) != 1 || has_weakrefs(obj) || PyErr_Occurred())
+        goto drop;
+    for (int i = 0; i < n; i++)
+        Py_CLEAR(*(PyObject **)((char *)obj + offs[i]));
+    /* the first time, this makes the (empty) dict the instance keeps from then on */
+    PyObject *dict = PyObject_GenericGetDict(obj, NULL);
+    if (!dict) {
+        PyErr_Clear();
+        goto drop;
+    }
+    if (PyDict_GET_SIZE(dict))
+        PyDict_Clear(dict);
+    Py_DECREF(dict);
+    /* emptying it ran arbitrary code (a __del__), which may have got hold of it */
+    if (Py_REFCNT(obj) != 1 || has_weakrefs(obj) || Py_TYPE(obj) != (PyTypeObject *)tp)
+        goto drop;
+    pool->items[pool->n++] = obj;
+    return;
+drop:
+    Py_DECREF(obj);
+}
 
 /* Raises `exc` (an instance) as is: no implicit chaining to an exception being handled. */
 static void raise_exc(PyObject *exc) {
@@ -801,6 +838,11 @@ static PyObject *adopt_response(drv_t *d, PyObject *resp, PyObject *start) {
     cc_mw_slot_set(resp, st->off_body_iterator, (PyObject *)d);
     cc_mw_slot_set(resp, st->off_info, d->info ? d->info : Py_None);
     Py_XSETREF(d->start, Py_NewRef(start));
+    /* the layer below made `start` from these two (or checked it carries them) just now */
+    int forward = PyDict_CheckExact(start);
+    Py_XSETREF(d->start_status, forward ? Py_XNewRef(cc_mw_slot(resp, st->off_status)) : NULL);
+    Py_XSETREF(d->start_headers,
+               forward ? Py_XNewRef(cc_mw_slot(resp, st->off_raw_headers)) : NULL);
     return resp;
 }
 
@@ -829,13 +871,15 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
             return adopt_response(d, resp, start);
         Py_CLEAR(resp);
     }
-    resp = cls->tp_alloc(cls, 0); /* see make_request */
-    if (!resp)
+    resp = cc_mw_pool_pop(&st->pool_response);
+    if (!resp && !(resp = cls->tp_alloc(cls, 0))) /* see make_request */
         goto error;
     status = cc_mw_msg_get(start, st->s_status, NULL);
     if (!status)
         goto error;
     headers = cc_mw_msg_get(start, st->s_headers, NULL);
+    /* only an exact dict carrying both is forwarded as is (see cc_mw_unchanged_start) */
+    int forward = headers && PyDict_CheckExact(start);
     if (!headers) {
         if (!PyErr_ExceptionMatches(PyExc_KeyError) && PyErr_Occurred())
             goto error;
@@ -850,8 +894,12 @@ static PyObject *make_response(drv_t *d, PyObject *start) {
     cc_mw_slot_set(resp, st->off_background, Py_None);
     cc_mw_slot_set(resp, st->off_info, d->info ? d->info : Py_None);
     Py_XSETREF(d->start, Py_NewRef(start));
-    Py_DECREF(status);
-    Py_DECREF(headers);
+    Py_XSETREF(d->start_status, forward ? status : NULL);
+    Py_XSETREF(d->start_headers, forward ? headers : NULL);
+    if (!forward) {
+        Py_DECREF(status);
+        Py_DECREF(headers);
+    }
     return resp;
 error:
     Py_XDECREF(resp);
@@ -1768,6 +1816,8 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->deferred);
     Py_VISIT(d->info);
     Py_VISIT(d->start);
+    Py_VISIT(d->start_status);
+    Py_VISIT(d->start_headers);
     Py_VISIT(d->replay);
     Py_VISIT(d->ts);
     Py_VISIT(d->outer_scope);
@@ -1798,6 +1848,8 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->deferred);
     Py_CLEAR(d->info);
     Py_CLEAR(d->start);
+    Py_CLEAR(d->start_status);
+    Py_CLEAR(d->start_headers);
     Py_CLEAR(d->replay);
     Py_CLEAR(d->ts);
     Py_CLEAR(d->outer_scope);
@@ -1814,6 +1866,14 @@ static void drv_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     drv_t *d = (drv_t *)self;
+    if (d->request) { /* most often only we hold it: keep it for the next request */
+        cc_mw_state_t *st = d->st;
+        const Py_ssize_t offs[] = {st->off_scope,    st->off_receive,      st->off_send,
+                                   st->off_consumed, st->off_disconnected, st->off_form};
+        PyObject *req = d->request;
+        d->request = NULL;
+        cc_mw_pool_keep(&st->pool_request, req, st->request_cls, offs, 6);
+    }
     if (d->coro && !d->started && !d->coro_done) {
         saved_err_t e;
         err_save(&e);
@@ -1912,8 +1972,8 @@ static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *rece
     PyTypeObject *cls = (PyTypeObject *)st->request_cls;
     /* tp_alloc, not tp_new: every attribute the driver sets is a slot, so the instance gets no
      * inline attribute values (a dict comes on demand if dispatch sets an attribute) */
-    PyObject *req = cls->tp_alloc(cls, 0);
-    if (!req)
+    PyObject *req = cc_mw_pool_pop(&st->pool_request);
+    if (!req && !(req = cls->tp_alloc(cls, 0)))
         return NULL;
     /* slots of cicada.middleware._Request */
     cc_mw_slot_set(req, st->off_scope, scope);
@@ -1943,6 +2003,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->task = Py_XNewRef(task);
     d->loop = Py_XNewRef(loop);
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
+    d->start_status = d->start_headers = NULL;
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
     d->child = d->relay_error = d->offer = d->offer_msg = d->call = NULL;
@@ -1971,15 +2032,12 @@ PyObject *cc_mw_driver_info(PyObject *driver) {
 }
 
 PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers) {
-    PyObject *start = ((drv_t *)driver)->start;
-    if (!start || !PyDict_CheckExact(start))
+    drv_t *d = (drv_t *)driver;
+    /* identity, not equality: a header list edited in place is still the one the app sent. The
+     * message is the app's, sent (which hands it over): its items are not read again here. */
+    if (!d->start || status != d->start_status || headers != d->start_headers)
         return NULL;
-    /* identity, not equality: a header list edited in place is still the one the app sent */
-    PyObject *s = PyDict_GetItemWithError(start, ((drv_t *)driver)->st->s_status);
-    PyObject *h =
-        s == status ? PyDict_GetItemWithError(start, ((drv_t *)driver)->st->s_headers) : NULL;
-    PyErr_Clear(); /* a failed lookup only means "build a new message" */
-    return h == headers ? start : NULL;
+    return d->start;
 }
 
 PyObject *cc_mw_driver_request(PyObject *driver) {

@@ -105,11 +105,26 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
                                 X(s_anyio_backend) X(s_tasks) X(s_dispatch_func_call) X(s_list)    \
                                     X(empty_tuple) X(empty_bytes)
 
+static int pool_traverse(cc_mw_freelist_t *pool, visitproc visit, void *arg) {
+    for (int i = 0; i < pool->n; i++)
+        Py_VISIT(pool->items[i]);
+    return 0;
+}
+
+static void pool_free(cc_mw_freelist_t *pool) {
+    while (pool->n > 0)
+        Py_DECREF(pool->items[--pool->n]);
+}
+
 int cc_mw_traverse(cc_mw_state_t *st, visitproc visit, void *arg) {
 #define CC_MW_VISIT(f) Py_VISIT(st->f);
     CC_MW_FIELDS(CC_MW_VISIT)
 #undef CC_MW_VISIT
-    return 0;
+    int r;
+    if ((r = pool_traverse(&st->pool_request, visit, arg)) ||
+        (r = pool_traverse(&st->pool_response, visit, arg)))
+        return r;
+    return pool_traverse(&st->pool_headers, visit, arg);
 }
 
 static void freelist_free(cc_mw_freelist_t *fl, int gc) {
@@ -131,4 +146,7 @@ void cc_mw_clear(cc_mw_state_t *st) {
     freelist_free(&st->fl_call, 1);
     freelist_free(&st->fl_driver, 1);
     freelist_free(&st->fl_fuse, 1);
+    pool_free(&st->pool_request);
+    pool_free(&st->pool_response);
+    pool_free(&st->pool_headers);
 }

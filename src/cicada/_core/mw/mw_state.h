@@ -65,6 +65,9 @@ typedef struct {
     PyObject *empty_tuple, *empty_bytes;
     cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver,
         fl_fuse; /* untracked, no type reference */
+    /* Live Starlette objects kept for reuse (cc_mw_pool_keep): requests, call_next responses and
+     * their headers. Each item is a strong reference to an emptied, GC-tracked instance. */
+    cc_mw_freelist_t pool_request, pool_response, pool_headers;
 } cc_mw_state_t;
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st);
