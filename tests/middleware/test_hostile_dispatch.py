@@ -421,3 +421,48 @@ def test_no_driver_outlives_hostile_requests():
             outcome("cicada", "asyncio", app_name, dispatch_name, "direct")
             outcome("cicada", "asyncio", app_name, dispatch_name, "in_a_task")
     assert _live_drivers() == before
+
+
+# ---- the bugs above, one minimal case each (what a fix should make pass) ---------------------
+
+
+def _run_one(app, dispatch, in_a_task=False):
+    from cicada.middleware import HTTPMiddleware
+
+    mw = HTTPMiddleware(app, dispatch=dispatch)
+
+    async def request(ex):
+        # (the call is made in the task that awaits it, or awaited from a task of its own)
+        call = mw(http_scope(), ex.receive, ex.send)
+        await (asyncio.ensure_future(call) if in_a_task else call)
+
+    async def main():
+        ex = Exchange()
+        await asyncio.wait_for(request(ex), HANG)
+        return ex
+
+    return asyncio.run(main())
+
+
+@pytest.mark.xfail(strict=True, raises=SystemError, reason=_SYSTEM_ERROR)
+def test_bad_message_through_a_call_awaited_in_another_task_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="before http.response.start"):
+        _run_one(app_body_before_start, d_plain, in_a_task=True)
+
+
+@pytest.mark.xfail(strict=True, raises=asyncio.TimeoutError, reason=_SYSTEM_ERROR + ", then a hang")
+def test_dispatch_handling_that_error_from_another_task_does_not_hang():
+    ex = _run_one(app_unknown_message, d_catches_everything, in_a_task=True)
+    assert ex.status == 500 and ex.body == b"caught clear error"
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=_FUSE_ELSEWHERE)
+def test_send_start_in_another_task_then_dispatch_raises():
+    with pytest.raises(Boom):
+        _run_one(app_sends_from_another_task, d_raises_after)
+
+
+@pytest.mark.xfail(strict=True, raises=asyncio.TimeoutError, reason=_FUSE_ELSEWHERE)
+def test_send_start_in_another_task_then_dispatch_reads_the_body():
+    ex = _run_one(app_sends_from_another_task, d_reads_body_then_own)
+    assert ex.status == 201 and ex.body == b"ab"
