@@ -530,6 +530,165 @@ def test_stream_machine(loop_name):
     run_state_machine_as_test(machine, settings=MACHINE_SETTINGS)
 
 
+
+# ---- the C sock_* calls: recv / recv_into / sendall parked, cancelled, replaced -------------
+
+
+class SockMachine(RuleBasedStateMachine):
+    """sock_recv / sock_recv_into / sock_sendall on one socket while the peer sends and reads at
+    random; pending calls are cancelled or replaced by a second call (whose first then stays
+    pending, as on asyncio). The bytes the completed receives got, in completion order, must be
+    the start of what the peer sent; what the peer got must be the data of the completed
+    sendalls (plus at most part of a pending or cancelled one)."""
+
+    loop_name = "cicada"
+
+    @initialize(unix=st.booleans())
+    def setup(self, unix):
+        self.loop = LOOPS[self.loop_name]()
+        self.errors = []
+        self.loop.set_exception_handler(lambda lp, ctx: self.errors.append(ctx))
+        if unix:
+            self.sock, self.peer = socket.socketpair()
+            self.sock.setblocking(False)
+            self.peer.setblocking(False)
+        else:
+            self.sock, self.peer = tcp_pair(sndbuf=8192)
+        self.sent_by_peer = bytearray()
+        self.received = bytearray()  # completed receives, in completion order
+        self.reads = []  # pending read tasks
+        self.write = None  # the pending sendall task and its data
+        self.write_data = b""
+        self.written = bytearray()  # data of completed sendalls
+        self.write_unknown = False  # a cancelled sendall sent an unknown part of its data
+        self.peer_got = bytearray()
+        self.order = []
+
+    def teardown(self):
+        if not hasattr(self, "loop"):
+            return
+        try:
+            pending = self.reads + ([self.write] if self.write else [])
+            for t in pending:
+                t.cancel()
+            spin(self.loop, 3)
+            self.collect()
+            assert not self.errors, self.errors
+        finally:
+            self.sock.close()
+            self.peer.close()
+            self.loop.close()
+            gc.collect()
+
+    def collect(self):
+        for t in list(self.reads):
+            if t.done():
+                self.reads.remove(t)
+                if not t.cancelled():
+                    r = t.result()
+                    self.received += r
+        if self.write is not None and self.write.done():
+            if self.write.cancelled():
+                self.write_unknown = True
+            else:
+                self.write.result()
+                self.written += self.write_data
+            self.write = None
+
+    def _read_task(self, coro):
+        async def run():
+            return await coro
+
+        t = self.loop.create_task(run())
+        self.reads.append(t)
+        return t
+
+    @precondition(lambda self: len(self.reads) < 3)
+    @rule(n=st.sampled_from([1, 7, 4096, 65536, 300_000]))
+    def start_recv(self, n):
+        self._read_task(self.loop.sock_recv(self.sock, n))
+        spin(self.loop, 2)
+        self.collect()
+
+    @precondition(lambda self: len(self.reads) < 3)
+    @rule(n=st.sampled_from([1, 100, 70_000]), mutate=st.booleans())
+    def start_recv_into(self, n, mutate):
+        buf = bytearray(n)
+
+        async def into():
+            k = await self.loop.sock_recv_into(self.sock, buf)
+            return bytes(buf[:k])
+
+        self._read_task(into())
+        if mutate:  # resized while parked (no view is held meanwhile)
+            buf.extend(b"\0" * 10)
+        spin(self.loop, 2)
+        self.collect()
+
+    @precondition(lambda self: self.write is None and not self.write_unknown)
+    @rule(data=payloads, kind=st.sampled_from(["bytes", "bytearray", "memoryview"]))
+    def start_sendall(self, data, kind):
+        self.write_data = bytes(data)
+        self.write = self.loop.create_task(self._sendall(as_kind(data, kind)))
+        spin(self.loop, 2)
+        self.collect()
+
+    async def _sendall(self, obj):
+        await self.loop.sock_sendall(self.sock, obj)
+
+    @precondition(lambda self: self.reads)
+    @rule(i=st.integers(0, 2))
+    def cancel_a_read(self, i):
+        self.reads[i % len(self.reads)].cancel()
+        spin(self.loop, 2)
+        self.collect()
+
+    @precondition(lambda self: self.write is not None)
+    @rule()
+    def cancel_the_write(self):
+        self.write.cancel()
+        spin(self.loop, 2)
+        self.collect()
+
+    @rule(data=payloads)
+    def peer_sends(self, data):
+        try:
+            n = self.peer.send(data)
+        except BlockingIOError:
+            n = 0
+        self.sent_by_peer += data[:n]
+        spin(self.loop, 3)
+        self.collect()
+
+    @rule()
+    def peer_reads(self):
+        drain(self.peer, self.peer_got)
+        spin(self.loop, 3)
+        self.collect()
+
+    @rule(n=st.integers(1, 10))
+    def run_loop(self, n):
+        spin(self.loop, n)
+        self.collect()
+
+    @invariant()
+    def streams_in_order(self):
+        if not hasattr(self, "loop"):
+            return
+        assert self.sent_by_peer.startswith(self.received)
+        if not self.write_unknown:
+            assert self.peer_got.startswith(self.written) or self.written.startswith(
+                self.peer_got)
+            assert len(self.peer_got) <= len(self.written) + len(self.write_data)
+            assert (self.written + self.write_data).startswith(self.peer_got)
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_sock_machine(loop_name):
+    machine = type(f"SockMachine_{loop_name}", (SockMachine,), {"loop_name": loop_name})
+    run_state_machine_as_test(machine, settings=MACHINE_SETTINGS)
+
+
 # ---- a closed socket's fd number reused by a new socket ----------------------------------------
 # The kernel hands out the lowest free fd, so a socket made right after another was closed gets
 # its number. Nothing meant for (or parked on) the old socket may reach the new one.
