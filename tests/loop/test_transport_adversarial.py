@@ -957,3 +957,46 @@ def stream_outcome(loop_name: str, mutation: str, fast: bool):
 def test_hostile_stream_reader_state_behaves_as_on_asyncio(mutation, fast):
     expected = stream_outcome("asyncio", mutation, fast)
     assert stream_outcome("cicada", mutation, fast) == expected
+
+
+# ---- re-entrancy: cicada's loop can be run again from inside a protocol callback ------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_write_ready goes on after resume_writing() returns although a nested run closed the "
+    "transport meanwhile: _remove_writer is called on _loop None (AttributeError)",
+)
+def test_transport_closed_by_a_nested_run_inside_resume_writing():
+    loop = cicada.loop.new_event_loop()
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    a, peer = tcp_pair(sndbuf=4096)
+    got = bytearray()
+
+    class Nester(Recorder):
+        def resume_writing(self):
+            super().resume_writing()
+
+            async def close_and_wait():
+                self.transport.close()
+                while not self.lost:
+                    drain(peer, got)
+                    await asyncio.sleep(0.001)
+
+            loop.run_until_complete(close_and_wait())  # nested: cicada's loop is re-entrant
+
+    proto = Nester()
+    try:
+        tr, _ = loop.run_until_complete(loop.create_connection(lambda: proto, sock=a))
+        tr.write(b"w" * 1_000_000)
+        assert proto.paused_writing == 1
+        assert wait_until(loop, lambda: bool(proto.lost), step=lambda: drain(peer, got))
+        spin(loop)
+        assert proto.lost == [None]
+        assert wait_until(loop, lambda: len(got) >= 1_000_000, step=lambda: drain(peer, got))
+        assert got == b"w" * 1_000_000
+        assert not errors, [(c["message"], c.get("exception")) for c in errors]
+    finally:
+        peer.close()
+        loop.close()
