@@ -466,3 +466,66 @@ def test_send_start_in_another_task_then_dispatch_raises():
 def test_send_start_in_another_task_then_dispatch_reads_the_body():
     ex = _run_one(app_sends_from_another_task, d_reads_body_then_own)
     assert ex.status == 201 and ex.body == b"ab"
+
+
+# ---- the request cancelled from outside at every point --------------------------------------
+
+
+def _cancel_after(impl_name, loop_name, dispatch_name, steps):
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    from cicada.middleware import HTTPMiddleware
+
+    impl = HTTPMiddleware if impl_name == "cicada" else BaseHTTPMiddleware
+    app_log = []
+
+    async def app(scope, receive, send):
+        try:
+            await send(START)
+            for i in range(4):
+                await asyncio.sleep(0)
+                await send(body(b"%d" % i, True))
+            await send(body(b""))
+            app_log.append("completed")
+        except BaseException as e:  # noqa: BLE001
+            app_log.append(type(e).__name__)
+            raise
+        finally:
+            app_log.append("cleaned up")
+
+    mw = impl(app, dispatch=DISPATCHES[dispatch_name])
+    loop = LOOP_FACTORIES[loop_name]()
+
+    async def main():
+        ex = Exchange()
+        t = asyncio.ensure_future(mw(http_scope(), ex.receive, ex.send))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        t.cancel()
+        done, _ = await asyncio.wait([t], timeout=HANG)
+        assert done, "the cancelled request hangs"
+        for _ in range(10):  # the app's own leftovers, if any
+            await asyncio.sleep(0)
+        return t
+
+    try:
+        t = loop.run_until_complete(main())
+        end = "cancelled" if t.cancelled() else repr(t.exception())
+    finally:
+        loop.close()
+    return end, app_log
+
+
+@pytest.mark.parametrize("dispatch_name", ["plain", "awaits_then_returns", "reads_body_then_own",
+                                           "call_next_in_a_task"])
+@pytest.mark.parametrize("loop_name", list(LOOP_FACTORIES))
+def test_request_cancelled_at_every_point(dispatch_name, loop_name):
+    before = _live_drivers()
+    for steps in range(14):
+        end, app_log = _cancel_after("cicada", loop_name, dispatch_name, steps)
+        # cancelled, or finished before the cancel came; an app that started ran its cleanup
+        assert end in ("cancelled", "None"), (steps, end)
+        if app_log or steps > 2:
+            assert app_log[-1] == "cleaned up", (steps, app_log)
+            assert app_log[0] in ("completed", "CancelledError"), (steps, app_log)
+    assert _live_drivers() == before
