@@ -230,11 +230,39 @@ async def d_never_calls_next(request, call_next):
     return PlainTextResponse("short-circuit")
 
 
+async def d_eats_a_chunk_then_returns_it(request, call_next):
+    response = await call_next(request)
+    it = response.body_iterator.__aiter__()
+    try:
+        await it.__anext__()  # the first chunk is gone; the rest streams as usual
+    except StopAsyncIteration:
+        pass
+    return response
+
+
+async def d_body_read_by_another_task(request, call_next):
+    response = await call_next(request)
+
+    async def consume():
+        return b"".join([c async for c in response.body_iterator])
+
+    data = await asyncio.ensure_future(consume())
+    return Response(data, status_code=203)
+
+
+async def d_request_body_after_call_next(request, call_next):
+    response = await call_next(request)
+    extra = await request.body()  # replayed, or the app already took it
+    response.headers["x-len"] = str(len(extra))
+    return response
+
+
 DISPATCHES = {f.__name__[2:]: f for f in [
     d_plain, d_raises_first, d_raises_after, d_reads_body_then_own, d_reads_body_twice,
     d_keeps_response, d_call_next_twice, d_returns_junk, d_cancels_own_task,
     d_call_next_in_a_task, d_awaits_then_returns, d_catches_everything, d_reads_half_the_body,
-    d_never_calls_next,
+    d_never_calls_next, d_eats_a_chunk_then_returns_it, d_body_read_by_another_task,
+    d_request_body_after_call_next,
 ]}
 
 
@@ -367,7 +395,12 @@ _SYSTEM_ERROR = ("the driver calls fut.done() with the app's 'sent ... before st
                  "branch): SystemError")
 _FUSE_ELSEWHERE = ("a send(start) awaited in another task yields cicada's MWFuse to that task: "
                    "'Task got bad yield', or a deadlock when dispatch reads the body")
+_BODY_ELSEWHERE = ("dispatch iterating call_next's body_iterator from another task (a task it "
+                   "awaits, gather, wait_for on 3.11) deadlocks, or the iterator yields None, "
+                   "when the app runs in dispatch's task")
 BAD_APPS = ("body_before_start", "start_twice", "unknown_message")
+NO_RESPONSE_APPS = ("raises_first", "never_sends", "body_before_start", "unknown_message",
+                    "cancels_itself_first", "message_not_a_dict")
 
 
 def known_bug(app_name, dispatch_name, mode):
@@ -381,8 +414,12 @@ def known_bug(app_name, dispatch_name, mode):
         return _SYSTEM_ERROR
     if mode == "direct" and app_name == "sends_from_another_task" and dispatch_name in (
             "raises_after", "reads_body_then_own", "reads_body_twice", "keeps_response",
-            "returns_junk", "cancels_own_task", "reads_half_the_body"):
+            "returns_junk", "cancels_own_task", "reads_half_the_body",
+            "eats_a_chunk_then_returns_it"):
         return _FUSE_ELSEWHERE
+    if (mode == "direct" and dispatch_name == "body_read_by_another_task"
+            and app_name not in NO_RESPONSE_APPS):
+        return _BODY_ELSEWHERE
     return None
 
 
@@ -416,8 +453,8 @@ def test_no_driver_outlives_hostile_requests():
     before = _live_drivers()
     for app_name in APPS:
         for dispatch_name in DISPATCHES:
-            if known_bug(app_name, dispatch_name, "direct") == _FUSE_ELSEWHERE:
-                continue
+            if known_bug(app_name, dispatch_name, "direct") in (_FUSE_ELSEWHERE, _BODY_ELSEWHERE):
+                continue  # these hang
             outcome("cicada", "asyncio", app_name, dispatch_name, "direct")
             outcome("cicada", "asyncio", app_name, dispatch_name, "in_a_task")
     assert _live_drivers() == before
@@ -460,6 +497,12 @@ def test_dispatch_handling_that_error_from_another_task_does_not_hang():
 def test_send_start_in_another_task_then_dispatch_raises():
     with pytest.raises(Boom):
         _run_one(app_sends_from_another_task, d_raises_after)
+
+
+@pytest.mark.xfail(strict=True, raises=(asyncio.TimeoutError, TypeError), reason=_BODY_ELSEWHERE)
+def test_dispatch_reading_the_body_in_another_task():
+    ex = _run_one(app_ok, d_body_read_by_another_task)
+    assert ex.status == 203 and ex.body == b"hello"
 
 
 @pytest.mark.xfail(strict=True, raises=asyncio.TimeoutError, reason=_FUSE_ELSEWHERE)
@@ -529,3 +572,33 @@ def test_request_cancelled_at_every_point(dispatch_name, loop_name):
             assert app_log[-1] == "cleaned up", (steps, app_log)
             assert app_log[0] in ("completed", "CancelledError"), (steps, app_log)
     assert _live_drivers() == before
+
+
+async def d_reads_body_under_wait_for(request, call_next):
+    response = await call_next(request)
+
+    async def consume():
+        return b"".join([c async for c in response.body_iterator])
+
+    # wait_for runs consume() in a task of its own on 3.11
+    return Response(await asyncio.wait_for(consume(), HANG), status_code=203)
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason=_BODY_ELSEWHERE + ": stuck past wait_for's own timeout, forever")
+def test_dispatch_reading_the_body_under_wait_for():
+    from cicada.middleware import HTTPMiddleware
+
+    mw = HTTPMiddleware(app_ok, dispatch=d_reads_body_under_wait_for)
+    loop = asyncio.new_event_loop()
+    ex = Exchange()
+
+    async def request():
+        await mw(http_scope(), ex.receive, ex.send)
+
+    loop.call_later(3 * HANG, loop.stop)  # a watchdog: the loop stops even if the request hangs
+    try:
+        loop.run_until_complete(request())  # RuntimeError if the watchdog stopped it
+        assert ex.status == 203 and ex.body == b"hello"
+    finally:
+        loop.close()
