@@ -24,7 +24,7 @@ from .conftest import Exchange, http_scope
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 LOOP_FACTORIES = {"asyncio": asyncio.new_event_loop, "cicada": cicada.loop.new_event_loop}
-HANG = 1.0  # seconds after which a request counts as hung
+HANG = 0.5  # seconds after which a request counts as hung (they take milliseconds)
 
 
 class Boom(Exception):
