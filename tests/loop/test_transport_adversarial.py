@@ -201,12 +201,20 @@ class TransportMachine(RuleBasedStateMachine):
         buffered=st.booleans(),
         sizes=st.lists(st.integers(1, 70_000), min_size=1, max_size=4),
         sndbuf=st.sampled_from([None, 4096, 65536]),
+        unix=st.booleans(),
     )
-    def setup(self, buffered, sizes, sndbuf):
+    def setup(self, buffered, sizes, sndbuf, unix):
         self.loop = LOOPS[self.loop_name]()
         self.errors = []
         self.loop.set_exception_handler(lambda lp, ctx: self.errors.append(ctx))
-        a, self.peer = tcp_pair(sndbuf=sndbuf)  # (a tiny receive window makes TCP crawl)
+        if unix:  # (SO_LINGER means nothing there: a "reset" is a plain close)
+            a, self.peer = socket.socketpair()
+            if sndbuf:
+                a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            a.setblocking(False)
+            self.peer.setblocking(False)
+        else:
+            a, self.peer = tcp_pair(sndbuf=sndbuf)  # (a tiny receive window makes TCP crawl)
         self.proto = BufferedRecorder(sizes) if buffered else Recorder()
         self.tr, _ = self.loop.run_until_complete(
             self.loop.create_connection(lambda: self.proto, sock=a)
@@ -999,4 +1007,78 @@ def test_transport_closed_by_a_nested_run_inside_resume_writing():
         assert not errors, [(c["message"], c.get("exception")) for c in errors]
     finally:
         peer.close()
+        loop.close()
+
+
+
+# ---- single cases the machines reach rarely ------------------------------------------------
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_writelines_past_iov_max_with_a_slow_reader(loop_name):
+    """More items than one sendmsg() takes (IOV_MAX 1024), of every buffer type, mutated right
+    after the call: the peer gets exactly the original bytes, in order."""
+    loop = LOOPS[loop_name]()
+    a, peer = tcp_pair(sndbuf=4096)
+    proto = Recorder()
+    try:
+        tr, _ = loop.run_until_complete(loop.create_connection(lambda: proto, sock=a))
+        items, expected = [], bytearray()
+        for i in range(3000):
+            data = bytes([i % 256]) * (i % 7)  # empty items too
+            items.append(as_kind(data, ["bytes", "bytearray", "memoryview", "slice"][i % 4]))
+            expected += data
+        tr.writelines(items)
+        tr.writelines(iter([b"tail-", memoryview(b"end")]))  # any iterable
+        expected += b"tail-end"
+        for o in items:
+            spoil(o)
+        got = bytearray()
+        assert wait_until(loop, lambda: len(got) >= len(expected),
+                          step=lambda: drain(peer, got))
+        assert got == expected
+        with pytest.raises(TypeError):
+            tr.writelines([b"ok", "not bytes"])
+        with pytest.raises(TypeError):
+            tr.writelines(5)
+        tr.close()
+        assert wait_until(loop, lambda: bool(proto.lost), step=lambda: drain(peer, got))
+        assert proto.lost == [None]
+    finally:
+        peer.close()
+        loop.close()
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_sock_accept_cancelled_and_listener_closed(loop_name):
+    loop = LOOPS[loop_name]()
+
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        lsock.setblocking(False)
+        # cancelled while parked: a later connection is still there for the next accept
+        t = asyncio.ensure_future(loop.sock_accept(lsock))
+        await asyncio.sleep(0.01)
+        t.cancel()
+        await asyncio.sleep(0)
+        c = socket.create_connection(lsock.getsockname())
+        conn, _ = await asyncio.wait_for(loop.sock_accept(lsock), 5)
+        assert conn.getblocking() is False
+        conn.close()
+        c.close()
+        # parked, then the listener is closed and removed: no crash, no stray result
+        t = asyncio.ensure_future(loop.sock_accept(lsock))
+        await asyncio.sleep(0.01)
+        loop.remove_reader(lsock)
+        lsock.close()
+        await asyncio.sleep(0.01)
+        assert not t.done()
+        t.cancel()
+        await asyncio.sleep(0)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
         loop.close()
