@@ -31,7 +31,8 @@ class Boom(Exception):
     pass
 
 
-START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+START = {"type": "http.response.start", "status": 200,
+         "headers": [(b"content-type", b"text/plain")]}
 
 
 def body(data: bytes, more: bool = False):

@@ -165,7 +165,8 @@ def test_half_closed_client_gets_its_response(serve, error_log):
 
 def test_connect_and_reset_storm(serve, error_log):
     st = serve(echo)
-    partial = [b"", b"GET", b"GET / HTTP/1.1\r\nHo", b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nab"]
+    partial = [b"", b"GET", b"GET / HTTP/1.1\r\nHo",
+               b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nab"]
     for i in range(200):
         s = st.connect(timeout=5)
         if partial[i % 4]:
@@ -210,7 +211,8 @@ def test_concurrent_hostile_clients(serve, error_log):
                     elif what == 2:  # pipelined, unread
                         s.sendall(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n" * rng.randint(1, 20))
                     elif what == 3:  # upload cut short
-                        s.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 99999\r\n\r\n")
+                        s.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\n"
+                                  b"Content-Length: 99999\r\n\r\n")
                         s.sendall(b"u" * rng.randint(0, 50_000))
                     else:  # nothing at all
                         pass
