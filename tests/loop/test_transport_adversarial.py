@@ -1131,3 +1131,113 @@ def test_sock_accept_cancelled_and_listener_closed(loop_name):
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+class Switcher(asyncio.Protocol):
+    """Swaps itself for a BufferedProtocol (and that one back) from inside its callbacks."""
+
+    def __init__(self, log, other=None):
+        self.log = log
+        self.other = other
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.log.append(("plain", bytes(data)))
+        nxt = BufferSwitcher(self.log, self)
+        nxt.transport = self.transport
+        self.transport.set_protocol(nxt)
+
+    def connection_lost(self, exc):
+        self.log.append(("lost", type(exc).__name__))
+
+
+class BufferSwitcher(asyncio.BufferedProtocol):
+    def __init__(self, log, back):
+        self.log = log
+        self.back = back
+        self.buf = bytearray(5)
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.log.append(("buffered", bytes(self.buf[:nbytes])))
+        self.transport.set_protocol(self.back)
+
+    def connection_lost(self, exc):
+        self.log.append(("lost", type(exc).__name__))
+
+
+GET_BUFFER_RESULTS = {
+    "read_only": lambda: b"12345",
+    "empty": lambda: bytearray(),
+    "not_a_buffer": lambda: 42,
+    "memoryview_slice": lambda: memoryview(bytearray(10))[2:7],
+    "released_view": lambda: _released(),
+}
+
+
+def _released():
+    m = memoryview(bytearray(8))
+    m.release()
+    return m
+
+
+def switch_outcome(loop_name):
+    loop = LOOPS[loop_name]()
+    log = []
+    a, peer = tcp_pair()
+    try:
+        loop.run_until_complete(loop.create_connection(lambda: Switcher(log), sock=a))
+        for i in range(6):
+            peer.send(b"%d" % i * 3)  # "000", "111", ...: one read each
+            spin(loop, 5)
+            assert wait_until(loop, lambda: len(log) > i)
+        peer.close()
+        assert wait_until(loop, lambda: log[-1][0] == "lost")
+        return log
+    finally:
+        loop.close()
+
+
+def test_protocol_swapped_between_plain_and_buffered_inside_callbacks():
+    assert switch_outcome("cicada") == switch_outcome("asyncio")
+
+
+def get_buffer_outcome(loop_name, kind):
+    loop = LOOPS[loop_name]()
+    errors = []
+    loop.set_exception_handler(
+        lambda lp, ctx: errors.append((ctx["message"], type(ctx.get("exception")).__name__)))
+    a, peer = tcp_pair()
+
+    class P(BufferedRecorder):
+        def get_buffer(self, sizehint):
+            self.buf = GET_BUFFER_RESULTS[kind]()
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.data += bytes(self.buf[:nbytes])
+
+    proto = P([1])
+    try:
+        loop.run_until_complete(loop.create_connection(lambda: proto, sock=a))
+        peer.send(b"abcdefgh")
+        wait_until(loop, lambda: bool(proto.lost) or len(proto.data) >= 8, timeout=2)
+        return bytes(proto.data), [type(e).__name__ for e in proto.lost], errors
+    finally:
+        peer.close()
+        loop.close()
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param("read_only", marks=pytest.mark.xfail(
+        strict=True, raises=AssertionError,
+        reason="transport.c read_buffered reports a read-only get_buffer() result as BufferError; "
+        "asyncio (and sock.c's recv_into) as recv_into()'s TypeError")),
+    *[k for k in GET_BUFFER_RESULTS if k != "read_only"],
+])
+def test_get_buffer_returning_unusable_buffers(kind):
+    assert get_buffer_outcome("cicada", kind) == get_buffer_outcome("asyncio", kind)
