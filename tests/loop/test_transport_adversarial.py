@@ -1241,3 +1241,53 @@ def get_buffer_outcome(loop_name, kind):
 ])
 def test_get_buffer_returning_unusable_buffers(kind):
     assert get_buffer_outcome("cicada", kind) == get_buffer_outcome("asyncio", kind)
+
+
+PENDING_READ_MANGLES = {
+    "replaced": lambda r: setattr(r, "_buffer", bytearray(b"XY")),
+    "cleared": lambda r: r._buffer.clear(),
+    "subclassed": lambda r: setattr(r, "_buffer", Bytearray2(r._buffer)),
+    "limit_lowered": lambda r: setattr(r, "_limit", 1),
+    "waiter_cancelled": lambda r: r._waiter.cancel(),
+}
+
+
+def pending_read_outcome(loop_name, mangle, fast):
+    from cicada import _core
+
+    was = _core._set_stream_fast_path(fast)
+    loop = LOOPS[loop_name]()
+    a, peer = tcp_pair()
+    try:
+
+        async def main():
+            reader, writer = await asyncio.open_connection(sock=a, limit=16)
+            t = asyncio.ensure_future(reader.readexactly(12))
+            peer.send(b"abcde")
+            for _ in range(5):
+                await asyncio.sleep(0.002)
+            PENDING_READ_MANGLES[mangle](reader)
+            peer.send(b"fghijklmnop")
+            for _ in range(5):
+                await asyncio.sleep(0.002)
+            peer.shutdown(socket.SHUT_WR)
+            try:
+                got = await asyncio.wait_for(t, 2)
+            except (asyncio.IncompleteReadError, asyncio.CancelledError) as e:
+                got = type(e).__name__
+            rest = await asyncio.wait_for(reader.read(), 2)
+            writer.close()
+            return got, rest
+
+        return loop.run_until_complete(main())
+    finally:
+        _core._set_stream_fast_path(was)
+        peer.close()
+        loop.close()
+
+
+@pytest.mark.parametrize("mangle", list(PENDING_READ_MANGLES))
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "generic"])
+def test_reader_state_mangled_under_a_pending_read(mangle, fast):
+    assert pending_read_outcome("cicada", mangle, fast) == pending_read_outcome(
+        "asyncio", mangle, fast)
