@@ -742,15 +742,7 @@ def nothing_arrived(*socks) -> bool:
 @pytest.mark.parametrize(
     "loop_name",
     [
-        pytest.param(
-            "cicada",
-            marks=pytest.mark.xfail(
-                raises=AssertionError,
-                strict=True,
-                reason="write() after a close() whose buffer drained send()s on the stale "
-                "_sock_fd, i.e. into whatever socket now has that number",
-            ),
-        ),
+        "cicada",
         "asyncio",
     ],
 )
@@ -785,15 +777,7 @@ def test_write_after_a_drained_close_never_reaches_a_reused_fd(loop_name):
 @pytest.mark.parametrize(
     "loop_name",
     [
-        pytest.param(
-            "cicada",
-            marks=pytest.mark.xfail(
-                raises=AssertionError,
-                strict=True,
-                reason="the C transport send()s on its fd number without asking its socket: "
-                "once the user closed that socket, writes go to the socket now holding the number",
-            ),
-        ),
+        "cicada",
         "asyncio",
     ],
 )
@@ -825,15 +809,7 @@ def test_socket_closed_under_a_transport_does_not_route_writes_elsewhere(loop_na
 @pytest.mark.parametrize(
     "loop_name",
     [
-        pytest.param(
-            "cicada",
-            marks=pytest.mark.xfail(
-                raises=AssertionError,
-                strict=True,
-                reason="a sock_recv parked on a socket closed under it stays in the fd table; "
-                "epoll.c re-adds its READ interest on the fd's next user: it reads their data",
-            ),
-        ),
+        "cicada",
         "asyncio",
     ],
 )
@@ -873,15 +849,7 @@ def test_stale_sock_recv_waiter_does_not_steal_from_a_reused_fd(loop_name):
 @pytest.mark.parametrize(
     "loop_name",
     [
-        pytest.param(
-            "cicada",
-            marks=pytest.mark.xfail(
-                raises=AssertionError,
-                strict=True,
-                reason="a sock_sendall parked on a socket closed under it sends the rest of its "
-                "data into the next socket given that fd number (cross-connection leak)",
-            ),
-        ),
+        "cicada",
         "asyncio",
     ],
 )
@@ -1019,11 +987,6 @@ def test_hostile_stream_reader_state_behaves_as_on_asyncio(mutation, fast):
 # ---- re-entrancy: cicada's loop can be run again from inside a protocol callback ------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_write_ready goes on after resume_writing() returns although a nested run closed the "
-    "transport meanwhile: _remove_writer is called on _loop None (AttributeError)",
-)
 def test_transport_closed_by_a_nested_run_inside_resume_writing():
     loop = cicada.loop.new_event_loop()
     errors = []
@@ -1233,11 +1196,7 @@ def get_buffer_outcome(loop_name, kind):
 
 
 @pytest.mark.parametrize("kind", [
-    pytest.param("read_only", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="transport.c read_buffered reports a read-only get_buffer() result as BufferError; "
-        "asyncio (and sock.c's recv_into) as recv_into()'s TypeError")),
-    *[k for k in GET_BUFFER_RESULTS if k != "read_only"],
+    *GET_BUFFER_RESULTS,
 ])
 def test_get_buffer_returning_unusable_buffers(kind):
     assert get_buffer_outcome("cicada", kind) == get_buffer_outcome("asyncio", kind)

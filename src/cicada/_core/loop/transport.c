@@ -103,8 +103,16 @@ static PyObject *read_buffered(PyObject *o) {
     if (!buf)
         return fatal(o, "Fatal error: protocol.get_buffer() call failed.");
     if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+        int read_only = PyErr_ExceptionMatches(PyExc_BufferError);
+        if (read_only) { /* asyncio's recv_into() fails on it, and reports a read error */
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError,
+                         "recv_into() argument 1 must be read-write bytes-like object, not %.100s",
+                         Py_TYPE(buf)->tp_name);
+        }
         Py_DECREF(buf);
-        return fatal(o, "Fatal error: protocol.get_buffer() call failed.");
+        return fatal(o, read_only ? "Fatal read error on socket transport"
+                                  : "Fatal error: protocol.get_buffer() call failed.");
     }
     if (view.len == 0) {
         PyBuffer_Release(&view);
