@@ -778,17 +778,18 @@ static PySendResult fuse_resume(fuse_t *f, PyObject *arg, PyObject *exc, PyObjec
     case FS_NEW: {
         PyObject *msg = f->up;
         f->up = NULL;
-        r = exc ? 0 : cc_mw_fuse_begin(c->driver, (PyObject *)c, msg);
-        if (r == 0 && !exc) /* the ordinary send: hand-over in the app's task, else the queue */
+        if (exc) { /* thrown into before it ran: nothing was sent */
+            Py_DECREF(msg);
+            fuse_finish(f);
+            cc_err_give(Py_NewRef(exc));
+            return PYGEN_ERROR;
+        }
+        r = cc_mw_fuse_begin(c->driver, (PyObject *)c, msg);
+        if (r == 0) /* the ordinary send: hand-over in the app's task, else the queue */
             f->up = cc_mw_awaitable_iter(cc_mw_plain_send(c->driver, msg));
         Py_DECREF(msg);
         if (r < 0 || (r == 0 && !f->up)) {
             fuse_finish(f);
-            return PYGEN_ERROR;
-        }
-        if (r == 0 && exc) {
-            fuse_finish(f);
-            cc_err_give(Py_NewRef(exc));
             return PYGEN_ERROR;
         }
         if (r == 0) {
