@@ -440,3 +440,42 @@ def test_app_dropping_or_throwing_into_its_unawaited_send(impl, any_loop):
         assert end == "returned", end
         assert ex.status == status and ex.body == b"ab"
         assert sum(m["type"] == "http.response.start" for m in ex.sent) == 1
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_under_a_real_server(impl, loop):
+    """uvicorn on loopback: a StreamingResponse (sent from a task group's child task under
+    uvicorn's ASGI spec 2.3) whose body dispatch reads chunk by chunk under wait_for, and an
+    endpoint whose start is sent from another task."""
+    httpx = pytest.importorskip("httpx")
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from .test_servers import serve
+
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+
+    async def stream(request):
+        async def gen():
+            for i in range(3):
+                await asyncio.sleep(0.001)
+                yield b"chunk%d;" % i
+
+        return StreamingResponse(gen(), media_type="text/plain")
+
+    class Raw:  # an ASGI app as a Route endpoint (not a function: Starlette calls it as is)
+        async def __call__(self, scope, receive, send):
+            await app_sends_from_tasks(scope, receive, send)
+
+    app = Starlette(routes=[Route("/stream", stream), Route("/raw", Raw())],
+                    middleware=[Middleware(impl, dispatch=d_anext_under_wait_for)])
+    with serve(app, loop) as (base, _):
+        with httpx.Client(base_url=base, timeout=5) as client:
+            for _ in range(3):
+                r = client.get("/stream")
+                assert r.status_code == 203 and r.content == b"chunk0;chunk1;chunk2;"
+                r = client.get("/raw")
+                assert r.status_code == 203 and r.content == b"ab"
