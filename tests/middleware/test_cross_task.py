@@ -479,3 +479,89 @@ def test_under_a_real_server(impl, loop):
                 assert r.status_code == 203 and r.content == b"chunk0;chunk1;chunk2;"
                 r = client.get("/raw")
                 assert r.status_code == 203 and r.content == b"ab"
+
+
+# ---- two readers, and a reader outliving the response -------------------------------------------
+
+
+async def app_streams_slowly(scope, receive, send):
+    await send(START)
+    for part in (b"a", b"b", b"c"):
+        await send(body(part, True))
+        await asyncio.sleep(0.01)
+    await send(body(b"d"))
+
+
+async def d_two_readers(request, call_next):
+    response = await call_next(request)
+
+    async def consume():
+        return b"".join([c async for c in response.body_iterator])
+
+    a, b = await asyncio.gather(consume(), consume())
+    return Response(a + b"|" + b)
+
+
+async def d_reader_in_a_task_and_here(request, call_next):
+    response = await call_next(request)
+
+    async def consume():
+        return b"".join([c async for c in response.body_iterator])
+
+    t = asyncio.ensure_future(consume())
+    await asyncio.sleep(0)
+    mine = b"".join([c async for c in response.body_iterator])
+    return Response(mine + b"|" + await t)
+
+
+@pytest.mark.parametrize("in_a_task", [False, True])
+@pytest.mark.parametrize("dispatch", [d_two_readers, d_reader_in_a_task_and_here],
+                         ids=lambda f: f.__name__)
+def test_body_read_by_two_tasks_at_once_is_a_clear_error(impl, any_loop, dispatch, in_a_task):
+    from cicada.middleware import HTTPMiddleware
+
+    ex, end = run_request(any_loop, impl(app_streams_slowly, dispatch=dispatch),
+                          in_a_task=in_a_task)
+    assert end != "HUNG"
+    assert isinstance(end, RuntimeError), repr(end)
+    if impl is HTTPMiddleware:
+        assert "read by two tasks at once" in str(end)
+    else:
+        assert "already running" in str(end)
+
+
+def test_a_reader_outliving_the_response_ends(impl, any_loop):
+    """dispatch leaves a task reading call_next's body and returns its own response: once the
+    request is over, that task's read ends (cicada: end of body; Starlette: an error) or goes
+    on to the end, never waits forever."""
+    readers = []
+
+    async def dispatch(request, call_next):
+        response = await call_next(request)
+
+        async def consume():
+            return b"".join([c async for c in response.body_iterator])
+
+        readers.append(asyncio.ensure_future(consume()))
+        await asyncio.sleep(0.001)  # the reader is waiting on the app now
+        return PlainTextResponse("mine")
+
+    async def main():
+        ex = Exchange()
+        await impl(app_streams_slowly, dispatch=dispatch)(http_scope(), ex.receive, ex.send)
+        done, _ = await asyncio.wait(readers, timeout=HANG)
+        return ex, done
+
+    loop = any_loop()
+    try:
+        ex, done = loop.run_until_complete(main())
+        assert ex.body == b"mine"
+        assert done == set(readers), "the reader left behind waits forever"
+        readers[0].exception()  # retrieved (either outcome is fine)
+    finally:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()

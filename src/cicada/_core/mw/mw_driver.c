@@ -65,6 +65,7 @@ typedef struct {
      * call_next response (cc_mw_offer): that response becomes ours instead of a new one. */
     PyObject *offer, *offer_msg;
     PyObject *call;   /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
+    void *reader;     /* not a reference: the step suspended on the app for a message, or NULL */
     int fuse_offered; /* its start step was offered to the call (fusion may follow) */
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
@@ -981,6 +982,17 @@ static inline int fuse_worth(drv_t *d) {
  * another task than dispatch's (a task dispatch awaits, gather, wait_for). Stepping the app would
  * resume dispatch in that task, so the call takes dispatch back where it waits, and the app's
  * send returns when it is next resumed (cc_mw_fuse_steal). */
+/* A body read starting while another step waits on the app for a message (two tasks iterating
+ * body_iterator at once): they would step the app in turns and one would wait forever. */
+static int drv_read_twice(drv_t *d) {
+    PyObject *hold = NULL;
+    PyErr_Format(PyExc_RuntimeError,
+                 "middleware %s: call_next's response body is read by two tasks at once",
+                 dispatch_name(d, &hold));
+    Py_XDECREF(hold);
+    return -1;
+}
+
 static void drv_unfuse(drv_t *d) {
     if (CC_LIKELY(!d->call) || d->stepping)
         return;
@@ -1045,6 +1057,8 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     drv_t *d = s->d;
     PyObject *out = NULL;
     int r;
+    if (d->reader == s)
+        d->reader = NULL;
     if (CC_UNLIKELY(d->stepping || s->active)) {
         /* dispatch, fused into the app's send, wants the app stepped (its body read): put off
          * until the call has taken dispatch back (MWFuse hands it over on seeing this) */
@@ -1069,6 +1083,21 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
         }
         if (offer) /* the task was checked before offering */
             goto pump;
+    }
+    if (CC_UNLIKELY(d->phase >= PH_SENT) && s->wait == W_PROXY &&
+        (s->goal == G_CHUNK || s->goal == G_BODY)) {
+        /* a reader in another task, woken when the response went out or was given up (see
+         * drv_wake_reader): the body is over for it, and the app is no longer its to step */
+        s->wait = W_NONE;
+        if (exc) {
+            raise_exc(exc);
+            goto error;
+        }
+        if (s->goal == G_CHUNK)
+            goto end_of_body;
+        s->finished = 1;
+        *result = Py_NewRef(Py_None);
+        return PYGEN_RETURN;
     }
     if (s->wait == W_PROXY || s->wait == W_CHILD) {
         Py_CLEAR(d->proxy);
@@ -1113,13 +1142,18 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
         d->body_started = 1;
         if (d->phase >= PH_APP_DONE)
             goto end_of_body;
+        if (CC_UNLIKELY(d->reader != NULL) && drv_read_twice(d) < 0)
+            goto error;
         drv_unfuse(d);
     } else if (s->goal == G_BODY && d->phase >= PH_APP_DONE) {
         s->finished = 1;
         *result = Py_NewRef(Py_None);
         return PYGEN_RETURN;
-    } else if (s->goal == G_BODY)
+    } else if (s->goal == G_BODY) {
+        if (CC_UNLIKELY(d->reader != NULL) && drv_read_twice(d) < 0)
+            goto error;
         drv_unfuse(d);
+    }
 pump:
     s->wait = W_NONE;
     if (drv_view(d, 1) < 0)
@@ -1128,6 +1162,8 @@ pump:
     r = drv_pump(s, &out);
     s->active = 0;
     if (r == 1) {
+        if (!PASSIVE(s->goal))
+            d->reader = s; /* until resumed: no other step may pull from the app meanwhile */
         *result = out;
         return PYGEN_NEXT;
     }
@@ -1294,6 +1330,8 @@ static int step_traverse(PyObject *self, visitproc visit, void *arg) {
 
 static int step_clear(PyObject *self) {
     step_t *s = (step_t *)self;
+    if (s->d && s->d->reader == s)
+        s->d->reader = NULL;
     Py_CLEAR(s->d);
     Py_CLEAR(s->value);
     Py_CLEAR(s->fuse_ret);
@@ -1746,10 +1784,22 @@ PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     return step_new(d->st, d, G_BODY, NULL);
 }
 
+/* The response is over while a reader in another task waits on the app (a response dispatch
+ * kept and iterates in a task of its own): wake it, to find the body over. */
+static int drv_wake_reader(drv_t *d) {
+    PyObject *w = d->proxy;
+    if (CC_LIKELY(!w))
+        return 0;
+    d->proxy = NULL;
+    int rc = fut_release(d, w);
+    Py_DECREF(w);
+    return rc;
+}
+
 PyObject *cc_mw_finish_step(PyObject *self) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
-    if (drv_release_all(d) < 0)
+    if (drv_release_all(d) < 0 || drv_wake_reader(d) < 0)
         return NULL;
     if ((d->child || (d->coro && d->started)) && !d->coro_done)
         return step_new(d->st, d, G_DRAIN, NULL);
@@ -1767,7 +1817,7 @@ PyObject *cc_mw_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
 PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
-    if (drv_release_all(d) < 0)
+    if (drv_release_all(d) < 0 || drv_wake_reader(d) < 0)
         return NULL;
     if (d->child && !d->coro_done) {
         d->child_cancelled = 1;
@@ -2020,6 +2070,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
     d->child = d->relay_error = d->offer = d->offer_msg = d->call = NULL;
+    d->reader = NULL;
     d->fuse_offered = 0;
     d->pass = d->final_fwd = 0;
     d->child_watched = d->child_cancelled = 0;
