@@ -59,7 +59,15 @@ int cc_mw_fused_pass(PyObject *driver, PyObject *step);
 int cc_mw_fused_abort(PyObject *driver, PyObject *step);
 PyObject *cc_mw_fusing_step(PyObject *call); /* borrowed: the start step the call runs, or NULL */
 int cc_mw_can_fuse(PyObject *call);          /* the call awaits dispatch and may run its step */
-PyObject *cc_mw_fuse_new(cc_mw_state_t *st, PyObject *call);
+/* `msg`: the app's start; the fuse does cc_mw_fuse_begin when first resumed. */
+PyObject *cc_mw_fuse_new(cc_mw_state_t *st, PyObject *call, PyObject *msg);
+/* The start goes into the fused path (1; dispatch's call_next returns the response), or not
+ * (0: awaited by another task than the app's, or the driver moved on): then cc_mw_plain_send. */
+int cc_mw_fuse_begin(PyObject *driver, PyObject *call, PyObject *msg);
+PyObject *cc_mw_plain_send(PyObject *driver, PyObject *msg); /* the send, without fusion */
+/* Another task wants the app while dispatch runs inside its fused send: the call takes dispatch
+ * back (1), or there is nothing to take (0). */
+int cc_mw_fuse_steal(PyObject *call);
 int cc_mw_fuse_handoff(PyObject *y, PyObject *driver); /* `y` (an MWFuse) returns to the call */
 /* The iterator behind an awaitable (steals `o`; NULL in, NULL out). */
 PyObject *cc_mw_awaitable_iter(PyObject *o);

@@ -49,6 +49,7 @@ enum {
     FO_RAISE,  /* dispatch raised fuse_val */
     FO_YIELD,  /* dispatch awaits a step of the driver that only the call can run */
     FO_FAST,   /* the start went up from inside the send: the step now runs the body (state set) */
+    FO_STOLEN, /* another task took the app (cc_mw_fuse_steal): dispatch is `sub` again */
 };
 
 /* ---- helpers --------------------------------------------------------------------------------- */
@@ -692,13 +693,16 @@ static PyType_Spec call_spec = {
  * (handoff: this object yields itself to the driver, which ends the call's step), and the app
  * waits in its send as it would have without fusion. */
 
-enum { FS_DISPATCH, FS_UP, FS_HANDOFF, FS_DONE };
+/* FS_NEW: not awaited yet (fusion starts only if the app's own task awaits it); FS_PLAIN: it
+ * did not, and the send goes the ordinary way through `up`. */
+enum { FS_NEW, FS_DISPATCH, FS_UP, FS_HANDOFF, FS_PLAIN, FS_DONE };
 
 typedef struct {
     PyObject_HEAD cc_mw_state_t *st;
     call_t *c;    /* strong until the fused part is over */
     void *owner;  /* the driver, only compared (cc_mw_fuse_handoff) */
-    PyObject *up; /* FS_UP: the upward send's awaitable iterator */
+    PyObject *up; /* FS_UP: the upward send's awaitable iterator; FS_NEW: the start message;
+                     FS_PLAIN: the ordinary send's awaitable iterator */
     int state;
 } fuse_t;
 
@@ -717,7 +721,18 @@ int cc_mw_fuse_handoff(PyObject *y, PyObject *driver) {
     return f->state == FS_HANDOFF && f->owner == (void *)driver;
 }
 
-PyObject *cc_mw_fuse_new(cc_mw_state_t *st, PyObject *call) {
+int cc_mw_fuse_steal(PyObject *call) {
+    call_t *c = (call_t *)call;
+    if (!c->fusing || c->fuse_out != FO_NONE || !c->dsp)
+        return 0;
+    c->fuse_out = FO_STOLEN; /* the fuse returns when the app resumes it */
+    c->fusing = 0;
+    Py_SETREF(c->sub, c->dsp); /* resumed by our task with what dispatch waits for */
+    c->dsp = NULL;
+    return 1;
+}
+
+PyObject *cc_mw_fuse_new(cc_mw_state_t *st, PyObject *call, PyObject *msg) {
     PyTypeObject *tp = (PyTypeObject *)st->fuse_type;
     fuse_t *f = (fuse_t *)cc_mw_fl_pop(&st->fl_fuse, tp);
     if (!f && !(f = PyObject_GC_New(fuse_t, tp)))
@@ -725,8 +740,8 @@ PyObject *cc_mw_fuse_new(cc_mw_state_t *st, PyObject *call) {
     f->st = st;
     f->c = (call_t *)Py_NewRef(call);
     f->owner = ((call_t *)call)->driver;
-    f->up = NULL;
-    f->state = FS_DISPATCH;
+    f->up = Py_NewRef(msg);
+    f->state = FS_NEW;
     PyObject_GC_Track(f);
     return (PyObject *)f;
 }
@@ -781,7 +796,41 @@ static PySendResult fuse_resume(fuse_t *f, PyObject *arg, PyObject *exc, PyObjec
     int r;
     *result = NULL;
     switch (f->state) {
+    case FS_NEW: {
+        PyObject *msg = f->up;
+        f->up = NULL;
+        if (exc) { /* thrown into before it ran: nothing was sent */
+            Py_DECREF(msg);
+            fuse_finish(f);
+            cc_err_give(Py_NewRef(exc));
+            return PYGEN_ERROR;
+        }
+        r = cc_mw_fuse_begin(c->driver, (PyObject *)c, msg);
+        if (r == 0) /* the ordinary send: hand-over in the app's task, else the queue */
+            f->up = cc_mw_awaitable_iter(cc_mw_plain_send(c->driver, msg));
+        Py_DECREF(msg);
+        if (r < 0 || (r == 0 && !f->up)) {
+            fuse_finish(f);
+            return PYGEN_ERROR;
+        }
+        if (r == 0) {
+            f->state = FS_PLAIN;
+            Py_CLEAR(f->c);
+            goto plain;
+        }
+        f->state = FS_DISPATCH;
+    }
+        /* fall through */
     case FS_DISPATCH:
+        if (CC_UNLIKELY(c->fuse_out == FO_STOLEN)) { /* the send returns, as after a handoff */
+            fuse_finish(f);
+            if (exc) {
+                cc_err_give(Py_NewRef(exc));
+                return PYGEN_ERROR;
+            }
+            *result = Py_NewRef(Py_None);
+            return PYGEN_RETURN;
+        }
         r = iter_resume(f->st, c->dsp, arg, exc, &out);
         if (r == 1) {
             if (!cc_mw_is_defer(out, c->driver)) {
@@ -837,6 +886,18 @@ static PySendResult fuse_resume(fuse_t *f, PyObject *arg, PyObject *exc, PyObjec
         fuse_finish(f);
         PyErr_SetNone(f->st->cancelled_error);
         return PYGEN_ERROR;
+    case FS_PLAIN:
+    plain:
+        r = iter_resume(f->st, f->up, arg, exc, &out);
+        if (r == 1) {
+            *result = out;
+            return PYGEN_NEXT;
+        }
+        fuse_finish(f);
+        if (r < 0)
+            return PYGEN_ERROR;
+        *result = out ? out : Py_NewRef(Py_None);
+        return PYGEN_RETURN;
     case FS_HANDOFF: /* the call went on: as after a hand-over, the send returns (or raises) */
         f->state = FS_DONE;
         if (exc) {
@@ -881,7 +942,8 @@ static PyObject *fuse_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 static PyObject *fuse_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     fuse_t *f = (fuse_t *)self;
-    if (f->state == FS_DONE || f->state == FS_HANDOFF || (f->state == FS_DISPATCH && !f->c)) {
+    if (f->state == FS_DONE || f->state == FS_HANDOFF || f->state == FS_NEW ||
+        (f->state == FS_DISPATCH && !f->c)) {
         f->state = FS_DONE;
         Py_RETURN_NONE;
     }

@@ -34,6 +34,7 @@ typedef struct {
     PyObject *task;     /* the task that called call_next */
     PyObject *loop;     /* fetched the first time a future is needed */
     PyObject *msg;      /* message handed over by an in-task send */
+    PyObject *susp;     /* the G_SUSPEND step that send returned, until `msg` is taken */
     PyObject *msg_type; /* its "type", already read by that send */
     PyObject *resume;   /* value to send into / exception to throw into the app next */
     PyObject *waiting;  /* a future the app awaits, watched while a consumer waits */
@@ -66,6 +67,7 @@ typedef struct {
      * call_next response (cc_mw_offer): that response becomes ours instead of a new one. */
     PyObject *offer, *offer_msg;
     PyObject *call;   /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
+    void *reader;     /* not a reference: the step suspended on the app for a message, or NULL */
     int fuse_offered; /* its start step was offered to the call (fusion may follow) */
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
@@ -642,6 +644,28 @@ static int drv_detach(drv_t *d) {
     return 0;
 }
 
+/* The app called send() in its step but waits on something else: that send's step is awaited
+ * elsewhere, as by `await ensure_future(send(msg))`, and the task doing so must not get it (it
+ * would yield it to its loop). The message joins those sent from other tasks, and the step
+ * returns at once wherever it is awaited. */
+static int drv_requeue(drv_t *d) {
+    PyObject *fut = new_future(d), *item = NULL;
+    if (!fut || !(item = PyTuple_Pack(2, d->msg, fut)) ||
+        (!d->queue && !(d->queue = PyList_New(0))) || PyList_Append(d->queue, item) < 0) {
+        Py_XDECREF(fut);
+        Py_XDECREF(item);
+        return -1;
+    }
+    Py_DECREF(fut);
+    Py_DECREF(item);
+    Py_CLEAR(d->msg);
+    Py_CLEAR(d->msg_type);
+    if (d->susp)
+        ((step_t *)d->susp)->wait = W_PASSED;
+    Py_CLEAR(d->susp);
+    return 0;
+}
+
 /* Drives the app towards `s->goal`. 1: yield *out to our awaiter; 0: done (*out new ref or NULL
  * meaning end of body for G_CHUNK); -1: error. */
 static int drv_pump(step_t *s, PyObject **out) {
@@ -672,8 +696,18 @@ static int drv_pump(step_t *s, PyObject **out) {
                     rel = -1;
                 else
                     rel = PyList_Append(d->deferred, fut);
-            } else
+            } else {
+                /* a bad message still releases its producer (it was taken, as Starlette's
+                 * stream takes it); the error for dispatch must survive that call */
+                PyObject *err = r < 0 ? cc_err_take() : NULL;
                 rel = fut_release(d, fut);
+                if (err) {
+                    if (rel < 0)
+                        PyErr_WriteUnraisable(fut);
+                    cc_err_give(err);
+                    rel = 0;
+                }
+            }
             Py_DECREF(item);
             if (rel < 0) {
                 Py_CLEAR(*out);
@@ -786,6 +820,7 @@ static int drv_pump(step_t *s, PyObject **out) {
             Py_DECREF(y);
             PyObject *msg = d->msg, *mtype = d->msg_type;
             d->msg = d->msg_type = NULL;
+            Py_CLEAR(d->susp);
             if (!msg) {
                 Py_XDECREF(mtype);
                 continue;
@@ -798,6 +833,10 @@ static int drv_pump(step_t *s, PyObject **out) {
             if (r == 1)
                 return 0;
             continue;
+        }
+        if (CC_UNLIKELY(d->msg != NULL) && drv_requeue(d) < 0) {
+            Py_DECREF(y);
+            return -1;
         }
         if (!PASSIVE(goal) && is_blocking_future(d, y)) {
             /* watch it ourselves so a send from another task can wake us meanwhile */
@@ -987,6 +1026,33 @@ static inline int fuse_worth(drv_t *d) {
            Py_TYPE(d->send) != (PyTypeObject *)st->driver_type;
 }
 
+/* The body is read while the app holds dispatch in its fused send and is not being stepped: by
+ * another task than dispatch's (a task dispatch awaits, gather, wait_for). Stepping the app would
+ * resume dispatch in that task, so the call takes dispatch back where it waits, and the app's
+ * send returns when it is next resumed (cc_mw_fuse_steal). */
+/* A body read starting while another step waits on the app for a message (two tasks iterating
+ * body_iterator at once): they would step the app in turns and one would wait forever. */
+static int drv_read_twice(drv_t *d) {
+    PyObject *hold = NULL;
+    PyErr_Format(PyExc_RuntimeError,
+                 "middleware %s: call_next's response body is read by two tasks at once",
+                 dispatch_name(d, &hold));
+    Py_XDECREF(hold);
+    return -1;
+}
+
+static void drv_unfuse(drv_t *d) {
+    if (CC_LIKELY(!d->call) || d->stepping)
+        return;
+    step_t *h = (step_t *)cc_mw_fusing_step(d->call);
+    if (!h || h->d != d || h->goal != G_HOLD)
+        return;
+    Py_INCREF(h);
+    if (cc_mw_fuse_steal(d->call))
+        h->finished = 1; /* the call no longer runs it */
+    Py_DECREF(h);
+}
+
 static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
     *result = NULL;
     if (CC_UNLIKELY(s->fuse_ret != NULL)) {
@@ -1039,6 +1105,8 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     drv_t *d = s->d;
     PyObject *out = NULL;
     int r;
+    if (d->reader == s)
+        d->reader = NULL;
     if (CC_UNLIKELY(d->stepping || s->active)) {
         /* dispatch, fused into the app's send, wants the app stepped (its body read): put off
          * until the call has taken dispatch back (MWFuse hands it over on seeing this) */
@@ -1063,6 +1131,21 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
         }
         if (offer) /* the task was checked before offering */
             goto pump;
+    }
+    if (CC_UNLIKELY(d->phase >= PH_SENT) && s->wait == W_PROXY &&
+        (s->goal == G_CHUNK || s->goal == G_BODY)) {
+        /* a reader in another task, woken when the response went out or was given up (see
+         * drv_wake_reader): the body is over for it, and the app is no longer its to step */
+        s->wait = W_NONE;
+        if (exc) {
+            raise_exc(exc);
+            goto error;
+        }
+        if (s->goal == G_CHUNK)
+            goto end_of_body;
+        s->finished = 1;
+        *result = Py_NewRef(Py_None);
+        return PYGEN_RETURN;
     }
     if (s->wait == W_PROXY || s->wait == W_CHILD) {
         Py_CLEAR(d->proxy);
@@ -1107,10 +1190,17 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
         d->body_started = 1;
         if (d->phase >= PH_APP_DONE)
             goto end_of_body;
+        if (CC_UNLIKELY(d->reader != NULL) && drv_read_twice(d) < 0)
+            goto error;
+        drv_unfuse(d);
     } else if (s->goal == G_BODY && d->phase >= PH_APP_DONE) {
         s->finished = 1;
         *result = Py_NewRef(Py_None);
         return PYGEN_RETURN;
+    } else if (s->goal == G_BODY) {
+        if (CC_UNLIKELY(d->reader != NULL) && drv_read_twice(d) < 0)
+            goto error;
+        drv_unfuse(d);
     }
 pump:
     s->wait = W_NONE;
@@ -1120,6 +1210,8 @@ pump:
     r = drv_pump(s, &out);
     s->active = 0;
     if (r == 1) {
+        if (!PASSIVE(s->goal))
+            d->reader = s; /* until resumed: no other step may pull from the app meanwhile */
         *result = out;
         return PYGEN_NEXT;
     }
@@ -1286,6 +1378,8 @@ static int step_traverse(PyObject *self, visitproc visit, void *arg) {
 
 static int step_clear(PyObject *self) {
     step_t *s = (step_t *)self;
+    if (s->d && s->d->reader == s)
+        s->d->reader = NULL;
     Py_CLEAR(s->d);
     Py_CLEAR(s->value);
     Py_CLEAR(s->fuse_ret);
@@ -1487,18 +1581,32 @@ static PyObject *drv_fuse_send(drv_t *d, PyObject *msg) {
         if (cur != (d->outer_scope ? d->outer_scope : Py_None))
             return Py_None;
     }
+    return cc_mw_fuse_new(st, d->call, msg); /* cc_mw_fuse_begin when it is awaited */
+}
+
+int cc_mw_fuse_begin(PyObject *driver, PyObject *call, PyObject *msg) {
+    drv_t *d = (drv_t *)driver;
+    /* not stepping: the send was awaited by another task than the one running the app
+     * (`await ensure_future(send(start))`); dispatch must not run in that task */
+    if (!d->stepping)
+        return 0;
+    step_t *s = (step_t *)cc_mw_fusing_step(call);
+    if (!s || s->d != d || s->goal != G_START || d->phase != PH_START || d->child || d->msg ||
+        (d->queue && PyList_GET_SIZE(d->queue)))
+        return 0;
     d->phase = PH_BODY;
     PyObject *resp = make_response(d, msg);
     if (!resp)
-        return NULL;
-    PyObject *f = cc_mw_fuse_new(st, d->call);
-    if (!f) {
-        Py_DECREF(resp);
-        return NULL;
-    }
+        return -1;
     Py_XSETREF(s->fuse_ret, resp); /* what dispatch's await on call_next returns */
     s->goal = G_HOLD;
-    return f;
+    return 1;
+}
+
+PyObject *cc_mw_plain_send(PyObject *driver, PyObject *msg) {
+    drv_t *d = (drv_t *)driver;
+    d->fuse_offered = 0; /* no fusion for this start: the hand-over, or the queue */
+    return drv_send_typed(d, msg, d->st->s_start, -1, NULL);
 }
 
 /* The `send` the downstream app gets. With `handed` (a cicada layer sending from C, see
@@ -1557,7 +1665,8 @@ static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int mor
                 *handed = 1;
                 Py_RETURN_NONE;
             }
-            return step_new(st, d, G_SUSPEND, NULL);
+            Py_XSETREF(d->susp, step_new(st, d, G_SUSPEND, NULL));
+            return Py_XNewRef(d->susp);
         }
     }
     /* From another task: hand it over and wait until the consumer took it. */
@@ -1723,10 +1832,22 @@ PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     return step_new(d->st, d, G_BODY, NULL);
 }
 
+/* The response is over while a reader in another task waits on the app (a response dispatch
+ * kept and iterates in a task of its own): wake it, to find the body over. */
+static int drv_wake_reader(drv_t *d) {
+    PyObject *w = d->proxy;
+    if (CC_LIKELY(!w))
+        return 0;
+    d->proxy = NULL;
+    int rc = fut_release(d, w);
+    Py_DECREF(w);
+    return rc;
+}
+
 PyObject *cc_mw_finish_step(PyObject *self) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
-    if (drv_release_all(d) < 0)
+    if (drv_release_all(d) < 0 || drv_wake_reader(d) < 0)
         return NULL;
     if ((d->child || (d->coro && d->started)) && !d->coro_done)
         return step_new(d->st, d, G_DRAIN, NULL);
@@ -1744,7 +1865,7 @@ PyObject *cc_mw_finish(PyObject *self, PyObject *Py_UNUSED(ignored)) {
 PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
-    if (drv_release_all(d) < 0)
+    if (drv_release_all(d) < 0 || drv_wake_reader(d) < 0)
         return NULL;
     if (d->child && !d->coro_done) {
         d->child_cancelled = 1;
@@ -1768,6 +1889,7 @@ PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
         Py_DECREF(exc);
         Py_CLEAR(d->msg);
         Py_CLEAR(d->msg_type);
+        Py_CLEAR(d->susp);
         step_t *s = (step_t *)step_new(d->st, d, G_DRAIN, NULL);
         if (s)
             s->swallow = 1;
@@ -1809,6 +1931,7 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(d->loop);
     Py_VISIT(d->msg);
     Py_VISIT(d->msg_type);
+    Py_VISIT(d->susp);
     Py_VISIT(d->resume);
     Py_VISIT(d->waiting);
     Py_VISIT(d->proxy);
@@ -1841,6 +1964,7 @@ static int drv_clear(PyObject *self) {
     Py_CLEAR(d->loop);
     Py_CLEAR(d->msg);
     Py_CLEAR(d->msg_type);
+    Py_CLEAR(d->susp);
     Py_CLEAR(d->resume);
     Py_CLEAR(d->waiting);
     Py_CLEAR(d->proxy);
@@ -1999,7 +2123,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->scope = Py_NewRef(scope);
     d->receive = Py_NewRef(receive);
     d->send = Py_NewRef(send);
-    d->coro = d->msg = d->msg_type = d->resume = NULL;
+    d->coro = d->msg = d->msg_type = d->resume = d->susp = NULL;
     d->task = Py_XNewRef(task);
     d->loop = Py_XNewRef(loop);
     d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
@@ -2007,6 +2131,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->ts = d->outer_scope = d->app_scope = NULL;
     d->entangled = d->app_view = 0;
     d->child = d->relay_error = d->offer = d->offer_msg = d->call = NULL;
+    d->reader = NULL;
     d->fuse_offered = 0;
     d->pass = d->final_fwd = 0;
     d->child_watched = d->child_cancelled = 0;
