@@ -390,48 +390,12 @@ def documented_differences(app_name: str, dispatch_name: str) -> set[str]:
     return keys
 
 
-# Bugs: xfail(strict) until src/ is fixed (see the report of the adversarial tests).
-_SYSTEM_ERROR = ("the driver calls fut.done() with the app's 'sent ... before start' / "
-                 "'unexpected message' RuntimeError still set (mw_driver.c drv_pump queue "
-                 "branch): SystemError")
-_FUSE_ELSEWHERE = ("a send(start) awaited in another task yields cicada's MWFuse to that task: "
-                   "'Task got bad yield', or a deadlock when dispatch reads the body")
-_BODY_ELSEWHERE = ("dispatch iterating call_next's body_iterator from another task (a task it "
-                   "awaits, gather, wait_for on 3.11) deadlocks, or the iterator yields None, "
-                   "when the app runs in dispatch's task")
-BAD_APPS = ("body_before_start", "start_twice", "unknown_message")
-NO_RESPONSE_APPS = ("raises_first", "never_sends", "body_before_start", "unknown_message",
-                    "cancels_itself_first", "message_not_a_dict")
-
-
-def known_bug(app_name, dispatch_name, mode):
-    cross_task = mode == "in_a_task" or dispatch_name == "call_next_in_a_task"
-    if cross_task and app_name in BAD_APPS and dispatch_name not in (
-            "raises_first", "never_calls_next"):
-        if app_name == "start_twice" and dispatch_name in (
-                "raises_after", "keeps_response", "returns_junk", "cancels_own_task",
-                "call_next_twice"):
-            return None  # dispatch is done with the app before its second start
-        return _SYSTEM_ERROR
-    if mode == "direct" and app_name == "sends_from_another_task" and dispatch_name in (
-            "raises_after", "reads_body_then_own", "reads_body_twice", "keeps_response",
-            "returns_junk", "cancels_own_task", "reads_half_the_body",
-            "eats_a_chunk_then_returns_it"):
-        return _FUSE_ELSEWHERE
-    if (mode == "direct" and dispatch_name == "body_read_by_another_task"
-            and app_name not in NO_RESPONSE_APPS):
-        return _BODY_ELSEWHERE
-    return None
-
-
 def _cases():
     for app_name in APPS:
         for dispatch_name in DISPATCHES:
             for loop_name, mode in (("asyncio", "direct"), ("asyncio", "in_a_task"),
                                     ("cicada", "direct")):
-                bug = known_bug(app_name, dispatch_name, mode)
-                marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
-                yield pytest.param(app_name, dispatch_name, loop_name, mode, marks=marks,
+                yield pytest.param(app_name, dispatch_name, loop_name, mode,
                                    id=f"{app_name}-{dispatch_name}-{loop_name}-{mode}")
 
 
@@ -450,18 +414,16 @@ def test_hostile_pair(app_name, dispatch_name, loop_name, mode):
 
 
 def test_no_driver_outlives_hostile_requests():
-    """Every pair that does not hang (those are xfailed above) frees its driver objects."""
+    """Every pair frees its driver objects."""
     before = _live_drivers()
     for app_name in APPS:
         for dispatch_name in DISPATCHES:
-            if known_bug(app_name, dispatch_name, "direct") in (_FUSE_ELSEWHERE, _BODY_ELSEWHERE):
-                continue  # these hang
             outcome("cicada", "asyncio", app_name, dispatch_name, "direct")
             outcome("cicada", "asyncio", app_name, dispatch_name, "in_a_task")
     assert _live_drivers() == before
 
 
-# ---- the bugs above, one minimal case each (what a fix should make pass) ---------------------
+# ---- the bugs this file found (cross-task use of the driver), one minimal case each ---------
 
 
 def _run_one(app, dispatch, in_a_task=False):
@@ -482,31 +444,26 @@ def _run_one(app, dispatch, in_a_task=False):
     return asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, raises=SystemError, reason=_SYSTEM_ERROR)
 def test_bad_message_through_a_call_awaited_in_another_task_is_a_clear_error():
     with pytest.raises(RuntimeError, match="before http.response.start"):
         _run_one(app_body_before_start, d_plain, in_a_task=True)
 
 
-@pytest.mark.xfail(strict=True, raises=asyncio.TimeoutError, reason=_SYSTEM_ERROR + ", then a hang")
 def test_dispatch_handling_that_error_from_another_task_does_not_hang():
     ex = _run_one(app_unknown_message, d_catches_everything, in_a_task=True)
     assert ex.status == 500 and ex.body == b"caught clear error"
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=_FUSE_ELSEWHERE)
 def test_send_start_in_another_task_then_dispatch_raises():
     with pytest.raises(Boom):
         _run_one(app_sends_from_another_task, d_raises_after)
 
 
-@pytest.mark.xfail(strict=True, raises=(asyncio.TimeoutError, TypeError), reason=_BODY_ELSEWHERE)
 def test_dispatch_reading_the_body_in_another_task():
     ex = _run_one(app_ok, d_body_read_by_another_task)
     assert ex.status == 203 and ex.body == b"hello"
 
 
-@pytest.mark.xfail(strict=True, raises=asyncio.TimeoutError, reason=_FUSE_ELSEWHERE)
 def test_send_start_in_another_task_then_dispatch_reads_the_body():
     ex = _run_one(app_sends_from_another_task, d_reads_body_then_own)
     assert ex.status == 201 and ex.body == b"ab"
@@ -585,8 +542,6 @@ async def d_reads_body_under_wait_for(request, call_next):
     return Response(await asyncio.wait_for(consume(), HANG), status_code=203)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason=_BODY_ELSEWHERE + ": stuck past wait_for's own timeout, forever")
 def test_dispatch_reading_the_body_under_wait_for():
     from cicada.middleware import HTTPMiddleware
 
