@@ -492,6 +492,16 @@ static int drop_write(PyObject *o) {
     return 0;
 }
 
+/* The pending exception as a fatal write error (_fatal_error()): 0, or -1 when it must
+ * propagate (SystemExit and the like). */
+static int write_failed(PyObject *o) {
+    PyObject *x = fatal(o, "Fatal write error on socket transport");
+    if (!x)
+        return -1;
+    Py_DECREF(x);
+    return 0;
+}
+
 /* 1 when the transport's socket object still has the transport's fd. The caller of
  * create_connection(sock=...) keeps that object and may close it while the transport lives; the
  * number may then be another socket's, so writing on it would send this connection's data there.
@@ -506,11 +516,7 @@ static int socket_still_ours(PyObject *o) {
         errno = EBADF;
         PyErr_SetFromErrno(PyExc_OSError);
     }
-    PyObject *x = fatal(o, "Fatal write error on socket transport");
-    if (!x)
-        return -1;
-    Py_DECREF(x);
-    return 0;
+    return write_failed(o);
 }
 
 /* One send()/sendmsg() of the buffers: 1 with *sent set, 0 after a fatal socket error (reported
@@ -530,11 +536,7 @@ static int send_now(PyObject *o, const struct iovec *iov, int n, size_t *sent) {
     if (r < 0) {
         if (!would_block(errno)) {
             PyErr_SetFromErrno(PyExc_OSError);
-            PyObject *x = fatal(o, "Fatal write error on socket transport");
-            if (!x)
-                return -1;
-            Py_DECREF(x);
-            return 0;
+            return write_failed(o);
         }
         r = 0;
     }
