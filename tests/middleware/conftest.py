@@ -22,6 +22,28 @@ def impl(request):
     return IMPLS[request.param]
 
 
+@pytest.fixture(params=["asyncio", "uvloop", "cicada"])
+def any_loop(request):
+    """A loop factory for tests that also run on cicada's own loop."""
+    if request.param == "uvloop":
+        return pytest.importorskip("uvloop").new_event_loop
+    if request.param == "cicada":
+        import cicada.loop
+
+        return cicada.loop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def close_loop(loop):
+    """Cancel the tasks an app or dispatch left behind, let them finish, close the loop."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.close()
+
+
 @pytest.fixture(params=["asyncio", "uvloop"])
 def loop_factory(request):
     if request.param == "uvloop":

@@ -16,7 +16,7 @@ import gc
 import pytest
 from starlette.responses import PlainTextResponse, Response
 
-from .conftest import Exchange, http_scope
+from .conftest import Exchange, close_loop, http_scope
 
 HANG = 2.0  # seconds after which a request counts as hung
 
@@ -30,16 +30,6 @@ def body(data: bytes, more: bool = False):
 class Boom(Exception):
     pass
 
-
-@pytest.fixture(params=["asyncio", "uvloop", "cicada"])
-def any_loop(request):
-    if request.param == "uvloop":
-        return pytest.importorskip("uvloop").new_event_loop
-    if request.param == "cicada":
-        import cicada.loop
-
-        return cicada.loop.new_event_loop
-    return asyncio.new_event_loop
 
 
 def _live_drivers():
@@ -73,12 +63,7 @@ def run_request(loop_factory, app, *, in_a_task=False):
     try:
         return loop.run_until_complete(main())
     finally:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in pending:
-            t.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
+        close_loop(loop)
 
 
 def stack(impl, app, dispatch, layers):
@@ -559,9 +544,4 @@ def test_a_reader_outliving_the_response_ends(impl, any_loop):
         assert done == set(readers), "the reader left behind waits forever"
         readers[0].exception()  # retrieved (either outcome is fine)
     finally:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in pending:
-            t.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
+        close_loop(loop)

@@ -20,17 +20,6 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from .conftest import Exchange, call, http_scope, run
 
 
-@pytest.fixture(params=["asyncio", "uvloop", "cicada"])
-def any_loop(request):
-    if request.param == "uvloop":
-        return pytest.importorskip("uvloop").new_event_loop
-    if request.param == "cicada":
-        import cicada.loop
-
-        return cicada.loop.new_event_loop
-    return asyncio.new_event_loop
-
-
 def plain_app(log, body=b"hello"):
     async def app(scope, receive, send):
         log.append("app:start")

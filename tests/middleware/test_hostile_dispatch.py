@@ -19,7 +19,7 @@ from starlette.responses import PlainTextResponse, Response
 
 import cicada.loop
 
-from .conftest import Exchange, http_scope
+from .conftest import Exchange, close_loop, http_scope
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -333,13 +333,7 @@ def outcome(impl_name: str, loop_name: str, app_name: str, dispatch_name: str, m
     try:
         return loop.run_until_complete(loop.create_task(main()))
     finally:
-        # cancel whatever the app left behind, then close
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in pending:
-            t.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
+        close_loop(loop)
         KEPT.clear()
 
 

@@ -20,18 +20,6 @@ from cicada.middleware import HTTPMiddleware
 from .conftest import Exchange, call, http_scope, run
 
 
-@pytest.fixture(params=["asyncio", "uvloop", "cicada"])
-def any_loop(request):
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        return uvloop.new_event_loop
-    if request.param == "cicada":
-        from cicada import loop as cloop
-
-        return cloop.new_event_loop
-    return asyncio.new_event_loop
-
-
 def stack(impl, app, dispatches):
     for d in reversed(dispatches):
         app = impl(app, dispatch=d)
