@@ -150,6 +150,7 @@ void cc_loop_clear(cc_loop_state_t *st) {
     cc_loop_handles_free(st);
     Py_CLEAR(st->kw_loop);
     Py_CLEAR(st->socket_type);
+    st->socket_fd_inline = 0; /* probed again (with the type) if the state is used again */
     Py_CLEAR(st->loop_core_type);
     Py_CLEAR(st->handle_type);
     Py_CLEAR(st->timer_handle_type);

@@ -53,6 +53,10 @@ static int probe_inline_fd(cc_loop_state_t *st) {
                    tp->tp_basicsize >= (Py_ssize_t)(sizeof(PyObject) + sizeof(int)) &&
                    *inline_fd(a) == fileno_of(st, a) && *inline_fd(b) == fileno_of(st, b) &&
                    *inline_fd(a) != *inline_fd(b);
+        if (PyErr_Occurred()) { /* fileno() failed: no proof */
+            PyErr_Clear();
+            same = 0;
+        }
         PyObject *r = PyObject_CallMethod(a, "close", NULL);
         if (same && r && *inline_fd(a) == -1 && fileno_of(st, a) == -1)
             ok = 1;
