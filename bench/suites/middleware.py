@@ -47,7 +47,15 @@ NOTES = (
     "of the machine and repeat to within a few hundred instructions, and `server instructions` "
     "rows: the same for the whole cicada server process serving the app (its loop, HTTP "
     "protocol, FastAPI and the layers; one keep-alive client, counters zeroed after a warm-up; "
-    "the kernel's work is not counted). Those give the targets' ratios free of the machine's noise."
+    "the kernel's work is not counted). Those give the targets' ratios free of the machine's noise. "
+    "`paired` rows (MW_BENCH_PAIRED=0 skips them) measure the targets' ratio inside one server "
+    "process: bench/apps/mw_pair.py serves the app without middleware on /a and the layered app "
+    "on /b, and 1-second wrk runs alternate between the two paths; each pair gives the server's "
+    "CPU per request on /a over that on /b. Between server processes of one configuration the "
+    "CPU per request moved by more than the effect measured (memory layout, hash seeds, the "
+    "machine's load when that process ran); a pair inside one process shares all of that. Four "
+    "pairs per process, --runs processes per configuration (at least 2), interleaved; the cell "
+    "is the median pair, with the interquartile range of the pairs."
 )
 
 
@@ -146,6 +154,53 @@ def _server_rows(server: str, runs: int, duration: float) -> list[harness.Result
     return results
 
 
+PAIRED = [("pure", 1), ("cicada", 1), ("accelerate", 1), ("pure", 10), ("cicada", 10),
+          ("accelerate", 10)]
+
+
+def _paired_once(kind: str, layers: int, rounds: int) -> list[float]:
+    """One server process serving both apps (bench/apps/mw_pair.py): `rounds` pairs of 1-second
+    wrk runs, /a (no middleware) and /b (the layers) in alternating order; for each pair, the
+    server's CPU per request on /a over that on /b (the share of capacity the layers leave)."""
+    port = harness.free_port()
+    cmd = _server_cmd("cicada", port)
+    cmd[cmd.index("bench.apps.mw_app:app")] = "bench.apps.mw_pair:app"
+    env = {"MW_KIND": kind, "MW_LAYERS": str(layers), "PYTHONPATH": str(ROOT)}
+    ratios = []
+    with harness.server_process(cmd, port, env=env) as proc:
+        for path in "ab":  # warm-up
+            harness.wrk(f"http://127.0.0.1:{port}/{path}", duration=1)
+        for r in range(rounds):
+            cpu = {}
+            for path in ("ab" if r % 2 == 0 else "ba"):
+                ns0 = harness.group_cpu_ns(proc.pid)
+                out = harness.wrk(f"http://127.0.0.1:{port}/{path}", duration=1)
+                cpu[path] = (harness.group_cpu_ns(proc.pid) - ns0) / max(1, out["requests"])
+            ratios.append(cpu["a"] / cpu["b"] * 100)
+    return ratios
+
+
+def _paired_rows(runs: int) -> list[harness.Result]:
+    """The targets' ratios measured inside one server process at a time (see _paired_once):
+    differences between processes (memory layout, hash seeds, load on the machine at the time
+    a process ran) were as large as the effect measured; a pair inside one process shares them.
+    `runs` processes per configuration, interleaved, 4 pairs each; the cell is the median pair."""
+    samples: dict[tuple[str, int], list[float]] = {c: [] for c in PAIRED}
+    for _ in range(max(2, runs)):
+        for kind, layers in PAIRED:
+            samples[(kind, layers)] += _paired_once(kind, layers, rounds=4)
+    results = []
+    for (kind, layers), ratios in samples.items():
+        value = statistics.median(ratios)
+        q = statistics.quantiles(ratios, n=4)
+        results.append(harness.Result(
+            f"cicada {layers} layers, paired % of none by server CPU", kind, value, "%", ratios,
+            extra={"note": f"IQR {q[0]:.1f}-{q[2]:.1f}"}))
+        print(f"  paired {kind:10} {layers:2} layers: {value:5.1f} % of none "
+              f"(IQR {q[0]:.1f}-{q[2]:.1f}, {len(ratios)} pairs)", flush=True)
+    return results
+
+
 def collect(opts) -> list[harness.Result]:
     results: list[harness.Result] = []
     iters = int(os.environ.get("MW_BENCH_ITERS", "20000"))
@@ -194,4 +249,6 @@ def collect(opts) -> list[harness.Result]:
         if server not in ("cicada", "uvicorn"):
             raise ValueError(f"MW_BENCH_SERVER must be cicada, uvicorn, both or 0, not {choice!r}")
         results += _server_rows(server, opts.runs, opts.duration)
+        if server == "cicada" and os.environ.get("MW_BENCH_PAIRED", "1") == "1":
+            results += _paired_rows(opts.runs)
     return results
