@@ -11,7 +11,6 @@ cost shows better than under a slower server. MW_BENCH_SERVER picks the server r
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import shutil
