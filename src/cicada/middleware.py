@@ -9,6 +9,7 @@ This module needs starlette; the rest of cicada does not import it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import types
 
@@ -125,6 +126,29 @@ _core.mw_setup(
     # asyncio.current_task is Python code on 3.11 reading this dict: the C side reads it directly
     asyncio.tasks._current_tasks if isinstance(asyncio.current_task, types.FunctionType) else None,
 )
+
+
+def _mark_call_as_coroutine_function():
+    """Makes `HTTPMiddleware.__call__` (a C descriptor) pass for a coroutine function.
+
+    Servers and TestClient tell an ASGI3 app from an ASGI2 one by `iscoroutinefunction(
+    app.__call__)`; without this a bare middleware instance served as the app was driven as
+    ASGI2 (`app(scope)` -> TypeError). The bound `__call__` is a method object, which reads
+    unknown attributes from its function, here the MWEntry, so the markers go on its type:
+    inspect's (3.12+, taken from `markcoroutinefunction`) and asyncio's (what its
+    `iscoroutinefunction` checks before 3.14; private, so looked up defensively).
+    """
+    entry_type = type(HTTPMiddleware.__dict__["__call__"])
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:
+        marked = mark(lambda: None)
+        entry_type._is_coroutine_marker = marked._is_coroutine_marker
+    asyncio_marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    if asyncio_marker is not None:
+        entry_type._is_coroutine = asyncio_marker
+
+
+_mark_call_as_coroutine_function()
 
 # the C side remembers the running loop of the last request (3.11, see cc_mw_current_context);
 # a forked child must not take its parent's loop for a running one
