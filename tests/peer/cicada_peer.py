@@ -87,7 +87,8 @@ def pytest_report_header(config):
 
 def pytest_terminal_summary(terminalreporter):
     c = _counts
-    left = sorted(set(c["left_as_base"]))
+    # in plain mode every layer is Starlette's: naming them says nothing
+    left = sorted(set(c["left_as_base"])) if MODE != "plain" else []
     terminalreporter.write_line(
         f"cicada peer mode {MODE}: {c['stacks']} middleware stacks built, "
         f"{c['cicada_layers']} BaseHTTPMiddleware-style layers on cicada, "
