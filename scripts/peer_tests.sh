@@ -40,7 +40,7 @@ run() { # name tree mode selection...
     (cd "$tree" && CICADA_PEER_MODE=$mode PYTHONPATH="$here/tests/peer${PYTHONPATH:+:$PYTHONPATH}" \
         "$PY" -m pytest -p cicada_peer -p no:cacheprovider -p timeout --timeout 30 -q -rfE "$@" \
         >"$log" 2>&1)
-    printf '%-10s %-10s %s\n' "$name" "$mode" "$(grep -E '^=+ .* in [0-9.]+s' "$log" | tail -1 | tr -d '=')"
+    printf '%-10s %-10s %s\n' "$name" "$mode" "$(grep -E '(passed|failed|error).* in [0-9.]+s' "$log" | tail -1 | tr -d '=')"
     grep -E '^(FAILED|ERROR) ' "$log" | sed 's/^/    /'
     grep -E '^cicada peer mode' "$log" | sed 's/^/    /'
 }

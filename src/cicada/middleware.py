@@ -32,6 +32,21 @@ class _Request(Request):
 
     __slots__ = ("scope", "_receive", "_send", "_stream_consumed", "_is_disconnected", "_form")
 
+    async def _cicada_received(self, message_awaitable):
+        """The app's `receive()`: the server's message, noted here as BaseHTTPMiddleware's
+        Request notes what the app reads through it, so that after call_next dispatch gets
+        "Stream consumed" instead of waiting on a body the app already read, and
+        `is_disconnected()` is true once the app saw the client leave."""
+        message = await message_awaitable
+        if type(message) is dict:
+            kind = message.get("type")
+            if kind == "http.request":
+                if not message.get("more_body", False):
+                    self._stream_consumed = True
+            elif kind == "http.disconnect":
+                self._is_disconnected = True
+        return message
+
 
 _Request.__name__ = _Request.__qualname__ = "Request"
 

@@ -1,6 +1,6 @@
 """Regressions found by running Starlette's and FastAPI's own test suites against cicada's
 middleware (scripts/peer_tests.sh, docs/middleware.md). Each case is our own, checked against
-BaseHTTPMiddleware too; the ones cicada still gets wrong are strict xfails saying why."""
+BaseHTTPMiddleware too, in-process on asyncio, uvloop and cicada's loop."""
 
 from __future__ import annotations
 
@@ -20,11 +20,6 @@ from .conftest import Exchange, http_scope, run
 
 async def passthrough(request, call_next):
     return await call_next(request)
-
-
-def _xfail_on_cicada(request, impl, reason):
-    if impl is HTTPMiddleware:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 # ---- a bare layer served as the app is an ASGI3 app ----------------------------------------------
@@ -104,13 +99,9 @@ def test_discarded_body_app_loops_on_send(impl, any_loop, close):
 
 
 # ---- what the app receives is what dispatch's Request knows ---------------------------------------
-
-_RECEIVE_REASON = (
-    "the app's receive() goes straight to the server's; dispatch's Request never sees the "
-    "messages it returns (BaseHTTPMiddleware reads them through that Request), so it does not "
-    "know the body was consumed or the client left. Fixing it needs the driver to look at each "
-    "message the app receives (a C awaitable around the server's receive)."
-)
+# The app's receive() went straight to the server's: dispatch's Request never saw the messages,
+# so after call_next it waited on a body the app had read (a real server blocks there until the
+# client leaves) and did not know the client had left.
 
 
 class OneShotReceive:
@@ -141,8 +132,7 @@ def serve(loop_factory, layer, scope, receive, send=_send):
 
 
 @pytest.mark.parametrize("read", ["stream", "body"])
-def test_stream_consumed_after_app_read_body(request, impl, any_loop, read):
-    _xfail_on_cicada(request, impl, _RECEIVE_REASON)
+def test_stream_consumed_after_app_read_body(impl, any_loop, read):
     seen = []
 
     async def app(scope, receive, send):
@@ -166,8 +156,7 @@ def test_stream_consumed_after_app_read_body(request, impl, any_loop, read):
     assert seen == [b"data"]
 
 
-def test_disconnect_seen_by_app_marks_request(request, impl, any_loop):
-    _xfail_on_cicada(request, impl, _RECEIVE_REASON)
+def test_disconnect_seen_by_app_marks_request(impl, any_loop):
     results = []
 
     async def app(scope, receive, send):
@@ -185,9 +174,8 @@ def test_disconnect_seen_by_app_marks_request(request, impl, any_loop):
     assert results == [True]
 
 
-def test_app_polls_disconnect_twice(request, impl, any_loop):
+def test_app_polls_disconnect_twice(impl, any_loop):
     """A server gives http.disconnect once here; the app asks twice."""
-    _xfail_on_cicada(request, impl, _RECEIVE_REASON)
     sent = []
 
     async def app(scope, receive, send):
@@ -202,3 +190,25 @@ def test_app_polls_disconnect_twice(request, impl, any_loop):
     receive = OneShotReceive({"type": "http.disconnect"})
     serve(any_loop, layer, http_scope(), receive, send)
     assert sent[0] == "http.response.start"
+
+
+def test_body_partly_read_by_app_rest_read_by_dispatch(impl, any_loop):
+    """Only the end of the body marks it consumed: what the app left is dispatch's to read."""
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((await receive())["body"])
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    async def dispatch(req, call_next):
+        response = await call_next(req)
+        seen.append(await req.body())
+        return response
+
+    layer = impl(app, dispatch=dispatch)
+    receive = OneShotReceive(
+        {"type": "http.request", "body": b"first", "more_body": True},
+        {"type": "http.request", "body": b"rest", "more_body": False},
+    )
+    serve(any_loop, layer, http_scope(method="POST"), receive)
+    assert seen == [b"first", b"rest"]

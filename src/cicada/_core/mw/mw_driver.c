@@ -1739,7 +1739,18 @@ static PyObject *drv_asgi_receive(PyObject *self, PyObject *Py_UNUSED(ignored)) 
         if (yes)
             return done_with(d, disconnect_message(st));
     }
-    return PyObject_CallNoArgs(d->receive);
+    /* the client is known gone (dispatch's Request saw it): a server may not say it twice */
+    if (cc_mw_slot(d->request, st->off_disconnected) == Py_True)
+        return done_with(d, disconnect_message(st));
+    /* The app's messages go through dispatch's Request, as BaseHTTPMiddleware's do, so that it
+     * knows when the app read the body to its end or saw the client leave (see
+     * cicada.middleware._Request._cicada_received) */
+    PyObject *aw = PyObject_CallNoArgs(d->receive);
+    if (!aw)
+        return NULL;
+    PyObject *r = PyObject_CallMethodOneArg(d->request, st->s_received, aw);
+    Py_DECREF(aw);
+    return r;
 }
 
 static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
