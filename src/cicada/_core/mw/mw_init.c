@@ -104,8 +104,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
                         X(s_stream_consumed) X(s_is_disconnected) X(s_form) X(s_body_attr)         \
                             X(s_app) X(s_dispatch_func) X(s_qualname) X(s_cancel_scope)            \
                                 X(s_anyio_backend) X(s_tasks) X(s_dispatch_func_call) X(s_list)    \
-                                    X(s_received)                                          \
-                                    X(empty_tuple) X(empty_bytes)
+                                    X(s_received) X(empty_tuple) X(empty_bytes)
 
 static int pool_traverse(cc_mw_freelist_t *pool, visitproc visit, void *arg) {
     for (int i = 0; i < pool->n; i++)
