@@ -9,7 +9,7 @@ import inspect
 import sys
 
 import pytest
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.testclient import TestClient
 
 from cicada.importer import detect_interface
@@ -212,3 +212,32 @@ def test_body_partly_read_by_app_rest_read_by_dispatch(impl, any_loop):
     )
     serve(any_loop, layer, http_scope(method="POST"), receive)
     assert seen == [b"first", b"rest"]
+
+
+@pytest.mark.parametrize("spec", ["2.3", "2.4"])  # 2.3: Starlette streams from a task group
+def test_closed_body_iterator_returned_sends_no_more_body(impl, any_loop, spec):
+    """Dispatch reads a chunk, closes body_iterator and still returns that response: the rest
+    of the app's body is not sent (BaseHTTPMiddleware's closed generator yields nothing)."""
+
+    async def chunks():
+        for chunk in (b"a", b"b", b"c"):
+            yield chunk
+
+    async def app(scope, receive, send):
+        await StreamingResponse(chunks())(scope, receive, send)
+
+    async def dispatch(req, call_next):
+        response = await call_next(req)
+        assert await response.body_iterator.__anext__() == b"a"
+        await response.body_iterator.aclose()
+        return response
+
+    layer = impl(app, dispatch=dispatch)
+
+    async def main():
+        exchange = Exchange()
+        await layer(http_scope(spec_version=spec), exchange.receive, exchange.send)
+        return exchange
+
+    exchange = run(any_loop, main)
+    assert (exchange.status, exchange.body) == (200, b"")
