@@ -11,19 +11,29 @@ what a peer test asserts. The mode comes from CICADA_PEER_MODE:
 - `accelerate`: apps are left as written; every Starlette/FastAPI app runs
   `cicada.middleware.accelerate(app)` right before its middleware stack is built.
 
+CICADA_PEER_LOOP (asyncio, uvloop or cicada) picks the event loop of anyio's asyncio backend
+(as the event loop policy, which anyio's runner and TestClient's portal use).
+
 The terminal summary says how many middleware stacks were built and how many of their layers ran
 on cicada, so a run that silently exercised nothing of ours shows up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import warnings
 
 MODES = ("plain", "subclass", "accelerate")
 MODE = os.environ.get("CICADA_PEER_MODE", "plain")
 if MODE not in MODES:
     raise RuntimeError(f"CICADA_PEER_MODE must be one of {', '.join(MODES)}, not {MODE!r}")
+
+LOOPS = ("asyncio", "uvloop", "cicada")
+LOOP = os.environ.get("CICADA_PEER_LOOP", "asyncio")
+if LOOP not in LOOPS:
+    raise RuntimeError(f"CICADA_PEER_LOOP must be one of {', '.join(LOOPS)}, not {LOOP!r}")
 
 _counts = {"stacks": 0, "base_layers": 0, "cicada_layers": 0, "left_as_base": []}
 
@@ -79,18 +89,41 @@ def _patch():
 _patch()
 
 
+def _set_loop():
+    if LOOP == "uvloop":
+        import uvloop
+
+        policy = uvloop.EventLoopPolicy()
+    else:
+        import cicada.loop
+
+        policy = cicada.loop.EventLoopPolicy()
+    with warnings.catch_warnings():  # policies are deprecated from 3.14 on; still the one hook
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(policy)
+
+
+if LOOP != "asyncio":
+    _set_loop()
+
+
 def pytest_report_header(config):
     import cicada
 
-    return f"cicada peer mode: {MODE} (cicada from {os.path.dirname(cicada.__file__)})"
+    return (
+        f"cicada peer mode: {MODE}, loop: {LOOP} (cicada from {os.path.dirname(cicada.__file__)})"
+    )
 
 
 def pytest_terminal_summary(terminalreporter):
     c = _counts
     # in plain mode every layer is Starlette's: naming them says nothing
     left = sorted(set(c["left_as_base"])) if MODE != "plain" else []
+    probe = asyncio.new_event_loop()
+    loop = type(probe).__module__
+    probe.close()
     terminalreporter.write_line(
-        f"cicada peer mode {MODE}: {c['stacks']} middleware stacks built, "
+        f"cicada peer mode {MODE} (loop from {loop}): {c['stacks']} middleware stacks built, "
         f"{c['cicada_layers']} BaseHTTPMiddleware-style layers on cicada, "
         f"{c['base_layers']} on Starlette's" + (f" ({', '.join(left)})" if left else "")
     )
