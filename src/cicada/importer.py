@@ -7,8 +7,10 @@ meant for the user, which the caller logs before exiting.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
+import sys
 from typing import Any
 
 
@@ -60,7 +62,11 @@ class ASGI2Middleware:
 
 
 def _is_coroutine_callable(obj: Any) -> bool:
-    return inspect.iscoroutinefunction(obj)
+    if inspect.iscoroutinefunction(obj):
+        return True
+    # before 3.12 inspect cannot mark a coroutine function that is not Python code (such as
+    # cicada.middleware.HTTPMiddleware.__call__); asyncio's check reads the marker it carries
+    return sys.version_info < (3, 12) and asyncio.iscoroutinefunction(obj)
 
 
 def _looks_like_wsgi(app: Any) -> bool:

@@ -9,6 +9,7 @@ This module needs starlette; the rest of cicada does not import it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import types
 
@@ -30,6 +31,21 @@ class _Request(Request):
     """
 
     __slots__ = ("scope", "_receive", "_send", "_stream_consumed", "_is_disconnected", "_form")
+
+    async def _cicada_received(self, message_awaitable):
+        """The app's `receive()`: the server's message, noted here as BaseHTTPMiddleware's
+        Request notes what the app reads through it, so that after call_next dispatch gets
+        "Stream consumed" instead of waiting on a body the app already read, and
+        `is_disconnected()` is true once the app saw the client leave."""
+        message = await message_awaitable
+        if type(message) is dict:
+            kind = message.get("type")
+            if kind == "http.request":
+                if not message.get("more_body", False):
+                    self._stream_consumed = True
+            elif kind == "http.disconnect":
+                self._is_disconnected = True
+        return message
 
 
 _Request.__name__ = _Request.__qualname__ = "Request"
@@ -125,6 +141,29 @@ _core.mw_setup(
     # asyncio.current_task is Python code on 3.11 reading this dict: the C side reads it directly
     asyncio.tasks._current_tasks if isinstance(asyncio.current_task, types.FunctionType) else None,
 )
+
+
+def _mark_call_as_coroutine_function():
+    """Makes `HTTPMiddleware.__call__` (a C descriptor) pass for a coroutine function.
+
+    Servers and TestClient tell an ASGI3 app from an ASGI2 one by `iscoroutinefunction(
+    app.__call__)`; without this a bare middleware instance served as the app was driven as
+    ASGI2 (`app(scope)` -> TypeError). The bound `__call__` is a method object, which reads
+    unknown attributes from its function, here the MWEntry, so the markers go on its type:
+    inspect's (3.12+, taken from `markcoroutinefunction`) and asyncio's (what its
+    `iscoroutinefunction` checks before 3.14; private, so looked up defensively).
+    """
+    entry_type = type(HTTPMiddleware.__dict__["__call__"])
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:
+        marked = mark(lambda: None)
+        entry_type._is_coroutine_marker = marked._is_coroutine_marker
+    asyncio_marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    if asyncio_marker is not None:
+        entry_type._is_coroutine = asyncio_marker
+
+
+_mark_call_as_coroutine_function()
 
 # the C side remembers the running loop of the last request (3.11, see cc_mw_current_context);
 # a forked child must not take its parent's loop for a running one

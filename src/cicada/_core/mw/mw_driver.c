@@ -19,6 +19,7 @@ enum {
     G_FWD,     /* a body message forwarded in relay mode: awaits the upstream send in `value` */
     G_CANCEL,  /* relay mode failed: raises CancelledError into the app, as an abort would */
     G_HOLD,    /* fused (see drv_fuse_send): the app waits in its send while dispatch goes on */
+    G_YIELD,   /* a dropped send: gives the loop one turn (a bare yield), then returns None */
 };
 /* Goals that run the app to its end without taking messages from it. */
 #define PASSIVE(goal) ((goal) == G_DRAIN || (goal) == G_PASS || (goal) == G_HOLD)
@@ -69,6 +70,7 @@ typedef struct {
     PyObject *call;   /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
     void *reader;     /* not a reference: the step suspended on the app for a message, or NULL */
     int fuse_offered; /* its start step was offered to the call (fusion may follow) */
+    int iter_closed;  /* dispatch called body_iterator.aclose(): __anext__ ends the body */
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
 
@@ -1083,7 +1085,14 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
             PyErr_SetNone(s->st->cancelled_error);
         return PYGEN_ERROR;
     }
-    if (s->goal == G_VALUE || (s->goal == G_SUSPEND && s->wait != W_NONE)) {
+    if (s->goal == G_YIELD && s->wait == W_NONE && !exc) {
+        /* BaseHTTPMiddleware's dropped send is a checkpoint too: an app that loops on send
+         * until a cancel scope or its receive() task stops it must let them run */
+        s->wait = W_PASSED;
+        *result = Py_NewRef(Py_None);
+        return PYGEN_NEXT;
+    }
+    if (s->goal == G_VALUE || s->goal == G_YIELD || (s->goal == G_SUSPEND && s->wait != W_NONE)) {
         s->finished = 1;
         if (exc) {
             raise_exc(exc);
@@ -1188,7 +1197,7 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
         }
     } else if (s->goal == G_CHUNK) {
         d->body_started = 1;
-        if (d->phase >= PH_APP_DONE)
+        if (d->phase >= PH_APP_DONE || d->iter_closed)
             goto end_of_body;
         if (CC_UNLIKELY(d->reader != NULL) && drv_read_twice(d) < 0)
             goto error;
@@ -1441,7 +1450,7 @@ static PyType_Spec done_spec = {
 };
 
 CC_MW_HOT PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value) {
-    int done = goal == G_VALUE || goal == G_SUSPEND || goal == G_CANCEL;
+    int done = goal == G_VALUE || goal == G_SUSPEND || goal == G_CANCEL || goal == G_YIELD;
     PyTypeObject *tp = (PyTypeObject *)(done ? st->done_type : st->step_type);
     step_t *s = (step_t *)cc_mw_fl_pop(done ? &st->fl_done : &st->fl_step, tp);
     if (!s) {
@@ -1505,7 +1514,7 @@ static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type, int more) 
     cc_mw_state_t *st = d->st;
     PyObject *hold = NULL, *r, *it;
     if (d->final_fwd) /* after the last message: dropped, as once the response is sent */
-        return done_with(d, Py_NewRef(Py_None));
+        return step_new(d->st, NULL, G_YIELD, Py_None);
     if (PyErr_Occurred())
         goto fail;
     if (str_is(type, st->s_body_msg)) {
@@ -1614,7 +1623,7 @@ PyObject *cc_mw_plain_send(PyObject *driver, PyObject *msg) {
  * of a suspending step: the caller then yields the driver itself, which drv_pump recognises. */
 static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
     if (d->phase >= PH_SENT) /* the response is gone (or replaced): drop it */
-        return done_with(d, Py_NewRef(Py_None));
+        return step_new(d->st, NULL, G_YIELD, Py_None);
     PyObject *type = cc_mw_msg_get(msg, d->st->s_type, Py_None);
     if (!type)
         return NULL;
@@ -1630,7 +1639,7 @@ static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int mor
     PyObject *self = (PyObject *)d;
     PyObject *t = NULL, *fut = NULL, *item = NULL;
     if (d->phase >= PH_SENT)
-        return done_with(d, Py_NewRef(Py_None));
+        return step_new(d->st, NULL, G_YIELD, Py_None);
     if (str_is(type, st->s_debug)) {
         PyObject *info = cc_mw_msg_get(msg, st->s_info, Py_None);
         if (!info)
@@ -1730,7 +1739,18 @@ static PyObject *drv_asgi_receive(PyObject *self, PyObject *Py_UNUSED(ignored)) 
         if (yes)
             return done_with(d, disconnect_message(st));
     }
-    return PyObject_CallNoArgs(d->receive);
+    /* the client is known gone (dispatch's Request saw it): a server may not say it twice */
+    if (cc_mw_slot(d->request, st->off_disconnected) == Py_True)
+        return done_with(d, disconnect_message(st));
+    /* The app's messages go through dispatch's Request, as BaseHTTPMiddleware's do, so that it
+     * knows when the app read the body to its end or saw the client leave (see
+     * cicada.middleware._Request._cicada_received) */
+    PyObject *aw = PyObject_CallNoArgs(d->receive);
+    if (!aw)
+        return NULL;
+    PyObject *r = PyObject_CallMethodOneArg(d->request, st->s_received, aw);
+    Py_DECREF(aw);
+    return r;
 }
 
 static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
@@ -2023,7 +2043,17 @@ static PyGetSetDef drv_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* body_iterator.aclose(), which BaseHTTPMiddleware's async generator has: later reads end the
+ * body. The app is left alone, as there: it sees http.disconnect once dispatch's own response
+ * replaces this one. */
+static PyObject *drv_aclose(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    drv_t *d = (drv_t *)self;
+    d->iter_closed = 1;
+    return done_with(d, Py_NewRef(Py_None));
+}
+
 static PyMethodDef drv_methods[] = {
+    {"aclose", drv_aclose, METH_NOARGS, NULL},
     {"call_next", drv_call_next, METH_O, NULL},
     {"next_message", cc_mw_next_message, METH_NOARGS, NULL},
     {"finish", cc_mw_finish, METH_NOARGS, NULL},
@@ -2133,6 +2163,7 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->child = d->relay_error = d->offer = d->offer_msg = d->call = NULL;
     d->reader = NULL;
     d->fuse_offered = 0;
+    d->iter_closed = 0;
     d->pass = d->final_fwd = 0;
     d->child_watched = d->child_cancelled = 0;
     d->phase = PH_INIT;

@@ -55,6 +55,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     CC_MW_INTERN(s_tasks, "_tasks");
     CC_MW_INTERN(s_dispatch_func_call, "__call__");
     CC_MW_INTERN(s_list, "_list");
+    CC_MW_INTERN(s_received, "_cicada_received");
     st->empty_tuple = PyTuple_New(0);
     if (!st->empty_tuple)
         return -1;
@@ -103,7 +104,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
                         X(s_stream_consumed) X(s_is_disconnected) X(s_form) X(s_body_attr)         \
                             X(s_app) X(s_dispatch_func) X(s_qualname) X(s_cancel_scope)            \
                                 X(s_anyio_backend) X(s_tasks) X(s_dispatch_func_call) X(s_list)    \
-                                    X(empty_tuple) X(empty_bytes)
+                                    X(s_received) X(empty_tuple) X(empty_bytes)
 
 static int pool_traverse(cc_mw_freelist_t *pool, visitproc visit, void *arg) {
     for (int i = 0; i < pool->n; i++)

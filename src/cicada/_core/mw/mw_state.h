@@ -60,6 +60,7 @@ typedef struct {
     PyObject *s_done, *s_cancel, *s_cancelled, *s_create_future, *s_get_loop, *s_throw, *s_close;
     PyObject *s_status_code, *s_raw_headers, *s_body_iterator, *s_background, *s_media_type;
     PyObject *s_scope, *s_receive_attr, *s_send_attr, *s_stream_consumed, *s_is_disconnected;
+    PyObject *s_received; /* _Request._cicada_received: what the app receives, seen by dispatch's */
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
     PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_list;
     PyObject *empty_tuple, *empty_bytes;
