@@ -21,6 +21,15 @@
  * translation unit grows (a call, and the constants they are given, then cost on every use). */
 #define CC_MW_HOT static inline __attribute__((always_inline))
 
+/* PyIter_Send without the call: its first step, the type's am_send, taken here (PyIter_Send
+ * itself only for iterators without one). One libpython function less on every resumption. */
+CC_MW_HOT PySendResult cc_mw_iter_send(PyObject *it, PyObject *arg, PyObject **out) {
+    PyAsyncMethods *am = Py_TYPE(it)->tp_as_async;
+    if (CC_LIKELY(am && am->am_send))
+        return am->am_send(it, arg, out);
+    return PyIter_Send(it, arg, out);
+}
+
 /* Creates the layer's heap types in `st` and adds MWDriver to the module. */
 int cc_mw_types_init(PyObject *module, cc_mw_state_t *st);
 

@@ -99,7 +99,7 @@ CC_MW_HOT int iter_resume(cc_mw_state_t *st, PyObject *it, PyObject *arg, PyObje
         *out = fetch_stop_value();
         return *out ? 0 : -1;
     }
-    PySendResult sr = PyIter_Send(it, arg, out);
+    PySendResult sr = cc_mw_iter_send(it, arg, out);
     return sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
 }
 

@@ -4,6 +4,7 @@
 #include "mw/mw.h"
 
 #include <stddef.h>
+#include <string.h>
 
 /* Where the exchange with the downstream app stands. */
 enum { PH_INIT, PH_START, PH_BODY, PH_APP_DONE, PH_SENT };
@@ -27,34 +28,61 @@ enum {
  * driver steps the app (dispatch fused into the app's send), yielded itself to be run later. */
 enum { W_NONE, W_PROXY, W_PASSED, W_CHILD, W_OFFER, W_DEFER };
 
+/* The references the driver owns, in the order drv_clear drops them: one array, so that
+ * clear, traverse and set-up are loops instead of a stretch of code per field. */
+#define DRV_REFS(X)                                                                                \
+    X(mw) X(scope) X(receive) X(send) X(request) X(coro) X(task) X(loop) X(msg) X(msg_type)        \
+        X(susp) X(resume) X(waiting) X(proxy) X(queue) X(deferred) X(info) X(start)                \
+            X(start_status) X(start_headers) X(replay) X(ts) X(outer_scope) X(app_scope) X(child)  \
+                X(relay_error) X(offer) X(offer_msg)
+#define DRV_COUNT(f) +1
+enum { DRV_NREFS = 0 DRV_REFS(DRV_COUNT) };
+#undef DRV_COUNT
+
 typedef struct {
     PyObject_HEAD cc_mw_state_t *st;
-    PyObject *mw, *scope, *receive, *send, *request;
-    PyObject *coro;     /* the app's awaitable iterator once call_next ran */
-    PyObject *task;     /* the task that called call_next */
-    PyObject *loop;     /* fetched the first time a future is needed */
-    PyObject *msg;      /* message handed over by an in-task send */
-    PyObject *susp;     /* the G_SUSPEND step that send returned, until `msg` is taken */
-    PyObject *msg_type; /* its "type", already read by that send */
-    PyObject *resume;   /* value to send into / exception to throw into the app next */
-    PyObject *waiting;  /* a future the app awaits, watched while a consumer waits */
-    PyObject *proxy;    /* the future our caller's task sleeps on instead of `waiting` */
-    PyObject *queue;    /* [(message, future)] sent from other tasks, oldest first */
-    PyObject *deferred; /* futures of final messages, released once the response is sent */
-    PyObject *info;     /* http.response.debug info */
-    PyObject *start;    /* the app's http.response.start message */
-    PyObject *replay;   /* request body read by dispatch, replayed to the app */
-    /* the status and header list `start` carried when it was sent (cc_mw_unchanged_start) */
-    PyObject *start_status, *start_headers;
-    /* anyio keeps one "current cancel scope" per task. When the app parks inside its own scopes
-     * (a task group streaming from a child task) while dispatch runs in the same task, each side
-     * gets its own view: ts is anyio's TaskState of `task`, swapped around every app step. */
-    PyObject *ts, *outer_scope, *app_scope;
+    union {
+        PyObject *refs[DRV_NREFS];
+        struct {
+            PyObject *mw, *scope, *receive, *send, *request;
+            PyObject *coro;     /* the app's awaitable iterator once call_next ran */
+            PyObject *task;     /* the task that called call_next */
+            PyObject *loop;     /* fetched the first time a future is needed */
+            PyObject *msg;      /* message handed over by an in-task send */
+            PyObject *msg_type; /* its "type", already read by that send */
+            PyObject *susp;     /* the G_SUSPEND step that send returned, until `msg` is taken */
+            PyObject *resume;   /* value to send into / exception to throw into the app next */
+            PyObject *waiting;  /* a future the app awaits, watched while a consumer waits */
+            PyObject *proxy;    /* the future our caller's task sleeps on instead of `waiting` */
+            PyObject *queue;    /* [(message, future)] sent from other tasks, oldest first */
+            PyObject *deferred; /* futures of final messages, released once the response is sent */
+            PyObject *info;     /* http.response.debug info */
+            PyObject *start;    /* the app's http.response.start message */
+            /* the status and header list `start` carried when it was sent
+             * (cc_mw_unchanged_start) */
+            PyObject *start_status, *start_headers;
+            PyObject *replay; /* request body read by dispatch, replayed to the app */
+            /* anyio keeps one "current cancel scope" per task. When the app parks inside its own
+             * scopes (a task group streaming from a child task) while dispatch runs in the same
+             * task, each side gets its own view: ts is anyio's TaskState of `task`, swapped
+             * around every app step. */
+            PyObject *ts, *outer_scope, *app_scope;
+            /* Detached: call_next was awaited from another task than dispatch's (wait_for,
+             * create_task), so the app gets a task of its own, as under BaseHTTPMiddleware; all
+             * its messages then come through `queue`. */
+            PyObject *child;
+            /* what the upstream send raised in relay mode (see `pass` below) */
+            PyObject *relay_error;
+            /* A cicada layer below about to send us its start message built from its own
+             * untouched call_next response (cc_mw_offer): that response becomes ours instead
+             * of a new one. */
+            PyObject *offer, *offer_msg;
+        };
+    };
+    /* From here to the end: no references, all zero for a new driver (see cc_mw_driver_new). */
+    PyObject *call; /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
+    void *reader;   /* not a reference: the step suspended on the app for a message, or NULL */
     int entangled, app_view;
-    /* Detached: call_next was awaited from another task than dispatch's (wait_for, create_task),
-     * so the app gets a task of its own, as under BaseHTTPMiddleware; all its messages then
-     * come through `queue`. */
-    PyObject *child;
     int child_watched, child_cancelled;
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
     /* Relay mode (cc_mw_pass): once dispatch handed back call_next's response untouched, the
@@ -62,15 +90,18 @@ typedef struct {
      * suspension of the app per message. `final_fwd`: the last one went; `relay_error`: what
      * the upstream send raised (the app got CancelledError instead, as after an abort). */
     int pass, final_fwd;
-    PyObject *relay_error;
-    /* A cicada layer below about to send us its start message built from its own untouched
-     * call_next response (cc_mw_offer): that response becomes ours instead of a new one. */
-    PyObject *offer, *offer_msg;
-    PyObject *call;   /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
-    void *reader;     /* not a reference: the step suspended on the app for a message, or NULL */
     int fuse_offered; /* its start step was offered to the call (fusion may follow) */
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
+
+#define DRV_CHECK(f)                                                                               \
+    _Static_assert(offsetof(drv_t, f) == offsetof(drv_t, refs) + sizeof(PyObject *) * DRV_I_##f, \
+                   "drv_t.refs out of order");
+#define DRV_INDEX(f) DRV_I_##f,
+enum { DRV_REFS(DRV_INDEX) DRV_I_END };
+DRV_REFS(DRV_CHECK)
+#undef DRV_INDEX
+#undef DRV_CHECK
 
 /* One await on the driver. G_VALUE and G_SUSPEND steps are "done" objects: not tracked by the
  * GC, they hold no driver reference (`owner` is only compared, never dereferenced). */
@@ -154,17 +185,31 @@ static void err_restore(saved_err_t *e) {
 #endif
 }
 
-/* Exact-string test; ASGI type strings are usually interned literals, so identity hits first. */
-static inline int str_is(PyObject *a, PyObject *interned) {
-    if (a == interned)
-        return 1;
-    /* dotted literals like "http.response.start" are not interned by the compiler */
-    if (!PyUnicode_Check(a) || PyUnicode_GET_LENGTH(a) != PyUnicode_GET_LENGTH(interned) ||
-        PyUnicode_KIND(a) != PyUnicode_KIND(interned))
+/* Exact-string test against one of the interned ASGI type strings. Dotted literals like
+ * "http.response.start" are not interned by the compiler, but an app sends the same literal
+ * object every time: the last equal str seen is kept (`*alias`), so identity hits first. */
+static __attribute__((noinline)) int str_is_slow(PyObject *a, PyObject *interned,
+                                                 PyObject **alias) {
+    if (PyUnicode_KIND(a) != PyUnicode_KIND(interned))
         return 0;
-    return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(interned),
-                  (size_t)PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a)) == 0;
+    if (memcmp(PyUnicode_DATA(a), PyUnicode_DATA(interned),
+               (size_t)PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a)) != 0)
+        return 0;
+    if (PyUnicode_CheckExact(a))
+        Py_XSETREF(*alias, Py_NewRef(a));
+    return 1;
 }
+
+CC_MW_HOT int str_is(PyObject *a, PyObject *interned, PyObject **alias) {
+    if (a == interned || a == *alias)
+        return 1;
+    if (!PyUnicode_Check(a) || PyUnicode_GET_LENGTH(a) != PyUnicode_GET_LENGTH(interned))
+        return 0;
+    return str_is_slow(a, interned, alias);
+}
+
+/* a == "http.response.<name>", for the strings with an alias slot in the module state */
+#define STR_IS(st, a, name) str_is((a), (st)->s_##name, &(st)->alias_##name)
 
 /* New reference to message[key] or `dflt` (new ref) when absent; NULL on error. */
 PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
@@ -364,7 +409,10 @@ static int set_resume(drv_t *d, PyObject *value, int is_throw) {
 /* anyio's TaskState of `task`, or NULL (no error) when anyio's asyncio backend never saw it. */
 static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
     if (!st->anyio_states) {
-        PyObject *mods = PyImport_GetModuleDict();
+        /* the interpreter's module dict, kept: it is the same object for the interpreter's life */
+        if (CC_UNLIKELY(!st->modules))
+            st->modules = Py_NewRef(PyImport_GetModuleDict());
+        PyObject *mods = st->modules;
         /* nothing to find until anyio's asyncio backend is imported: look again only once
          * sys.modules has changed size (importing it adds an entry) */
         if (!PyDict_Check(mods) || PyDict_GET_SIZE(mods) == st->anyio_miss_mods)
@@ -502,7 +550,7 @@ static int drv_step(drv_t *d, PyObject **out) {
         } else
             r = -1;
     } else {
-        PySendResult sr = PyIter_Send(d->coro, val ? val : Py_None, &y);
+        PySendResult sr = cc_mw_iter_send(d->coro, val ? val : Py_None, &y);
         r = sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
         if (r == 0)
             Py_CLEAR(y);
@@ -564,7 +612,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject *known_type, P
     if (!type)
         return -1;
     if (goal == G_START) {
-        if (str_is(type, st->s_start)) {
+        if (STR_IS(st, type, start)) {
             d->phase = PH_BODY;
             *out = Py_NewRef(msg);
             rc = 1;
@@ -576,7 +624,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject *known_type, P
         goto done;
     }
     /* G_BODY / G_CHUNK */
-    if (str_is(type, st->s_body_msg)) {
+    if (STR_IS(st, type, body_msg)) {
         int m = more_body(st, msg);
         if (m < 0)
             goto done;
@@ -600,7 +648,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject *known_type, P
         }
         *out = body;
         rc = 1;
-    } else if (str_is(type, st->s_pathsend)) {
+    } else if (STR_IS(st, type, pathsend)) {
         d->phase = PH_APP_DONE;
         *out = Py_NewRef(msg);
         rc = 1;
@@ -985,7 +1033,7 @@ static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject
                 r = -1;
         }
     } else {
-        PySendResult sr = PyIter_Send(it, arg ? arg : Py_None, &out);
+        PySendResult sr = cc_mw_iter_send(it, arg ? arg : Py_None, &out);
         r = sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
     }
     if (r == 1) {
@@ -1508,11 +1556,11 @@ static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type, int more) 
         return done_with(d, Py_NewRef(Py_None));
     if (PyErr_Occurred())
         goto fail;
-    if (str_is(type, st->s_body_msg)) {
+    if (STR_IS(st, type, body_msg)) {
         if (more < 0 && (more = more_body(st, msg)) < 0)
             goto fail;
         d->final_fwd = !more;
-    } else if (str_is(type, st->s_pathsend)) {
+    } else if (STR_IS(st, type, pathsend)) {
         more = -1;
         d->final_fwd = 1;
     } else {
@@ -1631,14 +1679,16 @@ static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int mor
     PyObject *t = NULL, *fut = NULL, *item = NULL;
     if (d->phase >= PH_SENT)
         return done_with(d, Py_NewRef(Py_None));
-    if (str_is(type, st->s_debug)) {
+    /* the types are distinct strings: the common one first spares the other comparisons */
+    int is_start = STR_IS(st, type, start);
+    if (!is_start && STR_IS(st, type, debug)) {
         PyObject *info = cc_mw_msg_get(msg, st->s_info, Py_None);
         if (!info)
             return NULL;
         Py_XSETREF(d->info, info);
         return done_with(d, Py_NewRef(Py_None));
     }
-    if (str_is(type, st->s_early_hint))
+    if (!is_start && STR_IS(st, type, early_hint))
         return PyObject_CallOneArg(d->send, msg);
     if (d->pass)
         return drv_forward(d, msg, type, more);
@@ -1654,7 +1704,7 @@ static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int mor
         (void)t; /* before 3.12 nothing else runs while we step the app */
 #endif
         {
-            if (d->fuse_offered && d->call && str_is(type, st->s_start)) {
+            if (is_start && d->fuse_offered && d->call) {
                 PyObject *f = drv_fuse_send(d, msg);
                 if (f != Py_None)
                     return f;
@@ -1921,67 +1971,15 @@ PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response) {
 static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     drv_t *d = (drv_t *)self;
     Py_VISIT(Py_TYPE(self));
-    Py_VISIT(d->mw);
-    Py_VISIT(d->scope);
-    Py_VISIT(d->receive);
-    Py_VISIT(d->send);
-    Py_VISIT(d->request);
-    Py_VISIT(d->coro);
-    Py_VISIT(d->task);
-    Py_VISIT(d->loop);
-    Py_VISIT(d->msg);
-    Py_VISIT(d->msg_type);
-    Py_VISIT(d->susp);
-    Py_VISIT(d->resume);
-    Py_VISIT(d->waiting);
-    Py_VISIT(d->proxy);
-    Py_VISIT(d->queue);
-    Py_VISIT(d->deferred);
-    Py_VISIT(d->info);
-    Py_VISIT(d->start);
-    Py_VISIT(d->start_status);
-    Py_VISIT(d->start_headers);
-    Py_VISIT(d->replay);
-    Py_VISIT(d->ts);
-    Py_VISIT(d->outer_scope);
-    Py_VISIT(d->app_scope);
-    Py_VISIT(d->child);
-    Py_VISIT(d->relay_error);
-    Py_VISIT(d->offer);
-    Py_VISIT(d->offer_msg);
+    for (int i = 0; i < DRV_NREFS; i++)
+        Py_VISIT(d->refs[i]);
     return 0;
 }
 
 static int drv_clear(PyObject *self) {
     drv_t *d = (drv_t *)self;
-    Py_CLEAR(d->mw);
-    Py_CLEAR(d->scope);
-    Py_CLEAR(d->receive);
-    Py_CLEAR(d->send);
-    Py_CLEAR(d->request);
-    Py_CLEAR(d->coro);
-    Py_CLEAR(d->task);
-    Py_CLEAR(d->loop);
-    Py_CLEAR(d->msg);
-    Py_CLEAR(d->msg_type);
-    Py_CLEAR(d->susp);
-    Py_CLEAR(d->resume);
-    Py_CLEAR(d->waiting);
-    Py_CLEAR(d->proxy);
-    Py_CLEAR(d->queue);
-    Py_CLEAR(d->deferred);
-    Py_CLEAR(d->info);
-    Py_CLEAR(d->start);
-    Py_CLEAR(d->start_status);
-    Py_CLEAR(d->start_headers);
-    Py_CLEAR(d->replay);
-    Py_CLEAR(d->ts);
-    Py_CLEAR(d->outer_scope);
-    Py_CLEAR(d->app_scope);
-    Py_CLEAR(d->child);
-    Py_CLEAR(d->relay_error);
-    Py_CLEAR(d->offer);
-    Py_CLEAR(d->offer_msg);
+    for (int i = 0; i < DRV_NREFS; i++)
+        Py_CLEAR(d->refs[i]);
     d->call = NULL;
     return 0;
 }
@@ -2119,25 +2117,15 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     if (!d && !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
         return NULL;
     d->st = st;
+    for (int i = 0; i < DRV_NREFS; i++)
+        d->refs[i] = NULL;
+    memset(&d->call, 0, sizeof(drv_t) - offsetof(drv_t, call)); /* phase PH_INIT, flags 0 */
     d->mw = Py_NewRef(mw);
     d->scope = Py_NewRef(scope);
     d->receive = Py_NewRef(receive);
     d->send = Py_NewRef(send);
-    d->coro = d->msg = d->msg_type = d->resume = d->susp = NULL;
     d->task = Py_XNewRef(task);
     d->loop = Py_XNewRef(loop);
-    d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
-    d->start_status = d->start_headers = NULL;
-    d->ts = d->outer_scope = d->app_scope = NULL;
-    d->entangled = d->app_view = 0;
-    d->child = d->relay_error = d->offer = d->offer_msg = d->call = NULL;
-    d->reader = NULL;
-    d->fuse_offered = 0;
-    d->pass = d->final_fwd = 0;
-    d->child_watched = d->child_cancelled = 0;
-    d->phase = PH_INIT;
-    d->stepping = d->coro_done = d->started = d->resume_throw = 0;
-    d->called = d->body_started = d->replay_state = 0;
     d->vectorcall = drv_vectorcall;
     d->request = make_request(st, scope, receive, send);
     PyObject_GC_Track(d);
