@@ -20,6 +20,8 @@
 /* For the few small helpers on every request's path that the compiler stops inlining as the
  * translation unit grows (a call, and the constants they are given, then cost on every use). */
 #define CC_MW_HOT static inline __attribute__((always_inline))
+/* Rare paths (errors, other tasks, anyio scopes): kept out of line and out of the hot code. */
+#define CC_MW_COLD __attribute__((cold, noinline))
 
 /* PyIter_Send without the call: its first step, the type's am_send, taken here (PyIter_Send
  * itself only for iterators without one). One libpython function less on every resumption. */

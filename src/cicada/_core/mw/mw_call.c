@@ -77,7 +77,7 @@ PyObject *cc_mw_awaitable_iter(PyObject *o) {
 }
 
 /* After a StopIteration: its value (new ref), clearing the error. */
-static PyObject *fetch_stop_value(void) {
+static CC_MW_COLD PyObject *fetch_stop_value(void) {
     PyObject *exc = cc_err_take();
     PyObject *value = exc ? PyObject_GetAttrString(exc, "value") : Py_NewRef(Py_None);
     Py_XDECREF(exc);
@@ -205,7 +205,7 @@ static int call_start(call_t *c) {
     return call_send(c, start_message(c), C_START);
 }
 
-static int not_a_response(call_t *c, PyObject *value) {
+static CC_MW_COLD int not_a_response(call_t *c, PyObject *value) {
     PyObject *fn = PyObject_GetAttr(c->mw, c->st->s_dispatch_func), *name = NULL;
     if (fn) {
         name = PyObject_GetAttr(fn, c->st->s_qualname);
@@ -314,7 +314,7 @@ static int call_advance(call_t *c, PyObject *value) {
 }
 
 /* An error came up: before the response is done, cancel the app first, then re-raise. */
-static int call_fail(call_t *c) {
+static CC_MW_COLD int call_fail(call_t *c) {
     Py_CLEAR(c->sub);
     Py_CLEAR(c->dsp);
     Py_CLEAR(c->fuse_val);
@@ -511,7 +511,7 @@ static PyObject *call_send_method(PyObject *self, PyObject *arg) {
 }
 
 /* The exception instance throw(type[, value[, tb]]) or throw(instance) means (new ref). */
-static PyObject *exc_instance(PyObject *const *args, Py_ssize_t nargs) {
+static CC_MW_COLD PyObject *exc_instance(PyObject *const *args, Py_ssize_t nargs) {
     if (nargs < 1 || nargs > 3) {
         PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
         return NULL;
@@ -546,7 +546,7 @@ static PyObject *awaitable_throw(PyObject *self, resume_fn resume, PyObject *con
 }
 
 /* close() of an awaitable that is still running: GeneratorExit thrown in must come back out. */
-static PyObject *awaitable_close(PyObject *self, resume_fn resume, const char *ignored) {
+static CC_MW_COLD PyObject *awaitable_close(PyObject *self, resume_fn resume, const char *ignored) {
     PyObject *exc = PyObject_CallNoArgs(PyExc_GeneratorExit);
     if (!exc)
         return NULL;

@@ -31,10 +31,11 @@ enum { W_NONE, W_PROXY, W_PASSED, W_CHILD, W_OFFER, W_DEFER };
 /* The references the driver owns, in the order drv_clear drops them: one array, so that
  * clear, traverse and set-up are loops instead of a stretch of code per field. */
 #define DRV_REFS(X)                                                                                \
-    X(mw) X(scope) X(receive) X(send) X(request) X(coro) X(task) X(loop) X(msg) X(msg_type)        \
-        X(susp) X(resume) X(waiting) X(proxy) X(queue) X(deferred) X(info) X(start)                \
-            X(start_status) X(start_headers) X(replay) X(ts) X(outer_scope) X(app_scope) X(child)  \
-                X(relay_error) X(offer) X(offer_msg)
+    X(mw)                                                                                          \
+    X(scope) X(receive) X(send) X(request) X(coro) X(task) X(loop) X(msg) X(msg_type) X(susp)      \
+        X(resume) X(waiting) X(proxy) X(queue) X(deferred) X(info) X(start) X(start_status)        \
+            X(start_headers) X(replay) X(ts) X(outer_scope) X(app_scope) X(child) X(relay_error)   \
+                X(offer) X(offer_msg)
 #define DRV_COUNT(f) +1
 enum { DRV_NREFS = 0 DRV_REFS(DRV_COUNT) };
 #undef DRV_COUNT
@@ -90,12 +91,12 @@ typedef struct {
      * suspension of the app per message. `final_fwd`: the last one went; `relay_error`: what
      * the upstream send raised (the app got CancelledError instead, as after an abort). */
     int pass, final_fwd;
-    int fuse_offered; /* its start step was offered to the call (fusion may follow) */
+    int fuse_offered;          /* its start step was offered to the call (fusion may follow) */
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
 
 #define DRV_CHECK(f)                                                                               \
-    _Static_assert(offsetof(drv_t, f) == offsetof(drv_t, refs) + sizeof(PyObject *) * DRV_I_##f, \
+    _Static_assert(offsetof(drv_t, f) == offsetof(drv_t, refs) + sizeof(PyObject *) * DRV_I_##f,   \
                    "drv_t.refs out of order");
 #define DRV_INDEX(f) DRV_I_##f,
 enum { DRV_REFS(DRV_INDEX) DRV_I_END };
@@ -156,7 +157,7 @@ drop:
 }
 
 /* Raises `exc` (an instance) as is: no implicit chaining to an exception being handled. */
-static void raise_exc(PyObject *exc) {
+static CC_MW_COLD void raise_exc(PyObject *exc) {
     cc_err_give(Py_NewRef(exc));
 }
 
@@ -169,7 +170,7 @@ typedef struct {
 #endif
 } saved_err_t;
 
-static void err_save(saved_err_t *e) {
+static CC_MW_COLD void err_save(saved_err_t *e) {
 #if PY_VERSION_HEX >= 0x030C0000
     e->exc = PyErr_GetRaisedException();
 #else
@@ -177,7 +178,7 @@ static void err_save(saved_err_t *e) {
 #endif
 }
 
-static void err_restore(saved_err_t *e) {
+static CC_MW_COLD void err_restore(saved_err_t *e) {
 #if PY_VERSION_HEX >= 0x030C0000
     PyErr_SetRaisedException(e->exc);
 #else
@@ -229,7 +230,7 @@ PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
     return v;
 }
 
-static const char *dispatch_name(drv_t *d, PyObject **hold) {
+static CC_MW_COLD const char *dispatch_name(drv_t *d, PyObject **hold) {
     *hold = NULL;
     PyObject *fn = PyObject_GetAttr(d->mw, d->st->s_dispatch_func);
     if (!fn) {
@@ -341,7 +342,7 @@ static int fut_done(drv_t *d, PyObject *fut) {
     return v;
 }
 
-static int fut_release(drv_t *d, PyObject *fut) {
+static CC_MW_COLD int fut_release(drv_t *d, PyObject *fut) {
     int done = fut_done(d, fut);
     if (done != 0)
         return done < 0 ? -1 : 0;
@@ -353,7 +354,7 @@ static int fut_release(drv_t *d, PyObject *fut) {
 static PyObject *wake_callback(drv_t *d);
 
 /* Stop watching the app's future; cancel it too when the app is being cancelled. */
-static int drv_unwatch(drv_t *d, int cancel) {
+static CC_MW_COLD int drv_unwatch(drv_t *d, int cancel) {
     PyObject *fut = d->waiting, *cb = NULL, *r = NULL;
     if (!fut)
         return 0;
@@ -461,7 +462,8 @@ static PyObject *drv_task_state(drv_t *d) {
 }
 
 /* Moves `task` from one anyio scope's task set to another's (cancel delivery follows). */
-static int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to, PyObject *task) {
+static CC_MW_COLD int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to,
+                                      PyObject *task) {
     PyObject *scopes[2] = {from, to};
     for (int i = 0; i < 2; i++) {
         if (scopes[i] == Py_None)
@@ -479,7 +481,7 @@ static int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to, PyOb
 }
 
 /* Switches anyio's view of our task between the app's open scopes (`to_app`) and dispatch's. */
-static int drv_view_switch(drv_t *d, int to_app) {
+static CC_MW_COLD int drv_view_switch(drv_t *d, int to_app) {
     cc_mw_state_t *st = d->st;
     PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
     if (!cur)
@@ -584,7 +586,7 @@ static int set_blocking(drv_t *d, PyObject *fut, PyObject *value) {
     return PyObject_SetAttr(fut, d->st->s_blocking, value);
 }
 
-static void no_response_error(void) {
+static CC_MW_COLD void no_response_error(void) {
     PyErr_SetString(PyExc_RuntimeError, "No response returned.");
 }
 
@@ -664,7 +666,7 @@ done:
 }
 
 /* The detached app's task finished: raise what it raised (its CancelledError included). */
-static int drv_child_result(drv_t *d) {
+static CC_MW_COLD int drv_child_result(drv_t *d) {
     if (d->child_cancelled) { /* we cancelled it: its CancelledError is no news */
         PyObject *c = PyObject_CallMethodNoArgs(d->child, d->st->s_cancelled);
         if (!c)
@@ -682,7 +684,7 @@ static int drv_child_result(drv_t *d) {
 }
 
 /* Starts the app in a task of its own (see `child`). */
-static int drv_detach(drv_t *d) {
+static CC_MW_COLD int drv_detach(drv_t *d) {
     PyObject *awaitable = d->coro;
     PyObject *t = PyObject_CallOneArg(d->st->ensure_future, awaitable);
     if (!t)
@@ -696,7 +698,7 @@ static int drv_detach(drv_t *d) {
  * elsewhere, as by `await ensure_future(send(msg))`, and the task doing so must not get it (it
  * would yield it to its loop). The message joins those sent from other tasks, and the step
  * returns at once wherever it is awaited. */
-static int drv_requeue(drv_t *d) {
+static CC_MW_COLD int drv_requeue(drv_t *d) {
     PyObject *fut = new_future(d), *item = NULL;
     if (!fut || !(item = PyTuple_Pack(2, d->msg, fut)) ||
         (!d->queue && !(d->queue = PyList_New(0))) || PyList_Append(d->queue, item) < 0) {
@@ -714,6 +716,95 @@ static int drv_requeue(drv_t *d) {
     return 0;
 }
 
+/* drv_pump's rare cases, out of its way: PUMP_AGAIN to go round again, else what it returns. */
+enum { PUMP_AGAIN = 2 };
+
+/* A message sent from another task is waiting in the queue: take the oldest. */
+static CC_MW_COLD int drv_pump_queue(drv_t *d, int goal, PyObject **out) {
+    PyObject *item = Py_NewRef(PyList_GET_ITEM(d->queue, 0));
+    if (PyList_SetSlice(d->queue, 0, 1, NULL) < 0) {
+        Py_DECREF(item);
+        return -1;
+    }
+    PyObject *msg = PyTuple_GET_ITEM(item, 0), *fut = PyTuple_GET_ITEM(item, 1);
+    int done = fut_done(d, fut);
+    if (done != 0) { /* the producer was cancelled: nothing was delivered */
+        Py_DECREF(item);
+        if (done < 0)
+            return -1;
+        return PUMP_AGAIN;
+    }
+    int r = drv_accept(d, goal, msg, NULL, out);
+    int rel;
+    if (r >= 0 && d->phase >= PH_APP_DONE) {
+        if (!d->deferred && !(d->deferred = PyList_New(0)))
+            rel = -1;
+        else
+            rel = PyList_Append(d->deferred, fut);
+    } else {
+        /* a bad message still releases its producer (it was taken, as Starlette's
+         * stream takes it); the error for dispatch must survive that call */
+        PyObject *err = r < 0 ? cc_err_take() : NULL;
+        rel = fut_release(d, fut);
+        if (err) {
+            if (rel < 0)
+                PyErr_WriteUnraisable(fut);
+            cc_err_give(err);
+            rel = 0;
+        }
+    }
+    Py_DECREF(item);
+    if (rel < 0) {
+        Py_CLEAR(*out);
+        return -1;
+    }
+    if (r < 0)
+        return -1;
+    if (r == 1)
+        return 0;
+    return PUMP_AGAIN;
+}
+
+/* The app runs in a task of its own (drv_detach): wait for it, or its next message. */
+static CC_MW_COLD int drv_pump_child(step_t *s, drv_t *d, int goal, PyObject **out) {
+    cc_mw_state_t *st = d->st;
+    int done = fut_done(d, d->child);
+    if (done < 0)
+        return -1;
+    if (done) {
+        d->coro_done = 1;
+        if (drv_child_result(d) < 0)
+            return -1;
+        return PUMP_AGAIN;
+    }
+    if (goal == G_DRAIN) {
+        if (set_blocking(d, d->child, Py_True) < 0)
+            return -1;
+        s->wait = W_CHILD;
+        *out = Py_NewRef(d->child);
+        return 1;
+    }
+    if (!d->child_watched) {
+        PyObject *cb = wake_callback(d), *res = NULL;
+        if (!cb || !(res = PyObject_CallMethodOneArg(d->child, st->s_add_done_callback, cb))) {
+            Py_XDECREF(cb);
+            return -1;
+        }
+        Py_DECREF(cb);
+        Py_DECREF(res);
+        d->child_watched = 1;
+    }
+    PyObject *w = new_future(d);
+    if (!w || set_blocking(d, w, Py_True) < 0) {
+        Py_XDECREF(w);
+        return -1;
+    }
+    Py_XSETREF(d->proxy, Py_NewRef(w));
+    s->wait = W_PROXY;
+    *out = w;
+    return 1;
+}
+
 /* Drives the app towards `s->goal`. 1: yield *out to our awaiter; 0: done (*out new ref or NULL
  * meaning end of body for G_CHUNK); -1: error. */
 static int drv_pump(step_t *s, PyObject **out) {
@@ -723,87 +814,17 @@ static int drv_pump(step_t *s, PyObject **out) {
     *out = NULL;
     for (;;) {
         goal = s->goal; /* a fused send changes it while the app runs (drv_fuse_send) */
-        if (!PASSIVE(goal) && d->queue && PyList_GET_SIZE(d->queue) > 0) {
-            PyObject *item = Py_NewRef(PyList_GET_ITEM(d->queue, 0));
-            if (PyList_SetSlice(d->queue, 0, 1, NULL) < 0) {
-                Py_DECREF(item);
-                return -1;
-            }
-            PyObject *msg = PyTuple_GET_ITEM(item, 0), *fut = PyTuple_GET_ITEM(item, 1);
-            int done = fut_done(d, fut);
-            if (done != 0) { /* the producer was cancelled: nothing was delivered */
-                Py_DECREF(item);
-                if (done < 0)
-                    return -1;
-                continue;
-            }
-            int r = drv_accept(d, goal, msg, NULL, out);
-            int rel;
-            if (r >= 0 && d->phase >= PH_APP_DONE) {
-                if (!d->deferred && !(d->deferred = PyList_New(0)))
-                    rel = -1;
-                else
-                    rel = PyList_Append(d->deferred, fut);
-            } else {
-                /* a bad message still releases its producer (it was taken, as Starlette's
-                 * stream takes it); the error for dispatch must survive that call */
-                PyObject *err = r < 0 ? cc_err_take() : NULL;
-                rel = fut_release(d, fut);
-                if (err) {
-                    if (rel < 0)
-                        PyErr_WriteUnraisable(fut);
-                    cc_err_give(err);
-                    rel = 0;
-                }
-            }
-            Py_DECREF(item);
-            if (rel < 0) {
-                Py_CLEAR(*out);
-                return -1;
-            }
-            if (r < 0)
-                return -1;
-            if (r == 1)
-                return 0;
+        if (CC_UNLIKELY(!PASSIVE(goal) && d->queue && PyList_GET_SIZE(d->queue) > 0)) {
+            int r = drv_pump_queue(d, goal, out);
+            if (r != PUMP_AGAIN)
+                return r;
             continue;
         }
-        if (d->child && !d->coro_done) {
-            int done = fut_done(d, d->child);
-            if (done < 0)
-                return -1;
-            if (done) {
-                d->coro_done = 1;
-                if (drv_child_result(d) < 0)
-                    return -1;
-                continue;
-            }
-            if (goal == G_DRAIN) {
-                if (set_blocking(d, d->child, Py_True) < 0)
-                    return -1;
-                s->wait = W_CHILD;
-                *out = Py_NewRef(d->child);
-                return 1;
-            }
-            if (!d->child_watched) {
-                PyObject *cb = wake_callback(d), *res = NULL;
-                if (!cb ||
-                    !(res = PyObject_CallMethodOneArg(d->child, st->s_add_done_callback, cb))) {
-                    Py_XDECREF(cb);
-                    return -1;
-                }
-                Py_DECREF(cb);
-                Py_DECREF(res);
-                d->child_watched = 1;
-            }
-            PyObject *w = new_future(d);
-            if (!w || set_blocking(d, w, Py_True) < 0) {
-                Py_XDECREF(w);
-                return -1;
-            }
-            Py_XSETREF(d->proxy, Py_NewRef(w));
-            s->wait = W_PROXY;
-            *out = w;
-            return 1;
+        if (CC_UNLIKELY(d->child && !d->coro_done)) {
+            int r = drv_pump_child(s, d, goal, out);
+            if (r != PUMP_AGAIN)
+                return r;
+            continue;
         }
         if (d->coro_done) {
             if (goal == G_START) {
@@ -998,7 +1019,7 @@ error:
 /* ---- step: the awaitable every driver operation returns ----------------------------------- */
 
 /* Relay mode could not deliver: keep the error for the layer, cancel the app (see drv_t.pass). */
-static void relay_fail(drv_t *d) {
+static CC_MW_COLD void relay_fail(drv_t *d) {
     PyObject *exc = cc_err_take();
     if (!d->relay_error)
         d->relay_error = exc;
@@ -1080,7 +1101,7 @@ static inline int fuse_worth(drv_t *d) {
  * send returns when it is next resumed (cc_mw_fuse_steal). */
 /* A body read starting while another step waits on the app for a message (two tasks iterating
  * body_iterator at once): they would step the app in turns and one would wait forever. */
-static int drv_read_twice(drv_t *d) {
+static CC_MW_COLD int drv_read_twice(drv_t *d) {
     PyObject *hold = NULL;
     PyErr_Format(PyExc_RuntimeError,
                  "middleware %s: call_next's response body is read by two tasks at once",
@@ -1532,7 +1553,7 @@ static PyObject *wake_callback(drv_t *d) {
     return PyCFunction_New(&drv_wake_def, (PyObject *)d);
 }
 
-static PyObject *disconnect_message(cc_mw_state_t *st) {
+static CC_MW_COLD PyObject *disconnect_message(cc_mw_state_t *st) {
     PyObject *m = PyDict_New();
     if (m && PyDict_SetItem(m, st->s_type, st->s_disconnect) < 0)
         Py_CLEAR(m);
