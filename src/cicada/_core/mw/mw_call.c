@@ -357,7 +357,7 @@ static void release_response(call_t *c) {
 /* Done: drop every reference now. The layer above holds this call as its app's awaitable and
  * this call holds that layer's send, so keeping them would make a cycle per request. */
 static void call_release(call_t *c) {
-    PyObject *exc = cc_err_take();
+    PyObject *exc = CC_UNLIKELY(PyErr_Occurred() != NULL) ? cc_err_take() : NULL;
     Py_CLEAR(c->sub);
     Py_CLEAR(c->dsp);
     Py_CLEAR(c->fuse_val);
