@@ -39,6 +39,9 @@ int cc_mw_types_init(PyObject *module, cc_mw_state_t *st);
 PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyObject *receive,
                            PyObject *send, PyObject *loop, PyObject *task);
 int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task);
+/* Done with a driver (steals the reference): one only the caller holds is emptied and kept
+ * alive for the next request, instead of being freed. */
+void cc_mw_driver_release(cc_mw_state_t *st, PyObject *driver);
 PyObject *cc_mw_driver_request(PyObject *driver); /* borrowed */
 PyObject *cc_mw_driver_info(PyObject *driver);    /* borrowed; NULL when the app sent none */
 int cc_mw_driver_body_done(PyObject *driver);     /* 1 once the app sent its last body message */

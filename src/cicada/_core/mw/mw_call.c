@@ -363,9 +363,12 @@ static void call_release(call_t *c) {
     Py_CLEAR(c->fuse_val);
     if (c->response)
         release_response(c);
-    if (c->driver)
-        cc_mw_driver_set_call(c->driver, NULL);
-    Py_CLEAR(c->driver);
+    if (c->driver) {
+        PyObject *d = c->driver;
+        c->driver = NULL;
+        cc_mw_driver_set_call(d, NULL);
+        cc_mw_driver_release(c->st, d);
+    }
     Py_CLEAR(c->send);
     Py_CLEAR(c->receive);
     Py_CLEAR(c->scope);
@@ -1176,10 +1179,14 @@ static PyType_Spec entry_spec = {
 
 /* _CallNextResponse.headers: Starlette's MutableHeaders over raw_headers, made on first use
  * without running its __init__ (which only stores the list), kept in the _cicada_headers slot. */
+typedef struct {
+    PyObject_HEAD cc_mw_state_t *st; /* set by mw_setup: no module state lookup per read */
+} headers_descr_t;
+
 static PyObject *headers_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED(type)) {
     if (!obj || obj == Py_None)
         return Py_NewRef(descr);
-    cc_mw_state_t *st = &((cc_state_t *)PyType_GetModuleState(Py_TYPE(descr)))->mw;
+    cc_mw_state_t *st = ((headers_descr_t *)descr)->st;
     if (!PyObject_TypeCheck(obj, (PyTypeObject *)st->response_cls)) {
         PyErr_SetString(PyExc_TypeError, "headers descriptor used on a foreign object");
         return NULL;
@@ -1223,7 +1230,7 @@ static PyType_Slot headers_slots[] = {
 
 static PyType_Spec headers_spec = {
     .name = "cicada._core.MWHeadersDescriptor",
-    .basicsize = sizeof(PyObject),
+    .basicsize = sizeof(headers_descr_t),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = headers_slots,
 };
@@ -1439,6 +1446,7 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *hd = PyType_GenericAlloc((PyTypeObject *)st->headers_type, 0);
     if (!hd)
         return NULL;
+    ((headers_descr_t *)hd)->st = st;
     int hrc = PyObject_SetAttr(args[1], st->s_headers, hd);
     Py_DECREF(hd);
     if (hrc < 0)

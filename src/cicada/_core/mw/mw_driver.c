@@ -32,10 +32,11 @@ enum { W_NONE, W_PROXY, W_PASSED, W_CHILD, W_OFFER, W_DEFER };
  * clear, traverse and set-up are loops instead of a stretch of code per field. */
 #define DRV_REFS(X)                                                                                \
     X(mw)                                                                                          \
-    X(scope) X(receive) X(send) X(request) X(coro) X(task) X(loop) X(msg) X(msg_type) X(susp)      \
-        X(resume) X(waiting) X(proxy) X(queue) X(deferred) X(info) X(start) X(start_status)        \
-            X(start_headers) X(replay) X(ts) X(outer_scope) X(app_scope) X(child) X(relay_error)   \
-                X(offer) X(offer_msg)
+    X(scope)                                                                                       \
+    X(receive) X(send) X(request) X(coro) X(task) X(loop) X(msg) X(msg_type) X(susp) X(resume)     \
+        X(waiting) X(proxy) X(queue) X(deferred) X(info) X(start) X(start_status) X(start_headers) \
+            X(replay) X(ts) X(outer_scope) X(app_scope) X(child) X(relay_error) X(offer)           \
+                X(offer_msg)
 #define DRV_COUNT(f) +1
 enum { DRV_NREFS = 0 DRV_REFS(DRV_COUNT) };
 #undef DRV_COUNT
@@ -2005,10 +2006,9 @@ static int drv_clear(PyObject *self) {
     return 0;
 }
 
-static void drv_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    drv_t *d = (drv_t *)self;
+/* Drops what the driver holds, as its deallocation does: a request only it holds is kept for
+ * reuse, an app coroutine never started is closed without a warning. */
+static void drv_empty(drv_t *d) {
     if (d->request) { /* most often only we hold it: keep it for the next request */
         cc_mw_state_t *st = d->st;
         const Py_ssize_t offs[] = {st->off_scope,    st->off_receive,      st->off_send,
@@ -2017,7 +2017,7 @@ static void drv_dealloc(PyObject *self) {
         d->request = NULL;
         cc_mw_pool_keep(&st->pool_request, req, st->request_cls, offs, 6);
     }
-    if (d->coro && !d->started && !d->coro_done) {
+    if (CC_UNLIKELY(d->coro && !d->started && !d->coro_done)) {
         saved_err_t e;
         err_save(&e);
         PyObject *r = PyObject_CallMethodNoArgs(d->coro, d->st->s_close);
@@ -2027,10 +2027,33 @@ static void drv_dealloc(PyObject *self) {
             PyErr_Clear();
         err_restore(&e);
     }
-    drv_clear(self);
+    drv_clear((PyObject *)d);
+}
+
+static void drv_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    drv_t *d = (drv_t *)self;
+    drv_empty(d);
     if (!cc_mw_fl_push(&d->st->fl_driver, self))
         tp->tp_free(self);
     Py_DECREF(tp);
+}
+
+void cc_mw_driver_release(cc_mw_state_t *st, PyObject *driver) {
+    if (Py_REFCNT(driver) != 1 || st->pool_driver.n >= CC_MW_FREELIST_MAX || PyErr_Occurred()) {
+        Py_DECREF(driver);
+        return;
+    }
+    drv_empty((drv_t *)driver);
+    /* emptying it ran arbitrary code (a __del__), which may have got hold of it */
+    if (Py_REFCNT(driver) != 1) {
+        Py_DECREF(driver);
+        return;
+    }
+    /* empty, it needs no tracking while it waits (nor counts as a live driver) */
+    PyObject_GC_UnTrack(driver);
+    st->pool_driver.items[st->pool_driver.n++] = driver;
 }
 
 static PyObject *drv_get_request(PyObject *self, void *Py_UNUSED(closure)) {
@@ -2134,8 +2157,10 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
         PyErr_SetString(PyExc_RuntimeError, "cicada.middleware is not set up (mw_setup)");
         return NULL;
     }
-    drv_t *d = (drv_t *)cc_mw_fl_pop(&st->fl_driver, (PyTypeObject *)st->driver_type);
-    if (!d && !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
+    /* a pooled driver is alive already (cc_mw_driver_release): no allocation nor init */
+    drv_t *d = (drv_t *)cc_mw_pool_pop(&st->pool_driver);
+    if (!d && !(d = (drv_t *)cc_mw_fl_pop(&st->fl_driver, (PyTypeObject *)st->driver_type)) &&
+        !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
         return NULL;
     d->st = st;
     for (int i = 0; i < DRV_NREFS; i++)

@@ -142,6 +142,7 @@ void cc_mw_clear(cc_mw_state_t *st) {
 #define CC_MW_CLEAR(f) Py_CLEAR(st->f);
     CC_MW_FIELDS(CC_MW_CLEAR)
 #undef CC_MW_CLEAR
+    pool_free(&st->pool_driver); /* first: their deallocation feeds the freelists */
     freelist_free(&st->fl_step, 1);
     freelist_free(&st->fl_done, 0);
     freelist_free(&st->fl_call, 1);

@@ -71,6 +71,8 @@ typedef struct {
     /* Live Starlette objects kept for reuse (cc_mw_pool_keep): requests, call_next responses and
      * their headers. Each item is a strong reference to an emptied, GC-tracked instance. */
     cc_mw_freelist_t pool_request, pool_response, pool_headers;
+    /* MWDrivers emptied and kept alive by cc_mw_driver_release: untracked, they hold nothing */
+    cc_mw_freelist_t pool_driver;
 } cc_mw_state_t;
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st);
