@@ -33,10 +33,10 @@ enum { W_NONE, W_PROXY, W_PASSED, W_CHILD, W_OFFER, W_DEFER };
 #define DRV_REFS(X)                                                                                \
     X(mw)                                                                                          \
     X(scope)                                                                                       \
-    X(receive) X(send) X(request) X(coro) X(task) X(loop) X(msg) X(msg_type) X(susp) X(resume)     \
-        X(waiting) X(proxy) X(queue) X(deferred) X(info) X(start) X(start_status) X(start_headers) \
-            X(replay) X(ts) X(outer_scope) X(app_scope) X(child) X(relay_error) X(offer)           \
-                X(offer_msg)
+    X(receive)                                                                                     \
+    X(send) X(request) X(coro) X(task) X(loop) X(msg) X(msg_type) X(susp) X(resume) X(waiting)     \
+        X(proxy) X(queue) X(deferred) X(info) X(start) X(start_status) X(start_headers) X(replay)  \
+            X(ts) X(outer_scope) X(app_scope) X(child) X(relay_error) X(offer) X(offer_msg)
 #define DRV_COUNT(f) +1
 enum { DRV_NREFS = 0 DRV_REFS(DRV_COUNT) };
 #undef DRV_COUNT
@@ -132,8 +132,8 @@ static inline int has_weakrefs(PyObject *obj) {
 /* Requests, responses and their headers are Python-level Starlette objects: a fresh one costs an
  * allocation, and freeing it walks the class hierarchy (subtype_dealloc) and touches several
  * type objects. Reusing one costs a few stores (see cc_mw_pool_keep in mw.h). */
-void cc_mw_pool_keep(cc_mw_freelist_t *pool, PyObject *obj, PyObject *tp, const Py_ssize_t *offs,
-                     int n) {
+CC_MW_HOTFN void cc_mw_pool_keep(cc_mw_freelist_t *pool, PyObject *obj, PyObject *tp,
+                                 const Py_ssize_t *offs, int n) {
     if (pool->n >= CC_MW_FREELIST_MAX || Py_TYPE(obj) != (PyTypeObject *)tp ||
         Py_REFCNT(obj) != 1 || has_weakrefs(obj) || PyErr_Occurred())
         goto drop;
@@ -214,7 +214,7 @@ CC_MW_HOT int str_is(PyObject *a, PyObject *interned, PyObject **alias) {
 #define STR_IS(st, a, name) str_is((a), (st)->s_##name, &(st)->alias_##name)
 
 /* New reference to message[key] or `dflt` (new ref) when absent; NULL on error. */
-PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
+CC_MW_HOTFN PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
     if (CC_LIKELY(PyDict_CheckExact(msg))) {
         PyObject *v = PyDict_GetItemWithError(msg, key);
         if (v)
@@ -256,7 +256,7 @@ static CC_MW_COLD const char *dispatch_name(drv_t *d, PyObject **hold) {
 
 /* asyncio.current_task(loop) (new ref). On 3.11 that function is Python code over a dict
  * that mw_setup hands us, so the dict is read directly. */
-static PyObject *task_of(cc_mw_state_t *st, PyObject *loop) {
+CC_MW_HOTFN static PyObject *task_of(cc_mw_state_t *st, PyObject *loop) {
     if (st->current_tasks && loop) {
         PyObject *t = PyDict_GetItemWithError(st->current_tasks, loop);
         if (t)
@@ -268,7 +268,7 @@ static PyObject *task_of(cc_mw_state_t *st, PyObject *loop) {
     return PyObject_CallNoArgs(st->current_task);
 }
 
-static PyObject *current_task(drv_t *d) {
+CC_MW_HOTFN static PyObject *current_task(drv_t *d) {
     return task_of(d->st, d->loop);
 }
 
@@ -276,7 +276,7 @@ static PyObject *current_task(drv_t *d) {
  * the running loop costs a getpid() syscall on 3.11, so nested layers borrow the loop from the
  * driver stepping them, and on 3.11 an outermost layer first tries the loop this thread ran
  * last; current_task(loop) with an explicit loop is a dict lookup. */
-int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
+CC_MW_HOTFN int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
     *task = *loop = NULL;
     drv_t *outer = (drv_t *)st->stepping_driver;
     if (outer && outer->loop) {
@@ -383,7 +383,7 @@ error:
 }
 
 /* Release every producer blocked in a cross-task send: the response is gone. */
-static int drv_release_all(drv_t *d) {
+CC_MW_HOTFN static int drv_release_all(drv_t *d) {
     int rc = 0;
     PyObject *lists[2] = {d->queue, d->deferred};
     d->queue = d->deferred = NULL;
@@ -409,7 +409,7 @@ static int set_resume(drv_t *d, PyObject *value, int is_throw) {
 }
 
 /* anyio's TaskState of `task`, or NULL (no error) when anyio's asyncio backend never saw it. */
-static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
+CC_MW_HOTFN static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
     if (!st->anyio_states) {
         /* the interpreter's module dict, kept: it is the same object for the interpreter's life */
         if (CC_UNLIKELY(!st->modules))
@@ -455,7 +455,7 @@ static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
 
 /* anyio's TaskState of d->task: the one of the driver stepping us when it runs in the same task
  * (a TaskState lives as long as its task), so a stack of layers looks it up once. */
-static PyObject *drv_task_state(drv_t *d) {
+CC_MW_HOTFN static PyObject *drv_task_state(drv_t *d) {
     drv_t *outer = (drv_t *)d->st->stepping_driver;
     if (outer && outer != d && outer->ts && outer->task == d->task)
         return Py_NewRef(outer->ts);
@@ -533,7 +533,7 @@ static int drv_untangle(drv_t *d) {
 }
 
 /* Runs the app one step. 1: it yielded (*out), 0: it returned, -1: it raised. */
-static int drv_step(drv_t *d, PyObject **out) {
+CC_MW_HOTFN static int drv_step(drv_t *d, PyObject **out) {
     cc_mw_state_t *st = d->st;
     PyObject *val = d->resume, *y = NULL;
     int thr = d->resume_throw, r;
@@ -592,7 +592,7 @@ static CC_MW_COLD void no_response_error(void) {
 }
 
 /* A body message's more_body, as a truth value: 1, 0, or -1 with an exception set. */
-static int more_body(cc_mw_state_t *st, PyObject *msg) {
+CC_MW_HOTFN static int more_body(cc_mw_state_t *st, PyObject *msg) {
     PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
     if (!more)
         return -1;
@@ -808,7 +808,7 @@ static CC_MW_COLD int drv_pump_child(step_t *s, drv_t *d, int goal, PyObject **o
 
 /* Drives the app towards `s->goal`. 1: yield *out to our awaiter; 0: done (*out new ref or NULL
  * meaning end of body for G_CHUNK); -1: error. */
-static int drv_pump(step_t *s, PyObject **out) {
+CC_MW_HOTFN static int drv_pump(step_t *s, PyObject **out) {
     drv_t *d = s->d;
     cc_mw_state_t *st = d->st;
     int goal;
@@ -967,7 +967,7 @@ int cc_mw_offer(PyObject *driver, PyObject *response, PyObject *msg) {
 /* The call_next response, built without __init__: what __init__ would set goes straight into
  * the slots of _CallNextResponse. `headers` is made on first use by the descriptor in
  * mw_call.c. */
-static PyObject *make_response(drv_t *d, PyObject *start) {
+CC_MW_HOTFN static PyObject *make_response(drv_t *d, PyObject *start) {
     cc_mw_state_t *st = d->st;
     PyTypeObject *cls = (PyTypeObject *)st->response_cls;
     PyObject *resp = NULL, *status = NULL, *headers = NULL;
@@ -1031,7 +1031,8 @@ static CC_MW_COLD void relay_fail(drv_t *d) {
 
 /* G_FWD: steps the upstream send's awaitable for the app; its failure becomes relay_fail's.
  * step_resume has already refused a finished step. */
-static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
+CC_MW_HOTFN static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc,
+                                           PyObject **result) {
     PyObject *it = s->value, *out = NULL;
     drv_t *d = s->d;
     int r;
@@ -1123,7 +1124,8 @@ static void drv_unfuse(drv_t *d) {
     Py_DECREF(h);
 }
 
-static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
+CC_MW_HOTFN static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc,
+                                            PyObject **result) {
     *result = NULL;
     if (CC_UNLIKELY(s->fuse_ret != NULL)) {
         PyObject *v = s->fuse_ret;
@@ -1333,7 +1335,7 @@ error:
     return PYGEN_ERROR;
 }
 
-static PySendResult step_am_send(PyObject *self, PyObject *arg, PyObject **result) {
+CC_MW_HOTFN static PySendResult step_am_send(PyObject *self, PyObject *arg, PyObject **result) {
     return step_resume((step_t *)self, arg, NULL, result);
 }
 
@@ -1433,7 +1435,7 @@ static PyObject *step_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
-static PyObject *step_await(PyObject *self) {
+CC_MW_HOTFN static PyObject *step_await(PyObject *self) {
     return Py_NewRef(self);
 }
 
@@ -1446,7 +1448,7 @@ static int step_traverse(PyObject *self, visitproc visit, void *arg) {
     return 0;
 }
 
-static int step_clear(PyObject *self) {
+CC_MW_HOTFN static int step_clear(PyObject *self) {
     step_t *s = (step_t *)self;
     if (s->d && s->d->reader == s)
         s->d->reader = NULL;
@@ -1456,7 +1458,7 @@ static int step_clear(PyObject *self) {
     return 0;
 }
 
-static void step_dealloc(PyObject *self) {
+CC_MW_HOTFN static void step_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     step_clear(self);
@@ -1465,7 +1467,7 @@ static void step_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static void done_dealloc(PyObject *self) {
+CC_MW_HOTFN static void done_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     Py_CLEAR(((step_t *)self)->value);
     if (!cc_mw_fl_push(&((step_t *)self)->st->fl_done, self))
@@ -1571,7 +1573,7 @@ static PyObject *done_with(drv_t *d, PyObject *value) {
 
 /* Relay mode's send: the body message goes to our `send` right away (through a driver above in
  * relay mode too, or handed to one stepping us), so the app is not suspended for it. */
-static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type, int more) {
+CC_MW_HOTFN static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type, int more) {
     cc_mw_state_t *st = d->st;
     PyObject *hold = NULL, *r, *it;
     if (d->final_fwd) /* after the last message: dropped, as once the response is sent */
@@ -1604,7 +1606,7 @@ fail:
     return step_new(st, d, G_CANCEL, NULL);
 }
 
-PyObject *cc_mw_pass(PyObject *driver) {
+CC_MW_HOTFN PyObject *cc_mw_pass(PyObject *driver) {
     drv_t *d = (drv_t *)driver;
     if (d->phase != PH_BODY || d->body_started || d->child || d->entangled || d->waiting ||
         d->proxy || d->msg || !d->coro || d->coro_done || (d->queue && PyList_GET_SIZE(d->queue)) ||
@@ -1615,7 +1617,7 @@ PyObject *cc_mw_pass(PyObject *driver) {
     return step_new(d->st, d, G_PASS, NULL);
 }
 
-int cc_mw_final_sent(PyObject *driver) {
+CC_MW_HOTFN int cc_mw_final_sent(PyObject *driver) {
     return ((drv_t *)driver)->final_fwd;
 }
 
@@ -1623,7 +1625,7 @@ int cc_mw_final_sent(PyObject *driver) {
  * dispatch goes on right here, inside the app's send (MWFuse in mw_call.c), instead of the app
  * being suspended up through all its frames and resumed after. Py_None (borrowed) when the usual
  * hand-over must be used instead; else the awaitable the app gets, or NULL on error. */
-static PyObject *drv_fuse_send(drv_t *d, PyObject *msg) {
+CC_MW_HOTFN static PyObject *drv_fuse_send(drv_t *d, PyObject *msg) {
     cc_mw_state_t *st = d->st;
     step_t *s = (step_t *)cc_mw_fusing_step(d->call);
     if (!s || s->d != d || s->goal != G_START || d->phase != PH_START || d->child || d->entangled ||
@@ -1654,7 +1656,7 @@ static PyObject *drv_fuse_send(drv_t *d, PyObject *msg) {
     return cc_mw_fuse_new(st, d->call, msg); /* cc_mw_fuse_begin when it is awaited */
 }
 
-int cc_mw_fuse_begin(PyObject *driver, PyObject *call, PyObject *msg) {
+CC_MW_HOTFN int cc_mw_fuse_begin(PyObject *driver, PyObject *call, PyObject *msg) {
     drv_t *d = (drv_t *)driver;
     /* not stepping: the send was awaited by another task than the one running the app
      * (`await ensure_future(send(start))`); dispatch must not run in that task */
@@ -1682,7 +1684,7 @@ PyObject *cc_mw_plain_send(PyObject *driver, PyObject *msg) {
 /* The `send` the downstream app gets. With `handed` (a cicada layer sending from C, see
  * cc_mw_layer_send), a message the driver takes in-task sets *handed and returns None instead
  * of a suspending step: the caller then yields the driver itself, which drv_pump recognises. */
-static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
+CC_MW_HOTFN static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
     if (d->phase >= PH_SENT) /* the response is gone (or replaced): drop it */
         return done_with(d, Py_NewRef(Py_None));
     PyObject *type = cc_mw_msg_get(msg, d->st->s_type, Py_None);
@@ -1695,7 +1697,8 @@ static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
 
 /* drv_send for a message whose "type" (borrowed) the caller has read, and its more_body when
  * it is a body message (else -1): a message relayed through a stack is parsed once. */
-static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int more, int *handed) {
+CC_MW_HOTFN static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int more,
+                                            int *handed) {
     cc_mw_state_t *st = d->st;
     PyObject *self = (PyObject *)d;
     PyObject *t = NULL, *fut = NULL, *item = NULL;
@@ -1762,12 +1765,12 @@ error:
     return NULL;
 }
 
-static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
+CC_MW_HOTFN static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
     return drv_send((drv_t *)self, msg, NULL);
 }
 
-PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, PyObject *type,
-                           int *handed) {
+CC_MW_HOTFN PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg,
+                                       PyObject *type, int *handed) {
     if (handed)
         *handed = 0;
     if (Py_TYPE(send) == (PyTypeObject *)st->driver_type)
@@ -1805,7 +1808,7 @@ static PyObject *drv_asgi_receive(PyObject *self, PyObject *Py_UNUSED(ignored)) 
     return PyObject_CallNoArgs(d->receive);
 }
 
-static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
+CC_MW_HOTFN static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     drv_t *d = (drv_t *)self;
     cc_mw_state_t *st = d->st;
     PyObject *hold = NULL, *dict = NULL, *app = NULL, *snd = NULL, *rcv = NULL, *coro = NULL;
@@ -1885,7 +1888,7 @@ error:
 }
 
 /* Closes an app coroutine that was created but never started (no "never awaited" warning). */
-static int drv_close_unstarted(drv_t *d) {
+CC_MW_HOTFN static int drv_close_unstarted(drv_t *d) {
     if (!d->coro || d->started || d->coro_done)
         return 0;
     d->coro_done = 1;
@@ -1898,7 +1901,7 @@ static int drv_close_unstarted(drv_t *d) {
     return 0;
 }
 
-PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+CC_MW_HOTFN PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     drv_t *d = (drv_t *)self;
     d->body_started = 1;
     return step_new(d->st, d, G_BODY, NULL);
@@ -1906,7 +1909,7 @@ PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
 
 /* The response is over while a reader in another task waits on the app (a response dispatch
  * kept and iterates in a task of its own): wake it, to find the body over. */
-static int drv_wake_reader(drv_t *d) {
+CC_MW_HOTFN static int drv_wake_reader(drv_t *d) {
     PyObject *w = d->proxy;
     if (CC_LIKELY(!w))
         return 0;
@@ -1916,7 +1919,7 @@ static int drv_wake_reader(drv_t *d) {
     return rc;
 }
 
-PyObject *cc_mw_finish_step(PyObject *self) {
+CC_MW_HOTFN PyObject *cc_mw_finish_step(PyObject *self) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
     if (drv_release_all(d) < 0 || drv_wake_reader(d) < 0)
@@ -1973,7 +1976,7 @@ PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
 
 /* The driver if `response` is untouched call_next output whose body can be relayed as the app
  * sent it, else None. */
-PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response) {
+CC_MW_HOTFN PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response) {
     PyObject *it = Py_TYPE(response) == (PyTypeObject *)st->response_cls
                        ? Py_XNewRef(cc_mw_slot(response, st->off_body_iterator))
                        : NULL;
@@ -1998,7 +2001,7 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     return 0;
 }
 
-static int drv_clear(PyObject *self) {
+CC_MW_HOTFN static int drv_clear(PyObject *self) {
     drv_t *d = (drv_t *)self;
     for (int i = 0; i < DRV_NREFS; i++)
         Py_CLEAR(d->refs[i]);
@@ -2008,7 +2011,7 @@ static int drv_clear(PyObject *self) {
 
 /* Drops what the driver holds, as its deallocation does: a request only it holds is kept for
  * reuse, an app coroutine never started is closed without a warning. */
-static void drv_empty(drv_t *d) {
+CC_MW_HOTFN static void drv_empty(drv_t *d) {
     if (d->request) { /* most often only we hold it: keep it for the next request */
         cc_mw_state_t *st = d->st;
         const Py_ssize_t offs[] = {st->off_scope,    st->off_receive,      st->off_send,
@@ -2030,7 +2033,7 @@ static void drv_empty(drv_t *d) {
     drv_clear((PyObject *)d);
 }
 
-static void drv_dealloc(PyObject *self) {
+CC_MW_HOTFN static void drv_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     drv_t *d = (drv_t *)self;
@@ -2040,7 +2043,7 @@ static void drv_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-void cc_mw_driver_release(cc_mw_state_t *st, PyObject *driver) {
+CC_MW_HOTFN void cc_mw_driver_release(cc_mw_state_t *st, PyObject *driver) {
     if (Py_REFCNT(driver) != 1 || st->pool_driver.n >= CC_MW_FREELIST_MAX || PyErr_Occurred()) {
         Py_DECREF(driver);
         return;
@@ -2085,7 +2088,7 @@ static PyObject *drv_anext(PyObject *self) {
 
 /* The driver is also the `send` and the `receive` callable handed to the app: one object per
  * layer instead of two, told apart by their arity (send(message), receive()). */
-static PyObject *drv_call_any(PyObject *self, Py_ssize_t nargs, PyObject *const *args) {
+CC_MW_HOTFN static PyObject *drv_call_any(PyObject *self, Py_ssize_t nargs, PyObject *const *args) {
     if (nargs == 1)
         return drv_asgi_send(self, args[0]);
     if (nargs == 0)
@@ -2102,8 +2105,8 @@ static PyObject *drv_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
     return drv_call_any(self, PyTuple_GET_SIZE(args), &PyTuple_GET_ITEM(args, 0));
 }
 
-static PyObject *drv_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
-                                PyObject *kwnames) {
+CC_MW_HOTFN static PyObject *drv_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                            PyObject *kwnames) {
     if (kwnames && PyTuple_GET_SIZE(kwnames)) {
         PyErr_SetString(PyExc_TypeError, "send() and receive() take no keyword arguments");
         return NULL;
@@ -2133,8 +2136,8 @@ static PyType_Spec drv_spec = {
 };
 
 /* A starlette Request built without running its __init__ (same attributes it sets). */
-static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *receive,
-                              PyObject *send) {
+CC_MW_HOTFN static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *receive,
+                                          PyObject *send) {
     PyTypeObject *cls = (PyTypeObject *)st->request_cls;
     /* tp_alloc, not tp_new: every attribute the driver sets is a slot, so the instance gets no
      * inline attribute values (a dict comes on demand if dispatch sets an attribute) */
@@ -2151,8 +2154,9 @@ static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *rece
     return req;
 }
 
-PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyObject *receive,
-                           PyObject *send, PyObject *loop, PyObject *task) {
+CC_MW_HOTFN PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope,
+                                       PyObject *receive, PyObject *send, PyObject *loop,
+                                       PyObject *task) {
     if (!st->request_cls) {
         PyErr_SetString(PyExc_RuntimeError, "cicada.middleware is not set up (mw_setup)");
         return NULL;
@@ -2182,15 +2186,15 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     return (PyObject *)d;
 }
 
-int cc_mw_driver_body_done(PyObject *driver) {
+CC_MW_HOTFN int cc_mw_driver_body_done(PyObject *driver) {
     return ((drv_t *)driver)->phase >= PH_APP_DONE;
 }
 
-PyObject *cc_mw_driver_info(PyObject *driver) {
+CC_MW_HOTFN PyObject *cc_mw_driver_info(PyObject *driver) {
     return ((drv_t *)driver)->info;
 }
 
-PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers) {
+CC_MW_HOTFN PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers) {
     drv_t *d = (drv_t *)driver;
     /* identity, not equality: a header list edited in place is still the one the app sent. The
      * message is the app's, sent (which hands it over): its items are not read again here. */
@@ -2199,11 +2203,11 @@ PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *he
     return d->start;
 }
 
-PyObject *cc_mw_driver_request(PyObject *driver) {
+CC_MW_HOTFN PyObject *cc_mw_driver_request(PyObject *driver) {
     return ((drv_t *)driver)->request;
 }
 
-PyObject *cc_mw_call_next(PyObject *driver, PyObject *request) {
+CC_MW_HOTFN PyObject *cc_mw_call_next(PyObject *driver, PyObject *request) {
     return drv_call_next(driver, request);
 }
 
@@ -2249,7 +2253,7 @@ int cc_mw_types_init(PyObject *module, cc_mw_state_t *st) {
     return 0;
 }
 
-void cc_mw_driver_set_call(PyObject *driver, PyObject *call) {
+CC_MW_HOTFN void cc_mw_driver_set_call(PyObject *driver, PyObject *call) {
     ((drv_t *)driver)->call = call;
 }
 
@@ -2259,11 +2263,11 @@ static inline int step_waits(PyObject *y, PyObject *driver, int wait) {
            s->d == (drv_t *)driver && s->wait == wait;
 }
 
-int cc_mw_is_offer(PyObject *y, PyObject *driver) {
+CC_MW_HOTFN int cc_mw_is_offer(PyObject *y, PyObject *driver) {
     return step_waits(y, driver, W_OFFER);
 }
 
-int cc_mw_is_defer(PyObject *y, PyObject *driver) {
+CC_MW_HOTFN int cc_mw_is_defer(PyObject *y, PyObject *driver) {
     return step_waits(y, driver, W_DEFER);
 }
 
@@ -2271,7 +2275,7 @@ void cc_mw_step_return(PyObject *step, PyObject *value) {
     Py_XSETREF(((step_t *)step)->fuse_ret, value);
 }
 
-int cc_mw_fused_pass(PyObject *driver, PyObject *step) {
+CC_MW_HOTFN int cc_mw_fused_pass(PyObject *driver, PyObject *step) {
     drv_t *d = (drv_t *)driver;
     step_t *s = (step_t *)step;
     d->body_started = 1;
