@@ -34,9 +34,10 @@ enum { W_NONE, W_PROXY, W_PASSED, W_CHILD, W_OFFER, W_DEFER };
     X(mw)                                                                                          \
     X(scope)                                                                                       \
     X(receive)                                                                                     \
-    X(send) X(request) X(coro) X(task) X(loop) X(msg) X(msg_type) X(susp) X(resume) X(waiting)     \
-        X(proxy) X(queue) X(deferred) X(info) X(start) X(start_status) X(start_headers) X(replay)  \
-            X(ts) X(outer_scope) X(app_scope) X(child) X(relay_error) X(offer) X(offer_msg)
+    X(send)                                                                                        \
+    X(request) X(coro) X(task) X(loop) X(msg) X(msg_type) X(susp) X(resume) X(waiting) X(proxy)    \
+        X(queue) X(deferred) X(info) X(start) X(start_status) X(start_headers) X(replay) X(ts)     \
+            X(outer_scope) X(app_scope) X(child) X(relay_error) X(offer) X(offer_msg)
 #define DRV_COUNT(f) +1
 enum { DRV_NREFS = 0 DRV_REFS(DRV_COUNT) };
 #undef DRV_COUNT
@@ -409,7 +410,7 @@ static int set_resume(drv_t *d, PyObject *value, int is_throw) {
 }
 
 /* anyio's TaskState of `task`, or NULL (no error) when anyio's asyncio backend never saw it. */
-CC_MW_HOTFN static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
+static __attribute__((noinline)) PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
     if (!st->anyio_states) {
         /* the interpreter's module dict, kept: it is the same object for the interpreter's life */
         if (CC_UNLIKELY(!st->modules))
@@ -455,11 +456,16 @@ CC_MW_HOTFN static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task)
 
 /* anyio's TaskState of d->task: the one of the driver stepping us when it runs in the same task
  * (a TaskState lives as long as its task), so a stack of layers looks it up once. */
-CC_MW_HOTFN static PyObject *drv_task_state(drv_t *d) {
-    drv_t *outer = (drv_t *)d->st->stepping_driver;
+CC_MW_HOT PyObject *drv_task_state(drv_t *d) {
+    cc_mw_state_t *st = d->st;
+    drv_t *outer = (drv_t *)st->stepping_driver;
     if (outer && outer != d && outer->ts && outer->task == d->task)
         return Py_NewRef(outer->ts);
-    return anyio_task_state(d->st, d->task);
+    /* the common case, anyio's backend not imported since the last look, without a call */
+    if (CC_LIKELY(!st->anyio_states && st->modules) &&
+        PyDict_GET_SIZE(st->modules) == st->anyio_miss_mods)
+        return NULL;
+    return anyio_task_state(st, d->task);
 }
 
 /* Moves `task` from one anyio scope's task set to another's (cancel delivery follows). */
