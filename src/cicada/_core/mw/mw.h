@@ -22,9 +22,6 @@
 #define CC_MW_HOT static inline __attribute__((always_inline))
 /* Rare paths (errors, other tasks, anyio scopes): kept out of line and out of the hot code. */
 #define CC_MW_COLD __attribute__((cold, noinline))
-/* The functions every request runs: placed together (.text.hot), so the code a request goes
- * through shares cache lines instead of being spread among the rare paths. */
-#define CC_MW_HOTFN __attribute__((hot))
 
 /* PyIter_Send without the call: its first step, the type's am_send, taken here (PyIter_Send
  * itself only for iterators without one). One libpython function less on every resumption. */

@@ -55,7 +55,7 @@ enum {
 /* ---- helpers --------------------------------------------------------------------------------- */
 
 /* The iterator behind an awaitable (steals `o`). */
-CC_MW_HOTFN PyObject *cc_mw_awaitable_iter(PyObject *o) {
+PyObject *cc_mw_awaitable_iter(PyObject *o) {
     if (!o)
         return NULL;
     if (PyCoro_CheckExact(o))
@@ -117,7 +117,7 @@ static PyObject *dict3(cc_mw_state_t *st, PyObject *k1, PyObject *v1, PyObject *
     return d;
 }
 
-CC_MW_HOTFN static int call_send(call_t *c, PyObject *msg, int state) { /* steals msg */
+static int call_send(call_t *c, PyObject *msg, int state) { /* steals msg */
     if (!msg)
         return -1;
     int handed;
@@ -134,13 +134,13 @@ CC_MW_HOTFN static int call_send(call_t *c, PyObject *msg, int state) { /* steal
     return c->sub ? 0 : -1;
 }
 
-CC_MW_HOTFN static int call_pull(call_t *c) {
+static int call_pull(call_t *c) {
     c->sub = cc_mw_next_message(c->driver, NULL);
     c->state = C_PULL;
     return c->sub ? 0 : -1;
 }
 
-CC_MW_HOTFN static int call_finish(call_t *c) {
+static int call_finish(call_t *c) {
     PyObject *sub = cc_mw_finish_step(c->driver);
     if (!sub)
         return -1;
@@ -156,12 +156,12 @@ CC_MW_HOTFN static int call_finish(call_t *c) {
 
 /* response.<name> of a _CallNextResponse (new ref): its slot, or the attribute lookup's error
  * when dispatch deleted it. */
-CC_MW_HOTFN static PyObject *response_slot(call_t *c, Py_ssize_t off, PyObject *name) {
+static PyObject *response_slot(call_t *c, Py_ssize_t off, PyObject *name) {
     PyObject *v = cc_mw_slot(c->response, off);
     return v ? Py_NewRef(v) : PyObject_GetAttr(c->response, name);
 }
 
-CC_MW_HOTFN static int call_background(call_t *c) {
+static int call_background(call_t *c) {
     if (c->offered)
         return call_finish(c);
     PyObject *bg = response_slot(c, c->st->off_background, c->st->s_background);
@@ -178,7 +178,7 @@ CC_MW_HOTFN static int call_background(call_t *c) {
 }
 
 /* The start message of `response`, a _CallNextResponse (new ref). */
-CC_MW_HOTFN static PyObject *start_message(call_t *c) {
+static PyObject *start_message(call_t *c) {
     cc_mw_state_t *st = c->st;
     PyObject *status = response_slot(c, st->off_status, st->s_status_code);
     if (!status)
@@ -201,7 +201,7 @@ CC_MW_HOTFN static PyObject *start_message(call_t *c) {
     return msg;
 }
 
-CC_MW_HOTFN static int call_start(call_t *c) {
+static int call_start(call_t *c) {
     return call_send(c, start_message(c), C_START);
 }
 
@@ -224,7 +224,7 @@ static CC_MW_COLD int not_a_response(call_t *c, PyObject *value) {
 }
 
 /* `sub` returned `value` (borrowed): set up what comes next. */
-CC_MW_HOTFN static int call_advance(call_t *c, PyObject *value) {
+static int call_advance(call_t *c, PyObject *value) {
     cc_mw_state_t *st = c->st;
     switch (c->state) {
     case C_DISPATCH: {
@@ -336,7 +336,7 @@ static CC_MW_COLD int call_fail(call_t *c) {
 
 /* Drops the call's response: a call_next response only it still holds (the outermost layer of a
  * stack holds it last) is kept for reuse, with its headers object when only it holds that. */
-CC_MW_HOTFN static void release_response(call_t *c) {
+static void release_response(call_t *c) {
     cc_mw_state_t *st = c->st;
     PyObject *resp = c->response;
     c->response = NULL;
@@ -356,7 +356,7 @@ CC_MW_HOTFN static void release_response(call_t *c) {
 
 /* Done: drop every reference now. The layer above holds this call as its app's awaitable and
  * this call holds that layer's send, so keeping them would make a cycle per request. */
-CC_MW_HOTFN static void call_release(call_t *c) {
+static void call_release(call_t *c) {
     PyObject *exc = CC_UNLIKELY(PyErr_Occurred() != NULL) ? cc_err_take() : NULL;
     Py_CLEAR(c->sub);
     Py_CLEAR(c->dsp);
@@ -379,7 +379,7 @@ CC_MW_HOTFN static void call_release(call_t *c) {
 
 /* The start step the call ran for dispatch ended (*r, *out as from sub_resume). 1: dispatch is
  * `sub` again, to be resumed with None, or with *held thrown in; 0: go on with *r and *out. */
-CC_MW_HOTFN static int fuse_end(call_t *c, int *r, PyObject **out, PyObject **held) {
+static int fuse_end(call_t *c, int *r, PyObject **out, PyObject **held) {
     PyObject *v;
     c->fusing = 0;
     switch (c->fuse_out) {
@@ -422,8 +422,7 @@ CC_MW_HOTFN static int fuse_end(call_t *c, int *r, PyObject **out, PyObject **he
     }
 }
 
-CC_MW_HOTFN static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc,
-                                            PyObject **result) {
+static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *exc, PyObject **result) {
     *result = NULL;
     if (c->state == C_DONE) {
         if (exc)
@@ -488,7 +487,7 @@ CC_MW_HOTFN static PySendResult call_resume(call_t *c, PyObject *arg, PyObject *
 /* ---- iterator protocol ------------------------------------------------------------------------
  */
 
-CC_MW_HOTFN static PySendResult call_am_send(PyObject *self, PyObject *arg, PyObject **result) {
+static PySendResult call_am_send(PyObject *self, PyObject *arg, PyObject **result) {
     return call_resume((call_t *)self, arg, NULL, result);
 }
 
@@ -590,13 +589,13 @@ static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     return awaitable_close(self, call_resume_any, "middleware call ignored GeneratorExit");
 }
 
-CC_MW_HOTFN static PyObject *call_await(PyObject *self) {
+static PyObject *call_await(PyObject *self) {
     return Py_NewRef(self);
 }
 
 /* call_next(request): the request argument is ignored, as Starlette's call_next does. */
-CC_MW_HOTFN static PyObject *call_next_vectorcall(PyObject *self, PyObject *const *args,
-                                                  size_t nargsf, PyObject *kwnames) {
+static PyObject *call_next_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                      PyObject *kwnames) {
     call_t *c = (call_t *)self;
     if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
         PyErr_SetString(PyExc_TypeError, "call_next(request) takes exactly one argument");
@@ -630,7 +629,7 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg) {
     return 0;
 }
 
-CC_MW_HOTFN static int call_clear(PyObject *self) {
+static int call_clear(PyObject *self) {
     call_t *c = (call_t *)self;
     Py_CLEAR(c->mw);
     Py_CLEAR(c->scope);
@@ -647,7 +646,7 @@ CC_MW_HOTFN static int call_clear(PyObject *self) {
     return 0;
 }
 
-CC_MW_HOTFN static void call_dealloc(PyObject *self) {
+static void call_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     call_clear(self);
@@ -710,17 +709,17 @@ typedef struct {
     int state;
 } fuse_t;
 
-CC_MW_HOTFN PyObject *cc_mw_fusing_step(PyObject *call) {
+PyObject *cc_mw_fusing_step(PyObject *call) {
     call_t *c = (call_t *)call;
     return c->fusing && c->fuse_out == FO_NONE ? c->sub : NULL;
 }
 
-CC_MW_HOTFN int cc_mw_can_fuse(PyObject *call) {
+int cc_mw_can_fuse(PyObject *call) {
     call_t *c = (call_t *)call;
     return c->state == C_DISPATCH && !c->fusing && c->sub != NULL;
 }
 
-CC_MW_HOTFN int cc_mw_fuse_handoff(PyObject *y, PyObject *driver) {
+int cc_mw_fuse_handoff(PyObject *y, PyObject *driver) {
     fuse_t *f = (fuse_t *)y;
     return f->state == FS_HANDOFF && f->owner == (void *)driver;
 }
@@ -736,7 +735,7 @@ int cc_mw_fuse_steal(PyObject *call) {
     return 1;
 }
 
-CC_MW_HOTFN PyObject *cc_mw_fuse_new(cc_mw_state_t *st, PyObject *call, PyObject *msg) {
+PyObject *cc_mw_fuse_new(cc_mw_state_t *st, PyObject *call, PyObject *msg) {
     PyTypeObject *tp = (PyTypeObject *)st->fuse_type;
     fuse_t *f = (fuse_t *)cc_mw_fl_pop(&st->fl_fuse, tp);
     if (!f && !(f = PyObject_GC_New(fuse_t, tp)))
@@ -766,7 +765,7 @@ static PySendResult fuse_handoff(fuse_t *f, PyObject **result) {
 
 /* Dispatch returned `value`: 1 if it is call_next's response untouched and its start is on the
  * way up (f->up), 0 if the call must handle it as usual, -1 on error. */
-CC_MW_HOTFN static int fuse_fast(fuse_t *f, PyObject *value) {
+static int fuse_fast(fuse_t *f, PyObject *value) {
     call_t *c = f->c;
     cc_mw_state_t *st = c->st;
     if (Py_TYPE(value) != (PyTypeObject *)st->response_cls ||
@@ -794,8 +793,7 @@ CC_MW_HOTFN static int fuse_fast(fuse_t *f, PyObject *value) {
     return f->up ? 1 : -1;
 }
 
-CC_MW_HOTFN static PySendResult fuse_resume(fuse_t *f, PyObject *arg, PyObject *exc,
-                                            PyObject **result) {
+static PySendResult fuse_resume(fuse_t *f, PyObject *arg, PyObject *exc, PyObject **result) {
     call_t *c = f->c;
     PyObject *out = NULL;
     int r;
@@ -920,7 +918,7 @@ CC_MW_HOTFN static PySendResult fuse_resume(fuse_t *f, PyObject *arg, PyObject *
     }
 }
 
-CC_MW_HOTFN static PySendResult fuse_am_send(PyObject *self, PyObject *arg, PyObject **result) {
+static PySendResult fuse_am_send(PyObject *self, PyObject *arg, PyObject **result) {
     return fuse_resume((fuse_t *)self, arg, NULL, result);
 }
 
@@ -970,7 +968,7 @@ static int fuse_clear(PyObject *self) {
     return 0;
 }
 
-CC_MW_HOTFN static void fuse_dealloc(PyObject *self) {
+static void fuse_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     fuse_clear(self);
@@ -1021,7 +1019,7 @@ int cc_mw_call_type_init(PyObject *module, cc_mw_state_t *st) {
 /* ---- HTTPMiddleware.__call__ ------------------------------------------------------------------
  */
 
-CC_MW_HOTFN PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
+PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     PyObject *scope = args[0], *receive = args[1], *send = args[2];
     PyObject *type = cc_mw_msg_get(scope, st->s_type, Py_None), *driver = NULL, *fn = NULL;
     PyObject *call_next, *sub;
@@ -1090,7 +1088,7 @@ error:
     return NULL;
 }
 
-CC_MW_HOTFN int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app) {
+int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app) {
     PyTypeObject *tp = Py_TYPE(app);
     /* the last type found to be a layer, valid while its version tag is unchanged: a tag is
      * never reused, and any change to the type's attributes resets it. `tp` is only compared */
@@ -1119,8 +1117,8 @@ typedef struct {
     vectorcallfunc vectorcall;
 } entry_t;
 
-CC_MW_HOTFN static PyObject *entry_vectorcall(PyObject *entry, PyObject *const *args, size_t nargsf,
-                                              PyObject *kwnames) {
+static PyObject *entry_vectorcall(PyObject *entry, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames) {
     if (kwnames && PyTuple_GET_SIZE(kwnames)) {
         PyErr_SetString(PyExc_TypeError, "__call__() takes no keyword arguments");
         return NULL;
@@ -1185,8 +1183,7 @@ typedef struct {
     PyObject_HEAD cc_mw_state_t *st; /* set by mw_setup: no module state lookup per read */
 } headers_descr_t;
 
-CC_MW_HOTFN static PyObject *headers_get(PyObject *descr, PyObject *obj,
-                                         PyObject *Py_UNUSED(type)) {
+static PyObject *headers_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED(type)) {
     if (!obj || obj == Py_None)
         return Py_NewRef(descr);
     cc_mw_state_t *st = ((headers_descr_t *)descr)->st;
@@ -1274,8 +1271,8 @@ static int key_eq(PyObject *item_key, PyObject *set_key) {
     return PyObject_RichCompareBool(item_key, set_key, Py_EQ);
 }
 
-CC_MW_HOTFN static PyObject *hset_vectorcall(PyObject *descr, PyObject *const *args, size_t nargsf,
-                                             PyObject *kwnames) {
+static PyObject *hset_vectorcall(PyObject *descr, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames) {
     hset_t *hs = (hset_t *)descr;
     cc_mw_state_t *st = hs->st;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);

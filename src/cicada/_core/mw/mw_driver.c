@@ -35,8 +35,9 @@ enum { W_NONE, W_PROXY, W_PASSED, W_CHILD, W_OFFER, W_DEFER };
     X(scope)                                                                                       \
     X(receive)                                                                                     \
     X(send)                                                                                        \
-    X(request) X(coro) X(task) X(loop) X(msg) X(msg_type) X(susp) X(resume) X(waiting) X(proxy)    \
-        X(queue) X(deferred) X(info) X(start) X(start_status) X(start_headers) X(replay) X(ts)     \
+    X(request)                                                                                     \
+    X(coro) X(task) X(loop) X(msg) X(msg_type) X(susp) X(resume) X(waiting) X(proxy) X(queue)      \
+        X(deferred) X(info) X(start) X(start_status) X(start_headers) X(replay) X(ts)              \
             X(outer_scope) X(app_scope) X(child) X(relay_error) X(offer) X(offer_msg)
 #define DRV_COUNT(f) +1
 enum { DRV_NREFS = 0 DRV_REFS(DRV_COUNT) };
@@ -133,8 +134,8 @@ static inline int has_weakrefs(PyObject *obj) {
 /* Requests, responses and their headers are Python-level Starlette objects: a fresh one costs an
  * allocation, and freeing it walks the class hierarchy (subtype_dealloc) and touches several
  * type objects. Reusing one costs a few stores (see cc_mw_pool_keep in mw.h). */
-CC_MW_HOTFN void cc_mw_pool_keep(cc_mw_freelist_t *pool, PyObject *obj, PyObject *tp,
-                                 const Py_ssize_t *offs, int n) {
+void cc_mw_pool_keep(cc_mw_freelist_t *pool, PyObject *obj, PyObject *tp, const Py_ssize_t *offs,
+                     int n) {
     if (pool->n >= CC_MW_FREELIST_MAX || Py_TYPE(obj) != (PyTypeObject *)tp ||
         Py_REFCNT(obj) != 1 || has_weakrefs(obj) || PyErr_Occurred())
         goto drop;
@@ -215,7 +216,7 @@ CC_MW_HOT int str_is(PyObject *a, PyObject *interned, PyObject **alias) {
 #define STR_IS(st, a, name) str_is((a), (st)->s_##name, &(st)->alias_##name)
 
 /* New reference to message[key] or `dflt` (new ref) when absent; NULL on error. */
-CC_MW_HOTFN PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
+PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
     if (CC_LIKELY(PyDict_CheckExact(msg))) {
         PyObject *v = PyDict_GetItemWithError(msg, key);
         if (v)
@@ -257,7 +258,7 @@ static CC_MW_COLD const char *dispatch_name(drv_t *d, PyObject **hold) {
 
 /* asyncio.current_task(loop) (new ref). On 3.11 that function is Python code over a dict
  * that mw_setup hands us, so the dict is read directly. */
-CC_MW_HOTFN static PyObject *task_of(cc_mw_state_t *st, PyObject *loop) {
+static PyObject *task_of(cc_mw_state_t *st, PyObject *loop) {
     if (st->current_tasks && loop) {
         PyObject *t = PyDict_GetItemWithError(st->current_tasks, loop);
         if (t)
@@ -269,7 +270,7 @@ CC_MW_HOTFN static PyObject *task_of(cc_mw_state_t *st, PyObject *loop) {
     return PyObject_CallNoArgs(st->current_task);
 }
 
-CC_MW_HOTFN static PyObject *current_task(drv_t *d) {
+static PyObject *current_task(drv_t *d) {
     return task_of(d->st, d->loop);
 }
 
@@ -277,7 +278,7 @@ CC_MW_HOTFN static PyObject *current_task(drv_t *d) {
  * the running loop costs a getpid() syscall on 3.11, so nested layers borrow the loop from the
  * driver stepping them, and on 3.11 an outermost layer first tries the loop this thread ran
  * last; current_task(loop) with an explicit loop is a dict lookup. */
-CC_MW_HOTFN int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
+int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task) {
     *task = *loop = NULL;
     drv_t *outer = (drv_t *)st->stepping_driver;
     if (outer && outer->loop) {
@@ -384,7 +385,7 @@ error:
 }
 
 /* Release every producer blocked in a cross-task send: the response is gone. */
-CC_MW_HOTFN static int drv_release_all(drv_t *d) {
+static int drv_release_all(drv_t *d) {
     int rc = 0;
     PyObject *lists[2] = {d->queue, d->deferred};
     d->queue = d->deferred = NULL;
@@ -539,7 +540,7 @@ static int drv_untangle(drv_t *d) {
 }
 
 /* Runs the app one step. 1: it yielded (*out), 0: it returned, -1: it raised. */
-CC_MW_HOTFN static int drv_step(drv_t *d, PyObject **out) {
+static int drv_step(drv_t *d, PyObject **out) {
     cc_mw_state_t *st = d->st;
     PyObject *val = d->resume, *y = NULL;
     int thr = d->resume_throw, r;
@@ -598,7 +599,7 @@ static CC_MW_COLD void no_response_error(void) {
 }
 
 /* A body message's more_body, as a truth value: 1, 0, or -1 with an exception set. */
-CC_MW_HOTFN static int more_body(cc_mw_state_t *st, PyObject *msg) {
+static int more_body(cc_mw_state_t *st, PyObject *msg) {
     PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
     if (!more)
         return -1;
@@ -814,7 +815,7 @@ static CC_MW_COLD int drv_pump_child(step_t *s, drv_t *d, int goal, PyObject **o
 
 /* Drives the app towards `s->goal`. 1: yield *out to our awaiter; 0: done (*out new ref or NULL
  * meaning end of body for G_CHUNK); -1: error. */
-CC_MW_HOTFN static int drv_pump(step_t *s, PyObject **out) {
+static int drv_pump(step_t *s, PyObject **out) {
     drv_t *d = s->d;
     cc_mw_state_t *st = d->st;
     int goal;
@@ -973,7 +974,7 @@ int cc_mw_offer(PyObject *driver, PyObject *response, PyObject *msg) {
 /* The call_next response, built without __init__: what __init__ would set goes straight into
  * the slots of _CallNextResponse. `headers` is made on first use by the descriptor in
  * mw_call.c. */
-CC_MW_HOTFN static PyObject *make_response(drv_t *d, PyObject *start) {
+static PyObject *make_response(drv_t *d, PyObject *start) {
     cc_mw_state_t *st = d->st;
     PyTypeObject *cls = (PyTypeObject *)st->response_cls;
     PyObject *resp = NULL, *status = NULL, *headers = NULL;
@@ -1037,8 +1038,7 @@ static CC_MW_COLD void relay_fail(drv_t *d) {
 
 /* G_FWD: steps the upstream send's awaitable for the app; its failure becomes relay_fail's.
  * step_resume has already refused a finished step. */
-CC_MW_HOTFN static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc,
-                                           PyObject **result) {
+static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
     PyObject *it = s->value, *out = NULL;
     drv_t *d = s->d;
     int r;
@@ -1130,8 +1130,7 @@ static void drv_unfuse(drv_t *d) {
     Py_DECREF(h);
 }
 
-CC_MW_HOTFN static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc,
-                                            PyObject **result) {
+static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
     *result = NULL;
     if (CC_UNLIKELY(s->fuse_ret != NULL)) {
         PyObject *v = s->fuse_ret;
@@ -1341,7 +1340,7 @@ error:
     return PYGEN_ERROR;
 }
 
-CC_MW_HOTFN static PySendResult step_am_send(PyObject *self, PyObject *arg, PyObject **result) {
+static PySendResult step_am_send(PyObject *self, PyObject *arg, PyObject **result) {
     return step_resume((step_t *)self, arg, NULL, result);
 }
 
@@ -1441,7 +1440,7 @@ static PyObject *step_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
-CC_MW_HOTFN static PyObject *step_await(PyObject *self) {
+static PyObject *step_await(PyObject *self) {
     return Py_NewRef(self);
 }
 
@@ -1454,7 +1453,7 @@ static int step_traverse(PyObject *self, visitproc visit, void *arg) {
     return 0;
 }
 
-CC_MW_HOTFN static int step_clear(PyObject *self) {
+static int step_clear(PyObject *self) {
     step_t *s = (step_t *)self;
     if (s->d && s->d->reader == s)
         s->d->reader = NULL;
@@ -1464,7 +1463,7 @@ CC_MW_HOTFN static int step_clear(PyObject *self) {
     return 0;
 }
 
-CC_MW_HOTFN static void step_dealloc(PyObject *self) {
+static void step_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     step_clear(self);
@@ -1473,7 +1472,7 @@ CC_MW_HOTFN static void step_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-CC_MW_HOTFN static void done_dealloc(PyObject *self) {
+static void done_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     Py_CLEAR(((step_t *)self)->value);
     if (!cc_mw_fl_push(&((step_t *)self)->st->fl_done, self))
@@ -1579,7 +1578,7 @@ static PyObject *done_with(drv_t *d, PyObject *value) {
 
 /* Relay mode's send: the body message goes to our `send` right away (through a driver above in
  * relay mode too, or handed to one stepping us), so the app is not suspended for it. */
-CC_MW_HOTFN static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type, int more) {
+static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type, int more) {
     cc_mw_state_t *st = d->st;
     PyObject *hold = NULL, *r, *it;
     if (d->final_fwd) /* after the last message: dropped, as once the response is sent */
@@ -1612,7 +1611,7 @@ fail:
     return step_new(st, d, G_CANCEL, NULL);
 }
 
-CC_MW_HOTFN PyObject *cc_mw_pass(PyObject *driver) {
+PyObject *cc_mw_pass(PyObject *driver) {
     drv_t *d = (drv_t *)driver;
     if (d->phase != PH_BODY || d->body_started || d->child || d->entangled || d->waiting ||
         d->proxy || d->msg || !d->coro || d->coro_done || (d->queue && PyList_GET_SIZE(d->queue)) ||
@@ -1623,7 +1622,7 @@ CC_MW_HOTFN PyObject *cc_mw_pass(PyObject *driver) {
     return step_new(d->st, d, G_PASS, NULL);
 }
 
-CC_MW_HOTFN int cc_mw_final_sent(PyObject *driver) {
+int cc_mw_final_sent(PyObject *driver) {
     return ((drv_t *)driver)->final_fwd;
 }
 
@@ -1631,7 +1630,7 @@ CC_MW_HOTFN int cc_mw_final_sent(PyObject *driver) {
  * dispatch goes on right here, inside the app's send (MWFuse in mw_call.c), instead of the app
  * being suspended up through all its frames and resumed after. Py_None (borrowed) when the usual
  * hand-over must be used instead; else the awaitable the app gets, or NULL on error. */
-CC_MW_HOTFN static PyObject *drv_fuse_send(drv_t *d, PyObject *msg) {
+static PyObject *drv_fuse_send(drv_t *d, PyObject *msg) {
     cc_mw_state_t *st = d->st;
     step_t *s = (step_t *)cc_mw_fusing_step(d->call);
     if (!s || s->d != d || s->goal != G_START || d->phase != PH_START || d->child || d->entangled ||
@@ -1662,7 +1661,7 @@ CC_MW_HOTFN static PyObject *drv_fuse_send(drv_t *d, PyObject *msg) {
     return cc_mw_fuse_new(st, d->call, msg); /* cc_mw_fuse_begin when it is awaited */
 }
 
-CC_MW_HOTFN int cc_mw_fuse_begin(PyObject *driver, PyObject *call, PyObject *msg) {
+int cc_mw_fuse_begin(PyObject *driver, PyObject *call, PyObject *msg) {
     drv_t *d = (drv_t *)driver;
     /* not stepping: the send was awaited by another task than the one running the app
      * (`await ensure_future(send(start))`); dispatch must not run in that task */
@@ -1690,7 +1689,7 @@ PyObject *cc_mw_plain_send(PyObject *driver, PyObject *msg) {
 /* The `send` the downstream app gets. With `handed` (a cicada layer sending from C, see
  * cc_mw_layer_send), a message the driver takes in-task sets *handed and returns None instead
  * of a suspending step: the caller then yields the driver itself, which drv_pump recognises. */
-CC_MW_HOTFN static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
+static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
     if (d->phase >= PH_SENT) /* the response is gone (or replaced): drop it */
         return done_with(d, Py_NewRef(Py_None));
     PyObject *type = cc_mw_msg_get(msg, d->st->s_type, Py_None);
@@ -1703,8 +1702,7 @@ CC_MW_HOTFN static PyObject *drv_send(drv_t *d, PyObject *msg, int *handed) {
 
 /* drv_send for a message whose "type" (borrowed) the caller has read, and its more_body when
  * it is a body message (else -1): a message relayed through a stack is parsed once. */
-CC_MW_HOTFN static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int more,
-                                            int *handed) {
+static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int more, int *handed) {
     cc_mw_state_t *st = d->st;
     PyObject *self = (PyObject *)d;
     PyObject *t = NULL, *fut = NULL, *item = NULL;
@@ -1771,12 +1769,12 @@ error:
     return NULL;
 }
 
-CC_MW_HOTFN static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
+static PyObject *drv_asgi_send(PyObject *self, PyObject *msg) {
     return drv_send((drv_t *)self, msg, NULL);
 }
 
-CC_MW_HOTFN PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg,
-                                       PyObject *type, int *handed) {
+PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, PyObject *type,
+                           int *handed) {
     if (handed)
         *handed = 0;
     if (Py_TYPE(send) == (PyTypeObject *)st->driver_type)
@@ -1814,7 +1812,7 @@ static PyObject *drv_asgi_receive(PyObject *self, PyObject *Py_UNUSED(ignored)) 
     return PyObject_CallNoArgs(d->receive);
 }
 
-CC_MW_HOTFN static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
+static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     drv_t *d = (drv_t *)self;
     cc_mw_state_t *st = d->st;
     PyObject *hold = NULL, *dict = NULL, *app = NULL, *snd = NULL, *rcv = NULL, *coro = NULL;
@@ -1894,7 +1892,7 @@ error:
 }
 
 /* Closes an app coroutine that was created but never started (no "never awaited" warning). */
-CC_MW_HOTFN static int drv_close_unstarted(drv_t *d) {
+static int drv_close_unstarted(drv_t *d) {
     if (!d->coro || d->started || d->coro_done)
         return 0;
     d->coro_done = 1;
@@ -1907,7 +1905,7 @@ CC_MW_HOTFN static int drv_close_unstarted(drv_t *d) {
     return 0;
 }
 
-CC_MW_HOTFN PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     drv_t *d = (drv_t *)self;
     d->body_started = 1;
     return step_new(d->st, d, G_BODY, NULL);
@@ -1915,7 +1913,7 @@ CC_MW_HOTFN PyObject *cc_mw_next_message(PyObject *self, PyObject *Py_UNUSED(ign
 
 /* The response is over while a reader in another task waits on the app (a response dispatch
  * kept and iterates in a task of its own): wake it, to find the body over. */
-CC_MW_HOTFN static int drv_wake_reader(drv_t *d) {
+static int drv_wake_reader(drv_t *d) {
     PyObject *w = d->proxy;
     if (CC_LIKELY(!w))
         return 0;
@@ -1925,7 +1923,7 @@ CC_MW_HOTFN static int drv_wake_reader(drv_t *d) {
     return rc;
 }
 
-CC_MW_HOTFN PyObject *cc_mw_finish_step(PyObject *self) {
+PyObject *cc_mw_finish_step(PyObject *self) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
     if (drv_release_all(d) < 0 || drv_wake_reader(d) < 0)
@@ -1982,7 +1980,7 @@ PyObject *cc_mw_abort(PyObject *self, PyObject *Py_UNUSED(ignored)) {
 
 /* The driver if `response` is untouched call_next output whose body can be relayed as the app
  * sent it, else None. */
-CC_MW_HOTFN PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response) {
+PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response) {
     PyObject *it = Py_TYPE(response) == (PyTypeObject *)st->response_cls
                        ? Py_XNewRef(cc_mw_slot(response, st->off_body_iterator))
                        : NULL;
@@ -2007,7 +2005,7 @@ static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     return 0;
 }
 
-CC_MW_HOTFN static int drv_clear(PyObject *self) {
+static int drv_clear(PyObject *self) {
     drv_t *d = (drv_t *)self;
     for (int i = 0; i < DRV_NREFS; i++)
         Py_CLEAR(d->refs[i]);
@@ -2017,7 +2015,7 @@ CC_MW_HOTFN static int drv_clear(PyObject *self) {
 
 /* Drops what the driver holds, as its deallocation does: a request only it holds is kept for
  * reuse, an app coroutine never started is closed without a warning. */
-CC_MW_HOTFN static void drv_empty(drv_t *d) {
+static void drv_empty(drv_t *d) {
     if (d->request) { /* most often only we hold it: keep it for the next request */
         cc_mw_state_t *st = d->st;
         const Py_ssize_t offs[] = {st->off_scope,    st->off_receive,      st->off_send,
@@ -2039,7 +2037,7 @@ CC_MW_HOTFN static void drv_empty(drv_t *d) {
     drv_clear((PyObject *)d);
 }
 
-CC_MW_HOTFN static void drv_dealloc(PyObject *self) {
+static void drv_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     drv_t *d = (drv_t *)self;
@@ -2049,7 +2047,7 @@ CC_MW_HOTFN static void drv_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-CC_MW_HOTFN void cc_mw_driver_release(cc_mw_state_t *st, PyObject *driver) {
+void cc_mw_driver_release(cc_mw_state_t *st, PyObject *driver) {
     if (Py_REFCNT(driver) != 1 || st->pool_driver.n >= CC_MW_FREELIST_MAX || PyErr_Occurred()) {
         Py_DECREF(driver);
         return;
@@ -2094,7 +2092,7 @@ static PyObject *drv_anext(PyObject *self) {
 
 /* The driver is also the `send` and the `receive` callable handed to the app: one object per
  * layer instead of two, told apart by their arity (send(message), receive()). */
-CC_MW_HOTFN static PyObject *drv_call_any(PyObject *self, Py_ssize_t nargs, PyObject *const *args) {
+static PyObject *drv_call_any(PyObject *self, Py_ssize_t nargs, PyObject *const *args) {
     if (nargs == 1)
         return drv_asgi_send(self, args[0]);
     if (nargs == 0)
@@ -2111,8 +2109,8 @@ static PyObject *drv_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
     return drv_call_any(self, PyTuple_GET_SIZE(args), &PyTuple_GET_ITEM(args, 0));
 }
 
-CC_MW_HOTFN static PyObject *drv_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
-                                            PyObject *kwnames) {
+static PyObject *drv_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames) {
     if (kwnames && PyTuple_GET_SIZE(kwnames)) {
         PyErr_SetString(PyExc_TypeError, "send() and receive() take no keyword arguments");
         return NULL;
@@ -2142,8 +2140,8 @@ static PyType_Spec drv_spec = {
 };
 
 /* A starlette Request built without running its __init__ (same attributes it sets). */
-CC_MW_HOTFN static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *receive,
-                                          PyObject *send) {
+static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, PyObject *receive,
+                              PyObject *send) {
     PyTypeObject *cls = (PyTypeObject *)st->request_cls;
     /* tp_alloc, not tp_new: every attribute the driver sets is a slot, so the instance gets no
      * inline attribute values (a dict comes on demand if dispatch sets an attribute) */
@@ -2160,9 +2158,8 @@ CC_MW_HOTFN static PyObject *make_request(cc_mw_state_t *st, PyObject *scope, Py
     return req;
 }
 
-CC_MW_HOTFN PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope,
-                                       PyObject *receive, PyObject *send, PyObject *loop,
-                                       PyObject *task) {
+PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyObject *receive,
+                           PyObject *send, PyObject *loop, PyObject *task) {
     if (!st->request_cls) {
         PyErr_SetString(PyExc_RuntimeError, "cicada.middleware is not set up (mw_setup)");
         return NULL;
@@ -2192,15 +2189,15 @@ CC_MW_HOTFN PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject
     return (PyObject *)d;
 }
 
-CC_MW_HOTFN int cc_mw_driver_body_done(PyObject *driver) {
+int cc_mw_driver_body_done(PyObject *driver) {
     return ((drv_t *)driver)->phase >= PH_APP_DONE;
 }
 
-CC_MW_HOTFN PyObject *cc_mw_driver_info(PyObject *driver) {
+PyObject *cc_mw_driver_info(PyObject *driver) {
     return ((drv_t *)driver)->info;
 }
 
-CC_MW_HOTFN PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers) {
+PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, PyObject *headers) {
     drv_t *d = (drv_t *)driver;
     /* identity, not equality: a header list edited in place is still the one the app sent. The
      * message is the app's, sent (which hands it over): its items are not read again here. */
@@ -2209,11 +2206,11 @@ CC_MW_HOTFN PyObject *cc_mw_unchanged_start(PyObject *driver, PyObject *status, 
     return d->start;
 }
 
-CC_MW_HOTFN PyObject *cc_mw_driver_request(PyObject *driver) {
+PyObject *cc_mw_driver_request(PyObject *driver) {
     return ((drv_t *)driver)->request;
 }
 
-CC_MW_HOTFN PyObject *cc_mw_call_next(PyObject *driver, PyObject *request) {
+PyObject *cc_mw_call_next(PyObject *driver, PyObject *request) {
     return drv_call_next(driver, request);
 }
 
@@ -2259,7 +2256,7 @@ int cc_mw_types_init(PyObject *module, cc_mw_state_t *st) {
     return 0;
 }
 
-CC_MW_HOTFN void cc_mw_driver_set_call(PyObject *driver, PyObject *call) {
+void cc_mw_driver_set_call(PyObject *driver, PyObject *call) {
     ((drv_t *)driver)->call = call;
 }
 
@@ -2269,11 +2266,11 @@ static inline int step_waits(PyObject *y, PyObject *driver, int wait) {
            s->d == (drv_t *)driver && s->wait == wait;
 }
 
-CC_MW_HOTFN int cc_mw_is_offer(PyObject *y, PyObject *driver) {
+int cc_mw_is_offer(PyObject *y, PyObject *driver) {
     return step_waits(y, driver, W_OFFER);
 }
 
-CC_MW_HOTFN int cc_mw_is_defer(PyObject *y, PyObject *driver) {
+int cc_mw_is_defer(PyObject *y, PyObject *driver) {
     return step_waits(y, driver, W_DEFER);
 }
 
@@ -2281,7 +2278,7 @@ void cc_mw_step_return(PyObject *step, PyObject *value) {
     Py_XSETREF(((step_t *)step)->fuse_ret, value);
 }
 
-CC_MW_HOTFN int cc_mw_fused_pass(PyObject *driver, PyObject *step) {
+int cc_mw_fused_pass(PyObject *driver, PyObject *step) {
     drv_t *d = (drv_t *)driver;
     step_t *s = (step_t *)step;
     d->body_started = 1;
