@@ -91,6 +91,11 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(cancelled_error)                                                                             \
     X(anyio_states)                                                                                \
     X(modules)                                                                                     \
+    X(alias_start)                                                                                 \
+    X(alias_body_msg)                                                                              \
+    X(alias_pathsend)                                                                              \
+    X(alias_debug)                                                                                 \
+    X(alias_early_hint)                                                                            \
     X(s_type)                                                                                      \
     X(s_status)                                                                                    \
     X(s_headers)                                                                                   \
@@ -104,7 +109,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
                         X(s_stream_consumed) X(s_is_disconnected) X(s_form) X(s_body_attr)         \
                             X(s_app) X(s_dispatch_func) X(s_qualname) X(s_cancel_scope)            \
                                 X(s_anyio_backend) X(s_tasks) X(s_dispatch_func_call) X(s_list)    \
-                                    X(empty_tuple) X(empty_bytes) X(alias_start) X(alias_body_msg) X(alias_pathsend) X(alias_debug) X(alias_early_hint)
+                                    X(empty_tuple) X(empty_bytes)
 
 static int pool_traverse(cc_mw_freelist_t *pool, visitproc visit, void *arg) {
     for (int i = 0; i < pool->n; i++)
