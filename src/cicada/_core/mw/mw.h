@@ -20,6 +20,17 @@
 /* For the few small helpers on every request's path that the compiler stops inlining as the
  * translation unit grows (a call, and the constants they are given, then cost on every use). */
 #define CC_MW_HOT static inline __attribute__((always_inline))
+/* Rare paths (errors, other tasks, anyio scopes): kept out of line and out of the hot code. */
+#define CC_MW_COLD __attribute__((cold, noinline))
+
+/* PyIter_Send without the call: its first step, the type's am_send, taken here (PyIter_Send
+ * itself only for iterators without one). One libpython function less on every resumption. */
+CC_MW_HOT PySendResult cc_mw_iter_send(PyObject *it, PyObject *arg, PyObject **out) {
+    PyAsyncMethods *am = Py_TYPE(it)->tp_as_async;
+    if (CC_LIKELY(am && am->am_send))
+        return am->am_send(it, arg, out);
+    return PyIter_Send(it, arg, out);
+}
 
 /* Creates the layer's heap types in `st` and adds MWDriver to the module. */
 int cc_mw_types_init(PyObject *module, cc_mw_state_t *st);
@@ -28,6 +39,9 @@ int cc_mw_types_init(PyObject *module, cc_mw_state_t *st);
 PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyObject *receive,
                            PyObject *send, PyObject *loop, PyObject *task);
 int cc_mw_current_context(cc_mw_state_t *st, PyObject **loop, PyObject **task);
+/* Done with a driver (steals the reference): one only the caller holds is emptied and kept
+ * alive for the next request, instead of being freed. */
+void cc_mw_driver_release(cc_mw_state_t *st, PyObject *driver);
 PyObject *cc_mw_driver_request(PyObject *driver); /* borrowed */
 PyObject *cc_mw_driver_info(PyObject *driver);    /* borrowed; NULL when the app sent none */
 int cc_mw_driver_body_done(PyObject *driver);     /* 1 once the app sent its last body message */

@@ -77,7 +77,7 @@ PyObject *cc_mw_awaitable_iter(PyObject *o) {
 }
 
 /* After a StopIteration: its value (new ref), clearing the error. */
-static PyObject *fetch_stop_value(void) {
+static CC_MW_COLD PyObject *fetch_stop_value(void) {
     PyObject *exc = cc_err_take();
     PyObject *value = exc ? PyObject_GetAttrString(exc, "value") : Py_NewRef(Py_None);
     Py_XDECREF(exc);
@@ -99,7 +99,7 @@ CC_MW_HOT int iter_resume(cc_mw_state_t *st, PyObject *it, PyObject *arg, PyObje
         *out = fetch_stop_value();
         return *out ? 0 : -1;
     }
-    PySendResult sr = PyIter_Send(it, arg, out);
+    PySendResult sr = cc_mw_iter_send(it, arg, out);
     return sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
 }
 
@@ -205,7 +205,7 @@ static int call_start(call_t *c) {
     return call_send(c, start_message(c), C_START);
 }
 
-static int not_a_response(call_t *c, PyObject *value) {
+static CC_MW_COLD int not_a_response(call_t *c, PyObject *value) {
     PyObject *fn = PyObject_GetAttr(c->mw, c->st->s_dispatch_func), *name = NULL;
     if (fn) {
         name = PyObject_GetAttr(fn, c->st->s_qualname);
@@ -314,7 +314,7 @@ static int call_advance(call_t *c, PyObject *value) {
 }
 
 /* An error came up: before the response is done, cancel the app first, then re-raise. */
-static int call_fail(call_t *c) {
+static CC_MW_COLD int call_fail(call_t *c) {
     Py_CLEAR(c->sub);
     Py_CLEAR(c->dsp);
     Py_CLEAR(c->fuse_val);
@@ -357,15 +357,18 @@ static void release_response(call_t *c) {
 /* Done: drop every reference now. The layer above holds this call as its app's awaitable and
  * this call holds that layer's send, so keeping them would make a cycle per request. */
 static void call_release(call_t *c) {
-    PyObject *exc = cc_err_take();
+    PyObject *exc = CC_UNLIKELY(PyErr_Occurred() != NULL) ? cc_err_take() : NULL;
     Py_CLEAR(c->sub);
     Py_CLEAR(c->dsp);
     Py_CLEAR(c->fuse_val);
     if (c->response)
         release_response(c);
-    if (c->driver)
-        cc_mw_driver_set_call(c->driver, NULL);
-    Py_CLEAR(c->driver);
+    if (c->driver) {
+        PyObject *d = c->driver;
+        c->driver = NULL;
+        cc_mw_driver_set_call(d, NULL);
+        cc_mw_driver_release(c->st, d);
+    }
     Py_CLEAR(c->send);
     Py_CLEAR(c->receive);
     Py_CLEAR(c->scope);
@@ -511,7 +514,7 @@ static PyObject *call_send_method(PyObject *self, PyObject *arg) {
 }
 
 /* The exception instance throw(type[, value[, tb]]) or throw(instance) means (new ref). */
-static PyObject *exc_instance(PyObject *const *args, Py_ssize_t nargs) {
+static CC_MW_COLD PyObject *exc_instance(PyObject *const *args, Py_ssize_t nargs) {
     if (nargs < 1 || nargs > 3) {
         PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
         return NULL;
@@ -546,7 +549,7 @@ static PyObject *awaitable_throw(PyObject *self, resume_fn resume, PyObject *con
 }
 
 /* close() of an awaitable that is still running: GeneratorExit thrown in must come back out. */
-static PyObject *awaitable_close(PyObject *self, resume_fn resume, const char *ignored) {
+static CC_MW_COLD PyObject *awaitable_close(PyObject *self, resume_fn resume, const char *ignored) {
     PyObject *exc = PyObject_CallNoArgs(PyExc_GeneratorExit);
     if (!exc)
         return NULL;
@@ -1176,10 +1179,14 @@ static PyType_Spec entry_spec = {
 
 /* _CallNextResponse.headers: Starlette's MutableHeaders over raw_headers, made on first use
  * without running its __init__ (which only stores the list), kept in the _cicada_headers slot. */
+typedef struct {
+    PyObject_HEAD cc_mw_state_t *st; /* set by mw_setup: no module state lookup per read */
+} headers_descr_t;
+
 static PyObject *headers_get(PyObject *descr, PyObject *obj, PyObject *Py_UNUSED(type)) {
     if (!obj || obj == Py_None)
         return Py_NewRef(descr);
-    cc_mw_state_t *st = &((cc_state_t *)PyType_GetModuleState(Py_TYPE(descr)))->mw;
+    cc_mw_state_t *st = ((headers_descr_t *)descr)->st;
     if (!PyObject_TypeCheck(obj, (PyTypeObject *)st->response_cls)) {
         PyErr_SetString(PyExc_TypeError, "headers descriptor used on a foreign object");
         return NULL;
@@ -1223,7 +1230,7 @@ static PyType_Slot headers_slots[] = {
 
 static PyType_Spec headers_spec = {
     .name = "cicada._core.MWHeadersDescriptor",
-    .basicsize = sizeof(PyObject),
+    .basicsize = sizeof(headers_descr_t),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = headers_slots,
 };
@@ -1439,6 +1446,7 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *hd = PyType_GenericAlloc((PyTypeObject *)st->headers_type, 0);
     if (!hd)
         return NULL;
+    ((headers_descr_t *)hd)->st = st;
     int hrc = PyObject_SetAttr(args[1], st->s_headers, hd);
     Py_DECREF(hd);
     if (hrc < 0)

@@ -4,6 +4,7 @@
 #include "mw/mw.h"
 
 #include <stddef.h>
+#include <string.h>
 
 /* Where the exchange with the downstream app stands. */
 enum { PH_INIT, PH_START, PH_BODY, PH_APP_DONE, PH_SENT };
@@ -28,34 +29,65 @@ enum {
  * driver steps the app (dispatch fused into the app's send), yielded itself to be run later. */
 enum { W_NONE, W_PROXY, W_PASSED, W_CHILD, W_OFFER, W_DEFER };
 
+/* The references the driver owns, in the order drv_clear drops them: one array, so that
+ * clear, traverse and set-up are loops instead of a stretch of code per field. */
+#define DRV_REFS(X)                                                                                \
+    X(mw)                                                                                          \
+    X(scope)                                                                                       \
+    X(receive)                                                                                     \
+    X(send)                                                                                        \
+    X(request)                                                                                     \
+    X(coro) X(task) X(loop) X(msg) X(msg_type) X(susp) X(resume) X(waiting) X(proxy) X(queue)      \
+        X(deferred) X(info) X(start) X(start_status) X(start_headers) X(replay) X(ts)              \
+            X(outer_scope) X(app_scope) X(child) X(relay_error) X(offer) X(offer_msg)
+#define DRV_COUNT(f) +1
+enum { DRV_NREFS = 0 DRV_REFS(DRV_COUNT) };
+#undef DRV_COUNT
+
 typedef struct {
     PyObject_HEAD cc_mw_state_t *st;
-    PyObject *mw, *scope, *receive, *send, *request;
-    PyObject *coro;     /* the app's awaitable iterator once call_next ran */
-    PyObject *task;     /* the task that called call_next */
-    PyObject *loop;     /* fetched the first time a future is needed */
-    PyObject *msg;      /* message handed over by an in-task send */
-    PyObject *susp;     /* the G_SUSPEND step that send returned, until `msg` is taken */
-    PyObject *msg_type; /* its "type", already read by that send */
-    PyObject *resume;   /* value to send into / exception to throw into the app next */
-    PyObject *waiting;  /* a future the app awaits, watched while a consumer waits */
-    PyObject *proxy;    /* the future our caller's task sleeps on instead of `waiting` */
-    PyObject *queue;    /* [(message, future)] sent from other tasks, oldest first */
-    PyObject *deferred; /* futures of final messages, released once the response is sent */
-    PyObject *info;     /* http.response.debug info */
-    PyObject *start;    /* the app's http.response.start message */
-    PyObject *replay;   /* request body read by dispatch, replayed to the app */
-    /* the status and header list `start` carried when it was sent (cc_mw_unchanged_start) */
-    PyObject *start_status, *start_headers;
-    /* anyio keeps one "current cancel scope" per task. When the app parks inside its own scopes
-     * (a task group streaming from a child task) while dispatch runs in the same task, each side
-     * gets its own view: ts is anyio's TaskState of `task`, swapped around every app step. */
-    PyObject *ts, *outer_scope, *app_scope;
+    union {
+        PyObject *refs[DRV_NREFS];
+        struct {
+            PyObject *mw, *scope, *receive, *send, *request;
+            PyObject *coro;     /* the app's awaitable iterator once call_next ran */
+            PyObject *task;     /* the task that called call_next */
+            PyObject *loop;     /* fetched the first time a future is needed */
+            PyObject *msg;      /* message handed over by an in-task send */
+            PyObject *msg_type; /* its "type", already read by that send */
+            PyObject *susp;     /* the G_SUSPEND step that send returned, until `msg` is taken */
+            PyObject *resume;   /* value to send into / exception to throw into the app next */
+            PyObject *waiting;  /* a future the app awaits, watched while a consumer waits */
+            PyObject *proxy;    /* the future our caller's task sleeps on instead of `waiting` */
+            PyObject *queue;    /* [(message, future)] sent from other tasks, oldest first */
+            PyObject *deferred; /* futures of final messages, released once the response is sent */
+            PyObject *info;     /* http.response.debug info */
+            PyObject *start;    /* the app's http.response.start message */
+            /* the status and header list `start` carried when it was sent
+             * (cc_mw_unchanged_start) */
+            PyObject *start_status, *start_headers;
+            PyObject *replay; /* request body read by dispatch, replayed to the app */
+            /* anyio keeps one "current cancel scope" per task. When the app parks inside its own
+             * scopes (a task group streaming from a child task) while dispatch runs in the same
+             * task, each side gets its own view: ts is anyio's TaskState of `task`, swapped
+             * around every app step. */
+            PyObject *ts, *outer_scope, *app_scope;
+            /* Detached: call_next was awaited from another task than dispatch's (wait_for,
+             * create_task), so the app gets a task of its own, as under BaseHTTPMiddleware; all
+             * its messages then come through `queue`. */
+            PyObject *child;
+            /* what the upstream send raised in relay mode (see `pass` below) */
+            PyObject *relay_error;
+            /* A cicada layer below about to send us its start message built from its own
+             * untouched call_next response (cc_mw_offer): that response becomes ours instead
+             * of a new one. */
+            PyObject *offer, *offer_msg;
+        };
+    };
+    /* From here to the end: no references, all zero for a new driver (see cc_mw_driver_new). */
+    PyObject *call; /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
+    void *reader;   /* not a reference: the step suspended on the app for a message, or NULL */
     int entangled, app_view;
-    /* Detached: call_next was awaited from another task than dispatch's (wait_for, create_task),
-     * so the app gets a task of its own, as under BaseHTTPMiddleware; all its messages then
-     * come through `queue`. */
-    PyObject *child;
     int child_watched, child_cancelled;
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
     /* Relay mode (cc_mw_pass): once dispatch handed back call_next's response untouched, the
@@ -63,16 +95,19 @@ typedef struct {
      * suspension of the app per message. `final_fwd`: the last one went; `relay_error`: what
      * the upstream send raised (the app got CancelledError instead, as after an abort). */
     int pass, final_fwd;
-    PyObject *relay_error;
-    /* A cicada layer below about to send us its start message built from its own untouched
-     * call_next response (cc_mw_offer): that response becomes ours instead of a new one. */
-    PyObject *offer, *offer_msg;
-    PyObject *call;   /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
-    void *reader;     /* not a reference: the step suspended on the app for a message, or NULL */
-    int fuse_offered; /* its start step was offered to the call (fusion may follow) */
-    int iter_closed;  /* dispatch called body_iterator.aclose(): __anext__ ends the body */
+    int fuse_offered;          /* its start step was offered to the call (fusion may follow) */
+    int iter_closed;           /* dispatch called body_iterator.aclose(): __anext__ ends the body */
     vectorcallfunc vectorcall; /* the driver is the app's send/receive: no args tuple */
 } drv_t;
+
+#define DRV_CHECK(f)                                                                               \
+    _Static_assert(offsetof(drv_t, f) == offsetof(drv_t, refs) + sizeof(PyObject *) * DRV_I_##f,   \
+                   "drv_t.refs out of order");
+#define DRV_INDEX(f) DRV_I_##f,
+enum { DRV_REFS(DRV_INDEX) DRV_I_END };
+DRV_REFS(DRV_CHECK)
+#undef DRV_INDEX
+#undef DRV_CHECK
 
 /* One await on the driver. G_VALUE and G_SUSPEND steps are "done" objects: not tracked by the
  * GC, they hold no driver reference (`owner` is only compared, never dereferenced). */
@@ -127,7 +162,7 @@ drop:
 }
 
 /* Raises `exc` (an instance) as is: no implicit chaining to an exception being handled. */
-static void raise_exc(PyObject *exc) {
+static CC_MW_COLD void raise_exc(PyObject *exc) {
     cc_err_give(Py_NewRef(exc));
 }
 
@@ -140,7 +175,7 @@ typedef struct {
 #endif
 } saved_err_t;
 
-static void err_save(saved_err_t *e) {
+static CC_MW_COLD void err_save(saved_err_t *e) {
 #if PY_VERSION_HEX >= 0x030C0000
     e->exc = PyErr_GetRaisedException();
 #else
@@ -148,7 +183,7 @@ static void err_save(saved_err_t *e) {
 #endif
 }
 
-static void err_restore(saved_err_t *e) {
+static CC_MW_COLD void err_restore(saved_err_t *e) {
 #if PY_VERSION_HEX >= 0x030C0000
     PyErr_SetRaisedException(e->exc);
 #else
@@ -156,17 +191,31 @@ static void err_restore(saved_err_t *e) {
 #endif
 }
 
-/* Exact-string test; ASGI type strings are usually interned literals, so identity hits first. */
-static inline int str_is(PyObject *a, PyObject *interned) {
-    if (a == interned)
-        return 1;
-    /* dotted literals like "http.response.start" are not interned by the compiler */
-    if (!PyUnicode_Check(a) || PyUnicode_GET_LENGTH(a) != PyUnicode_GET_LENGTH(interned) ||
-        PyUnicode_KIND(a) != PyUnicode_KIND(interned))
+/* Exact-string test against one of the interned ASGI type strings. Dotted literals like
+ * "http.response.start" are not interned by the compiler, but an app sends the same literal
+ * object every time: the last equal str seen is kept (`*alias`), so identity hits first. */
+static __attribute__((noinline)) int str_is_slow(PyObject *a, PyObject *interned,
+                                                 PyObject **alias) {
+    if (PyUnicode_KIND(a) != PyUnicode_KIND(interned))
         return 0;
-    return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(interned),
-                  (size_t)PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a)) == 0;
+    if (memcmp(PyUnicode_DATA(a), PyUnicode_DATA(interned),
+               (size_t)PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a)) != 0)
+        return 0;
+    if (PyUnicode_CheckExact(a))
+        Py_XSETREF(*alias, Py_NewRef(a));
+    return 1;
 }
+
+CC_MW_HOT int str_is(PyObject *a, PyObject *interned, PyObject **alias) {
+    if (a == interned || a == *alias)
+        return 1;
+    if (!PyUnicode_Check(a) || PyUnicode_GET_LENGTH(a) != PyUnicode_GET_LENGTH(interned))
+        return 0;
+    return str_is_slow(a, interned, alias);
+}
+
+/* a == "http.response.<name>", for the strings with an alias slot in the module state */
+#define STR_IS(st, a, name) str_is((a), (st)->s_##name, &(st)->alias_##name)
 
 /* New reference to message[key] or `dflt` (new ref) when absent; NULL on error. */
 PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
@@ -186,7 +235,7 @@ PyObject *cc_mw_msg_get(PyObject *msg, PyObject *key, PyObject *dflt) {
     return v;
 }
 
-static const char *dispatch_name(drv_t *d, PyObject **hold) {
+static CC_MW_COLD const char *dispatch_name(drv_t *d, PyObject **hold) {
     *hold = NULL;
     PyObject *fn = PyObject_GetAttr(d->mw, d->st->s_dispatch_func);
     if (!fn) {
@@ -298,7 +347,7 @@ static int fut_done(drv_t *d, PyObject *fut) {
     return v;
 }
 
-static int fut_release(drv_t *d, PyObject *fut) {
+static CC_MW_COLD int fut_release(drv_t *d, PyObject *fut) {
     int done = fut_done(d, fut);
     if (done != 0)
         return done < 0 ? -1 : 0;
@@ -310,7 +359,7 @@ static int fut_release(drv_t *d, PyObject *fut) {
 static PyObject *wake_callback(drv_t *d);
 
 /* Stop watching the app's future; cancel it too when the app is being cancelled. */
-static int drv_unwatch(drv_t *d, int cancel) {
+static CC_MW_COLD int drv_unwatch(drv_t *d, int cancel) {
     PyObject *fut = d->waiting, *cb = NULL, *r = NULL;
     if (!fut)
         return 0;
@@ -364,9 +413,12 @@ static int set_resume(drv_t *d, PyObject *value, int is_throw) {
 }
 
 /* anyio's TaskState of `task`, or NULL (no error) when anyio's asyncio backend never saw it. */
-static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
+static __attribute__((noinline)) PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
     if (!st->anyio_states) {
-        PyObject *mods = PyImport_GetModuleDict();
+        /* the interpreter's module dict, kept: it is the same object for the interpreter's life */
+        if (CC_UNLIKELY(!st->modules))
+            st->modules = Py_NewRef(PyImport_GetModuleDict());
+        PyObject *mods = st->modules;
         /* nothing to find until anyio's asyncio backend is imported: look again only once
          * sys.modules has changed size (importing it adds an entry) */
         if (!PyDict_Check(mods) || PyDict_GET_SIZE(mods) == st->anyio_miss_mods)
@@ -407,15 +459,21 @@ static PyObject *anyio_task_state(cc_mw_state_t *st, PyObject *task) {
 
 /* anyio's TaskState of d->task: the one of the driver stepping us when it runs in the same task
  * (a TaskState lives as long as its task), so a stack of layers looks it up once. */
-static PyObject *drv_task_state(drv_t *d) {
-    drv_t *outer = (drv_t *)d->st->stepping_driver;
+CC_MW_HOT PyObject *drv_task_state(drv_t *d) {
+    cc_mw_state_t *st = d->st;
+    drv_t *outer = (drv_t *)st->stepping_driver;
     if (outer && outer != d && outer->ts && outer->task == d->task)
         return Py_NewRef(outer->ts);
-    return anyio_task_state(d->st, d->task);
+    /* the common case, anyio's backend not imported since the last look, without a call */
+    if (CC_LIKELY(!st->anyio_states && st->modules) &&
+        PyDict_GET_SIZE(st->modules) == st->anyio_miss_mods)
+        return NULL;
+    return anyio_task_state(st, d->task);
 }
 
 /* Moves `task` from one anyio scope's task set to another's (cancel delivery follows). */
-static int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to, PyObject *task) {
+static CC_MW_COLD int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to,
+                                      PyObject *task) {
     PyObject *scopes[2] = {from, to};
     for (int i = 0; i < 2; i++) {
         if (scopes[i] == Py_None)
@@ -433,7 +491,7 @@ static int scope_move_task(cc_mw_state_t *st, PyObject *from, PyObject *to, PyOb
 }
 
 /* Switches anyio's view of our task between the app's open scopes (`to_app`) and dispatch's. */
-static int drv_view_switch(drv_t *d, int to_app) {
+static CC_MW_COLD int drv_view_switch(drv_t *d, int to_app) {
     cc_mw_state_t *st = d->st;
     PyObject *cur = PyObject_GetAttr(d->ts, st->s_cancel_scope);
     if (!cur)
@@ -504,7 +562,7 @@ static int drv_step(drv_t *d, PyObject **out) {
         } else
             r = -1;
     } else {
-        PySendResult sr = PyIter_Send(d->coro, val ? val : Py_None, &y);
+        PySendResult sr = cc_mw_iter_send(d->coro, val ? val : Py_None, &y);
         r = sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
         if (r == 0)
             Py_CLEAR(y);
@@ -538,7 +596,7 @@ static int set_blocking(drv_t *d, PyObject *fut, PyObject *value) {
     return PyObject_SetAttr(fut, d->st->s_blocking, value);
 }
 
-static void no_response_error(void) {
+static CC_MW_COLD void no_response_error(void) {
     PyErr_SetString(PyExc_RuntimeError, "No response returned.");
 }
 
@@ -566,7 +624,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject *known_type, P
     if (!type)
         return -1;
     if (goal == G_START) {
-        if (str_is(type, st->s_start)) {
+        if (STR_IS(st, type, start)) {
             d->phase = PH_BODY;
             *out = Py_NewRef(msg);
             rc = 1;
@@ -578,7 +636,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject *known_type, P
         goto done;
     }
     /* G_BODY / G_CHUNK */
-    if (str_is(type, st->s_body_msg)) {
+    if (STR_IS(st, type, body_msg)) {
         int m = more_body(st, msg);
         if (m < 0)
             goto done;
@@ -602,7 +660,7 @@ static int drv_accept(drv_t *d, int goal, PyObject *msg, PyObject *known_type, P
         }
         *out = body;
         rc = 1;
-    } else if (str_is(type, st->s_pathsend)) {
+    } else if (STR_IS(st, type, pathsend)) {
         d->phase = PH_APP_DONE;
         *out = Py_NewRef(msg);
         rc = 1;
@@ -618,7 +676,7 @@ done:
 }
 
 /* The detached app's task finished: raise what it raised (its CancelledError included). */
-static int drv_child_result(drv_t *d) {
+static CC_MW_COLD int drv_child_result(drv_t *d) {
     if (d->child_cancelled) { /* we cancelled it: its CancelledError is no news */
         PyObject *c = PyObject_CallMethodNoArgs(d->child, d->st->s_cancelled);
         if (!c)
@@ -636,7 +694,7 @@ static int drv_child_result(drv_t *d) {
 }
 
 /* Starts the app in a task of its own (see `child`). */
-static int drv_detach(drv_t *d) {
+static CC_MW_COLD int drv_detach(drv_t *d) {
     PyObject *awaitable = d->coro;
     PyObject *t = PyObject_CallOneArg(d->st->ensure_future, awaitable);
     if (!t)
@@ -650,7 +708,7 @@ static int drv_detach(drv_t *d) {
  * elsewhere, as by `await ensure_future(send(msg))`, and the task doing so must not get it (it
  * would yield it to its loop). The message joins those sent from other tasks, and the step
  * returns at once wherever it is awaited. */
-static int drv_requeue(drv_t *d) {
+static CC_MW_COLD int drv_requeue(drv_t *d) {
     PyObject *fut = new_future(d), *item = NULL;
     if (!fut || !(item = PyTuple_Pack(2, d->msg, fut)) ||
         (!d->queue && !(d->queue = PyList_New(0))) || PyList_Append(d->queue, item) < 0) {
@@ -668,6 +726,95 @@ static int drv_requeue(drv_t *d) {
     return 0;
 }
 
+/* drv_pump's rare cases, out of its way: PUMP_AGAIN to go round again, else what it returns. */
+enum { PUMP_AGAIN = 2 };
+
+/* A message sent from another task is waiting in the queue: take the oldest. */
+static CC_MW_COLD int drv_pump_queue(drv_t *d, int goal, PyObject **out) {
+    PyObject *item = Py_NewRef(PyList_GET_ITEM(d->queue, 0));
+    if (PyList_SetSlice(d->queue, 0, 1, NULL) < 0) {
+        Py_DECREF(item);
+        return -1;
+    }
+    PyObject *msg = PyTuple_GET_ITEM(item, 0), *fut = PyTuple_GET_ITEM(item, 1);
+    int done = fut_done(d, fut);
+    if (done != 0) { /* the producer was cancelled: nothing was delivered */
+        Py_DECREF(item);
+        if (done < 0)
+            return -1;
+        return PUMP_AGAIN;
+    }
+    int r = drv_accept(d, goal, msg, NULL, out);
+    int rel;
+    if (r >= 0 && d->phase >= PH_APP_DONE) {
+        if (!d->deferred && !(d->deferred = PyList_New(0)))
+            rel = -1;
+        else
+            rel = PyList_Append(d->deferred, fut);
+    } else {
+        /* a bad message still releases its producer (it was taken, as Starlette's
+         * stream takes it); the error for dispatch must survive that call */
+        PyObject *err = r < 0 ? cc_err_take() : NULL;
+        rel = fut_release(d, fut);
+        if (err) {
+            if (rel < 0)
+                PyErr_WriteUnraisable(fut);
+            cc_err_give(err);
+            rel = 0;
+        }
+    }
+    Py_DECREF(item);
+    if (rel < 0) {
+        Py_CLEAR(*out);
+        return -1;
+    }
+    if (r < 0)
+        return -1;
+    if (r == 1)
+        return 0;
+    return PUMP_AGAIN;
+}
+
+/* The app runs in a task of its own (drv_detach): wait for it, or its next message. */
+static CC_MW_COLD int drv_pump_child(step_t *s, drv_t *d, int goal, PyObject **out) {
+    cc_mw_state_t *st = d->st;
+    int done = fut_done(d, d->child);
+    if (done < 0)
+        return -1;
+    if (done) {
+        d->coro_done = 1;
+        if (drv_child_result(d) < 0)
+            return -1;
+        return PUMP_AGAIN;
+    }
+    if (goal == G_DRAIN) {
+        if (set_blocking(d, d->child, Py_True) < 0)
+            return -1;
+        s->wait = W_CHILD;
+        *out = Py_NewRef(d->child);
+        return 1;
+    }
+    if (!d->child_watched) {
+        PyObject *cb = wake_callback(d), *res = NULL;
+        if (!cb || !(res = PyObject_CallMethodOneArg(d->child, st->s_add_done_callback, cb))) {
+            Py_XDECREF(cb);
+            return -1;
+        }
+        Py_DECREF(cb);
+        Py_DECREF(res);
+        d->child_watched = 1;
+    }
+    PyObject *w = new_future(d);
+    if (!w || set_blocking(d, w, Py_True) < 0) {
+        Py_XDECREF(w);
+        return -1;
+    }
+    Py_XSETREF(d->proxy, Py_NewRef(w));
+    s->wait = W_PROXY;
+    *out = w;
+    return 1;
+}
+
 /* Drives the app towards `s->goal`. 1: yield *out to our awaiter; 0: done (*out new ref or NULL
  * meaning end of body for G_CHUNK); -1: error. */
 static int drv_pump(step_t *s, PyObject **out) {
@@ -677,87 +824,17 @@ static int drv_pump(step_t *s, PyObject **out) {
     *out = NULL;
     for (;;) {
         goal = s->goal; /* a fused send changes it while the app runs (drv_fuse_send) */
-        if (!PASSIVE(goal) && d->queue && PyList_GET_SIZE(d->queue) > 0) {
-            PyObject *item = Py_NewRef(PyList_GET_ITEM(d->queue, 0));
-            if (PyList_SetSlice(d->queue, 0, 1, NULL) < 0) {
-                Py_DECREF(item);
-                return -1;
-            }
-            PyObject *msg = PyTuple_GET_ITEM(item, 0), *fut = PyTuple_GET_ITEM(item, 1);
-            int done = fut_done(d, fut);
-            if (done != 0) { /* the producer was cancelled: nothing was delivered */
-                Py_DECREF(item);
-                if (done < 0)
-                    return -1;
-                continue;
-            }
-            int r = drv_accept(d, goal, msg, NULL, out);
-            int rel;
-            if (r >= 0 && d->phase >= PH_APP_DONE) {
-                if (!d->deferred && !(d->deferred = PyList_New(0)))
-                    rel = -1;
-                else
-                    rel = PyList_Append(d->deferred, fut);
-            } else {
-                /* a bad message still releases its producer (it was taken, as Starlette's
-                 * stream takes it); the error for dispatch must survive that call */
-                PyObject *err = r < 0 ? cc_err_take() : NULL;
-                rel = fut_release(d, fut);
-                if (err) {
-                    if (rel < 0)
-                        PyErr_WriteUnraisable(fut);
-                    cc_err_give(err);
-                    rel = 0;
-                }
-            }
-            Py_DECREF(item);
-            if (rel < 0) {
-                Py_CLEAR(*out);
-                return -1;
-            }
-            if (r < 0)
-                return -1;
-            if (r == 1)
-                return 0;
+        if (CC_UNLIKELY(!PASSIVE(goal) && d->queue && PyList_GET_SIZE(d->queue) > 0)) {
+            int r = drv_pump_queue(d, goal, out);
+            if (r != PUMP_AGAIN)
+                return r;
             continue;
         }
-        if (d->child && !d->coro_done) {
-            int done = fut_done(d, d->child);
-            if (done < 0)
-                return -1;
-            if (done) {
-                d->coro_done = 1;
-                if (drv_child_result(d) < 0)
-                    return -1;
-                continue;
-            }
-            if (goal == G_DRAIN) {
-                if (set_blocking(d, d->child, Py_True) < 0)
-                    return -1;
-                s->wait = W_CHILD;
-                *out = Py_NewRef(d->child);
-                return 1;
-            }
-            if (!d->child_watched) {
-                PyObject *cb = wake_callback(d), *res = NULL;
-                if (!cb ||
-                    !(res = PyObject_CallMethodOneArg(d->child, st->s_add_done_callback, cb))) {
-                    Py_XDECREF(cb);
-                    return -1;
-                }
-                Py_DECREF(cb);
-                Py_DECREF(res);
-                d->child_watched = 1;
-            }
-            PyObject *w = new_future(d);
-            if (!w || set_blocking(d, w, Py_True) < 0) {
-                Py_XDECREF(w);
-                return -1;
-            }
-            Py_XSETREF(d->proxy, Py_NewRef(w));
-            s->wait = W_PROXY;
-            *out = w;
-            return 1;
+        if (CC_UNLIKELY(d->child && !d->coro_done)) {
+            int r = drv_pump_child(s, d, goal, out);
+            if (r != PUMP_AGAIN)
+                return r;
+            continue;
         }
         if (d->coro_done) {
             if (goal == G_START) {
@@ -952,7 +1029,7 @@ error:
 /* ---- step: the awaitable every driver operation returns ----------------------------------- */
 
 /* Relay mode could not deliver: keep the error for the layer, cancel the app (see drv_t.pass). */
-static void relay_fail(drv_t *d) {
+static CC_MW_COLD void relay_fail(drv_t *d) {
     PyObject *exc = cc_err_take();
     if (!d->relay_error)
         d->relay_error = exc;
@@ -987,7 +1064,7 @@ static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject
                 r = -1;
         }
     } else {
-        PySendResult sr = PyIter_Send(it, arg ? arg : Py_None, &out);
+        PySendResult sr = cc_mw_iter_send(it, arg ? arg : Py_None, &out);
         r = sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
     }
     if (r == 1) {
@@ -1034,7 +1111,7 @@ static inline int fuse_worth(drv_t *d) {
  * send returns when it is next resumed (cc_mw_fuse_steal). */
 /* A body read starting while another step waits on the app for a message (two tasks iterating
  * body_iterator at once): they would step the app in turns and one would wait forever. */
-static int drv_read_twice(drv_t *d) {
+static CC_MW_COLD int drv_read_twice(drv_t *d) {
     PyObject *hold = NULL;
     PyErr_Format(PyExc_RuntimeError,
                  "middleware %s: call_next's response body is read by two tasks at once",
@@ -1493,7 +1570,7 @@ static PyObject *wake_callback(drv_t *d) {
     return PyCFunction_New(&drv_wake_def, (PyObject *)d);
 }
 
-static PyObject *disconnect_message(cc_mw_state_t *st) {
+static CC_MW_COLD PyObject *disconnect_message(cc_mw_state_t *st) {
     PyObject *m = PyDict_New();
     if (m && PyDict_SetItem(m, st->s_type, st->s_disconnect) < 0)
         Py_CLEAR(m);
@@ -1517,11 +1594,11 @@ static PyObject *drv_forward(drv_t *d, PyObject *msg, PyObject *type, int more) 
         return step_new(d->st, NULL, G_YIELD, Py_None);
     if (PyErr_Occurred())
         goto fail;
-    if (str_is(type, st->s_body_msg)) {
+    if (STR_IS(st, type, body_msg)) {
         if (more < 0 && (more = more_body(st, msg)) < 0)
             goto fail;
         d->final_fwd = !more;
-    } else if (str_is(type, st->s_pathsend)) {
+    } else if (STR_IS(st, type, pathsend)) {
         more = -1;
         d->final_fwd = 1;
     } else {
@@ -1640,14 +1717,16 @@ static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int mor
     PyObject *t = NULL, *fut = NULL, *item = NULL;
     if (d->phase >= PH_SENT)
         return step_new(d->st, NULL, G_YIELD, Py_None);
-    if (str_is(type, st->s_debug)) {
+    /* the types are distinct strings: the common one first spares the other comparisons */
+    int is_start = STR_IS(st, type, start);
+    if (!is_start && STR_IS(st, type, debug)) {
         PyObject *info = cc_mw_msg_get(msg, st->s_info, Py_None);
         if (!info)
             return NULL;
         Py_XSETREF(d->info, info);
         return done_with(d, Py_NewRef(Py_None));
     }
-    if (str_is(type, st->s_early_hint))
+    if (!is_start && STR_IS(st, type, early_hint))
         return PyObject_CallOneArg(d->send, msg);
     if (d->pass)
         return drv_forward(d, msg, type, more);
@@ -1663,7 +1742,7 @@ static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int mor
         (void)t; /* before 3.12 nothing else runs while we step the app */
 #endif
         {
-            if (d->fuse_offered && d->call && str_is(type, st->s_start)) {
+            if (is_start && d->fuse_offered && d->call) {
                 PyObject *f = drv_fuse_send(d, msg);
                 if (f != Py_None)
                     return f;
@@ -1941,75 +2020,22 @@ PyObject *cc_mw_relay_driver(cc_mw_state_t *st, PyObject *response) {
 static int drv_traverse(PyObject *self, visitproc visit, void *arg) {
     drv_t *d = (drv_t *)self;
     Py_VISIT(Py_TYPE(self));
-    Py_VISIT(d->mw);
-    Py_VISIT(d->scope);
-    Py_VISIT(d->receive);
-    Py_VISIT(d->send);
-    Py_VISIT(d->request);
-    Py_VISIT(d->coro);
-    Py_VISIT(d->task);
-    Py_VISIT(d->loop);
-    Py_VISIT(d->msg);
-    Py_VISIT(d->msg_type);
-    Py_VISIT(d->susp);
-    Py_VISIT(d->resume);
-    Py_VISIT(d->waiting);
-    Py_VISIT(d->proxy);
-    Py_VISIT(d->queue);
-    Py_VISIT(d->deferred);
-    Py_VISIT(d->info);
-    Py_VISIT(d->start);
-    Py_VISIT(d->start_status);
-    Py_VISIT(d->start_headers);
-    Py_VISIT(d->replay);
-    Py_VISIT(d->ts);
-    Py_VISIT(d->outer_scope);
-    Py_VISIT(d->app_scope);
-    Py_VISIT(d->child);
-    Py_VISIT(d->relay_error);
-    Py_VISIT(d->offer);
-    Py_VISIT(d->offer_msg);
+    for (int i = 0; i < DRV_NREFS; i++)
+        Py_VISIT(d->refs[i]);
     return 0;
 }
 
 static int drv_clear(PyObject *self) {
     drv_t *d = (drv_t *)self;
-    Py_CLEAR(d->mw);
-    Py_CLEAR(d->scope);
-    Py_CLEAR(d->receive);
-    Py_CLEAR(d->send);
-    Py_CLEAR(d->request);
-    Py_CLEAR(d->coro);
-    Py_CLEAR(d->task);
-    Py_CLEAR(d->loop);
-    Py_CLEAR(d->msg);
-    Py_CLEAR(d->msg_type);
-    Py_CLEAR(d->susp);
-    Py_CLEAR(d->resume);
-    Py_CLEAR(d->waiting);
-    Py_CLEAR(d->proxy);
-    Py_CLEAR(d->queue);
-    Py_CLEAR(d->deferred);
-    Py_CLEAR(d->info);
-    Py_CLEAR(d->start);
-    Py_CLEAR(d->start_status);
-    Py_CLEAR(d->start_headers);
-    Py_CLEAR(d->replay);
-    Py_CLEAR(d->ts);
-    Py_CLEAR(d->outer_scope);
-    Py_CLEAR(d->app_scope);
-    Py_CLEAR(d->child);
-    Py_CLEAR(d->relay_error);
-    Py_CLEAR(d->offer);
-    Py_CLEAR(d->offer_msg);
+    for (int i = 0; i < DRV_NREFS; i++)
+        Py_CLEAR(d->refs[i]);
     d->call = NULL;
     return 0;
 }
 
-static void drv_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    drv_t *d = (drv_t *)self;
+/* Drops what the driver holds, as its deallocation does: a request only it holds is kept for
+ * reuse, an app coroutine never started is closed without a warning. */
+static void drv_empty(drv_t *d) {
     if (d->request) { /* most often only we hold it: keep it for the next request */
         cc_mw_state_t *st = d->st;
         const Py_ssize_t offs[] = {st->off_scope,    st->off_receive,      st->off_send,
@@ -2018,7 +2044,7 @@ static void drv_dealloc(PyObject *self) {
         d->request = NULL;
         cc_mw_pool_keep(&st->pool_request, req, st->request_cls, offs, 6);
     }
-    if (d->coro && !d->started && !d->coro_done) {
+    if (CC_UNLIKELY(d->coro && !d->started && !d->coro_done)) {
         saved_err_t e;
         err_save(&e);
         PyObject *r = PyObject_CallMethodNoArgs(d->coro, d->st->s_close);
@@ -2028,10 +2054,33 @@ static void drv_dealloc(PyObject *self) {
             PyErr_Clear();
         err_restore(&e);
     }
-    drv_clear(self);
+    drv_clear((PyObject *)d);
+}
+
+static void drv_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    drv_t *d = (drv_t *)self;
+    drv_empty(d);
     if (!cc_mw_fl_push(&d->st->fl_driver, self))
         tp->tp_free(self);
     Py_DECREF(tp);
+}
+
+void cc_mw_driver_release(cc_mw_state_t *st, PyObject *driver) {
+    if (Py_REFCNT(driver) != 1 || st->pool_driver.n >= CC_MW_FREELIST_MAX || PyErr_Occurred()) {
+        Py_DECREF(driver);
+        return;
+    }
+    drv_empty((drv_t *)driver);
+    /* emptying it ran arbitrary code (a __del__), which may have got hold of it */
+    if (Py_REFCNT(driver) != 1) {
+        Py_DECREF(driver);
+        return;
+    }
+    /* empty, it needs no tracking while it waits (nor counts as a live driver) */
+    PyObject_GC_UnTrack(driver);
+    st->pool_driver.items[st->pool_driver.n++] = driver;
 }
 
 static PyObject *drv_get_request(PyObject *self, void *Py_UNUSED(closure)) {
@@ -2145,30 +2194,21 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
         PyErr_SetString(PyExc_RuntimeError, "cicada.middleware is not set up (mw_setup)");
         return NULL;
     }
-    drv_t *d = (drv_t *)cc_mw_fl_pop(&st->fl_driver, (PyTypeObject *)st->driver_type);
-    if (!d && !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
+    /* a pooled driver is alive already (cc_mw_driver_release): no allocation nor init */
+    drv_t *d = (drv_t *)cc_mw_pool_pop(&st->pool_driver);
+    if (!d && !(d = (drv_t *)cc_mw_fl_pop(&st->fl_driver, (PyTypeObject *)st->driver_type)) &&
+        !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
         return NULL;
     d->st = st;
+    for (int i = 0; i < DRV_NREFS; i++)
+        d->refs[i] = NULL;
+    memset(&d->call, 0, sizeof(drv_t) - offsetof(drv_t, call)); /* phase PH_INIT, flags 0 */
     d->mw = Py_NewRef(mw);
     d->scope = Py_NewRef(scope);
     d->receive = Py_NewRef(receive);
     d->send = Py_NewRef(send);
-    d->coro = d->msg = d->msg_type = d->resume = d->susp = NULL;
     d->task = Py_XNewRef(task);
     d->loop = Py_XNewRef(loop);
-    d->waiting = d->proxy = d->queue = d->deferred = d->info = d->replay = d->start = NULL;
-    d->start_status = d->start_headers = NULL;
-    d->ts = d->outer_scope = d->app_scope = NULL;
-    d->entangled = d->app_view = 0;
-    d->child = d->relay_error = d->offer = d->offer_msg = d->call = NULL;
-    d->reader = NULL;
-    d->fuse_offered = 0;
-    d->iter_closed = 0;
-    d->pass = d->final_fwd = 0;
-    d->child_watched = d->child_cancelled = 0;
-    d->phase = PH_INIT;
-    d->stepping = d->coro_done = d->started = d->resume_throw = 0;
-    d->called = d->body_started = d->replay_state = 0;
     d->vectorcall = drv_vectorcall;
     d->request = make_request(st, scope, receive, send);
     PyObject_GC_Track(d);

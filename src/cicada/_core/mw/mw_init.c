@@ -91,6 +91,12 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(last_loop)                                                                                   \
     X(cancelled_error)                                                                             \
     X(anyio_states)                                                                                \
+    X(modules)                                                                                     \
+    X(alias_start)                                                                                 \
+    X(alias_body_msg)                                                                              \
+    X(alias_pathsend)                                                                              \
+    X(alias_debug)                                                                                 \
+    X(alias_early_hint)                                                                            \
     X(s_type)                                                                                      \
     X(s_status)                                                                                    \
     X(s_headers)                                                                                   \
@@ -142,6 +148,7 @@ void cc_mw_clear(cc_mw_state_t *st) {
 #define CC_MW_CLEAR(f) Py_CLEAR(st->f);
     CC_MW_FIELDS(CC_MW_CLEAR)
 #undef CC_MW_CLEAR
+    pool_free(&st->pool_driver); /* first: their deallocation feeds the freelists */
     freelist_free(&st->fl_step, 1);
     freelist_free(&st->fl_done, 0);
     freelist_free(&st->fl_call, 1);

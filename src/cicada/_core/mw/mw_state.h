@@ -50,6 +50,7 @@ typedef struct {
     PyObject *get_running_loop;     /* asyncio._get_running_loop */
     PyObject *ensure_future;        /* asyncio.ensure_future */
     PyObject *anyio_states;         /* anyio's asyncio backend _task_states.data, once imported */
+    PyObject *modules;              /* sys.modules (the interpreter's), once looked up */
     PyObject *stepping_driver;      /* borrowed: the driver stepping its app right now, or NULL */
     int fuse_up; /* 1 while a fused send passes its start up (the exception state is checked) */
     /* interned strings */
@@ -64,11 +65,15 @@ typedef struct {
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
     PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_list;
     PyObject *empty_tuple, *empty_bytes;
+    /* the last non-interned str seen equal to s_start, ... (see str_is in mw_driver.c) */
+    PyObject *alias_start, *alias_body_msg, *alias_pathsend, *alias_debug, *alias_early_hint;
     cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver,
         fl_fuse; /* untracked, no type reference */
     /* Live Starlette objects kept for reuse (cc_mw_pool_keep): requests, call_next responses and
      * their headers. Each item is a strong reference to an emptied, GC-tracked instance. */
     cc_mw_freelist_t pool_request, pool_response, pool_headers;
+    /* MWDrivers emptied and kept alive by cc_mw_driver_release: untracked, they hold nothing */
+    cc_mw_freelist_t pool_driver;
 } cc_mw_state_t;
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st);
