@@ -378,12 +378,7 @@ def test_request_cancelled_while_another_task_reads_the_body(impl, any_loop):
     try:
         t = loop.run_until_complete(main())
     finally:
-        pending = [x for x in asyncio.all_tasks(loop) if not x.done()]
-        for x in pending:
-            x.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
+        close_loop(loop)
     assert t.cancelled()
     assert log == ["app cleaned up"]
 
