@@ -32,21 +32,6 @@ class _Request(Request):
 
     __slots__ = ("scope", "_receive", "_send", "_stream_consumed", "_is_disconnected", "_form")
 
-    async def _cicada_received(self, message_awaitable):
-        """The app's `receive()`: the server's message, noted here as BaseHTTPMiddleware's
-        Request notes what the app reads through it, so that after call_next dispatch gets
-        "Stream consumed" instead of waiting on a body the app already read, and
-        `is_disconnected()` is true once the app saw the client leave."""
-        message = await message_awaitable
-        if type(message) is dict:
-            kind = message.get("type")
-            if kind == "http.request":
-                if not message.get("more_body", False):
-                    self._stream_consumed = True
-            elif kind == "http.disconnect":
-                self._is_disconnected = True
-        return message
-
 
 _Request.__name__ = _Request.__qualname__ = "Request"
 
@@ -127,6 +112,31 @@ class HTTPMiddleware(BaseHTTPMiddleware):
     # (e.g. trio) it falls back to BaseHTTPMiddleware.__call__.
 
 
+def _restart_anyio_cancellation(scope) -> None:
+    """Restarts anyio's delivery of a cancellation pending on `scope` or one of its parents.
+
+    The app runs in dispatch's task, and the task is only in the app's cancel scopes while the
+    app runs (mw/mw_driver.c swaps the views). anyio delivers a cancellation to the tasks in the
+    scope's task set and gives up when it finds none, so one issued while dispatch ran (a child
+    task of the app's task group failing while dispatch sent a chunk) would be lost, and the app
+    would wait forever. anyio restarts delivery the same way when a scope exits. Private anyio
+    API, looked up defensively: where it differs, the cancellation stays as late as before.
+    """
+    while scope is not None:
+        if getattr(scope, "_cancel_called", False):
+            deliver = getattr(scope, "_deliver_cancellation", None)
+            if deliver is not None and getattr(scope, "_cancel_handle", None) is None:
+                code = getattr(deliver, "__code__", None)
+                if code is not None and code.co_argcount > 1:
+                    deliver(scope)  # anyio 4: the origin scope
+                else:
+                    deliver()  # anyio 3
+            return
+        if getattr(scope, "_shield", False):
+            return
+        scope = getattr(scope, "_parent_scope", None)
+
+
 _core.mw_setup(
     _Request,
     _CallNextResponse,
@@ -140,6 +150,7 @@ _core.mw_setup(
     asyncio.ensure_future,
     # asyncio.current_task is Python code on 3.11 reading this dict: the C side reads it directly
     asyncio.tasks._current_tasks if isinstance(asyncio.current_task, types.FunctionType) else None,
+    _restart_anyio_cancellation,
 )
 
 

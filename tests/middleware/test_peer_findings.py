@@ -241,3 +241,106 @@ def test_closed_body_iterator_returned_sends_no_more_body(impl, any_loop, spec):
 
     exchange = run(any_loop, main)
     assert (exchange.status, exchange.body) == (200, b"")
+
+
+# ---- what the app receives, noted in every layer's Request on the way down -----------------
+
+
+class BlockingReceive(OneShotReceive):
+    """OneShotReceive whose receive() then waits forever (a client that sends nothing more)."""
+
+    async def __call__(self):
+        if self.messages:
+            return self.messages.pop(0)
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("replayed", [False, True])
+def test_stream_consumed_in_every_layer(impl, any_loop, replayed):
+    """Two layers: the app's read reaches the inner layer through the outer one's receive (or the
+    outer layer's replay of a body its dispatch read first); both Requests note it."""
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((await receive())["body"])
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    def dispatch_for(name, read_first):
+        async def dispatch(req, call_next):
+            if read_first:
+                seen.append(await req.body())
+            response = await call_next(req)
+            if not read_first:
+                with pytest.raises(RuntimeError, match="Stream consumed"):
+                    await req.body()
+            seen.append(name)
+            return response
+
+        return dispatch
+
+    inner = impl(app, dispatch=dispatch_for("inner", False))
+    outer = impl(inner, dispatch=dispatch_for("outer", replayed))
+    receive = OneShotReceive({"type": "http.request", "body": b"data", "more_body": False})
+    serve(any_loop, outer, http_scope(method="POST"), receive)
+    assert seen == ([b"data"] if replayed else []) + [b"data", "inner", "outer"]
+
+
+def test_disconnect_seen_through_two_layers(impl, any_loop):
+    results = []
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "http.disconnect"
+        await Response()(scope, receive, send)
+
+    def dispatch_for(name):
+        async def dispatch(req, call_next):
+            response = await call_next(req)
+            results.append((name, await req.is_disconnected()))
+            return response
+
+        return dispatch
+
+    outer = impl(impl(app, dispatch=dispatch_for("inner")), dispatch=dispatch_for("outer"))
+    receive = OneShotReceive({"type": "http.disconnect"})
+    serve(any_loop, outer, http_scope(method="POST"), receive)
+    assert results == [("inner", True), ("outer", True)]
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_timeout_while_the_app_waits_in_receive(impl, any_loop, layers):
+    """Dispatch's timeout ends a call_next whose app waits for more body: under cicada the
+    cancellation goes through each layer's receive into the server's; dispatch gets its
+    TimeoutError and its own response goes out."""
+    import anyio
+
+    ended = []
+
+    async def app(scope, receive, send):
+        # cicada's app is cancelled where it waits; BaseHTTPMiddleware's, in a task of its own,
+        # is left waiting until the layer's response is sent, then receives http.disconnect
+        try:
+            while (await receive()).get("more_body"):
+                pass
+            await Response(b"read")(scope, receive, send)
+        finally:
+            ended.append(True)
+
+    async def dispatch(req, call_next):
+        try:
+            with anyio.fail_after(0.05):
+                return await call_next(req)
+        except TimeoutError:
+            return PlainTextResponse("slow client", status_code=408)
+
+    layer = app
+    for _ in range(layers):
+        layer = impl(layer, dispatch=dispatch if layer is app else passthrough)
+    receive = BlockingReceive({"type": "http.request", "body": b"part", "more_body": True})
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    serve(any_loop, layer, http_scope(method="POST"), receive, send)
+    assert ended == [True]
+    assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [408]

@@ -1416,15 +1416,15 @@ static int slot_offset(PyObject *type, const char *name, Py_ssize_t *off) {
 /* mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, BaseHTTPMiddleware.__call__,
  *          asyncio.current_task, asyncio._get_running_loop, asyncio.CancelledError,
  *          _Headers (a MutableHeaders subclass), asyncio.ensure_future,
- *          asyncio's _current_tasks dict or None) */
+ *          asyncio's _current_tasks dict or None, restart_anyio_cancellation) */
 PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     cc_mw_state_t *st = &cc_state(module)->mw;
-    if (nargs != 11 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2]) ||
+    if (nargs != 12 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2]) ||
         !PyType_Check(args[3]) || !PyType_Check(args[8])) {
         PyErr_SetString(PyExc_TypeError,
                         "mw_setup(Request, CallNextResponse, Response, HTTPMiddleware, base_call, "
                         "current_task, get_running_loop, CancelledError, MutableHeaders, "
-                        "ensure_future, current_tasks)");
+                        "ensure_future, current_tasks, restart_anyio_cancellation)");
         return NULL;
     }
     if (slot_offset(args[0], "scope", &st->off_scope) < 0 ||
@@ -1489,5 +1489,6 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         st->current_tasks = Py_NewRef(args[10]);
     Py_XSETREF(st->get_running_loop, Py_NewRef(args[6]));
     Py_XSETREF(st->cancelled_error, Py_NewRef(args[7]));
+    Py_XSETREF(st->anyio_restart, Py_NewRef(args[11]));
     Py_RETURN_NONE;
 }

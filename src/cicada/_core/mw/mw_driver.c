@@ -18,6 +18,7 @@ enum {
     G_DRAIN,   /* after the response is sent: until the app returns */
     G_PASS,    /* relay mode: until the app returns, its body messages going straight up */
     G_FWD,     /* a body message forwarded in relay mode: awaits the upstream send in `value` */
+    G_RECV,    /* the app's receive(): awaits the upstream receive in `value`, notes its message */
     G_CANCEL,  /* relay mode failed: raises CancelledError into the app, as an abort would */
     G_HOLD,    /* fused (see drv_fuse_send): the app waits in its send while dispatch goes on */
     G_YIELD,   /* a dropped send: gives the loop one turn (a bare yield), then returns None */
@@ -88,6 +89,7 @@ typedef struct {
     PyObject *call; /* borrowed: the layer's MWCall while it lives (mw_call.c), or NULL */
     void *reader;   /* not a reference: the step suspended on the app for a message, or NULL */
     int entangled, app_view;
+    int parked_both; /* the task is in dispatch's scope too while it waits on the app */
     int child_watched, child_cancelled;
     int phase, stepping, coro_done, started, resume_throw, called, body_started, replay_state;
     /* Relay mode (cc_mw_pass): once dispatch handed back call_next's response untouched, the
@@ -214,7 +216,7 @@ CC_MW_HOT int str_is(PyObject *a, PyObject *interned, PyObject **alias) {
     return str_is_slow(a, interned, alias);
 }
 
-/* a == "http.response.<name>", for the strings with an alias slot in the module state */
+/* a == one of the ASGI type strings with an alias slot in the module state */
 #define STR_IS(st, a, name) str_is((a), (st)->s_##name, &(st)->alias_##name)
 
 /* New reference to message[key] or `dflt` (new ref) when absent; NULL on error. */
@@ -510,8 +512,38 @@ static CC_MW_COLD int drv_view_switch(drv_t *d, int to_app) {
         d->app_view = to_app;
     } else
         Py_DECREF(cur);
+    if (rc == 0 && to_app && next != Py_None) {
+        /* a cancellation of the app's scopes issued while dispatch ran found no task to cancel
+         * and stopped: start it again now that the task is back in them */
+        PyObject *r = PyObject_CallOneArg(st->anyio_restart, next);
+        if (r)
+            Py_DECREF(r);
+        else
+            rc = -1;
+    }
     Py_DECREF(next);
     return rc;
+}
+
+/* The task waits on the app's future on behalf of dispatch (a step dispatch awaits): a
+ * cancellation of dispatch's scopes must reach it too, not only one of the app's. Either way it
+ * goes into the app, which ends, and its outcome back to dispatch (step_resume, W_PROXY). */
+static CC_MW_COLD int drv_park_both(drv_t *d) {
+    if (!d->outer_scope || d->outer_scope == Py_None)
+        return 0;
+    if (scope_move_task(d->st, Py_None, d->outer_scope, d->task) < 0)
+        return -1;
+    d->parked_both = 1;
+    return 0;
+}
+
+static CC_MW_COLD void drv_unpark_both(drv_t *d) {
+    d->parked_both = 0;
+    saved_err_t e;
+    err_save(&e);
+    if (scope_move_task(d->st, d->outer_scope, Py_None, d->task) < 0)
+        PyErr_WriteUnraisable((PyObject *)d);
+    err_restore(&e);
 }
 
 /* Runs around every step: nothing to do unless the app left anyio scopes open in our task. */
@@ -1038,12 +1070,11 @@ static CC_MW_COLD void relay_fail(drv_t *d) {
     d->phase = PH_SENT;
 }
 
-/* G_FWD: steps the upstream send's awaitable for the app; its failure becomes relay_fail's.
- * step_resume has already refused a finished step. */
-static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
-    PyObject *it = s->value, *out = NULL;
-    drv_t *d = s->d;
+/* Resumes the upstream awaitable iterator `it` a step wraps. 1: it yielded (*out), 0: it
+ * returned (*out), -1: it raised. */
+static int wrapped_resume(step_t *s, PyObject *it, PyObject *arg, PyObject *exc, PyObject **out) {
     int r;
+    *out = NULL;
     if (exc) {
         PyObject *thr = PyObject_GetAttr(it, s->st->s_throw);
         if (!thr) {
@@ -1051,22 +1082,31 @@ static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject
             raise_exc(exc);
             r = -1;
         } else {
-            out = PyObject_CallOneArg(thr, exc);
+            *out = PyObject_CallOneArg(thr, exc);
             Py_DECREF(thr);
-            if (out)
+            if (*out)
                 r = 1;
             else if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
                 PyObject *stop = cc_err_take();
-                out = PyObject_GetAttrString(stop, "value");
+                *out = PyObject_GetAttrString(stop, "value");
                 Py_DECREF(stop);
-                r = out ? 0 : -1;
+                r = *out ? 0 : -1;
             } else
                 r = -1;
         }
     } else {
-        PySendResult sr = cc_mw_iter_send(it, arg ? arg : Py_None, &out);
+        PySendResult sr = cc_mw_iter_send(it, arg ? arg : Py_None, out);
         r = sr == PYGEN_NEXT ? 1 : (sr == PYGEN_RETURN ? 0 : -1);
     }
+    return r;
+}
+
+/* G_FWD: steps the upstream send's awaitable for the app; its failure becomes relay_fail's.
+ * step_resume has already refused a finished step. */
+static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
+    PyObject *out = NULL;
+    drv_t *d = s->d;
+    int r = wrapped_resume(s, s->value, arg, exc, &out);
     if (r == 1) {
         *result = out;
         return PYGEN_NEXT;
@@ -1081,6 +1121,45 @@ static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject
     relay_fail(d);
     PyErr_SetNone(s->st->cancelled_error);
     return PYGEN_ERROR;
+}
+
+/* Notes in dispatch's Request what the app received, as BaseHTTPMiddleware's Request notes what
+ * the app reads through it: after call_next, dispatch gets "Stream consumed" instead of waiting
+ * on a body the app read to its end, and is_disconnected() is true once the app saw the client
+ * leave. */
+static int drv_note_received(drv_t *d, PyObject *msg) {
+    cc_mw_state_t *st = d->st;
+    if (!d->request || !PyDict_CheckExact(msg))
+        return 0;
+    PyObject *type = PyDict_GetItemWithError(msg, st->s_type);
+    if (!type)
+        return PyErr_Occurred() ? -1 : 0;
+    if (STR_IS(st, type, request)) {
+        int more = more_body(st, msg);
+        if (more < 0)
+            return -1;
+        if (!more)
+            cc_mw_slot_set(d->request, st->off_consumed, Py_True);
+    } else if (STR_IS(st, type, disconnect))
+        cc_mw_slot_set(d->request, st->off_disconnected, Py_True);
+    return 0;
+}
+
+/* G_RECV: steps the upstream receive's awaitable for the app and notes the message it gives. */
+static PySendResult recv_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
+    PyObject *out = NULL;
+    int r = wrapped_resume(s, s->value, arg, exc, &out);
+    *result = out;
+    if (r == 1)
+        return PYGEN_NEXT;
+    s->finished = 1;
+    if (r < 0)
+        return PYGEN_ERROR;
+    if (drv_note_received(s->d, out) < 0) {
+        Py_CLEAR(*result);
+        return PYGEN_ERROR;
+    }
+    return PYGEN_RETURN;
 }
 
 /* 1 when we run inside a driver stepping `d`'s own task: before 3.12 (no eager tasks) nothing
@@ -1154,6 +1233,8 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     }
     if (s->goal == G_FWD)
         return fwd_resume(s, arg, exc, result);
+    if (s->goal == G_RECV)
+        return recv_resume(s, arg, exc, result);
     if (s->goal == G_CANCEL) {
         s->finished = 1;
         if (exc)
@@ -1191,8 +1272,11 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
     drv_t *d = s->d;
     PyObject *out = NULL;
     int r;
-    if (d->reader == s)
+    if (d->reader == s) {
         d->reader = NULL;
+        if (CC_UNLIKELY(d->parked_both))
+            drv_unpark_both(d);
+    }
     if (CC_UNLIKELY(d->stepping || s->active)) {
         /* dispatch, fused into the app's send, wants the app stepped (its body read): put off
          * until the call has taken dispatch back (MWFuse hands it over on seeing this) */
@@ -1296,8 +1380,14 @@ pump:
     r = drv_pump(s, &out);
     s->active = 0;
     if (r == 1) {
-        if (!PASSIVE(s->goal))
+        if (!PASSIVE(s->goal)) {
             d->reader = s; /* until resumed: no other step may pull from the app meanwhile */
+            if (CC_UNLIKELY(d->entangled && d->app_view) && drv_park_both(d) < 0) {
+                d->reader = NULL;
+                Py_DECREF(out);
+                goto error;
+            }
+        }
         *result = out;
         return PYGEN_NEXT;
     }
@@ -1413,7 +1503,8 @@ static PyObject *step_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 static PyObject *step_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     step_t *s = (step_t *)self;
-    if (s->goal == G_FWD && !s->finished) { /* close the upstream send's awaitable with it */
+    if ((s->goal == G_FWD || s->goal == G_RECV) && !s->finished) {
+        /* close the upstream send's or receive's awaitable with it */
         s->finished = 1;
         PyObject *r = PyObject_CallMethodNoArgs(s->value, s->st->s_close);
         if (!r && PyErr_ExceptionMatches(PyExc_AttributeError))
@@ -1464,8 +1555,11 @@ static int step_traverse(PyObject *self, visitproc visit, void *arg) {
 
 static int step_clear(PyObject *self) {
     step_t *s = (step_t *)self;
-    if (s->d && s->d->reader == s)
+    if (s->d && s->d->reader == s) {
         s->d->reader = NULL;
+        if (s->d->parked_both)
+            drv_unpark_both(s->d);
+    }
     Py_CLEAR(s->d);
     Py_CLEAR(s->value);
     Py_CLEAR(s->fuse_ret);
@@ -1822,14 +1916,22 @@ static PyObject *drv_asgi_receive(PyObject *self, PyObject *Py_UNUSED(ignored)) 
     if (cc_mw_slot(d->request, st->off_disconnected) == Py_True)
         return done_with(d, disconnect_message(st));
     /* The app's messages go through dispatch's Request, as BaseHTTPMiddleware's do, so that it
-     * knows when the app read the body to its end or saw the client leave (see
-     * cicada.middleware._Request._cicada_received) */
+     * knows when the app read the body to its end or saw the client leave */
     PyObject *aw = PyObject_CallNoArgs(d->receive);
     if (!aw)
         return NULL;
-    PyObject *r = PyObject_CallMethodOneArg(d->request, st->s_received, aw);
-    Py_DECREF(aw);
-    return r;
+    if (Py_TYPE(aw) == (PyTypeObject *)st->done_type) { /* a layer above answered at once */
+        step_t *done = (step_t *)aw;
+        if (done->goal == G_VALUE && drv_note_received(d, done->value) < 0)
+            Py_CLEAR(aw);
+        return aw;
+    }
+    PyObject *it = cc_mw_awaitable_iter(aw); /* takes aw */
+    if (!it)
+        return NULL;
+    PyObject *step = step_new(st, d, G_RECV, it);
+    Py_DECREF(it);
+    return step;
 }
 
 static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {

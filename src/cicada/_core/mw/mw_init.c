@@ -55,7 +55,6 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     CC_MW_INTERN(s_tasks, "_tasks");
     CC_MW_INTERN(s_dispatch_func_call, "__call__");
     CC_MW_INTERN(s_list, "_list");
-    CC_MW_INTERN(s_received, "_cicada_received");
     st->empty_tuple = PyTuple_New(0);
     if (!st->empty_tuple)
         return -1;
@@ -91,12 +90,15 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
     X(last_loop)                                                                                   \
     X(cancelled_error)                                                                             \
     X(anyio_states)                                                                                \
+    X(anyio_restart)                                                                               \
     X(modules)                                                                                     \
     X(alias_start)                                                                                 \
     X(alias_body_msg)                                                                              \
     X(alias_pathsend)                                                                              \
     X(alias_debug)                                                                                 \
     X(alias_early_hint)                                                                            \
+    X(alias_request)                                                                               \
+    X(alias_disconnect)                                                                            \
     X(s_type)                                                                                      \
     X(s_status)                                                                                    \
     X(s_headers)                                                                                   \
@@ -110,7 +112,7 @@ int cc_mw_init(PyObject *module, cc_mw_state_t *st) {
                         X(s_stream_consumed) X(s_is_disconnected) X(s_form) X(s_body_attr)         \
                             X(s_app) X(s_dispatch_func) X(s_qualname) X(s_cancel_scope)            \
                                 X(s_anyio_backend) X(s_tasks) X(s_dispatch_func_call) X(s_list)    \
-                                    X(s_received) X(empty_tuple) X(empty_bytes)
+                                    X(empty_tuple) X(empty_bytes)
 
 static int pool_traverse(cc_mw_freelist_t *pool, visitproc visit, void *arg) {
     for (int i = 0; i < pool->n; i++)

@@ -50,6 +50,7 @@ typedef struct {
     PyObject *get_running_loop;     /* asyncio._get_running_loop */
     PyObject *ensure_future;        /* asyncio.ensure_future */
     PyObject *anyio_states;         /* anyio's asyncio backend _task_states.data, once imported */
+    PyObject *anyio_restart;        /* cicada.middleware._restart_anyio_cancellation */
     PyObject *modules;              /* sys.modules (the interpreter's), once looked up */
     PyObject *stepping_driver;      /* borrowed: the driver stepping its app right now, or NULL */
     int fuse_up; /* 1 while a fused send passes its start up (the exception state is checked) */
@@ -61,12 +62,12 @@ typedef struct {
     PyObject *s_done, *s_cancel, *s_cancelled, *s_create_future, *s_get_loop, *s_throw, *s_close;
     PyObject *s_status_code, *s_raw_headers, *s_body_iterator, *s_background, *s_media_type;
     PyObject *s_scope, *s_receive_attr, *s_send_attr, *s_stream_consumed, *s_is_disconnected;
-    PyObject *s_received; /* _Request._cicada_received: what the app receives, seen by dispatch's */
     PyObject *s_form, *s_body_attr, *s_app, *s_dispatch_func, *s_qualname;
     PyObject *s_cancel_scope, *s_anyio_backend, *s_tasks, *s_dispatch_func_call, *s_list;
     PyObject *empty_tuple, *empty_bytes;
     /* the last non-interned str seen equal to s_start, ... (see str_is in mw_driver.c) */
     PyObject *alias_start, *alias_body_msg, *alias_pathsend, *alias_debug, *alias_early_hint;
+    PyObject *alias_request, *alias_disconnect;
     cc_mw_freelist_t fl_step, fl_done, fl_call, fl_driver,
         fl_fuse; /* untracked, no type reference */
     /* Live Starlette objects kept for reuse (cc_mw_pool_keep): requests, call_next responses and
