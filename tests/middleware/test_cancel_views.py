@@ -142,7 +142,8 @@ def test_many_requests_with_a_failing_body(impl, loop_factory):
     run(loop_factory, main)
 
 
-def test_dispatch_timeout_while_the_app_waits(impl, loop_factory):
+@pytest.mark.parametrize("layers", [0, 3])
+def test_dispatch_timeout_while_the_app_waits(impl, loop_factory, layers):
     """Dispatch reads the body inside its own anyio timeout while the app (a task group in the
     caller's task) waits for its next chunk: the timeout must reach dispatch, not wait for the
     app."""
@@ -164,7 +165,7 @@ def test_dispatch_timeout_while_the_app_waits(impl, loop_factory):
                 chunks.append(chunk)
         return PlainTextResponse(b"".join(chunks) + b"+timeout")
 
-    app = app_with(impl, endpoint, 0, dispatch=dispatch)
+    app = app_with(impl, endpoint, layers, dispatch=dispatch)
     ex = Exchange()
 
     async def main():
@@ -172,3 +173,48 @@ def test_dispatch_timeout_while_the_app_waits(impl, loop_factory):
 
     run(loop_factory, main)
     assert ex.body == b"first+timeout"
+
+
+@pytest.mark.parametrize("spec", ["2.3", "2.4"])
+@pytest.mark.parametrize("layers", [0, 1, 3])
+@pytest.mark.parametrize("wrapper", ["move_on_after", "cancel_scope", "task_group"])
+def test_dispatch_scope_opened_after_call_next_around_the_body(
+    impl, loop_factory, spec, layers, wrapper
+):
+    """Dispatch enters an anyio scope only after call_next and reads the body inside it. The
+    scope is dispatch's own, not one the app left open: leaving it must not trip anyio ("exit a
+    cancel scope that isn't the current task's current cancel scope", raised before)."""
+    import anyio
+
+    async def gen():
+        for chunk in (b"a", b"b", b"c"):
+            yield chunk
+
+    async def endpoint(request):
+        return StreamingResponse(gen())
+
+    async def read_all(response):
+        return b"".join([chunk async for chunk in response.body_iterator])
+
+    async def dispatch(request, call_next):
+        response = await call_next(request)
+        if wrapper == "move_on_after":
+            with anyio.move_on_after(5):
+                body = await read_all(response)
+        elif wrapper == "cancel_scope":
+            with anyio.CancelScope():
+                body = await read_all(response)
+        else:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.sleep, 0)
+                body = await read_all(response)
+        return PlainTextResponse(body + b"+" + wrapper.encode())
+
+    app = app_with(impl, endpoint, layers, dispatch=dispatch)
+    ex = Exchange()
+
+    async def main():
+        await within(app(http_scope(spec_version=spec), ex.receive, ex.send))
+
+    run(loop_factory, main)
+    assert ex.body == b"abc+" + wrapper.encode()

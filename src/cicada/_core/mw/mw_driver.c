@@ -553,6 +553,21 @@ static inline int drv_view(drv_t *d, int to_app) {
     return drv_view_switch(d, to_app);
 }
 
+/* A body read starts: the anyio scope dispatch is in now (it may have entered scopes since
+ * call_next) is what the app must leave behind, and what dispatch gets back if it does not. */
+static inline int drv_note_dispatch_scope(drv_t *d) {
+    if (d->entangled) /* the view switch into the app notes it */
+        return 0;
+    /* no anyio state for the task yet: dispatch entered no scope (the app may make one) */
+    if (CC_LIKELY(!d->ts) && !(d->ts = drv_task_state(d)))
+        return 0;
+    PyObject *cur = PyObject_GetAttr(d->ts, d->st->s_cancel_scope);
+    if (!cur)
+        return -1;
+    Py_XSETREF(d->outer_scope, cur);
+    return 0;
+}
+
 /* Called when control goes back to dispatch: if the app left anyio cancel scopes open in this
  * task, give dispatch back the scope it had, and keep the app's for the app's next steps. */
 static int drv_untangle(drv_t *d) {
@@ -1363,6 +1378,8 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
         if (CC_UNLIKELY(d->reader != NULL) && drv_read_twice(d) < 0)
             goto error;
         drv_unfuse(d);
+        if (drv_note_dispatch_scope(d) < 0)
+            goto error;
     } else if (s->goal == G_BODY && d->phase >= PH_APP_DONE) {
         s->finished = 1;
         *result = Py_NewRef(Py_None);
@@ -1371,6 +1388,8 @@ static PySendResult step_resume(step_t *s, PyObject *arg, PyObject *exc, PyObjec
         if (CC_UNLIKELY(d->reader != NULL) && drv_read_twice(d) < 0)
             goto error;
         drv_unfuse(d);
+        if (drv_note_dispatch_scope(d) < 0)
+            goto error;
     }
 pump:
     s->wait = W_NONE;
