@@ -85,6 +85,19 @@ async def within(coro):
     return task.result()
 
 
+def serve(loop_factory, app, ex, spec="2.3"):
+    """One request to `app` with the fake server `ex`, failing if it hangs."""
+
+    async def main():
+        await within(app(http_scope(spec_version=spec), ex.receive, ex.send))
+
+    run(loop_factory, main)
+
+
+def assert_body_error(exc):
+    assert any("Faulty Stream" in str(e) for e in leaves(exc)), exc
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 @pytest.mark.parametrize("layers", [1, 3])
 def test_body_failing_while_dispatch_sends_a_chunk(impl, loop_factory, kind, layers):
@@ -93,12 +106,9 @@ def test_body_failing_while_dispatch_sends_a_chunk(impl, loop_factory, kind, lay
     app = app_with(impl, faulty_stream(kind), layers)
     ex = SlowClient()
 
-    async def main():
-        await within(app(http_scope(spec_version="2.3"), ex.receive, ex.send))
-
     with pytest.raises(Exception) as info:
-        run(loop_factory, main)
-    assert any("Faulty Stream" in str(e) for e in leaves(info.value)), info.value
+        serve(loop_factory, app, ex)
+    assert_body_error(info.value)
     assert ex.body == b"Ok"
 
 
@@ -114,12 +124,9 @@ def test_body_failing_while_dispatch_awaits_after_call_next(impl, loop_factory, 
     app = app_with(impl, faulty_stream(kind), 1, dispatch=slow_dispatch)
     ex = Exchange()
 
-    async def main():
-        await within(app(http_scope(spec_version="2.3"), ex.receive, ex.send))
-
     with pytest.raises(Exception) as info:
-        run(loop_factory, main)
-    assert any("Faulty Stream" in str(e) for e in leaves(info.value)), info.value
+        serve(loop_factory, app, ex)
+    assert_body_error(info.value)
 
 
 def test_many_requests_with_a_failing_body(impl, loop_factory):
@@ -131,7 +138,7 @@ def test_many_requests_with_a_failing_body(impl, loop_factory):
         try:
             await within(app(http_scope(spec_version="2.3"), ex.receive, ex.send))
         except Exception as e:  # noqa: BLE001 - the body's error, checked below
-            assert any("Faulty Stream" in str(x) for x in leaves(e)), e
+            assert_body_error(e)
         else:
             pytest.fail("the body's error was lost")
 
@@ -168,10 +175,7 @@ def test_dispatch_timeout_while_the_app_waits(impl, loop_factory, layers):
     app = app_with(impl, endpoint, layers, dispatch=dispatch)
     ex = Exchange()
 
-    async def main():
-        await within(app(http_scope(spec_version="2.3"), ex.receive, ex.send))
-
-    run(loop_factory, main)
+    serve(loop_factory, app, ex)
     assert ex.body == b"first+timeout"
 
 
@@ -213,8 +217,5 @@ def test_dispatch_scope_opened_after_call_next_around_the_body(
     app = app_with(impl, endpoint, layers, dispatch=dispatch)
     ex = Exchange()
 
-    async def main():
-        await within(app(http_scope(spec_version=spec), ex.receive, ex.send))
-
-    run(loop_factory, main)
+    serve(loop_factory, app, ex, spec)
     assert ex.body == b"abc+" + wrapper.encode()
