@@ -25,7 +25,7 @@ ASAN_ENV  = LD_PRELOAD=$(ASAN_LIB) PYTHONMALLOC=malloc \
             LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-.PHONY: all sysdeps venv build test ctest pytest asan fuzz fuzz-build bench compat clean
+.PHONY: all sysdeps venv build test ctest pytest asan fuzz fuzz-build bench compat peer clean
 
 all: build
 
@@ -115,9 +115,41 @@ compat: sysdeps
 	  fi; \
 	done
 
+# --- the peers' own middleware tests ------------------------------------------------------------
+# Starlette's and FastAPI's tests that use BaseHTTPMiddleware, run against cicada's middleware
+# (scripts/peer_tests.sh, docs/middleware.md), on pinned versions: a failure not listed in
+# tests/peer/expected_failures.txt fails the target. Their trees are the releases' sdists.
+PEER_VENV      ?= .venv-peer
+PEER_STARLETTE := 1.10.0
+PEER_FASTAPI   := 0.165.0
+PEER_PINS      := starlette==$(PEER_STARLETTE) fastapi==$(PEER_FASTAPI) anyio==4.16.0 trio==0.35.0 \
+                  httpx2==2.16.2 jinja2==3.1.6 itsdangerous==2.2.0 python-multipart==0.0.34 \
+                  inline-snapshot==0.36.1 opentelemetry-sdk==1.45.2 dirty-equals==0.11 \
+                  blockbuster==1.5.29
+PEER_SRC       := build/peer-src
+
+$(PEER_VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install -q meson-python meson ninja
+	$(PEER_VENV)/bin/python -m pip install -q --no-build-isolation -Cbuild-dir=build/peer-venv '.[test]' $(PEER_PINS)
+	touch $@
+
+$(PEER_SRC)/.unpacked: | $(PEER_VENV)/.deps
+	mkdir -p $(PEER_SRC)
+	$(PEER_VENV)/bin/python -m pip download -q --no-deps --no-binary :all: -d $(PEER_SRC) \
+	  starlette==$(PEER_STARLETTE) fastapi==$(PEER_FASTAPI)
+	cd $(PEER_SRC) && for f in *.tar.gz; do tar xzf $$f; done
+	touch $@
+
+peer: $(PEER_VENV)/.deps $(PEER_SRC)/.unpacked
+	$(PEER_VENV)/bin/python -m pip install -q --no-build-isolation --no-deps --force-reinstall -Cbuild-dir=build/peer-venv .
+	PY=$(PEER_VENV)/bin/python PEER_EXPECT=tests/peer/expected_failures.txt PEER_LOOPS="asyncio uvloop cicada" \
+	  scripts/peer_tests.sh $(PEER_SRC)/starlette-$(PEER_STARLETTE) $(PEER_SRC)/fastapi-$(PEER_FASTAPI)
+
 # --- benchmarks ---------------------------------------------------------------------------------
 bench: sysdeps build
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build $(VENV) $(ASAN_VENV) .pytest_cache
+	rm -rf build $(VENV) $(ASAN_VENV) $(PEER_VENV) .pytest_cache

@@ -10,7 +10,9 @@
 # jinja2, itsdangerous, python-multipart, inline-snapshot, opentelemetry-sdk, dirty-equals,
 # blockbuster); PEER_INSTALL=1 installs them with pip first. Logs go to $OUT (default
 # build/peer). PEER_LOOPS (default "asyncio") lists the loops anyio's asyncio backend runs on:
-# asyncio, uvloop, cicada. Exit status: 0 when every mode ran (failures are reported, not fatal).
+# asyncio, uvloop, cicada. Exit status: 0 when every mode ran (failures are reported, not fatal),
+# unless PEER_EXPECT names a list of expected failures (tests/peer/expected_failures.txt): then 1
+# when a run did not finish or a test not listed failed.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 st=${1:?usage: peer_tests.sh STARLETTE_TREE FASTAPI_TREE [MODE...]}
@@ -19,8 +21,9 @@ shift 2
 modes=${*:-plain subclass accelerate}
 st=$(cd "$st" && pwd); fa=$(cd "$fa" && pwd)
 PY=${PY:-$here/.venv/bin/python}
+case $PY in /*) ;; */*) PY=$PWD/$PY ;; esac # a relative path: the runs cd into the trees
 OUT=${OUT:-$here/build/peer}
-mkdir -p "$OUT"
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) # the runs cd into the trees
 if [ "${PEER_INSTALL:-0}" = 1 ]; then
     "$PY" -m pip install -q trio httpx2 jinja2 itsdangerous python-multipart inline-snapshot \
         opentelemetry-sdk dirty-equals blockbuster
@@ -41,9 +44,35 @@ run() { # name tree mode loop selection...
     (cd "$tree" && CICADA_PEER_MODE=$mode CICADA_PEER_LOOP=$loop PYTHONPATH="$here/tests/peer${PYTHONPATH:+:$PYTHONPATH}" \
         "$PY" -m pytest -p cicada_peer -p no:cacheprovider -p timeout --timeout 30 -q -rfE "$@" \
         >"$log" 2>&1)
-    printf '%-10s %-10s %-8s %s\n' "$name" "$mode" "$loop" "$(grep -E '(passed|failed|error).* in [0-9.]+s' "$log" | tail -1 | tr -d '=')"
+    local summary
+    summary=$(grep -E '(passed|failed|error).* in [0-9.]+s' "$log" | tail -1 | tr -d '=')
+    printf '%-10s %-10s %-8s %s\n' "$name" "$mode" "$loop" "$summary"
     grep -E '^(FAILED|ERROR) ' "$log" | sed 's/^/    /'
     grep -E '^cicada peer mode' "$log" | sed 's/^/    /'
+    [ -n "${PEER_EXPECT:-}" ] && check "$name" "$mode" "$log" "$summary"
+    return 0
+}
+
+status=0
+check() { # name mode log summary: compare the run's failures with $PEER_EXPECT
+    local name=$1 mode=$2 log=$3 summary=$4 id failed expected
+    if [ -z "$summary" ]; then
+        echo "    UNEXPECTED: the run did not finish (see $log)"
+        status=1
+        return
+    fi
+    failed=$(grep -E '^(FAILED|ERROR) ' "$log" | awk '{print $2}')
+    expected=$(awk -v n="$name" -v m="$mode" '$1 == n && $2 == m {print $3}' "$PEER_EXPECT")
+    for id in $failed; do
+        if ! printf '%s\n' "$expected" | grep -qxF -- "$id"; then
+            echo "    UNEXPECTED failure: $id"
+            status=1
+        fi
+    done
+    for id in $expected; do
+        printf '%s\n' "$failed" | grep -qxF -- "$id" ||
+            echo "    expected to fail but passed (update $PEER_EXPECT if for good): $id"
+    done
 }
 
 for loop in ${PEER_LOOPS:-asyncio}; do
@@ -55,3 +84,4 @@ for loop in ${PEER_LOOPS:-asyncio}; do
     done
 done
 echo "logs: $OUT"
+exit $status
