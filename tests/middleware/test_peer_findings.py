@@ -344,3 +344,34 @@ def test_timeout_while_the_app_waits_in_receive(impl, any_loop, layers):
     serve(any_loop, layer, http_scope(method="POST"), receive, send)
     assert ended == [True]
     assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [408]
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_app_closed_while_waiting_in_receive(any_loop, layers):
+    """The request's coroutine is closed (as when its task is dropped) while the app waits in
+    receive(): the server's receive awaitable is closed too, through every layer. (cicada only:
+    BaseHTTPMiddleware's app waits in a task of its own, which closing does not reach.)"""
+    closed = []
+
+    class Receive:
+        async def __call__(self):
+            try:
+                await asyncio.Event().wait()
+            finally:
+                closed.append(True)
+
+    async def app(scope, receive, send):
+        await receive()
+
+    layer = app
+    for _ in range(layers):
+        layer = HTTPMiddleware(layer, dispatch=passthrough)
+
+    async def main():
+        coro = layer(http_scope(method="POST"), Receive(), _send)
+        coro.send(None)  # runs to the server's receive, in this one coroutine
+        assert not closed
+        coro.close()
+
+    run(any_loop, main)
+    assert closed == [True]
