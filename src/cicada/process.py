@@ -58,6 +58,12 @@ def _child_main(config: Config, sockets: list[socket], conn: Connection | None,
     lock = threading.Lock()
     if conn is not None:
         threading.Thread(target=_answer_pings, args=(conn, lock), name="cicada-healthcheck", daemon=True).start()
+        # health checks may start: a process frozen during the app's startup is found too
+        with lock:
+            try:
+                conn.send_bytes(b"answering")
+            except OSError:
+                pass
 
     def notify_ready() -> None:
         if conn is not None:
@@ -94,6 +100,8 @@ class WorkerProcess:
         )
         self._child_conn = child_conn
         self.ready = False
+        self.answering = False  # its thread answering health checks runs
+        self.unhealthy = False  # killed for a health check it did not answer
         self.started_at = 0.0
         self.stopping_since: float | None = None
         self.ping_sent_at: float | None = None  # an unanswered health check
@@ -121,6 +129,8 @@ class WorkerProcess:
                 msg = self._conn.recv_bytes()
                 if msg == b"ready":
                     self.ready = True
+                elif msg == b"answering":
+                    self.answering = True
                 elif msg == b"pong":
                     self.ping_sent_at = None
                     self.last_pong = time.monotonic()
@@ -134,7 +144,7 @@ class WorkerProcess:
 
     def check_health(self, timeout: float, interval: float) -> bool:
         """Send a health check when one is due; False when the last one went unanswered for
-        longer than ``timeout`` seconds. Only meaningful once the worker is ready."""
+        longer than ``timeout`` seconds. Only meaningful once the worker is answering."""
         now = time.monotonic()
         if self.ping_sent_at is not None:
             return now - self.ping_sent_at <= timeout

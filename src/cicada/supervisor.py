@@ -35,7 +35,7 @@ ROLL_READY_TIMEOUT = 60.0
 KILL_GRACE = 5.0
 # A worker dying sooner than this after its start counts as a crash loop (restart backoff).
 CRASH_WINDOW = 1.0
-# Seconds between health checks of a ready worker (each must be answered within the timeout).
+# Seconds between health checks of a worker (each must be answered within the timeout).
 HEALTHCHECK_INTERVAL = 1.0
 
 logger = logging.getLogger("cicada.error")
@@ -140,9 +140,10 @@ class Supervisor:
             worker.join()
             worker.close()
             code = worker.exitcode
-            if code != 0 and not worker.ready:
+            if code != 0 and not worker.ready and not worker.unhealthy:
                 # It never served: the app (import, syntax error), its lifespan or the socket is
-                # broken, and a restart would fail the same way.
+                # broken, and a restart would fail the same way. (One frozen while starting was
+                # killed for it, and is replaced.)
                 logger.error("Child process [%s] failed to start (exit code %s), stopping the parent process.",
                              worker.pid, code)
                 self.workers.remove(worker)
@@ -170,13 +171,14 @@ class Supervisor:
 
     def _check_health(self, worker: WorkerProcess) -> None:
         timeout = self.config.timeout_worker_healthcheck
-        if not worker.ready or worker.stopping_since is not None or timeout <= 0:
+        if not worker.answering or worker.stopping_since is not None or timeout <= 0:
             return
         if not worker.check_health(timeout, min(HEALTHCHECK_INTERVAL, timeout)):
             logger.error(
                 "Child process [%s] did not answer a health check within %.1f s; killing it.",
                 worker.pid, timeout,
             )
+            worker.unhealthy = True
             worker.kill()
 
     def roll_workers(self) -> None:

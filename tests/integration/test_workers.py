@@ -239,6 +239,22 @@ def test_frozen_worker_fails_its_health_check_and_is_replaced(serve):
     assert p.stop() == 0
 
 
+def test_worker_frozen_while_starting_is_replaced(serve):
+    """Frozen before it serves (its app's startup takes 2 s): it is killed for the health check
+    it does not answer and replaced, not taken for an app that fails to start."""
+    p = serve("testapps:slow_startup", "--port", "0", "--workers", "2", "--timeout-worker-healthcheck", "1")
+    # a worker in its app's startup (it logs this once its health-check thread runs)
+    frozen = int(p.wait_for(r"Started server process \[(\d+)\]", timeout=30).group(1))
+    os.kill(frozen, signal.SIGSTOP)
+    p.wait_for(rf"Child process \[{frozen}\] did not answer a health check within 1.0 s; killing it.", timeout=15)
+    p.wait_for(rf"Child process \[{frozen}\] died", timeout=15)
+    wait_ready(p, 2)
+    assert "failed to start" not in p.output
+    now = [x for x in worker_pids(p) if alive(x)]
+    assert len(now) == 2 and frozen not in now
+    assert p.stop() == 0
+
+
 def test_busy_event_loop_is_not_killed_by_health_checks(serve):
     # Like uvicorn: the checks catch frozen processes, not a loop blocked by a slow sync call.
     p = serve("testapps:app", "--port", "0", "--workers", "2", "--timeout-worker-healthcheck", "1")

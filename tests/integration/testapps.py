@@ -162,6 +162,29 @@ async def crash_on_request(scope, receive, send):
     await app(scope, receive, send)
 
 
+async def slow_startup(scope, receive, send):
+    """Its lifespan startup takes 2 s (a worker can be caught while starting)."""
+    if scope["type"] == "lifespan":
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await asyncio.sleep(2)
+        await app(scope, _replay(msg, receive), send)
+        return
+    await app(scope, receive, send)
+
+
+def _replay(first, receive):
+    sent = []
+
+    async def again():
+        if not sent:
+            sent.append(first)
+            return first
+        return await receive()
+
+    return again
+
+
 async def env_app(scope, receive, send):
     """Reports an environment variable (for --env-file)."""
     if scope["type"] == "lifespan":
