@@ -2048,7 +2048,8 @@ static int drv_wake_reader(drv_t *d) {
 PyObject *cc_mw_finish_step(PyObject *self) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
-    if (drv_release_all(d) < 0 || drv_wake_reader(d) < 0)
+    if (CC_UNLIKELY(d->queue || d->deferred || d->proxy) &&
+        (drv_release_all(d) < 0 || drv_wake_reader(d) < 0))
         return NULL;
     if ((d->child || (d->coro && d->started)) && !d->coro_done)
         return step_new(d->st, d, G_DRAIN, NULL);
