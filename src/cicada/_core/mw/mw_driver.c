@@ -1101,6 +1101,18 @@ static int wrapped_resume(step_t *s, PyObject *it, PyObject *arg, PyObject *exc,
     return r;
 }
 
+/* A step that finished without error: it lets go of what it holds now (its driver among them,
+ * which may then be pooled) and becomes a spare for a later step (see cc_mw_spare_keep). Only
+ * where nothing reads the step's fields any more: a finished step refuses to run again. */
+static void step_retire(step_t *s) {
+    drv_t *d = s->d;
+    Py_CLEAR(s->value);
+    Py_CLEAR(s->fuse_ret);
+    s->d = NULL;
+    cc_mw_spare_keep(&s->st->spare_step, (PyObject *)s);
+    Py_XDECREF((PyObject *)d);
+}
+
 /* G_FWD: steps the upstream send's awaitable for the app; its failure becomes relay_fail's.
  * step_resume has already refused a finished step. */
 static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
@@ -1116,6 +1128,7 @@ static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject
         if (d->final_fwd) /* the last message is out: the app's later sends are dropped */
             d->phase = PH_SENT;
         *result = out;
+        step_retire(s);
         return PYGEN_RETURN;
     }
     relay_fail(d);
@@ -1412,6 +1425,8 @@ pump:
     if (s->goal == G_CHUNK && !out)
         goto end_of_body;
     *result = out;
+    if (s->goal == G_PASS)
+        step_retire(s);
     return PYGEN_RETURN;
 end_of_body:
     s->finished = 1;
@@ -1623,8 +1638,9 @@ static PyType_Spec done_spec = {
 CC_MW_HOT PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value) {
     int done = goal == G_VALUE || goal == G_SUSPEND || goal == G_CANCEL || goal == G_YIELD;
     PyTypeObject *tp = (PyTypeObject *)(done ? st->done_type : st->step_type);
-    step_t *s = (step_t *)cc_mw_fl_pop(done ? &st->fl_done : &st->fl_step, tp);
-    if (!s) {
+    step_t *s = done ? NULL : (step_t *)cc_mw_spare_take(&st->spare_step); /* tracked */
+    int fresh = s == NULL;
+    if (fresh && !(s = (step_t *)cc_mw_fl_pop(done ? &st->fl_done : &st->fl_step, tp))) {
         s = done ? PyObject_New(step_t, tp) : PyObject_GC_New(step_t, tp);
         if (!s)
             return NULL;
@@ -1639,7 +1655,7 @@ CC_MW_HOT PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *va
     s->swallow = 0;
     s->finished = 0;
     s->active = 0;
-    if (!done)
+    if (fresh && !done)
         PyObject_GC_Track(s);
     return (PyObject *)s;
 }
@@ -2368,7 +2384,19 @@ static PyObject *mw_relay_driver(PyObject *module, PyObject *response) {
     return cc_mw_relay_driver(&cc_state(module)->mw, response);
 }
 
+/* mw_clear_spares(): lets go of the spare calls, fuses and steps kept for reuse, so that a test
+ * counting the layer's live objects sees only those still in use. */
+static PyObject *mw_clear_spares(PyObject *module, PyObject *Py_UNUSED(ignored)) {
+    cc_mw_state_t *st = &cc_state(module)->mw;
+    cc_mw_freelist_t *lists[] = {&st->spare_call, &st->spare_fuse, &st->spare_step};
+    for (int i = 0; i < 3; i++)
+        while (lists[i]->n > 0)
+            Py_DECREF(lists[i]->items[--lists[i]->n]);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef cc_mw_functions[] = {
+    {"mw_clear_spares", mw_clear_spares, METH_NOARGS, NULL},
     {"mw_setup", (PyCFunction)(void (*)(void))cc_mw_setup, METH_FASTCALL, NULL},
     {"mw_driver", (PyCFunction)(void (*)(void))mw_driver, METH_FASTCALL, NULL},
     {"mw_relay_driver", mw_relay_driver, METH_O, NULL},

@@ -133,7 +133,8 @@ int cc_mw_traverse(cc_mw_state_t *st, visitproc visit, void *arg) {
     if ((r = pool_traverse(&st->pool_request, visit, arg)) ||
         (r = pool_traverse(&st->pool_response, visit, arg)) ||
         (r = pool_traverse(&st->spare_call, visit, arg)) ||
-        (r = pool_traverse(&st->spare_fuse, visit, arg)))
+        (r = pool_traverse(&st->spare_fuse, visit, arg)) ||
+        (r = pool_traverse(&st->spare_step, visit, arg)))
         return r;
     return pool_traverse(&st->pool_headers, visit, arg);
 }
@@ -155,6 +156,7 @@ void cc_mw_clear(cc_mw_state_t *st) {
     pool_free(&st->pool_driver); /* first: their deallocation feeds the freelists */
     pool_free(&st->spare_call);
     pool_free(&st->spare_fuse);
+    pool_free(&st->spare_step);
     freelist_free(&st->fl_step, 1);
     freelist_free(&st->fl_done, 0);
     freelist_free(&st->fl_call, 1);

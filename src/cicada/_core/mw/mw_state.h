@@ -77,10 +77,10 @@ typedef struct {
     cc_mw_freelist_t pool_request, pool_response, pool_headers;
     /* MWDrivers emptied and kept alive by cc_mw_driver_release: untracked, they hold nothing */
     cc_mw_freelist_t pool_driver;
-    /* MWCalls and MWFuses whose work is over, kept alive (tracked, holding nothing) and taken
+    /* MWCalls, MWFuses and MWSteps whose work is over, kept alive (tracked, holding nothing) and taken
      * again once only this list holds them (cc_mw_spare_take): no allocation, GC tracking or
      * deallocation per request. At most CC_MW_SPARE_MAX each. */
-    cc_mw_freelist_t spare_call, spare_fuse;
+    cc_mw_freelist_t spare_call, spare_fuse, spare_step;
 } cc_mw_state_t;
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st);
