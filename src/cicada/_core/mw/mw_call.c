@@ -1106,8 +1106,15 @@ int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app) {
      * never reused, and any change to the type's attributes resets it. `tp` is only compared */
     if (tp == st->layer_seen && tp->tp_version_tag && tp->tp_version_tag == st->layer_seen_tag)
         return 1;
-    if (!st->layer_type || !PyObject_TypeCheck(app, (PyTypeObject *)st->layer_type))
+    /* likewise the last app type found not to be one (the app below the layer most often):
+     * its bases can only change through an assignment that resets the tag too */
+    if (tp == st->plain_seen && tp->tp_version_tag && tp->tp_version_tag == st->plain_seen_tag)
         return 0;
+    if (!st->layer_type || !PyObject_TypeCheck(app, (PyTypeObject *)st->layer_type)) {
+        st->plain_seen = tp;
+        st->plain_seen_tag = tp->tp_version_tag;
+        return 0;
+    }
     /* a subclass may override __call__ */
     PyObject *call = PyObject_GetAttr((PyObject *)tp, st->s_dispatch_func_call);
     if (!call)
@@ -1491,6 +1498,7 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (rc < 0)
         return NULL;
     Py_XSETREF(st->layer_type, Py_NewRef(args[3]));
+    st->layer_seen = st->plain_seen = NULL; /* what was (not) a layer may differ now */
     Py_XSETREF(st->request_cls, Py_NewRef(args[0]));
     Py_XSETREF(st->response_cls, Py_NewRef(args[1]));
     Py_XSETREF(st->response_base, Py_NewRef(args[2]));

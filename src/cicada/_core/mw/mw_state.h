@@ -38,6 +38,8 @@ typedef struct {
     Py_ssize_t off_list;                           /* _list of mutable_headers */
     Py_ssize_t anyio_miss_mods; /* size of sys.modules when anyio's backend was last missing */
     unsigned int layer_seen_tag;
+    PyTypeObject *plain_seen; /* the same for the last type found not to be a layer */
+    unsigned int plain_seen_tag;
     PyObject *request_cls;          /* cicada.middleware._Request (starlette Request) */
     PyObject *response_cls;         /* cicada.middleware._CallNextResponse */
     PyObject *current_task;         /* asyncio.current_task */
