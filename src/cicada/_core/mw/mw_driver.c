@@ -2314,13 +2314,15 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
         return NULL;
     }
     /* a pooled driver is alive already (cc_mw_driver_release): no allocation nor init */
-    drv_t *d = (drv_t *)cc_mw_pool_pop(&st->pool_driver);
-    if (!d && !(d = (drv_t *)cc_mw_fl_pop(&st->fl_driver, (PyTypeObject *)st->driver_type)) &&
-        !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
-        return NULL;
+    drv_t *d = (drv_t *)cc_mw_pool_pop(&st->pool_driver); /* its references all NULL */
+    if (!d) {
+        if (!(d = (drv_t *)cc_mw_fl_pop(&st->fl_driver, (PyTypeObject *)st->driver_type)) &&
+            !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
+            return NULL;
+        for (int i = 0; i < DRV_NREFS; i++)
+            d->refs[i] = NULL;
+    }
     d->st = st;
-    for (int i = 0; i < DRV_NREFS; i++)
-        d->refs[i] = NULL;
     memset(&d->call, 0, sizeof(drv_t) - offsetof(drv_t, call)); /* phase PH_INIT, flags 0 */
     d->mw = Py_NewRef(mw);
     d->scope = Py_NewRef(scope);
