@@ -637,7 +637,7 @@ static int more_body(cc_mw_state_t *st, PyObject *msg) {
     PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
     if (!more)
         return -1;
-    int m = PyObject_IsTrue(more);
+    int m = more == Py_False ? 0 : more == Py_True ? 1 : PyObject_IsTrue(more);
     Py_DECREF(more);
     return m;
 }
@@ -1967,7 +1967,7 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     dict = Py_XNewRef(cc_mw_slot(d->request, st->off_consumed));
     if (!dict && !(dict = PyObject_GetAttr(d->request, st->s_stream_consumed)))
         goto error;
-    int consumed = PyObject_IsTrue(dict);
+    int consumed = dict == Py_False ? 0 : PyObject_IsTrue(dict);
     Py_CLEAR(dict);
     if (consumed < 0)
         goto error;
@@ -2197,8 +2197,8 @@ void cc_mw_driver_release(cc_mw_state_t *st, PyObject *driver) {
         Py_DECREF(driver);
         return;
     }
-    /* empty, it needs no tracking while it waits (nor counts as a live driver) */
-    PyObject_GC_UnTrack(driver);
+    /* it stays tracked while it waits, holding nothing: no GC untrack and track again per
+     * request (mw_clear_spares lets the pool go for tests counting live drivers) */
     st->pool_driver.items[st->pool_driver.n++] = driver;
 }
 
@@ -2314,8 +2314,9 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
         return NULL;
     }
     /* a pooled driver is alive already (cc_mw_driver_release): no allocation nor init */
-    drv_t *d = (drv_t *)cc_mw_pool_pop(&st->pool_driver); /* its references all NULL */
-    if (!d) {
+    drv_t *d = (drv_t *)cc_mw_pool_pop(&st->pool_driver); /* tracked, references all NULL */
+    int fresh = d == NULL;
+    if (fresh) {
         if (!(d = (drv_t *)cc_mw_fl_pop(&st->fl_driver, (PyTypeObject *)st->driver_type)) &&
             !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
             return NULL;
@@ -2332,7 +2333,8 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->loop = Py_XNewRef(loop);
     d->vectorcall = drv_vectorcall;
     d->request = make_request(st, scope, receive, send);
-    PyObject_GC_Track(d);
+    if (fresh)
+        PyObject_GC_Track(d);
     if (!d->request) {
         Py_DECREF(d);
         return NULL;
@@ -2386,12 +2388,13 @@ static PyObject *mw_relay_driver(PyObject *module, PyObject *response) {
     return cc_mw_relay_driver(&cc_state(module)->mw, response);
 }
 
-/* mw_clear_spares(): lets go of the spare calls, fuses and steps kept for reuse, so that a test
- * counting the layer's live objects sees only those still in use. */
+/* mw_clear_spares(): lets go of the spare calls, fuses, steps and drivers kept for reuse, so that
+ * a test counting the layer's live objects sees only those still in use. */
 static PyObject *mw_clear_spares(PyObject *module, PyObject *Py_UNUSED(ignored)) {
     cc_mw_state_t *st = &cc_state(module)->mw;
-    cc_mw_freelist_t *lists[] = {&st->spare_call, &st->spare_fuse, &st->spare_step};
-    for (int i = 0; i < 3; i++)
+    cc_mw_freelist_t *lists[] = {&st->spare_call, &st->spare_fuse, &st->spare_step,
+                                 &st->pool_driver};
+    for (int i = 0; i < 4; i++)
         while (lists[i]->n > 0)
             Py_DECREF(lists[i]->items[--lists[i]->n]);
     Py_RETURN_NONE;

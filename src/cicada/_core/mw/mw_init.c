@@ -134,7 +134,8 @@ int cc_mw_traverse(cc_mw_state_t *st, visitproc visit, void *arg) {
         (r = pool_traverse(&st->pool_response, visit, arg)) ||
         (r = pool_traverse(&st->spare_call, visit, arg)) ||
         (r = pool_traverse(&st->spare_fuse, visit, arg)) ||
-        (r = pool_traverse(&st->spare_step, visit, arg)))
+        (r = pool_traverse(&st->spare_step, visit, arg)) ||
+        (r = pool_traverse(&st->pool_driver, visit, arg)))
         return r;
     return pool_traverse(&st->pool_headers, visit, arg);
 }

@@ -77,11 +77,11 @@ typedef struct {
     /* Live Starlette objects kept for reuse (cc_mw_pool_keep): requests, call_next responses and
      * their headers. Each item is a strong reference to an emptied, GC-tracked instance. */
     cc_mw_freelist_t pool_request, pool_response, pool_headers;
-    /* MWDrivers emptied and kept alive by cc_mw_driver_release: untracked, they hold nothing */
+    /* MWDrivers emptied and kept alive by cc_mw_driver_release: tracked, they hold nothing */
     cc_mw_freelist_t pool_driver;
-    /* MWCalls, MWFuses and MWSteps whose work is over, kept alive (tracked, holding nothing) and taken
-     * again once only this list holds them (cc_mw_spare_take): no allocation, GC tracking or
-     * deallocation per request. At most CC_MW_SPARE_MAX each. */
+    /* MWCalls, MWFuses and MWSteps whose work is over, kept alive (tracked, holding nothing)
+     * and taken again once only this list holds them (cc_mw_spare_take): no allocation, GC
+     * tracking or deallocation per request. At most CC_MW_SPARE_MAX each. */
     cc_mw_freelist_t spare_call, spare_fuse, spare_step;
 } cc_mw_state_t;
 
