@@ -33,6 +33,10 @@ class Boom(Exception):
 
 
 def _live_drivers():
+    # spare objects kept for reuse (bounded, holding nothing) are not live drivers
+    from cicada import _core
+
+    _core.mw_clear_spares()
     gc.collect()
     return sum(1 for o in gc.get_objects() if type(o).__name__ in ("MWDriver", "MWStep", "MWFuse"))
 

@@ -326,3 +326,46 @@ def test_more_concurrent_requests_than_the_pools_keep(impl, any_loop):
                 assert ex.headers == {"x-app": str(n), "x-seen": str(n)}
 
     run(any_loop, main)
+
+
+def test_kept_calls_and_awaitables_stay_finished(any_loop):
+    """The layer's own per-request objects (its call, which is also `call_next`, the fused start
+    send and the relayed body send) are kept for reuse once done (mw/: spare_call, spare_fuse,
+    spare_step), but never while anything else holds them: one kept by the app or dispatch stays
+    finished however many requests reuse the others."""
+    kept_next, kept_sends = [], []
+
+    async def app(scope, receive, send):
+        n = dict(scope["headers"])[b"x-n"]
+        start = send({"type": "http.response.start", "status": 200, "headers": [(b"x-app", n)]})
+        await start
+        body = send({"type": "http.response.body", "body": n})
+        await body
+        if int(n) % 3 == 0:
+            kept_sends.append((start, body))
+
+    async def dispatch(request, call_next):
+        if int(request.headers["x-n"]) % 4 == 0:
+            kept_next.append(call_next)
+        response = await call_next(request)
+        response.headers["x-n"] = request.headers["x-n"]
+        return response
+
+    mw = HTTPMiddleware(app, dispatch=dispatch)
+
+    async def main():
+        for n in range(24):
+            ex = await call(mw, scope_n(n))
+            assert ex.status == 200 and ex.body == str(n).encode()
+            assert ex.headers["x-n"] == str(n) and ex.headers["x-app"] == str(n)
+
+    run(any_loop, main)
+    assert len(kept_next) == 6 and len(kept_sends) == 8
+    assert len({id(c) for c in kept_next}) == 6
+    for call_next in kept_next:
+        with pytest.raises(RuntimeError, match="after the request was over"):
+            call_next(None)
+    for start, body in kept_sends:
+        for aw in (start, body):
+            with pytest.raises(RuntimeError, match="cannot reuse an already awaited"):
+                aw.send(None)

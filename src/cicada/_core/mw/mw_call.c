@@ -373,6 +373,9 @@ static void call_release(call_t *c) {
     Py_CLEAR(c->receive);
     Py_CLEAR(c->scope);
     Py_CLEAR(c->mw);
+    /* done and empty: kept for a later request once its awaiter lets it go */
+    if (c->state == C_DONE && !c->error)
+        cc_mw_spare_keep(&c->st->spare_call, (PyObject *)c);
     if (exc)
         cc_err_give(exc);
 }
@@ -737,22 +740,27 @@ int cc_mw_fuse_steal(PyObject *call) {
 
 PyObject *cc_mw_fuse_new(cc_mw_state_t *st, PyObject *call, PyObject *msg) {
     PyTypeObject *tp = (PyTypeObject *)st->fuse_type;
-    fuse_t *f = (fuse_t *)cc_mw_fl_pop(&st->fl_fuse, tp);
-    if (!f && !(f = PyObject_GC_New(fuse_t, tp)))
+    fuse_t *f = (fuse_t *)cc_mw_spare_take(&st->spare_fuse); /* tracked already */
+    int fresh = f == NULL;
+    if (fresh && !(f = (fuse_t *)cc_mw_fl_pop(&st->fl_fuse, tp)) &&
+        !(f = PyObject_GC_New(fuse_t, tp)))
         return NULL;
     f->st = st;
     f->c = (call_t *)Py_NewRef(call);
     f->owner = ((call_t *)call)->driver;
     f->up = Py_NewRef(msg);
     f->state = FS_NEW;
-    PyObject_GC_Track(f);
+    if (fresh)
+        PyObject_GC_Track(f);
     return (PyObject *)f;
 }
 
+/* Over: a fuse holding nothing more is kept for a later request (see cc_mw_spare_keep). */
 static void fuse_finish(fuse_t *f) {
     f->state = FS_DONE;
     Py_CLEAR(f->up);
     Py_CLEAR(f->c);
+    cc_mw_spare_keep(&f->st->spare_fuse, (PyObject *)f);
 }
 
 /* Gives dispatch's outcome (in c->fuse_out/fuse_val) to the call: see the comment above. */
@@ -1051,8 +1059,11 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
         goto error;
     if (!(fn = cc_mw_layer_attr(st, self, st->off_dispatch, st->s_dispatch_func)))
         goto error;
-    call_t *c = (call_t *)cc_mw_fl_pop(&st->fl_call, (PyTypeObject *)st->call_type);
-    if (!c && !(c = PyObject_GC_New(call_t, (PyTypeObject *)st->call_type)))
+    /* a spare call is tracked already; a new or recycled one is tracked below */
+    call_t *c = (call_t *)cc_mw_spare_take(&st->spare_call);
+    int fresh = c == NULL;
+    if (fresh && !(c = (call_t *)cc_mw_fl_pop(&st->fl_call, (PyTypeObject *)st->call_type)) &&
+        !(c = PyObject_GC_New(call_t, (PyTypeObject *)st->call_type)))
         goto error;
     c->st = st;
     c->mw = Py_NewRef(self);
@@ -1069,7 +1080,8 @@ PyObject *cc_mw_call(cc_mw_state_t *st, PyObject *self, PyObject *const *args) {
     c->last = c->relay_ok = c->offered = 0;
     c->handed = H_NONE;
     c->vectorcall = call_next_vectorcall;
-    PyObject_GC_Track(c);
+    if (fresh)
+        PyObject_GC_Track(c);
     /* dispatch's coroutine holds the call as call_next, and the call holds the coroutine:
      * call_release breaks that cycle when the request is over */
     call_next = (PyObject *)c;
@@ -1094,8 +1106,15 @@ int cc_mw_is_layer(cc_mw_state_t *st, PyObject *app) {
      * never reused, and any change to the type's attributes resets it. `tp` is only compared */
     if (tp == st->layer_seen && tp->tp_version_tag && tp->tp_version_tag == st->layer_seen_tag)
         return 1;
-    if (!st->layer_type || !PyObject_TypeCheck(app, (PyTypeObject *)st->layer_type))
+    /* likewise the last app type found not to be one (the app below the layer most often):
+     * its bases can only change through an assignment that resets the tag too */
+    if (tp == st->plain_seen && tp->tp_version_tag && tp->tp_version_tag == st->plain_seen_tag)
         return 0;
+    if (!st->layer_type || !PyObject_TypeCheck(app, (PyTypeObject *)st->layer_type)) {
+        st->plain_seen = tp;
+        st->plain_seen_tag = tp->tp_version_tag;
+        return 0;
+    }
     /* a subclass may override __call__ */
     PyObject *call = PyObject_GetAttr((PyObject *)tp, st->s_dispatch_func_call);
     if (!call)
@@ -1479,6 +1498,7 @@ PyObject *cc_mw_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (rc < 0)
         return NULL;
     Py_XSETREF(st->layer_type, Py_NewRef(args[3]));
+    st->layer_seen = st->plain_seen = NULL; /* what was (not) a layer may differ now */
     Py_XSETREF(st->request_cls, Py_NewRef(args[0]));
     Py_XSETREF(st->response_cls, Py_NewRef(args[1]));
     Py_XSETREF(st->response_base, Py_NewRef(args[2]));

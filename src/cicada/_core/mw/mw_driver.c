@@ -652,7 +652,7 @@ static int more_body(cc_mw_state_t *st, PyObject *msg) {
     PyObject *more = cc_mw_msg_get(msg, st->s_more_body, Py_False);
     if (!more)
         return -1;
-    int m = PyObject_IsTrue(more);
+    int m = more == Py_False ? 0 : more == Py_True ? 1 : PyObject_IsTrue(more);
     Py_DECREF(more);
     return m;
 }
@@ -1116,6 +1116,18 @@ static int wrapped_resume(step_t *s, PyObject *it, PyObject *arg, PyObject *exc,
     return r;
 }
 
+/* A step that finished without error: it lets go of what it holds now (its driver among them,
+ * which may then be pooled) and becomes a spare for a later step (see cc_mw_spare_keep). Only
+ * where nothing reads the step's fields any more: a finished step refuses to run again. */
+static void step_retire(step_t *s) {
+    drv_t *d = s->d;
+    Py_CLEAR(s->value);
+    Py_CLEAR(s->fuse_ret);
+    s->d = NULL;
+    cc_mw_spare_keep(&s->st->spare_step, (PyObject *)s);
+    Py_XDECREF((PyObject *)d);
+}
+
 /* G_FWD: steps the upstream send's awaitable for the app; its failure becomes relay_fail's.
  * step_resume has already refused a finished step. */
 static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject **result) {
@@ -1131,6 +1143,7 @@ static PySendResult fwd_resume(step_t *s, PyObject *arg, PyObject *exc, PyObject
         if (d->final_fwd) /* the last message is out: the app's later sends are dropped */
             d->phase = PH_SENT;
         *result = out;
+        step_retire(s);
         return PYGEN_RETURN;
     }
     relay_fail(d);
@@ -1431,6 +1444,8 @@ pump:
     if (s->goal == G_CHUNK && !out)
         goto end_of_body;
     *result = out;
+    if (s->goal == G_PASS)
+        step_retire(s);
     return PYGEN_RETURN;
 end_of_body:
     s->finished = 1;
@@ -1642,8 +1657,9 @@ static PyType_Spec done_spec = {
 CC_MW_HOT PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *value) {
     int done = goal == G_VALUE || goal == G_SUSPEND || goal == G_CANCEL || goal == G_YIELD;
     PyTypeObject *tp = (PyTypeObject *)(done ? st->done_type : st->step_type);
-    step_t *s = (step_t *)cc_mw_fl_pop(done ? &st->fl_done : &st->fl_step, tp);
-    if (!s) {
+    step_t *s = done ? NULL : (step_t *)cc_mw_spare_take(&st->spare_step); /* tracked */
+    int fresh = s == NULL;
+    if (fresh && !(s = (step_t *)cc_mw_fl_pop(done ? &st->fl_done : &st->fl_step, tp))) {
         s = done ? PyObject_New(step_t, tp) : PyObject_GC_New(step_t, tp);
         if (!s)
             return NULL;
@@ -1658,7 +1674,7 @@ CC_MW_HOT PyObject *step_new(cc_mw_state_t *st, drv_t *d, int goal, PyObject *va
     s->swallow = 0;
     s->finished = 0;
     s->active = 0;
-    if (!done)
+    if (fresh && !done)
         PyObject_GC_Track(s);
     return (PyObject *)s;
 }
@@ -1970,7 +1986,7 @@ static PyObject *drv_call_next(PyObject *self, PyObject *Py_UNUSED(request)) {
     dict = Py_XNewRef(cc_mw_slot(d->request, st->off_consumed));
     if (!dict && !(dict = PyObject_GetAttr(d->request, st->s_stream_consumed)))
         goto error;
-    int consumed = PyObject_IsTrue(dict);
+    int consumed = dict == Py_False ? 0 : PyObject_IsTrue(dict);
     Py_CLEAR(dict);
     if (consumed < 0)
         goto error;
@@ -2067,7 +2083,8 @@ static int drv_wake_reader(drv_t *d) {
 PyObject *cc_mw_finish_step(PyObject *self) {
     drv_t *d = (drv_t *)self;
     d->phase = PH_SENT;
-    if (drv_release_all(d) < 0 || drv_wake_reader(d) < 0)
+    if (CC_UNLIKELY(d->queue || d->deferred || d->proxy) &&
+        (drv_release_all(d) < 0 || drv_wake_reader(d) < 0))
         return NULL;
     if ((d->child || (d->coro && d->started)) && !d->coro_done)
         return step_new(d->st, d, G_DRAIN, NULL);
@@ -2199,8 +2216,8 @@ void cc_mw_driver_release(cc_mw_state_t *st, PyObject *driver) {
         Py_DECREF(driver);
         return;
     }
-    /* empty, it needs no tracking while it waits (nor counts as a live driver) */
-    PyObject_GC_UnTrack(driver);
+    /* it stays tracked while it waits, holding nothing: no GC untrack and track again per
+     * request (mw_clear_spares lets the pool go for tests counting live drivers) */
     st->pool_driver.items[st->pool_driver.n++] = driver;
 }
 
@@ -2316,13 +2333,16 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
         return NULL;
     }
     /* a pooled driver is alive already (cc_mw_driver_release): no allocation nor init */
-    drv_t *d = (drv_t *)cc_mw_pool_pop(&st->pool_driver);
-    if (!d && !(d = (drv_t *)cc_mw_fl_pop(&st->fl_driver, (PyTypeObject *)st->driver_type)) &&
-        !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
-        return NULL;
+    drv_t *d = (drv_t *)cc_mw_pool_pop(&st->pool_driver); /* tracked, references all NULL */
+    int fresh = d == NULL;
+    if (fresh) {
+        if (!(d = (drv_t *)cc_mw_fl_pop(&st->fl_driver, (PyTypeObject *)st->driver_type)) &&
+            !(d = PyObject_GC_New(drv_t, (PyTypeObject *)st->driver_type)))
+            return NULL;
+        for (int i = 0; i < DRV_NREFS; i++)
+            d->refs[i] = NULL;
+    }
     d->st = st;
-    for (int i = 0; i < DRV_NREFS; i++)
-        d->refs[i] = NULL;
     memset(&d->call, 0, sizeof(drv_t) - offsetof(drv_t, call)); /* phase PH_INIT, flags 0 */
     d->mw = Py_NewRef(mw);
     d->scope = Py_NewRef(scope);
@@ -2332,7 +2352,8 @@ PyObject *cc_mw_driver_new(cc_mw_state_t *st, PyObject *mw, PyObject *scope, PyO
     d->loop = Py_XNewRef(loop);
     d->vectorcall = drv_vectorcall;
     d->request = make_request(st, scope, receive, send);
-    PyObject_GC_Track(d);
+    if (fresh)
+        PyObject_GC_Track(d);
     if (!d->request) {
         Py_DECREF(d);
         return NULL;
@@ -2386,7 +2407,20 @@ static PyObject *mw_relay_driver(PyObject *module, PyObject *response) {
     return cc_mw_relay_driver(&cc_state(module)->mw, response);
 }
 
+/* mw_clear_spares(): lets go of the spare calls, fuses, steps and drivers kept for reuse, so that
+ * a test counting the layer's live objects sees only those still in use. */
+static PyObject *mw_clear_spares(PyObject *module, PyObject *Py_UNUSED(ignored)) {
+    cc_mw_state_t *st = &cc_state(module)->mw;
+    cc_mw_freelist_t *lists[] = {&st->spare_call, &st->spare_fuse, &st->spare_step,
+                                 &st->pool_driver};
+    for (int i = 0; i < 4; i++)
+        while (lists[i]->n > 0)
+            Py_DECREF(lists[i]->items[--lists[i]->n]);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef cc_mw_functions[] = {
+    {"mw_clear_spares", mw_clear_spares, METH_NOARGS, NULL},
     {"mw_setup", (PyCFunction)(void (*)(void))cc_mw_setup, METH_FASTCALL, NULL},
     {"mw_driver", (PyCFunction)(void (*)(void))mw_driver, METH_FASTCALL, NULL},
     {"mw_relay_driver", mw_relay_driver, METH_O, NULL},

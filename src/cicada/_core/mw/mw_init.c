@@ -131,7 +131,11 @@ int cc_mw_traverse(cc_mw_state_t *st, visitproc visit, void *arg) {
 #undef CC_MW_VISIT
     int r;
     if ((r = pool_traverse(&st->pool_request, visit, arg)) ||
-        (r = pool_traverse(&st->pool_response, visit, arg)))
+        (r = pool_traverse(&st->pool_response, visit, arg)) ||
+        (r = pool_traverse(&st->spare_call, visit, arg)) ||
+        (r = pool_traverse(&st->spare_fuse, visit, arg)) ||
+        (r = pool_traverse(&st->spare_step, visit, arg)) ||
+        (r = pool_traverse(&st->pool_driver, visit, arg)))
         return r;
     return pool_traverse(&st->pool_headers, visit, arg);
 }
@@ -151,6 +155,9 @@ void cc_mw_clear(cc_mw_state_t *st) {
     CC_MW_FIELDS(CC_MW_CLEAR)
 #undef CC_MW_CLEAR
     pool_free(&st->pool_driver); /* first: their deallocation feeds the freelists */
+    pool_free(&st->spare_call);
+    pool_free(&st->spare_fuse);
+    pool_free(&st->spare_step);
     freelist_free(&st->fl_step, 1);
     freelist_free(&st->fl_done, 0);
     freelist_free(&st->fl_call, 1);

@@ -10,6 +10,8 @@
 /* Per-request objects are recycled through small bounded freelists: this keeps the allocations
  * (and so the cyclic GC's gen-0 collections) caused by each middleware layer low. */
 #define CC_MW_FREELIST_MAX 64
+/* Spare live objects of one type scanned per take: about one per layer of a usual stack. */
+#define CC_MW_SPARE_MAX 8
 
 typedef struct {
     int n;
@@ -36,6 +38,8 @@ typedef struct {
     Py_ssize_t off_list;                           /* _list of mutable_headers */
     Py_ssize_t anyio_miss_mods; /* size of sys.modules when anyio's backend was last missing */
     unsigned int layer_seen_tag;
+    PyTypeObject *plain_seen; /* the same for the last type found not to be a layer */
+    unsigned int plain_seen_tag;
     PyObject *request_cls;          /* cicada.middleware._Request (starlette Request) */
     PyObject *response_cls;         /* cicada.middleware._CallNextResponse */
     PyObject *current_task;         /* asyncio.current_task */
@@ -73,8 +77,12 @@ typedef struct {
     /* Live Starlette objects kept for reuse (cc_mw_pool_keep): requests, call_next responses and
      * their headers. Each item is a strong reference to an emptied, GC-tracked instance. */
     cc_mw_freelist_t pool_request, pool_response, pool_headers;
-    /* MWDrivers emptied and kept alive by cc_mw_driver_release: untracked, they hold nothing */
+    /* MWDrivers emptied and kept alive by cc_mw_driver_release: tracked, they hold nothing */
     cc_mw_freelist_t pool_driver;
+    /* MWCalls, MWFuses and MWSteps whose work is over, kept alive (tracked, holding nothing)
+     * and taken again once only this list holds them (cc_mw_spare_take): no allocation, GC
+     * tracking or deallocation per request. At most CC_MW_SPARE_MAX each. */
+    cc_mw_freelist_t spare_call, spare_fuse, spare_step;
 } cc_mw_state_t;
 
 int cc_mw_init(PyObject *module, cc_mw_state_t *st);
