@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -81,7 +82,7 @@ class CicadaWorker(Worker):
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi  # gunicorn's loaded app object: our ASGI app
-        server = Server(config=self.config)
+        server = self._server = Server(config=self.config)
         loop = asyncio.get_running_loop()
         # gunicorn sends SIGQUIT for a graceful stop on some paths (e.g. `gunicorn --reload`).
         loop.add_signal_handler(signal.SIGQUIT, server.handle_exit, signal.SIGQUIT, None)
@@ -96,6 +97,13 @@ class CicadaWorker(Worker):
             runner.run(self._serve())
 
     async def callback_notify(self) -> None:
+        # The master gone (killed outright, no signal for us): drain and exit rather than keep
+        # serving its socket with nobody to restart or stop us, as gunicorn's own workers do.
+        if os.getppid() != self.ppid:
+            if not self._server.should_exit:
+                self.log.warning("Parent changed (master %s gone), shutting down", self.ppid)
+                self._server.should_exit = True
+            return
         self.notify()
 
 

@@ -97,6 +97,29 @@ def test_gunicorn_heartbeat_keeps_idle_worker_alive(serve):
     assert p.stop() == 0
 
 
+def test_gunicorn_worker_exits_when_its_master_is_killed(serve):
+    """The master killed outright (SIGKILL: no signal reaches the worker): the worker notices its
+    parent changed and exits instead of serving the socket forever as an orphan."""
+    import os
+
+    worker = "cicada.workers.CicadaWorker" if have_c_server() else "gunicorn_workers.TestWorker"
+    p = serve("-b", "127.0.0.1:0", "-w", "1", "-k", worker, "--timeout", "2", "testapps:app",
+              module="gunicorn")
+    port = int(p.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)", timeout=30).group(1))
+    p.wait_for("Application startup complete.", timeout=30)
+    pid = httpx.get(f"http://127.0.0.1:{port}/pid", timeout=10).json()["pid"]
+    p.kill()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"worker {pid} still alive 15 s after its master was killed")
+
+
 def _wait_text(port, expected, timeout=20):
     deadline = time.monotonic() + timeout
     text = None
