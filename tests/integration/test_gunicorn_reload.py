@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -81,14 +82,20 @@ def test_reload_restarts_on_change(serve, tmp_path):
     assert len(re.findall(r"Started server process", p.output)) == 2
 
 
-def test_gunicorn_heartbeat_keeps_idle_worker_alive(serve):
-    """gunicorn kills workers that don't refresh their heartbeat within --timeout; an idle
-    cicada worker must keep refreshing it from its tick."""
+def one_worker(serve):
+    """gunicorn with one cicada worker and --timeout 2, started: (process, port)."""
     worker = "cicada.workers.CicadaWorker" if have_c_server() else "gunicorn_workers.TestWorker"
     p = serve("-b", "127.0.0.1:0", "-w", "1", "-k", worker, "--timeout", "2", "testapps:app",
               module="gunicorn")
     port = int(p.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)", timeout=30).group(1))
     p.wait_for("Application startup complete.", timeout=30)
+    return p, port
+
+
+def test_gunicorn_heartbeat_keeps_idle_worker_alive(serve):
+    """gunicorn kills workers that don't refresh their heartbeat within --timeout; an idle
+    cicada worker must keep refreshing it from its tick."""
+    p, port = one_worker(serve)
     pid1 = httpx.get(f"http://127.0.0.1:{port}/pid", timeout=10).json()["pid"]
     time.sleep(6)  # three gunicorn timeouts with no traffic
     pid2 = httpx.get(f"http://127.0.0.1:{port}/pid", timeout=10).json()["pid"]
@@ -100,13 +107,7 @@ def test_gunicorn_heartbeat_keeps_idle_worker_alive(serve):
 def test_gunicorn_worker_exits_when_its_master_is_killed(serve):
     """The master killed outright (SIGKILL: no signal reaches the worker): the worker notices its
     parent changed and exits instead of serving the socket forever as an orphan."""
-    import os
-
-    worker = "cicada.workers.CicadaWorker" if have_c_server() else "gunicorn_workers.TestWorker"
-    p = serve("-b", "127.0.0.1:0", "-w", "1", "-k", worker, "--timeout", "2", "testapps:app",
-              module="gunicorn")
-    port = int(p.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)", timeout=30).group(1))
-    p.wait_for("Application startup complete.", timeout=30)
+    p, port = one_worker(serve)
     pid = httpx.get(f"http://127.0.0.1:{port}/pid", timeout=10).json()["pid"]
     p.kill()
     deadline = time.monotonic() + 15
