@@ -154,8 +154,9 @@ def _to_ms(text: str) -> float:
 
 
 def wrk(url: str, connections: int = 64, duration: float = 5, threads: int = 1,
-        script: str | None = None) -> dict:
-    """Run wrk pinned to CLIENT_CPU; returns req/s, p50/p99 latency (ms) and error counts."""
+        script: str | None = None, script_args: list[str] | None = None) -> dict:
+    """Run wrk pinned to CLIENT_CPU; returns req/s, p50/p99 latency (ms) and error counts.
+    `script_args` go to the script's init() (after `--`)."""
     if not shutil.which("wrk"):
         raise RuntimeError("wrk is not installed (make sysdeps installs it as root)")
     cmd = taskset_prefix(CLIENT_CPU) + [
@@ -163,7 +164,10 @@ def wrk(url: str, connections: int = 64, duration: float = 5, threads: int = 1,
     ]
     if script:
         cmd += ["-s", script]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    cmd.append(url)
+    if script_args:
+        cmd += ["--", *script_args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {p: _to_ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))

@@ -17,6 +17,8 @@ import shutil
 import statistics
 import sys
 import time
+import urllib.request
+from array import array
 from pathlib import Path
 
 import harness
@@ -46,15 +48,22 @@ NOTES = (
     "of the machine and repeat to within a few hundred instructions, and `server instructions` "
     "rows: the same for the whole cicada server process serving the app (its loop, HTTP "
     "protocol, FastAPI and the layers; one keep-alive client, counters zeroed after a warm-up; "
-    "the kernel's work is not counted). Those give the targets' ratios free of the machine's noise. "
-    "`paired` rows (MW_BENCH_PAIRED=0 skips them) measure the targets' ratio inside one server "
-    "process: bench/apps/mw_pair.py serves the app without middleware on /a and the layered app "
-    "on /b, and 1-second wrk runs alternate between the two paths; each pair gives the server's "
-    "CPU per request on /a over that on /b. Between server processes of one configuration the "
-    "CPU per request moved by more than the effect measured (memory layout, hash seeds, the "
-    "machine's load when that process ran); a pair inside one process shares all of that. Four "
-    "pairs per process, --runs processes per configuration (at least 2), interleaved; the cell "
-    "is the median pair, with the interquartile range of the pairs."
+    "the kernel's work is not counted). They are free of the machine's noise but count no cache "
+    "misses: under the server a layer's instructions cost several times more time than "
+    "in-process (the interleaved rows). "
+    "`interleaved` rows (MW_BENCH_INTERLEAVED=0 skips them) are the targets' measurement under "
+    "the real server: one server process serves the app without middleware on /a and the "
+    "layered app on /b (bench/apps/mw_pair.py), and one wrk run (64 connections, "
+    "bench/apps/alternate.lua) switches between the two paths every 1,000 requests. The server "
+    "is saturated, so the time between two arrivals is what a request costs it; each block's "
+    "cost per request is the slope of arrival time over request number across its middle 700 "
+    "requests, and each two neighbouring blocks give one ratio (/a's cost over /b's: the "
+    "throughput the layers keep). Both paths share the process, its memory layout and the "
+    "machine's load of the moment, which made separate server processes differ by more than "
+    "the effect measured. The cell is the median of all pairs of --runs - 1 processes (at least "
+    "2) of 3 x --duration seconds (at least 10) per configuration, with their interquartile "
+    "range; `µs added` is the median /b block's cost minus the median /a block's. The control "
+    "row serves the same app on both paths and must come out at 100%."
 )
 
 
@@ -153,50 +162,87 @@ def _server_rows(server: str, runs: int, duration: float) -> list[harness.Result
     return results
 
 
-PAIRED = [("pure", 1), ("cicada", 1), ("accelerate", 1), ("pure", 10), ("cicada", 10),
-          ("accelerate", 10)]
+INTERLEAVED = [("pure", 0), ("pure", 1), ("cicada", 1), ("accelerate", 1), ("pure", 10),
+               ("cicada", 10), ("accelerate", 10)]
+BLOCK = 1000  # requests per block of one path (bench/apps/alternate.lua)
+TRIM = 150  # requests left out at each end of a block: the two paths overlap there
 
 
-def _paired_once(kind: str, layers: int, rounds: int) -> list[float]:
-    """One server process serving both apps (bench/apps/mw_pair.py): `rounds` pairs of 1-second
-    wrk runs, /a (no middleware) and /b (the layers) in alternating order; for each pair, the
-    server's CPU per request on /a over that on /b (the share of capacity the layers leave)."""
+def _block_costs(numbers, times) -> dict[int, float]:
+    """ns per request of each block of BLOCK requests: the slope of arrival time over request
+    number across the block's middle (least squares, so the order in which the 64 connections'
+    requests arrive evens out). Blocks cut by the start or end of the run are left out."""
+    points: dict[int, tuple[list[int], list[int]]] = {}
+    for n, t in zip(numbers, times):
+        block, i = divmod(n, BLOCK)
+        if TRIM <= i < BLOCK - TRIM:
+            ns, ts = points.setdefault(block, ([], []))
+            ns.append(n)
+            ts.append(t)
+    return {block: statistics.linear_regression(ns, ts).slope
+            for block, (ns, ts) in points.items() if len(ns) == BLOCK - 2 * TRIM}
+
+
+def _interleaved_once(kind: str, layers: int, seconds: int) -> tuple[list[float], list[float],
+                                                                     list[float]]:
+    """One server process serving both apps (bench/apps/mw_pair.py), one wrk run whose requests
+    switch between /a (no middleware) and /b (the layers) every BLOCK requests. Returns, for each
+    two neighbouring blocks, the cost per request on /a over that on /b in % (the throughput the
+    layers keep), and the µs per request of the /a and of the /b blocks."""
     port = harness.free_port()
     cmd = _server_cmd("cicada", port)
     cmd[cmd.index("bench.apps.mw_app:app")] = "bench.apps.mw_pair:app"
     env = {"MW_KIND": kind, "MW_LAYERS": str(layers), "PYTHONPATH": str(ROOT)}
-    ratios = []
-    with harness.server_process(cmd, port, env=env) as proc:
+    base = f"http://127.0.0.1:{port}"
+    with harness.server_process(cmd, port, env=env):
         for path in "ab":  # warm-up
-            harness.wrk(f"http://127.0.0.1:{port}/{path}", duration=1)
-        for r in range(rounds):
-            cpu = {}
-            for path in ("ab" if r % 2 == 0 else "ba"):
-                ns0 = harness.group_cpu_ns(proc.pid)
-                out = harness.wrk(f"http://127.0.0.1:{port}/{path}", duration=1)
-                cpu[path] = (harness.group_cpu_ns(proc.pid) - ns0) / max(1, out["requests"])
-            ratios.append(cpu["a"] / cpu["b"] * 100)
-    return ratios
+            harness.wrk(f"{base}/{path}", duration=1)
+        urllib.request.urlopen(f"{base}/trace", timeout=30).read()
+        harness.wrk(f"{base}/", duration=seconds, script=str(ROOT / "bench/apps/alternate.lua"),
+                    script_args=[str(BLOCK)])
+        raw = urllib.request.urlopen(f"{base}/trace", timeout=30).read()
+    numbers, times = array("q"), array("q")
+    numbers.frombytes(raw[:len(raw) // 2])
+    times.frombytes(raw[len(raw) // 2:])
+    cost = _block_costs(numbers, times)
+    ratios = []
+    for block in sorted(cost):
+        if block + 1 in cost:  # even blocks are /a; pairs alternate a-b and b-a
+            a, b = (cost[block], cost[block + 1]) if block % 2 == 0 else (cost[block + 1], cost[block])
+            ratios.append(a / b * 100)
+    return (ratios, [c / 1000 for k, c in cost.items() if k % 2 == 0],
+            [c / 1000 for k, c in cost.items() if k % 2 == 1])
 
 
-def _paired_rows(runs: int) -> list[harness.Result]:
-    """The targets' ratios measured inside one server process at a time (see _paired_once):
-    differences between processes (memory layout, hash seeds, load on the machine at the time
-    a process ran) were as large as the effect measured; a pair inside one process shares them.
-    `runs` processes per configuration, interleaved, 4 pairs each; the cell is the median pair."""
-    samples: dict[tuple[str, int], list[float]] = {c: [] for c in PAIRED}
-    for _ in range(max(2, runs)):
-        for kind, layers in PAIRED:
-            samples[(kind, layers)] += _paired_once(kind, layers, rounds=4)
+def _interleaved_rows(runs: int, seconds: int) -> list[harness.Result]:
+    """The targets' ratios measured inside one saturated server process at a time (see
+    _interleaved_once); `runs` processes per configuration, interleaved. `pure 0` is the
+    control: the same app on both paths, which must come out at 100%."""
+    ratios: dict[tuple[str, int], list[float]] = {c: [] for c in INTERLEAVED}
+    costs: dict[tuple[str, int], tuple[list[float], list[float]]] = {
+        c: ([], []) for c in INTERLEAVED}
+    for _ in range(runs):
+        for config in INTERLEAVED:
+            r, a, b = _interleaved_once(*config, seconds)
+            ratios[config] += r
+            costs[config][0].extend(a)
+            costs[config][1].extend(b)
     results = []
-    for (kind, layers), ratios in samples.items():
-        value = statistics.median(ratios)
-        q = statistics.quantiles(ratios, n=4)
+    for (kind, layers), rs in ratios.items():
+        value = statistics.median(rs)
+        q = statistics.quantiles(rs, n=4)
+        added = statistics.median(costs[(kind, layers)][1]) - statistics.median(
+            costs[(kind, layers)][0])
+        subject = "no middleware" if layers == 0 else kind
+        scenario = "control: no middleware on both paths" if layers == 0 else f"{layers} layers"
         results.append(harness.Result(
-            f"cicada {layers} layers, paired % of none by server CPU", kind, value, "%", ratios,
-            extra={"note": f"IQR {q[0]:.1f}-{q[2]:.1f}"}))
-        print(f"  paired {kind:10} {layers:2} layers: {value:5.1f} % of none "
-              f"(IQR {q[0]:.1f}-{q[2]:.1f}, {len(ratios)} pairs)", flush=True)
+            f"interleaved {scenario}, % of none", subject, value, "%", rs,
+            extra={"note": f"IQR {q[0]:.1f}-{q[2]:.1f}, {len(rs)} pairs"}))
+        results.append(harness.Result(
+            f"interleaved {scenario}, µs added per request", subject, added, "us/req", [added],
+            higher_is_better=False))
+        print(f"  interleaved {kind:10} {layers:2} layers: {value:6.2f} % of none "
+              f"(IQR {q[0]:.1f}-{q[2]:.1f}, {len(rs)} pairs), {added:+.2f} us/req", flush=True)
     return results
 
 
@@ -248,6 +294,6 @@ def collect(opts) -> list[harness.Result]:
         if server not in ("cicada", "uvicorn"):
             raise ValueError(f"MW_BENCH_SERVER must be cicada, uvicorn, both or 0, not {choice!r}")
         results += _server_rows(server, opts.runs, opts.duration)
-        if server == "cicada" and os.environ.get("MW_BENCH_PAIRED", "1") == "1":
-            results += _paired_rows(opts.runs)
+        if server == "cicada" and os.environ.get("MW_BENCH_INTERLEAVED", "1") == "1":
+            results += _interleaved_rows(max(2, opts.runs - 1), max(10, 3 * round(opts.duration)))
     return results
