@@ -5,6 +5,7 @@ driver of bench/suites/middleware.py for N requests of one (kind, layers) app.
     python bench/mw_profile.py --callgrind KIND LAYERS   # instructions/request via callgrind
     python bench/mw_profile.py --cprofile KIND LAYERS N  # cProfile of N requests
     python bench/mw_profile.py --server-callgrind KIND LAYERS  # the same app under cicada's server
+    python bench/mw_profile.py --server-cache KIND LAYERS  # + cache misses (see CACHE_SIM)
     python bench/mw_profile.py --time [ROUNDS [N]]       # CPU µs/request, interleaved runs
 
 --time: CPU time per request of the in-process driver for none / cicada 1 / cicada 10 /
@@ -244,11 +245,19 @@ def _http_get_loop(sock, n: int) -> None:
                     break
 
 
-def server_callgrind(kind: str, layers: int, n: int = 2000) -> float:
+# The cache valgrind simulates for --server-cache: a 256 KiB last level stands for the part of
+# the core's 1 MiB L2 left to user space once the kernel's network path has run (valgrind does
+# not see the kernel), so what a request runs only once is mostly a last-level miss, as it is on
+# the machine. Misses there, not instructions, are what a layer costs under the server.
+CACHE_SIM = ["--cache-sim=yes", "--I1=32768,8,64", "--D1=49152,12,64", "--LL=262144,16,64"]
+
+
+def server_callgrind(kind: str, layers: int, n: int = 2000, cache: bool = False):
     """Instructions per request of the whole cicada server process (its loop, HTTP protocol,
     FastAPI and the layers) serving the same app, one keep-alive client: the counters are zeroed
     after a warm-up and dumped after n requests, so start-up is not counted. The kernel's work is
-    not counted either; wrk's rows have it."""
+    not counted either; wrk's rows have it. With `cache`, valgrind also simulates CACHE_SIM and
+    the result is a dict of every event per request (Ir, I1mr, ILmr, DLmr, ...)."""
     import socket
     import time
 
@@ -259,7 +268,8 @@ def server_callgrind(kind: str, layers: int, n: int = 2000) -> float:
         setarch = ["setarch", "-R"] if shutil.which("setarch") else []
         out = os.path.join(tmp, "cg.out")
         proc = subprocess.Popen(
-            setarch + ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+            setarch + ["valgrind", "--tool=callgrind", *(CACHE_SIM if cache else []),
+                       f"--callgrind-out-file={out}",
                        sys.executable, "-m", "cicada", "bench.apps.mw_app:app", "--port", str(port),
                        "--loop", "cicada", "--no-access-log", "--log-level", "warning"],
             env={**os.environ, "MW_KIND": kind, "MW_LAYERS": str(layers), "PYTHONHASHSEED": "0",
@@ -285,8 +295,10 @@ def server_callgrind(kind: str, layers: int, n: int = 2000) -> float:
             proc.wait(60)
         dumps = [f for f in os.listdir(tmp) if re.search(r"\.1$", f)]
         text = Path(tmp, dumps[0]).read_text(errors="replace")
-        m = re.search(r"^summary:\s+(\d+)", text, re.M) or re.search(r"^totals:\s+(\d+)", text, re.M)
-        return int(m.group(1)) / n
+        events = re.search(r"^events:\s+(.*)$", text, re.M).group(1).split()
+        m = re.search(r"^summary:\s+(.*)$", text, re.M) or re.search(r"^totals:\s+(.*)$", text, re.M)
+        per_request = {e: int(v) / n for e, v in zip(events, m.group(1).split())}
+        return per_request if cache else per_request["Ir"]
 
 
 if __name__ == "__main__":
@@ -310,6 +322,12 @@ if __name__ == "__main__":
     elif args[0] == "--server-callgrind":
         n = server_callgrind(args[1], int(args[2]))
         print(f"{args[1]} {args[2]} under cicada's server: {n:,.0f} instr/request")
+    elif args[0] == "--server-cache":
+        ev = server_callgrind(args[1], int(args[2]), n=1000, cache=True)
+        last_level = ev["ILmr"] + ev["DLmr"] + ev["DLmw"]
+        print(f"{args[1]} {args[2]} under cicada's server, per request: "
+              + "  ".join(f"{k} {v:,.0f}" for k, v in ev.items())
+              + f"  last-level misses {last_level:,.0f}")
     elif args[0] == "--cprofile":
         import cProfile
         import pstats

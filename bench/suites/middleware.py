@@ -62,7 +62,7 @@ NOTES = (
     "machine's load of the moment, which made separate server processes differ by more than "
     "the effect measured. The cell is the median of all pairs of --runs - 1 processes (at least "
     "2) of 3 x --duration seconds (at least 10) per configuration, with their interquartile "
-    "range; `µs added` is the median /b block's cost minus the median /a block's. The control "
+    "range; `µs added` is the median over the same pairs of /b's cost minus /a's. The control "
     "row serves the same app on both paths and must come out at 100%."
 )
 
@@ -183,15 +183,16 @@ def _block_costs(numbers, times) -> dict[int, float]:
             for block, (ns, ts) in points.items() if len(ns) == BLOCK - 2 * TRIM}
 
 
-def _interleaved_once(kind: str, layers: int, seconds: int) -> tuple[list[float], list[float],
-                                                                     list[float]]:
+def _interleaved_once(kind: str, layers: int, seconds: int,
+                      app: str = "bench.apps.mw_pair:app") -> tuple[list[float], list[float]]:
     """One server process serving both apps (bench/apps/mw_pair.py), one wrk run whose requests
     switch between /a (no middleware) and /b (the layers) every BLOCK requests. Returns, for each
     two neighbouring blocks, the cost per request on /a over that on /b in % (the throughput the
-    layers keep), and the µs per request of the /a and of the /b blocks."""
+    layers keep), and the µs per request the /b block cost more than the /a block. `app` serves
+    the two paths and the trace as bench/apps/mw_pair.py does."""
     port = harness.free_port()
     cmd = _server_cmd("cicada", port)
-    cmd[cmd.index("bench.apps.mw_app:app")] = "bench.apps.mw_pair:app"
+    cmd[cmd.index("bench.apps.mw_app:app")] = app
     env = {"MW_KIND": kind, "MW_LAYERS": str(layers), "PYTHONPATH": str(ROOT)}
     base = f"http://127.0.0.1:{port}"
     with harness.server_process(cmd, port, env=env):
@@ -205,13 +206,13 @@ def _interleaved_once(kind: str, layers: int, seconds: int) -> tuple[list[float]
     numbers.frombytes(raw[:len(raw) // 2])
     times.frombytes(raw[len(raw) // 2:])
     cost = _block_costs(numbers, times)
-    ratios = []
+    ratios, added = [], []
     for block in sorted(cost):
         if block + 1 in cost:  # even blocks are /a; pairs alternate a-b and b-a
             a, b = (cost[block], cost[block + 1]) if block % 2 == 0 else (cost[block + 1], cost[block])
             ratios.append(a / b * 100)
-    return (ratios, [c / 1000 for k, c in cost.items() if k % 2 == 0],
-            [c / 1000 for k, c in cost.items() if k % 2 == 1])
+            added.append((b - a) / 1000)
+    return ratios, added
 
 
 def _interleaved_rows(runs: int, seconds: int) -> list[harness.Result]:
@@ -219,30 +220,28 @@ def _interleaved_rows(runs: int, seconds: int) -> list[harness.Result]:
     _interleaved_once); `runs` processes per configuration, interleaved. `pure 0` is the
     control: the same app on both paths, which must come out at 100%."""
     ratios: dict[tuple[str, int], list[float]] = {c: [] for c in INTERLEAVED}
-    costs: dict[tuple[str, int], tuple[list[float], list[float]]] = {
-        c: ([], []) for c in INTERLEAVED}
+    added: dict[tuple[str, int], list[float]] = {c: [] for c in INTERLEAVED}
     for _ in range(runs):
         for config in INTERLEAVED:
-            r, a, b = _interleaved_once(*config, seconds)
+            r, a = _interleaved_once(*config, seconds)
             ratios[config] += r
-            costs[config][0].extend(a)
-            costs[config][1].extend(b)
+            added[config] += a
     results = []
     for (kind, layers), rs in ratios.items():
         value = statistics.median(rs)
         q = statistics.quantiles(rs, n=4)
-        added = statistics.median(costs[(kind, layers)][1]) - statistics.median(
-            costs[(kind, layers)][0])
+        more = statistics.median(added[(kind, layers)])
         subject = "no middleware" if layers == 0 else kind
         scenario = "control: no middleware on both paths" if layers == 0 else f"{layers} layers"
         results.append(harness.Result(
             f"interleaved {scenario}, % of none", subject, value, "%", rs,
             extra={"note": f"IQR {q[0]:.1f}-{q[2]:.1f}, {len(rs)} pairs"}))
         results.append(harness.Result(
-            f"interleaved {scenario}, µs added per request", subject, added, "us/req", [added],
+            f"interleaved {scenario}, µs added per request", subject, more, "us/req",
+            added[(kind, layers)],
             higher_is_better=False))
         print(f"  interleaved {kind:10} {layers:2} layers: {value:6.2f} % of none "
-              f"(IQR {q[0]:.1f}-{q[2]:.1f}, {len(rs)} pairs), {added:+.2f} us/req", flush=True)
+              f"(IQR {q[0]:.1f}-{q[2]:.1f}, {len(rs)} pairs), {more:+.2f} us/req", flush=True)
     return results
 
 
