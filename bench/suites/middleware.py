@@ -183,15 +183,15 @@ def _block_costs(numbers, times) -> dict[int, float]:
             for block, (ns, ts) in points.items() if len(ns) == BLOCK - 2 * TRIM}
 
 
-def _interleaved_once(kind: str, layers: int, seconds: int,
-                      app: str = "bench.apps.mw_pair:app") -> tuple[list[float], list[float]]:
+def _interleaved_once(kind: str, layers: int, seconds: int, app: str = "bench.apps.mw_pair:app",
+                      server: str = "cicada") -> tuple[list[float], list[float]]:
     """One server process serving both apps (bench/apps/mw_pair.py), one wrk run whose requests
     switch between /a (no middleware) and /b (the layers) every BLOCK requests. Returns, for each
     two neighbouring blocks, the cost per request on /a over that on /b in % (the throughput the
     layers keep), and the µs per request the /b block cost more than the /a block. `app` serves
-    the two paths and the trace as bench/apps/mw_pair.py does."""
+    the two paths and the trace as bench/apps/mw_pair.py does; `server` is cicada or uvicorn."""
     port = harness.free_port()
-    cmd = _server_cmd("cicada", port)
+    cmd = _server_cmd(server, port)
     cmd[cmd.index("bench.apps.mw_app:app")] = app
     env = {"MW_KIND": kind, "MW_LAYERS": str(layers), "PYTHONPATH": str(ROOT)}
     base = f"http://127.0.0.1:{port}"
@@ -215,7 +215,7 @@ def _interleaved_once(kind: str, layers: int, seconds: int,
     return ratios, added
 
 
-def _interleaved_rows(runs: int, seconds: int) -> list[harness.Result]:
+def _interleaved_rows(runs: int, seconds: int, server: str = "cicada") -> list[harness.Result]:
     """The targets' ratios measured inside one saturated server process at a time (see
     _interleaved_once); `runs` processes per configuration, interleaved. `pure 0` is the
     control: the same app on both paths, which must come out at 100%."""
@@ -223,10 +223,11 @@ def _interleaved_rows(runs: int, seconds: int) -> list[harness.Result]:
     added: dict[tuple[str, int], list[float]] = {c: [] for c in INTERLEAVED}
     for _ in range(runs):
         for config in INTERLEAVED:
-            r, a = _interleaved_once(*config, seconds)
+            r, a = _interleaved_once(*config, seconds, server=server)
             ratios[config] += r
             added[config] += a
     results = []
+    where = "interleaved" if server == "cicada" else f"{server}, interleaved"
     for (kind, layers), rs in ratios.items():
         value = statistics.median(rs)
         q = statistics.quantiles(rs, n=4)
@@ -234,13 +235,13 @@ def _interleaved_rows(runs: int, seconds: int) -> list[harness.Result]:
         subject = "no middleware" if layers == 0 else kind
         scenario = "control: no middleware on both paths" if layers == 0 else f"{layers} layers"
         results.append(harness.Result(
-            f"interleaved {scenario}, % of none", subject, value, "%", rs,
+            f"{where} {scenario}, % of none", subject, value, "%", rs,
             extra={"note": f"IQR {q[0]:.1f}-{q[2]:.1f}, {len(rs)} pairs"}))
         results.append(harness.Result(
-            f"interleaved {scenario}, µs added per request", subject, more, "us/req",
+            f"{where} {scenario}, µs added per request", subject, more, "us/req",
             added[(kind, layers)],
             higher_is_better=False))
-        print(f"  interleaved {kind:10} {layers:2} layers: {value:6.2f} % of none "
+        print(f"  {where} {kind:10} {layers:2} layers: {value:6.2f} % of none "
               f"(IQR {q[0]:.1f}-{q[2]:.1f}, {len(rs)} pairs), {more:+.2f} us/req", flush=True)
     return results
 
@@ -293,6 +294,7 @@ def collect(opts) -> list[harness.Result]:
         if server not in ("cicada", "uvicorn"):
             raise ValueError(f"MW_BENCH_SERVER must be cicada, uvicorn, both or 0, not {choice!r}")
         results += _server_rows(server, opts.runs, opts.duration)
-        if server == "cicada" and os.environ.get("MW_BENCH_INTERLEAVED", "1") == "1":
-            results += _interleaved_rows(max(2, opts.runs - 1), max(10, 3 * round(opts.duration)))
+        if os.environ.get("MW_BENCH_INTERLEAVED", "1") == "1":
+            results += _interleaved_rows(max(2, opts.runs - 1), max(10, 3 * round(opts.duration)),
+                                         server)
     return results
