@@ -5,7 +5,8 @@ driver of bench/suites/middleware.py for N requests of one (kind, layers) app.
     python bench/mw_profile.py --callgrind KIND LAYERS   # instructions/request via callgrind
     python bench/mw_profile.py --cprofile KIND LAYERS N  # cProfile of N requests
     python bench/mw_profile.py --server-callgrind KIND LAYERS  # the same app under cicada's server
-    python bench/mw_profile.py --server-cache KIND LAYERS  # + cache misses (see CACHE_SIM)
+    python bench/mw_profile.py --server-cache KIND LAYERS  # + cache misses (see CACHE_SIM);
+                                                           # MW_PROFILE_KEEP=PREFIX keeps the data
     python bench/mw_profile.py --time [ROUNDS [N]]       # CPU µs/request, interleaved runs
 
 --time: CPU time per request of the in-process driver for none / cicada 1 / cicada 10 /
@@ -295,6 +296,8 @@ def server_callgrind(kind: str, layers: int, n: int = 2000, cache: bool = False)
             proc.wait(60)
         dumps = [f for f in os.listdir(tmp) if re.search(r"\.1$", f)]
         text = Path(tmp, dumps[0]).read_text(errors="replace")
+        if os.environ.get("MW_PROFILE_KEEP"):  # PREFIX.server: the data, for callgrind_annotate
+            shutil.copy(Path(tmp, dumps[0]), os.environ["MW_PROFILE_KEEP"] + ".server")
         events = re.search(r"^events:\s+(.*)$", text, re.M).group(1).split()
         m = re.search(r"^summary:\s+(.*)$", text, re.M) or re.search(r"^totals:\s+(.*)$", text, re.M)
         per_request = {e: int(v) / n for e, v in zip(events, m.group(1).split())}
