@@ -50,8 +50,24 @@ $(ASAN_VENV)/.deps: pyproject.toml
 venv: $(VENV)/.deps
 
 # --- builds -----------------------------------------------------------------------------------
+# A profile-guided build (PGO=0 for a plain one): an instrumented build, a training run of the
+# middleware and server tests (the profile, not their results, matters here: the suite runs
+# after), then the build that uses the profile. Under the server it takes ~4% off the CPU per
+# request, and more off a middleware layer's (docs/middleware.md). `pip install .` builds plain.
+PGO       ?= 1
+PGO_TRAIN ?= tests/middleware tests/server
+BUILD_DIR := build/$(notdir $(VENV))
+PIP_BUILD := $(PY) -m pip install -q --no-build-isolation --no-deps --force-reinstall -Cbuild-dir=$(BUILD_DIR)
+
 build: venv
-	$(PY) -m pip install -q --no-build-isolation --no-deps --force-reinstall -Cbuild-dir=build/$(notdir $(VENV)) .
+ifeq ($(PGO),1)
+	$(PIP_BUILD) -Csetup-args=-Db_pgo=generate .
+	find $(BUILD_DIR) -name '*.gcda' -delete
+	-timeout 900 $(PY) -m pytest -q -p no:cacheprovider $(PGO_TRAIN) > $(BUILD_DIR)/pgo-training.log 2>&1
+	$(PIP_BUILD) -Csetup-args=-Db_pgo=use -Csetup-args=-Dc_args=-Wno-missing-profile .
+else
+	$(PIP_BUILD) -Csetup-args=-Db_pgo=off -Csetup-args=-Dc_args= .
+endif
 
 asan-build: $(ASAN_VENV)/.deps
 	$(APY) -m pip install -q --no-build-isolation --no-deps --force-reinstall -Cbuild-dir=build/$(notdir $(ASAN_VENV)) \
