@@ -1,23 +1,28 @@
-"""Both middleware implementations under a real server on loopback (uvicorn in a thread, on
-asyncio and uvloop) and under Starlette's TestClient: requests, streaming, request bodies,
-background tasks across client disconnects and concurrent requests."""
+"""Both middleware implementations under a real server on loopback (uvicorn and hypercorn in a
+thread, on asyncio and uvloop; cicada's own server and granian as processes) and under
+Starlette's TestClient: requests, streaming, request bodies, background tasks across client
+disconnects and concurrent requests. The app is served.py's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+
+from .served import build_app
 
 uvicorn = pytest.importorskip("uvicorn")
 
@@ -47,62 +52,6 @@ def serve(app, loop):
         thread.join(10)
 
 
-def build_app(impl, layers=1):
-    state = {"bg": threading.Event(), "release": None}
-
-    async def add_header(request, call_next):
-        response = await call_next(request)
-        response.headers.append("x-layer", "1")
-        return response
-
-    async def hello(request):
-        return JSONResponse({"hello": "world"})
-
-    async def echo(request: Request):
-        return PlainTextResponse((await request.body())[::-1])
-
-    async def stream(request):
-        async def gen():
-            for i in range(5):
-                await asyncio.sleep(0.001)
-                yield b"chunk%d\n" % i
-
-        return StreamingResponse(gen(), media_type="text/plain")
-
-    async def slow_then_bg(request):
-        await asyncio.sleep(0.2)
-        return PlainTextResponse("done", background=BackgroundTask(state["bg"].set))
-
-    async def waits_for_fast(request):
-        state["release"] = asyncio.Event()
-
-        async def bg():
-            await asyncio.wait_for(state["release"].wait(), 10)
-            state["bg"].set()
-
-        return PlainTextResponse("slow", background=BackgroundTask(bg))
-
-    async def fast(request):
-        state["release"].set()
-        return PlainTextResponse("fast")
-
-    async def reads_body(request, call_next):
-        if request.method == "POST":
-            request.state.seen = len(await request.body())
-        response = await call_next(request)
-        if request.method == "POST":
-            response.headers["x-seen"] = str(request.state.seen)
-        return response
-
-    middleware = [Middleware(impl, dispatch=add_header) for _ in range(layers)]
-    middleware.append(Middleware(impl, dispatch=reads_body))
-    app = Starlette(routes=[
-        Route("/", hello), Route("/echo", echo, methods=["POST"]), Route("/stream", stream),
-        Route("/bg", slow_then_bg), Route("/slow", waits_for_fast), Route("/fast", fast),
-    ], middleware=middleware)
-    return app, state
-
-
 @pytest.fixture(params=["asyncio", "uvloop"])
 def loop(request):
     if request.param == "uvloop":
@@ -110,10 +59,10 @@ def loop(request):
     return request.param
 
 
-@pytest.mark.parametrize("layers", [1, 10])
-def test_requests_under_uvicorn(impl, loop, layers):
-    app, _ = build_app(impl, layers)
-    with serve(app, loop) as (url, _), httpx.Client(base_url=url) as client:
+def check_requests(url, layers):
+    """Every layer ran on each response; streaming and a 100 kB request body read in dispatch
+    (and replayed to the endpoint) come through."""
+    with httpx.Client(base_url=url, timeout=10) as client:
         for _ in range(3):
             r = client.get("/")
             assert r.json() == {"hello": "world"}
@@ -123,6 +72,83 @@ def test_requests_under_uvicorn(impl, loop, layers):
         body = b"x" * 100_000 + b"end"
         r = client.post("/echo", content=body)
         assert r.content == body[::-1] and r.headers["x-seen"] == str(len(body))
+
+
+@pytest.mark.parametrize("layers", [1, 10])
+def test_requests_under_uvicorn(impl, loop, layers):
+    app, _ = build_app(impl, layers)
+    with serve(app, loop) as (url, _):
+        check_requests(url, layers)
+
+
+TESTS = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def serve_process(cmd, impl, layers):
+    """`cmd` (with {port}) serving middleware.served:app in a process of its own."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "MW_LAYERS": str(layers),
+           "MW_IMPL": "cicada" if impl.__module__.startswith("cicada") else "base"}
+    proc = subprocess.Popen([a.format(port=port) for a in cmd], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    out = proc.communicate()[0].decode(errors="replace")
+                    pytest.fail(f"{cmd[2]} did not start:\n{out}")
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def check_background_after_disconnect(url, port):
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /bg HTTP/1.1\r\nHost: x\r\n\r\n")
+    deadline = time.monotonic() + 5
+    while httpx.get(f"{url}/bg-ran", timeout=5).text != "yes":
+        assert time.monotonic() < deadline, "background task did not run after the client left"
+        time.sleep(0.05)
+
+
+CICADA = [sys.executable, "-m", "cicada", "middleware.served:app", "--port", "{port}",
+          "--log-level", "warning", "--no-access-log", "--loop"]
+
+
+@pytest.mark.parametrize("loop, layers", [("cicada", 1), ("cicada", 10), ("asyncio", 1),
+                                          ("uvloop", 1)])
+def test_requests_under_cicada(impl, loop, layers):
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    with serve_process(CICADA + [loop], impl, layers) as (url, port):
+        check_requests(url, layers)
+        check_background_after_disconnect(url, port)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_requests_under_granian(impl, loop):
+    pytest.importorskip("granian")
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    cmd = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+           "--port", "{port}", "--workers", "1", "--loop", loop, "--no-access-log",
+           "--log-level", "warning", "middleware.served:app"]
+    with serve_process(cmd, impl, 2) as (url, port):
+        check_requests(url, 2)
+        check_background_after_disconnect(url, port)
 
 
 def test_background_survives_client_disconnect(impl, loop):
