@@ -1846,16 +1846,17 @@ static PyObject *drv_send_typed(drv_t *d, PyObject *msg, PyObject *type, int mor
     PyObject *t = NULL, *fut = NULL, *item = NULL;
     if (d->phase >= PH_SENT)
         return step_new(d->st, NULL, G_YIELD, Py_None);
-    /* the types are distinct strings: the common one first spares the other comparisons */
-    int is_start = STR_IS(st, type, start);
-    if (!is_start && STR_IS(st, type, debug)) {
+    /* the types are distinct strings: the common one first spares the other comparisons; debug
+     * and early hints belong before the start (after it, the body's checks reject them) */
+    int is_start = STR_IS(st, type, start), before = d->phase < PH_BODY;
+    if (!is_start && before && STR_IS(st, type, debug)) {
         PyObject *info = cc_mw_msg_get(msg, st->s_info, Py_None);
         if (!info)
             return NULL;
         Py_XSETREF(d->info, info);
         return done_with(d, Py_NewRef(Py_None));
     }
-    if (!is_start && STR_IS(st, type, early_hint))
+    if (!is_start && before && STR_IS(st, type, early_hint))
         return PyObject_CallOneArg(d->send, msg);
     if (d->pass)
         return drv_forward(d, msg, type, more);
@@ -1925,7 +1926,9 @@ PyObject *cc_mw_layer_send(cc_mw_state_t *st, PyObject *send, PyObject *msg, PyO
 static PyObject *drv_asgi_receive(PyObject *self, PyObject *Py_UNUSED(ignored)) {
     drv_t *d = (drv_t *)self;
     cc_mw_state_t *st = d->st;
-    if (d->phase >= PH_SENT)
+    /* relay mode hands a final message to a cicada layer above without a G_FWD step, so only
+     * final_fwd says that the response is over there */
+    if (d->phase >= PH_SENT || d->final_fwd)
         return done_with(d, disconnect_message(st));
     if (d->replay_state == 1) {
         d->replay_state = 2;
