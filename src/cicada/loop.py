@@ -312,13 +312,19 @@ class _RunningScope:
 
     def __enter__(self):
         loop = self.loop
-        self.leave.__enter__()
         self.hooks = sys.get_asyncgen_hooks()
-        loop._set_coroutine_origin_tracking(loop._debug)
-        loop._thread_id = threading.get_ident()
-        sys.set_asyncgen_hooks(firstiter=loop._asyncgen_firstiter_hook,
-                               finalizer=loop._asyncgen_finalizer_hook)
-        events._set_running_loop(loop)
+        self.leave.__enter__()
+        try:
+            loop._set_coroutine_origin_tracking(loop._debug)
+            loop._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(firstiter=loop._asyncgen_firstiter_hook,
+                                   finalizer=loop._asyncgen_finalizer_hook)
+            events._set_running_loop(loop)
+        except BaseException:
+            # `with` calls no __exit__ for a failed __enter__ (a MemoryError): undo what was
+            # done, or the loop would look as if it were running for good
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc):
         loop = self.loop

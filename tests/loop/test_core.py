@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -190,6 +191,25 @@ def test_replacing_reader_cancels_old(loop):
     assert h1.cancelled() and not h2.cancelled()
     assert loop._remove_reader(a.fileno())
     assert h2.cancelled()
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_removed_reader_is_cancelled_as_handle_cancel_does(loop, debug):
+    """Removing or replacing a reader cancels its handle as Handle.cancel() does (the callback and
+    its arguments are let go), also in debug mode, where the cancel goes through the method."""
+    loop.set_debug(debug)
+    a, b = socket.socketpair()
+    arg = type("Arg", (), {})()
+    h1 = loop._add_reader(a.fileno(), print, arg)
+    h2 = loop._add_reader(a.fileno(), print, arg)
+    assert loop._remove_writer(a.fileno()) is False
+    assert loop._remove_reader(a.fileno()) is True
+    for h in (h1, h2):
+        assert h.cancelled() and h._callback is None and h._args is None
+        assert "cancelled" in repr(h)
+    assert sys.getrefcount(arg) == 2  # only `arg` itself: no handle holds it any more
     a.close()
     b.close()
 

@@ -255,11 +255,22 @@ void cc_asgi_close_linger(cc_asgi_proto_t *p) {
         PyErr_WriteUnraisable((PyObject *)p);
 }
 
+/* close() flushes what is buffered; abort() drops it. A close() that failed half-way (asyncio's
+ * marks the transport closing first) would leave the connection open for good: abort() still
+ * ends it. */
+static void close_transport(cc_asgi_proto_t *p, int force) {
+    if (tr_call0_void(p, force ? p->server->st->s_abort : p->server->st->s_close) == 0)
+        return;
+    PyErr_WriteUnraisable((PyObject *)p);
+    if (!force && p->transport && !p->lost && tr_call0_void(p, p->server->st->s_abort) < 0)
+        PyErr_WriteUnraisable((PyObject *)p);
+}
+
 /* The end of a lingering close. */
 static void linger_end(cc_asgi_proto_t *p) {
     p->lingering = 0;
-    if (p->transport && !p->lost && tr_call0_void(p, p->server->st->s_close) < 0)
-        PyErr_WriteUnraisable((PyObject *)p);
+    if (p->transport && !p->lost)
+        close_transport(p, 0);
 }
 
 void cc_asgi_close(cc_asgi_proto_t *p, int force) {
@@ -275,9 +286,7 @@ void cc_asgi_close(cc_asgi_proto_t *p, int force) {
     if (!p->transport || p->lost || (p->close_called && !force))
         return;
     p->close_called = 1;
-    /* close() flushes what is buffered; abort() drops it (close_all after the grace period). */
-    if (tr_call0_void(p, force ? p->server->st->s_abort : p->server->st->s_close) < 0)
-        PyErr_WriteUnraisable((PyObject *)p);
+    close_transport(p, force); /* force: abort(), from close_all after the grace period */
 }
 
 int cc_asgi_update_reading(cc_asgi_proto_t *p) {

@@ -382,12 +382,29 @@ int cc_loop_fd_reserve(cc_loop_t *self, int fd) {
     return 0;
 }
 
-int cc_loop_cancel_handle(PyObject *h) {
+/* Cancels the handle of a reader or writer the loop has just dropped: it can no longer run, so
+ * this only makes h.cancelled() true for whoever holds it, and it must not fail after the change
+ * it reports on. A plain Handle outside debug mode is cancelled as Handle.cancel() would do it,
+ * without an allocation; any other goes through its method, whose failure is reported as
+ * unraisable. */
+void cc_loop_cancel_handle(cc_loop_t *self, PyObject *h) {
+    cc_loop_state_t *st = self->st;
+    if (Py_IS_TYPE(h, st->handle_type) && !self->debug) {
+        PyObject *cb = CC_SLOT(h, st->off_callback), *args = CC_SLOT(h, st->off_args),
+                 *was = CC_SLOT(h, st->off_cancelled);
+        CC_SLOT(h, st->off_cancelled) = Py_NewRef(Py_True);
+        CC_SLOT(h, st->off_callback) = Py_NewRef(Py_None);
+        CC_SLOT(h, st->off_args) = Py_NewRef(Py_None);
+        Py_XDECREF(was);
+        Py_XDECREF(cb);
+        Py_XDECREF(args);
+        return;
+    }
     PyObject *r = PyObject_CallMethod(h, "cancel", NULL);
-    if (!r)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    if (r)
+        Py_DECREF(r);
+    else
+        PyErr_WriteUnraisable(h);
 }
 
 static PyObject *add_io(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs, int writer) {
@@ -426,10 +443,8 @@ static PyObject *add_io(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs
     PyObject *old = *slot;
     *slot = Py_NewRef(h);
     if (old) {
-        int rc = cc_loop_cancel_handle(old);
+        cc_loop_cancel_handle(self, old);
         Py_DECREF(old);
-        if (rc < 0)
-            goto error;
     }
     return h;
 error:
@@ -454,10 +469,8 @@ static PyObject *remove_io_fd(cc_loop_t *self, int fd, int writer) {
     if (had_waiter && !old)
         Py_RETURN_TRUE;
     if (old) {
-        int rc = cc_loop_cancel_handle(old);
+        cc_loop_cancel_handle(self, old);
         Py_DECREF(old);
-        if (rc < 0)
-            return NULL;
         Py_RETURN_TRUE;
     }
     Py_RETURN_FALSE;

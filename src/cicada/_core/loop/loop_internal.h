@@ -142,7 +142,7 @@ int cc_loop_fd_reserve(cc_loop_t *self, int fd);
 int cc_loop_check_closed(cc_loop_t *self);
 /* asyncio.Future(loop=self): new reference, or NULL with an exception. */
 PyObject *cc_loop_new_future(cc_loop_t *self);
-int cc_loop_cancel_handle(PyObject *h);
+void cc_loop_cancel_handle(cc_loop_t *self, PyObject *h); /* never fails: see loop.c */
 
 /* sock.c */
 PyObject *cc_loop_sock_recv(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs);

@@ -499,12 +499,8 @@ static PyObject *park(cc_loop_t *self, int fd, int write, int op, PyObject *sock
     *slot_of(self, fd, write) = w;
     st->sock_parked++;
     if (old) {
-        int rc = cc_loop_cancel_handle(old);
+        cc_loop_cancel_handle(self, old);
         Py_DECREF(old);
-        if (rc < 0) {
-            Py_DECREF(fut);
-            return NULL;
-        }
     }
     return fut;
 error:
