@@ -236,6 +236,7 @@ int cc_asgi_cycle_disconnect(cc_asgi_cycle_t *c);
 int cc_asgi_cycle_drain_body(cc_asgi_cycle_t *c);
 PyObject *cc_asgi_disconnect_message(cc_asgi_state_t *st);
 void cc_asgi_wake(cc_asgi_state_t *st, PyObject **waiter, PyObject *value);
+void cc_asgi_wake_error(cc_asgi_state_t *st, PyObject **waiter); /* with the pending error */
 int cc_asgi_access_log(cc_asgi_cycle_t *c, int status);
 /* send.c */
 PyObject *cc_asgi_send(cc_asgi_cycle_t *c, PyObject *message);

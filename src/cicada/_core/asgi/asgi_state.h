@@ -63,6 +63,7 @@
     X(create_task, "create_task")                                                                  \
     X(add_done_callback, "add_done_callback")                                                      \
     X(set_result, "set_result")                                                                    \
+    X(set_exception, "set_exception")                                                              \
     X(done, "done")                                                                                \
     X(result, "result")                                                                            \
     X(call_later, "call_later")                                                                    \

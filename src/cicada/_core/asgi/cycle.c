@@ -107,6 +107,31 @@ void cc_asgi_wake(cc_asgi_state_t *st, PyObject **waiter, PyObject *value) {
     CC_EXC_RESTORE(exc);
 }
 
+/* cc_asgi_wake for when the message could not be made (the error is pending): the awaiter gets
+ * that error instead of waiting for good. */
+void cc_asgi_wake_error(cc_asgi_state_t *st, PyObject **waiter) {
+    PyObject *exc = cc_err_take(), *fut = *waiter;
+    *waiter = NULL;
+    if (fut && exc) {
+        PyObject *args[2] = {fut, exc};
+        PyObject *done =
+            PyObject_VectorcallMethod(st->s_done, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        int d = done ? PyObject_IsTrue(done) : -1;
+        Py_XDECREF(done);
+        PyObject *r = d == 0 ? PyObject_VectorcallMethod(st->s_set_exception, args,
+                                                         2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
+                             : NULL;
+        Py_XDECREF(r);
+        if (PyErr_Occurred()) /* could not even fail it: at least say so */
+            PyErr_WriteUnraisable(fut);
+    } else if (exc) {
+        cc_err_give(Py_NewRef(exc));
+        PyErr_WriteUnraisable(NULL);
+    }
+    Py_XDECREF(exc);
+    Py_XDECREF(fut);
+}
+
 PyObject *cc_asgi_disconnect_message(cc_asgi_state_t *st) {
     PyObject *d = PyDict_New();
     if (d && PyDict_SetItem(d, st->s_type, st->s_t_disconnect) < 0)
@@ -250,8 +275,10 @@ int cc_asgi_cycle_feed(cc_asgi_cycle_t *c) {
     if (!c->recv_waiter)
         return 0;
     PyObject *m = next_message(c);
-    if (!m)
-        return -1;
+    if (!m) { /* the waiting app gets the error: nobody else would wake it */
+        cc_asgi_wake_error(c->proto->server->st, &c->recv_waiter);
+        return cc_asgi_update_reading(c->proto);
+    }
     if (m != Py_None) {
         cc_asgi_wake(c->proto->server->st, &c->recv_waiter, m);
         Py_DECREF(m);
@@ -271,8 +298,10 @@ int cc_asgi_cycle_disconnect(cc_asgi_cycle_t *c) {
         cc_asgi_wake(st, &c->send_waiter, Py_None);
     if (c->recv_waiter) {
         PyObject *m = cc_asgi_disconnect_message(st);
-        if (!m)
-            return -1;
+        if (!m) {
+            cc_asgi_wake_error(st, &c->recv_waiter);
+            return 0;
+        }
         cc_asgi_wake(st, &c->recv_waiter, m);
         Py_DECREF(m);
     }
@@ -298,10 +327,18 @@ static PyObject *cycle_receive(cc_asgi_cycle_t *c, PyObject *unused) {
     if (m != Py_None) {
         PyObject *r = cc_asgi_ready_new(srv->st, m);
         Py_DECREF(m);
+        /* the message was taken from the buffer either way: reading must resume as it would,
+         * and not with the failure (the app gets it) pending */
+        PyObject *exc = r ? NULL : cc_err_take();
         if (cc_asgi_update_reading(p) < 0) {
             Py_XDECREF(r);
-            return NULL;
+            if (exc)
+                PyErr_WriteUnraisable((PyObject *)p);
+            else
+                return NULL;
         }
+        if (exc)
+            cc_err_give(exc);
         return r;
     }
     if (c->recv_waiter) {

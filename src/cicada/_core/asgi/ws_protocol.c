@@ -162,31 +162,42 @@ static PyObject *ws_on_flush(cc_asgi_ws_t *ws, PyObject *unused) {
 
 static PyMethodDef flush_def = {"_flush", (PyCFunction)ws_on_flush, METH_NOARGS, NULL};
 
-/* Queue bytes for the end of this loop iteration: an app sending several messages per wake-up
- * (echo of a pipelined batch, broadcast) costs one write instead of one per frame. */
-static int out_append(cc_asgi_ws_t *ws, const void *data, size_t len) {
+static int schedule_flush(cc_asgi_ws_t *ws) {
     cc_asgi_proto_t *p = ws->proto;
-    if (!p->transport || p->lost || p->close_called || !len)
+    PyObject *cb = PyCFunction_New(&flush_def, (PyObject *)ws);
+    if (!cb)
+        return -1;
+    PyObject *args[2] = {p->server->loop, cb};
+    PyObject *h = PyObject_VectorcallMethod(p->server->st->ws.s_call_soon, args,
+                                            2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(cb);
+    if (!h)
+        return -1;
+    Py_DECREF(h);
+    ws->flush_scheduled = 1;
+    return 0;
+}
+
+/* Queue a frame (`a` then `b`) for the end of this loop iteration: an app sending several
+ * messages per wake-up (echo of a pipelined batch, broadcast) costs one write instead of one per
+ * frame. All or nothing: what can fail (room, the flush's call_soon) happens before anything is
+ * queued, so a failed send leaves no part of a frame behind to go out later. */
+static int out_append(cc_asgi_ws_t *ws, const void *a, size_t alen, const void *b, size_t blen) {
+    cc_asgi_proto_t *p = ws->proto;
+    if (!p->transport || p->lost || p->close_called || !(alen + blen))
         return 0;
-    if (cc_buf_append(&ws->wbuf, data, len) < 0) {
+    if (cc_buf_reserve(&ws->wbuf, alen + blen) < 0) {
         PyErr_NoMemory();
+        return -1;
+    }
+    if (!ws->flush_scheduled && schedule_flush(ws) < 0)
+        return -1;
+    if (cc_buf_append(&ws->wbuf, a, alen) < 0 || cc_buf_append(&ws->wbuf, b, blen) < 0) {
+        PyErr_NoMemory(); /* not reached: the room was reserved */
         return -1;
     }
     if (ws->wbuf.len >= CC_ASGI_WS_CORK_MAX)
         return flush_now(ws);
-    if (!ws->flush_scheduled) {
-        PyObject *cb = PyCFunction_New(&flush_def, (PyObject *)ws);
-        if (!cb)
-            return -1;
-        PyObject *args[2] = {p->server->loop, cb};
-        PyObject *h = PyObject_VectorcallMethod(p->server->st->ws.s_call_soon, args,
-                                                2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-        Py_DECREF(cb);
-        if (!h)
-            return -1;
-        Py_DECREF(h);
-        ws->flush_scheduled = 1;
-    }
     return 0;
 }
 
@@ -201,7 +212,7 @@ static int write_frame(cc_asgi_ws_t *ws, unsigned opcode, int rsv1, const char *
     uint8_t hdr[CC_WS_MAX_HEADER];
     size_t hl = cc_ws_write_header(hdr, opcode, 1, rsv1, len);
     if (len <= CC_ASGI_WS_COPY_MAX)
-        return out_append(ws, hdr, hl) < 0 || out_append(ws, data, len) < 0 ? -1 : 0;
+        return out_append(ws, hdr, hl, data, len);
     int by_ref = keep && PyBytes_CheckExact(keep);
     cc_buf_t *w = &ws->wbuf;
     PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(w->len + hl + (by_ref ? 0 : len)));
@@ -254,7 +265,7 @@ static int send_close_frame(cc_asgi_ws_t *ws, unsigned code, const char *reason,
     uint8_t f[CC_WS_MAX_CONTROL_FRAME];
     size_t n = cc_ws_build_close(f, code, reason, rlen);
     ws->close_sent = 1;
-    if (out_append(ws, f, n) < 0)
+    if (out_append(ws, f, n, NULL, 0) < 0)
         return -1;
     return flush_now(ws);
 }
@@ -344,8 +355,8 @@ static void mark_closed(cc_asgi_ws_t *ws, int code, const char *reason, size_t r
     cancel_timer(ws);
     if (ws->recv_waiter && queued(ws) == 0) {
         PyObject *m = disconnect_msg(ws);
-        if (!m) {
-            PyErr_WriteUnraisable((PyObject *)ws);
+        if (!m) { /* the app waiting in receive() gets the error instead of waiting for good */
+            cc_asgi_wake_error(ST(ws), &ws->recv_waiter);
             return;
         }
         cc_asgi_wake(ST(ws), &ws->recv_waiter, m);
@@ -401,7 +412,7 @@ static PyObject *ws_on_timer(cc_asgi_ws_t *ws, PyObject *unused) {
     } else if (cfg->ping_interval > 0 && now + 0.001 >= ws->last_ping + cfg->ping_interval) {
         uint8_t f[CC_WS_MAX_CONTROL_FRAME];
         size_t n = cc_ws_build_ping(f, (const uint8_t *)"cicada", 6);
-        if (out_append(ws, f, n) < 0)
+        if (out_append(ws, f, n, NULL, 0) < 0)
             return NULL;
         ws->awaiting_pong = 1;
         ws->ping_sent = ws->last_ping = now;
@@ -648,7 +659,7 @@ int cc_asgi_ws_feed(cc_asgi_ws_t *ws) {
         case CC_WS_EV_PING: {
             uint8_t f[CC_WS_MAX_CONTROL_FRAME];
             size_t n = cc_ws_build_pong(f, ev.data, ev.len);
-            rc = out_append(ws, f, n);
+            rc = out_append(ws, f, n, NULL, 0);
             break;
         }
         case CC_WS_EV_PONG:
