@@ -1,0 +1,201 @@
+"""Differential test: random middleware programs on cicada's HTTPMiddleware against Starlette's
+BaseHTTPMiddleware (the reference), on asyncio and on cicada's loop.
+
+A program (tests/middleware/_diffprog.py) is a raw ASGI app, 1..4 stacked dispatch layers and a
+client. Each runs in-process on both implementations; the server-side messages (normalised), the
+exception out of the top app and what the app and every dispatch saw must be equal, apart from
+the differences docs/middleware.md documents. Every run has a timeout (a hang is a failure), and
+afterwards nothing the program made (its exceptions, responses, the scope) may still be alive,
+nor any middleware driver.
+
+TEST_DIFF_EXAMPLES=N runs N examples instead of the CI default (e.g. 2000 to hunt);
+TEST_DIFF_SEED=S draws other examples than the derandomised CI ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import os
+
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from starlette.middleware.base import BaseHTTPMiddleware  # noqa: E402
+
+import cicada.loop  # noqa: E402
+from cicada.middleware import HTTPMiddleware  # noqa: E402
+
+from ._diffprog import App, Client, Layer, Program, run_program  # noqa: E402
+
+EXAMPLES = int(os.environ.get("TEST_DIFF_EXAMPLES", "150"))
+SEED = os.environ.get("TEST_DIFF_SEED")
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "cicada": cicada.loop.new_event_loop}
+
+
+# --- strategies -------------------------------------------------------------------------------
+
+CHUNKS = st.sampled_from([b"", b"a", b"bc", b"def", b"0123456789"])
+STATUS = st.sampled_from([200, 201, 204, 302, 404, 500])
+APP_HEADERS = st.lists(
+    st.tuples(st.sampled_from([b"x-a", b"x-app", b"content-type", b"X-A", b"set-cookie"]),
+              st.sampled_from([b"1", b"v", b"text/plain"])),
+    max_size=3,
+).map(tuple)
+LAYER_HEADERS = st.lists(
+    st.tuples(st.sampled_from(["x-a", "x-layer", "content-type", "set-cookie"]),
+              st.sampled_from(["L", "2", "text/html"])),
+    max_size=2,
+).map(tuple)
+
+
+@st.composite
+def apps(draw):
+    ops = [("recv",)] * draw(st.integers(0, 3))
+    if draw(st.integers(0, 4)) == 0:
+        ops.append(("debug", draw(st.integers(0, 9))))
+    shape = draw(st.sampled_from(["response"] * 12 + ["none", "body_first", "pathsend_first"]))
+    if shape == "body_first":
+        ops.append(("body", b"early", False))
+    elif shape == "pathsend_first":
+        ops.append(("pathsend", "/etc/hostname"))
+    elif shape == "response":
+        ops.append(("start", draw(STATUS), draw(APP_HEADERS)))
+        chunks = draw(st.lists(CHUNKS, max_size=3))
+        finish = draw(st.sampled_from(["final", "final", "final_empty", "omit_more", "truncate",
+                                       "pathsend"]))
+        ops += [("body", c, True) for c in chunks]
+        if finish == "final":
+            if ops[-1][0] == "body":
+                ops[-1] = ("body", ops[-1][1], False)
+            else:
+                ops.append(("body", b"", False))
+        elif finish == "final_empty":
+            ops.append(("body", b"", False))
+        elif finish == "omit_more":
+            ops.append(("body", b"z", None))
+        elif finish == "pathsend":
+            ops.append(("pathsend", "/etc/hostname"))
+        if finish != "truncate":
+            # receives after the response's end only: between start and the end, the app runs
+            # concurrently with dispatch under BaseHTTPMiddleware (who reads first races)
+            ops += [("recv",)] * draw(st.integers(0, 2))
+    if draw(st.integers(0, 3)) == 0:
+        at = draw(st.integers(0, len(ops)))
+        ops = ops[:at] + [("raise", draw(st.sampled_from(["plain", "group", "group1", "cause"])))]
+    return App(tuple(ops), via_task=draw(st.integers(0, 5)) == 0)
+
+
+ACTIONS = ["own", "pass", "pass", "modify", "modify", "read_new", "partial_new", "read_orig",
+           "partial_orig", "wrap", "raise", "raise_before"]
+
+
+@st.composite
+def layers(draw):
+    action = draw(st.sampled_from(ACTIONS))
+    headers = draw(LAYER_HEADERS)
+    return Layer(
+        pre_body=draw(st.integers(0, 3)) == 0,
+        action=action,
+        take=draw(st.integers(1, 3)),
+        catch=draw(st.sampled_from([None, None, "call_next", "all"])),
+        status=draw(st.one_of(st.none(), STATUS)),
+        headers=headers,
+        delete=draw(st.one_of(st.none(), st.sampled_from(["x-a", "content-type", "x-app"]))),
+        background=draw(st.integers(0, 4)) == 0,
+        post_body=draw(st.integers(0, 4)) == 0,
+    )
+
+
+@st.composite
+def clients(draw):
+    # Only the last chunk may be empty: BaseHTTPMiddleware's app reads the request through
+    # Request.stream(), which skips empty chunks (so its receive() returns the next message
+    # instead), where cicada passes the server's messages on as they are. Same bytes, but
+    # another count of receive() calls, which the programs fix.
+    chunks = draw(st.lists(CHUNKS.filter(bool), max_size=2))
+    chunks = tuple(chunks) + (draw(CHUNKS),)
+    disconnect_at = None
+    if draw(st.integers(0, 3)) == 0:
+        disconnect_at = draw(st.integers(0, len(chunks)))
+    return Client(chunks, disconnect_at)
+
+
+READS = ("read_new", "partial_new", "read_orig", "partial_orig")
+
+
+def raises_mid_body(app: App) -> bool:
+    kinds = [op[0] for op in app.ops]
+    return "start" in kinds and kinds[-1] == "raise"
+
+
+@st.composite
+def programs(draw):
+    app = draw(apps())
+    stack = draw(st.lists(layers(), min_size=1, max_size=4))
+    if raises_mid_body(app):
+        # Known difference (test_app_error_mid_body_reaches_body_iterator): cicada raises the
+        # app's error out of dispatch's body_iterator reads; BaseHTTPMiddleware ends the body
+        # there and raises after the response. Not generated so other findings show.
+        stack = [dataclasses.replace(s, action="pass") if s.action in READS else s
+                 for s in stack]
+    if any(s.pre_body for s in stack[1:]):
+        # Known bug (test_replayed_body_after_response_in_stack): an inner layer's replayed body
+        # reaches an app reading after its response ended. Not generated so others show.
+        kinds = [op[0] for op in app.ops]
+        if "start" in kinds:
+            at = kinds.index("start")
+            ops = app.ops[:at] + tuple(op for op in app.ops[at:] if op[0] != "recv")
+            app = dataclasses.replace(app, ops=ops)
+    return Program(app, tuple(stack), draw(clients()))
+
+
+programs = programs()
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def live_drivers():
+    from cicada import _core
+
+    _core.mw_clear_spares()
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o).__name__ in ("MWDriver", "MWStep", "MWFuse"))
+
+
+def check_program(prog: Program, loops=tuple(LOOPS)):
+    """Runs `prog` on both implementations on every loop in `loops`; asserts equal outcomes."""
+    refs = []
+    for loop in loops:
+        ref = run_program(BaseHTTPMiddleware, prog, LOOPS[loop], refs)
+        got = run_program(HTTPMiddleware, prog, LOOPS[loop], refs)
+        assert got.exc != "HANG", f"cicada hung on {loop}: {got}"
+        assert got.compare_key() == ref.compare_key(), (
+            f"on {loop}\nreference: {ref}\ncicada:    {got}"
+        )
+    del ref, got
+    gc.collect()
+    alive = [r() for r in refs if r() is not None]
+    assert not alive, f"still alive after the request: {alive!r}"
+    assert live_drivers() == 0
+
+
+_settings = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=SEED is None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@_settings
+@given(programs)
+def test_differential(prog):
+    check_program(prog)
