@@ -25,7 +25,9 @@ hypothesis = pytest.importorskip("hypothesis")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from starlette.background import BackgroundTask  # noqa: E402
 from starlette.middleware.base import BaseHTTPMiddleware  # noqa: E402
+from starlette.responses import Response  # noqa: E402
 
 import cicada.loop  # noqa: E402
 from cicada.middleware import HTTPMiddleware  # noqa: E402
@@ -199,3 +201,104 @@ _settings = settings(
 @given(programs)
 def test_differential(prog):
     check_program(prog)
+
+
+# --- findings, minimised ----------------------------------------------------------------------
+
+
+def run_plain(loop, app, chunks=(b"x",)):
+    """Runs `app` on `loop` with the differential test's server; returns (outcome, messages)."""
+    from ._diffprog import Server, http_scope
+
+    server = Server(Client(tuple(chunks)))
+    result = {}
+
+    async def main():
+        try:
+            async with asyncio.timeout(3):
+                await app(http_scope(None), server.receive, server.send)
+        except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
+            result["exc"] = exc
+
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(main())
+    return result.get("exc"), server.sent
+
+
+def xfail_on_cicada(request, impl, reason):
+    if impl is HTTPMiddleware:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_replayed_body_after_response_in_stack(request, impl, loop):
+    """An app that reads receive() after its response ended gets http.disconnect, also when an
+    inner layer of a stack read the body in dispatch (its replay is pending): BaseHTTPMiddleware's
+    app only gets past its final send once the whole response is out."""
+    xfail_on_cicada(request, impl, (
+        "C core: in a stack of >= 2 cicada layers whose inner layer read the body before "
+        "call_next, the app's receive() after its final body message returns the inner layer's "
+        "replayed body ({'type': 'http.request', 'body': b'x', 'more_body': False}) instead of "
+        "http.disconnect. mw_driver.c: in relay mode drv_forward hands the final message straight "
+        "to the upper driver (drv_send_typed) without a G_FWD step, so fwd_resume never moves the "
+        "inner driver to PH_SENT (only final_fwd is set), and drv_asgi_receive checks phase >= "
+        "PH_SENT, not final_fwd, before giving out the pending replay (replay_state 1)"))
+    seen = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        seen.append(await receive())
+
+    async def reads_body(request, call_next):
+        assert await request.body() == b"x"
+        return await call_next(request)
+
+    async def passes(request, call_next):
+        return await call_next(request)
+
+    exc, sent = run_plain(loop, impl(impl(app, dispatch=reads_body), dispatch=passes))
+    assert exc is None
+    assert b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body") == b"ok"
+    assert seen == [{"type": "http.disconnect"}]
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_app_error_mid_body_reaches_body_iterator(impl, loop):
+    """An app failing after http.response.start while dispatch reads call_next's body_iterator.
+
+    BaseHTTPMiddleware ends the body there silently: dispatch gets the chunks sent so far, its
+    response goes out (background included), then the app's error is raised out of the layer.
+    cicada raises the app's error out of the body_iterator read, inside dispatch (which can catch
+    it); nothing is sent and no background runs. In line with docs/middleware.md's "the error
+    propagates ... instead of a silently truncated one", but that section describes only the
+    relayed body; tested both ways, as the contextvars difference is."""
+    log = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        raise ValueError("mid-body")
+
+    async def dispatch(request, call_next):
+        response = await call_next(request)
+        try:
+            chunks = [c async for c in response.body_iterator]
+        except ValueError:
+            log.append("caught")
+            raise
+        log.append(chunks)
+        async def background():
+            log.append("bg")
+
+        return Response(b"".join(chunks), background=BackgroundTask(background))
+
+    exc, sent = run_plain(loop, impl(app, dispatch=dispatch))
+    assert isinstance(exc, ValueError)
+    if impl is BaseHTTPMiddleware:
+        assert log == [[b"a"], "bg"]
+        assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+        assert sent[1]["body"] == b"a"
+    else:
+        assert log == ["caught"]
+        assert sent == []
