@@ -82,7 +82,8 @@ class App:
 class Layer:
     """One dispatch.
 
-    pre_body: await request.body() before call_next
+    pre_body: before call_next: None, "body" (await request.body()), "stream" (request.stream()
+              read to its end), "stream_first" (its first chunk only)
     action:   "own"          return its own Response without calling call_next
               "pass"         return call_next's response
               "modify"       change status/headers of call_next's response, return it
@@ -93,11 +94,12 @@ class Layer:
               "wrap"         return a StreamingResponse over the original body_iterator
               "raise"        raise after call_next
               "raise_before" raise before call_next
+              "bad_return"   return None
     catch:    None, "call_next" (try/except Exception around call_next), "all" (around call_next
               and the body reads): the handler returns a fallback Response
     """
 
-    pre_body: bool = False
+    pre_body: str | None = None
     action: str = "pass"
     take: int = 1
     catch: str | None = None
@@ -106,6 +108,10 @@ class Layer:
     delete: str | None = None  # header deleted by modify
     background: bool = False
     post_body: bool = False  # await request.body() after call_next (and its body reads)
+    call_next_in_task: bool = False  # await asyncio.ensure_future(call_next(request))
+    read_in_task: bool = False  # body_iterator read in a task dispatch awaits
+    hdr_op: str = "set"  # how modify sets headers: "set", "append", "setdefault"
+    background_raises: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,11 +172,12 @@ class Outcome:
             # background task runs (BaseHTTPMiddleware completes the body and runs them first)
             layer_logs = [[e for e in log if e != ("background",)] for log in layer_logs]
         app_log = list(self.app_log)
-        # A dispatch raising after call_next cancels the app. BaseHTTPMiddleware's app runs in a
+        # A dispatch (or its background task) raising, whatever the reason, or the response
+        # failing, cancels the app. BaseHTTPMiddleware's app runs in a
         # task of its own, ahead of dispatch by a message per layer (each layer's task holds
         # one), so by then it may have got further (raised, returned) than cicada's, which runs
         # only when dispatch pulls: how it stopped is a race there.
-        if self.dispatch_raised and self.app_started and app_log and app_log[-1][0] in (
+        if (self.dispatch_raised or self.exc is not None) and app_log and app_log[-1][0] in (
             "raise", "end", "cancelled"
         ):
             app_log[-1] = ("stopped",)
@@ -210,6 +217,8 @@ def normalise(sent):
             ended = True
         elif t == "http.response.debug":
             out.append(("debug", repr(m.get("info"))))
+        elif t == "http.response.early_hint":
+            out.append(("early_hint", repr(m.get("links"))))
         else:
             out.append((t,))
     return out
@@ -259,14 +268,34 @@ def build_app(prog: App, log: list, refs: list, out: Outcome):
                 elif kind == "debug":
                     await send_({"type": "http.response.debug", "info": {"n": op[1]}})
                 elif kind == "start":
+                    if started:  # a second start fails the response like an error
+                        out.app_raised_mid_body = True
                     started = True
-                    await send_({"type": "http.response.start", "status": op[1],
-                                 "headers": [(k, v) for k, v in op[2]]})
+                    m = {"type": "http.response.start", "status": op[1]}
+                    form = op[3] if len(op) > 3 else "tuples"
+                    if form == "tuples":
+                        m["headers"] = [(k, v) for k, v in op[2]]
+                    elif form == "lists":
+                        m["headers"] = [[k, v] for k, v in op[2]]
+                    await send_(m)  # form "none": no "headers" key
                 elif kind == "body":
-                    m = {"type": "http.response.body", "body": op[1]}
-                    if op[2] is not None:
+                    m = {"type": "http.response.body"}
+                    form = op[3] if len(op) > 3 else "bytes"
+                    if form == "bytes":
+                        m["body"] = op[1]
+                    elif form == "bytearray":
+                        m["body"] = bytearray(op[1])
+                    elif form == "memoryview":
+                        m["body"] = memoryview(op[1])
+                    if op[2] is not None:  # form "none": no "body" key (an empty body)
                         m["more_body"] = op[2]
                     await send_(m)
+                elif kind == "early_hint":
+                    await send_({"type": "http.response.early_hint", "links": ["</s.css>"]})
+                elif kind == "unknown":
+                    if started:
+                        out.app_raised_mid_body = True
+                    await send_({"type": "http.response.bogus"})
                 elif kind == "pathsend":
                     await send_({"type": "http.response.pathsend", "path": op[1]})
                 elif kind == "raise":
@@ -296,14 +325,25 @@ def build_dispatch(plan: Layer, idx: int, log: list, refs: list, out: Outcome):
 
     async def background():
         log.append(("background",))
+        if plan.background_raises:
+            out.dispatch_raised = True
+            raise DispatchError("background")
 
-    async def read(it, limit=None):
+    async def read_here(it, limit=None):
         got = []
         async for chunk in it:
-            got.append(chunk if isinstance(chunk, bytes) else ("msg", chunk.get("type")))
+            if isinstance(chunk, (bytes, bytearray, memoryview)):
+                got.append(bytes(chunk))
+            else:
+                got.append(("msg", chunk.get("type")))
             if limit is not None and len(got) >= limit:
                 break
         return got
+
+    async def read(it, limit=None):
+        if plan.read_in_task:
+            return await asyncio.ensure_future(read_here(it, limit))
+        return await read_here(it, limit)
 
     async def post_body(request):
         if plan.post_body:
@@ -313,9 +353,23 @@ def build_dispatch(plan: Layer, idx: int, log: list, refs: list, out: Outcome):
                 log.append(("post_body_exc", type(exc).__name__, str(exc)))
 
     async def dispatch(request, call_next):
+        try:
+            return await dispatch_(request, call_next)
+        except Exception:
+            out.dispatch_raised = True
+            raise
+
+    async def dispatch_(request, call_next):
         if plan.pre_body:
             try:
-                log.append(("pre_body", await request.body()))
+                if plan.pre_body == "stream":
+                    log.append(("pre_stream", [c async for c in request.stream()]))
+                elif plan.pre_body == "stream_first":
+                    stream = request.stream()
+                    log.append(("pre_stream_first", await stream.__anext__()))
+                    await stream.aclose()
+                else:
+                    log.append(("pre_body", await request.body()))
             except Exception as exc:  # ClientDisconnect
                 log.append(("pre_body_exc", type(exc).__name__))
                 raise
@@ -327,6 +381,8 @@ def build_dispatch(plan: Layer, idx: int, log: list, refs: list, out: Outcome):
         if plan.action == "own":
             await post_body(request)
             return response(plan.status, b"own%d" % idx)
+        if plan.action == "bad_return":
+            return None
 
         async def body_part(resp):
             if plan.action in ("read_new", "read_orig"):
@@ -342,7 +398,10 @@ def build_dispatch(plan: Layer, idx: int, log: list, refs: list, out: Outcome):
             return resp
 
         async def main():
-            resp = await call_next(request)
+            if plan.call_next_in_task:
+                resp = await asyncio.ensure_future(call_next(request))
+            else:
+                resp = await call_next(request)
             log.append(("call_next", resp.status_code))
             return await body_part(resp) if plan.catch == "all" else resp
 
@@ -367,7 +426,12 @@ def build_dispatch(plan: Layer, idx: int, log: list, refs: list, out: Outcome):
             if plan.status is not None:
                 result.status_code = plan.status
             for k, v in plan.headers:
-                result.headers[k] = v
+                if plan.hdr_op == "append":
+                    result.headers.append(k, v)
+                elif plan.hdr_op == "setdefault":
+                    result.headers.setdefault(k, v)
+                else:
+                    result.headers[k] = v
             if plan.delete is not None and plan.delete in result.headers:
                 del result.headers[plan.delete]
         if plan.action == "wrap":
