@@ -14,6 +14,7 @@ dispatch) are not generated; see the strategies in test_differential.py for whic
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import faulthandler
 import weakref
@@ -40,6 +41,11 @@ class DispatchError(Exception):
 
 class Marker:
     """A weakref-able object put in the scope: nothing may keep it after the request."""
+
+
+# The request's Outcome, for the app and the dispatches (one stack serves several requests).
+# Set in the request's task before the stack is called: BaseHTTPMiddleware's child tasks copy it.
+CURRENT: contextvars.ContextVar = contextvars.ContextVar("current")
 
 
 # --- programs -------------------------------------------------------------------------------
@@ -112,6 +118,7 @@ class Layer:
     read_in_task: bool = False  # body_iterator read in a task dispatch awaits
     hdr_op: str = "set"  # how modify sets headers: "set", "append", "setdefault"
     background_raises: bool = False
+    keep: bool = False  # keeps request and response past the request (checked after all runs)
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,8 @@ class Program:
     app: App
     layers: tuple[Layer, ...]
     client: Client = Client()
+    runs: int = 1  # requests through the same stack (pooled objects get reused)
+    concurrent: bool = False  # runs at once (gather) instead of one after another
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -158,6 +167,8 @@ class Outcome:
     dispatch_raised: bool = False
     app_started: bool = False
     app_raised_mid_body: bool = False
+    kept: list = field(default_factory=list)  # (layer, request, response) dispatch kept
+    kept_summary: list = field(default_factory=list)
 
     def compare_key(self):
         """What both implementations must agree on."""
@@ -186,6 +197,7 @@ class Outcome:
             "exc": self.exc,
             "app_log": app_log,
             "layer_logs": layer_logs,
+            "kept": self.kept_summary,
         }
 
 
@@ -252,8 +264,10 @@ def msg_desc(m):
     return (m.get("type"),)
 
 
-def build_app(prog: App, log: list, refs: list, out: Outcome):
+def build_app(prog: App, refs: list):
     async def app(scope, receive, send):
+        out = CURRENT.get()
+        log = out.app_log
         if prog.via_task:
             async def send_(m):  # noqa: E306
                 await asyncio.ensure_future(send(m))
@@ -315,20 +329,7 @@ def build_app(prog: App, log: list, refs: list, out: Outcome):
     return app
 
 
-def build_dispatch(plan: Layer, idx: int, log: list, refs: list, out: Outcome):
-    def response(status, content):
-        r = Response(content, status_code=status or 200, headers=dict(plan.headers))
-        refs.append(weakref.ref(r))
-        if plan.background:
-            r.background = BackgroundTask(background)
-        return r
-
-    async def background():
-        log.append(("background",))
-        if plan.background_raises:
-            out.dispatch_raised = True
-            raise DispatchError("background")
-
+def build_dispatch(plan: Layer, idx: int, refs: list):
     async def read_here(it, limit=None):
         got = []
         async for chunk in it:
@@ -345,21 +346,38 @@ def build_dispatch(plan: Layer, idx: int, log: list, refs: list, out: Outcome):
             return await asyncio.ensure_future(read_here(it, limit))
         return await read_here(it, limit)
 
-    async def post_body(request):
-        if plan.post_body:
-            try:
-                log.append(("post_body", await request.body()))
-            except Exception as exc:  # "Stream consumed", ClientDisconnect
-                log.append(("post_body_exc", type(exc).__name__, str(exc)))
-
     async def dispatch(request, call_next):
+        out = CURRENT.get()
         try:
-            return await dispatch_(request, call_next)
+            response = await dispatch_(request, call_next, out, out.layer_logs[idx])
         except Exception:
             out.dispatch_raised = True
             raise
+        if plan.keep:
+            out.kept.append((idx, request, response))
+        return response
 
-    async def dispatch_(request, call_next):
+    async def dispatch_(request, call_next, out, log):
+        def response(status, content):
+            r = Response(content, status_code=status or 200, headers=dict(plan.headers))
+            refs.append(weakref.ref(r))
+            if plan.background:
+                r.background = BackgroundTask(background)
+            return r
+
+        async def background():
+            log.append(("background",))
+            if plan.background_raises:
+                out.dispatch_raised = True
+                raise DispatchError("background")
+
+        async def post_body(request):
+            if plan.post_body:
+                try:
+                    log.append(("post_body", await request.body()))
+                except Exception as exc:  # "Stream consumed", ClientDisconnect
+                    log.append(("post_body_exc", type(exc).__name__, str(exc)))
+
         if plan.pre_body:
             try:
                 if plan.pre_body == "stream":
@@ -451,15 +469,15 @@ def build_dispatch(plan: Layer, idx: int, log: list, refs: list, out: Outcome):
     return dispatch
 
 
-def http_scope(marker):
+def http_scope(marker, path="/"):
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [(b"host", b"example.org")],
@@ -470,28 +488,61 @@ def http_scope(marker):
     }
 
 
-def run_program(impl, prog: Program, loop_factory, refs: list) -> Outcome:
-    """Runs `prog` on `impl` in a fresh loop; weakrefs to objects that must die go to `refs`."""
-    out = Outcome(layer_logs=[[] for _ in prog.layers])
-    app = build_app(prog.app, out.app_log, refs, out)
-    out.app_started = any(op[0] == "start" for op in prog.app.ops)
-    for i in reversed(range(len(prog.layers))):
-        app = impl(app, dispatch=build_dispatch(prog.layers[i], i, out.layer_logs[i], refs, out))
+async def kept_summary(out: Outcome, marker):
+    """What dispatch's kept request and response say once every run is over: they must still
+    be this request's (no pooled object reused under a reference dispatch kept)."""
+    summary = []
+    for idx, request, response in out.kept:
+        item = [idx, request.method, request.url.path, request.scope.get("marker") is marker]
+        # only the outermost layer's response: in a stack of cicada layers an outer layer's
+        # call_next returns the very response object the inner dispatch returned, so its
+        # changes show in the inner layer's reference (docs/middleware.md, object identities)
+        if response is not None and idx == 0:
+            item += [isinstance(response, Response), response.status_code,
+                     [(bytes(k), bytes(v)) for k, v in response.raw_headers]]
+        summary.append(tuple(item))
+    out.kept.clear()
+    return summary
+
+
+async def run_one(app, prog: Program, refs: list, n: int, out: Outcome):
+    CURRENT.set(out)
     server = Server(prog.client)
     marker = Marker()
     refs.append(weakref.ref(marker))
-    scope = http_scope(marker)
-    del marker
+    scope = http_scope(marker, f"/r{n}")
+    try:
+        async with asyncio.timeout(HANG):
+            await app(scope, server.receive, server.send)
+    except TimeoutError:
+        out.exc = "HANG"
+    except Exception as exc:
+        out.exc = exc_desc(exc)
+        out.exc_msg = f"{type(exc).__name__}: {exc}"
+    out.raw = server.sent
+    out.sent = normalise(server.sent)
+    out.server_receives = server.receives
+    return marker
+
+
+def run_program(impl, prog: Program, loop_factory, refs: list) -> list[Outcome]:
+    """Runs `prog` on `impl` in a fresh loop, prog.runs requests through one stack; weakrefs to
+    objects that must die go to `refs`. One Outcome per request."""
+    app = build_app(prog.app, refs)
+    for i in reversed(range(len(prog.layers))):
+        app = impl(app, dispatch=build_dispatch(prog.layers[i], i, refs))
+    outs = [Outcome(layer_logs=[[] for _ in prog.layers],
+                    app_started=any(op[0] == "start" for op in prog.app.ops))
+            for _ in range(prog.runs)]
 
     async def main():
-        try:
-            async with asyncio.timeout(HANG):
-                await app(scope, server.receive, server.send)
-        except TimeoutError:
-            out.exc = "HANG"
-        except Exception as exc:
-            out.exc = exc_desc(exc)
-            out.exc_msg = f"{type(exc).__name__}: {exc}"
+        if prog.concurrent:
+            markers = await asyncio.gather(
+                *(run_one(app, prog, refs, n, out) for n, out in enumerate(outs)))
+        else:
+            markers = [await run_one(app, prog, refs, n, out) for n, out in enumerate(outs)]
+        for out, marker in zip(outs, markers):
+            out.kept_summary = await kept_summary(out, marker)
 
     faulthandler.dump_traceback_later(WATCHDOG, exit=True)
     try:
@@ -499,10 +550,7 @@ def run_program(impl, prog: Program, loop_factory, refs: list) -> Outcome:
             runner.run(main())
     finally:
         faulthandler.cancel_dump_traceback_later()
-    out.raw = server.sent
-    out.sent = normalise(server.sent)
-    out.server_receives = server.receives
-    return out
+    return outs
 
 
 def shrink_repr(prog: Program) -> str:

@@ -133,6 +133,7 @@ def layers(draw):
         read_in_task=draw(st.integers(0, 7)) == 0,
         hdr_op=draw(st.sampled_from(["set", "set", "append", "setdefault"])),
         background_raises=draw(st.integers(0, 7)) == 0,
+        keep=draw(st.integers(0, 5)) == 0,
     )
 
 
@@ -184,7 +185,9 @@ def programs(draw):
             at = kinds.index("start")
             ops = app.ops[:at] + tuple(op for op in app.ops[at:] if op[0] != "recv")
             app = dataclasses.replace(app, ops=ops)
-    return Program(app, tuple(stack), draw(clients()))
+    runs = draw(st.sampled_from([1] * 6 + [2, 3]))
+    concurrent = runs > 1 and draw(st.booleans())
+    return Program(app, tuple(stack), draw(clients()), runs, concurrent)
 
 
 programs = programs()
@@ -205,13 +208,14 @@ def check_program(prog: Program, loops=tuple(LOOPS)):
     """Runs `prog` on both implementations on every loop in `loops`; asserts equal outcomes."""
     refs = []
     for loop in loops:
-        ref = run_program(BaseHTTPMiddleware, prog, LOOPS[loop], refs)
-        got = run_program(HTTPMiddleware, prog, LOOPS[loop], refs)
-        assert got.exc != "HANG", f"cicada hung on {loop}: {got}"
-        assert got.compare_key() == ref.compare_key(), (
-            f"on {loop}\nreference: {ref}\ncicada:    {got}"
-        )
-    del ref, got
+        refs_ = run_program(BaseHTTPMiddleware, prog, LOOPS[loop], refs)
+        gots = run_program(HTTPMiddleware, prog, LOOPS[loop], refs)
+        for n, (ref, got) in enumerate(zip(refs_, gots)):
+            assert got.exc != "HANG", f"cicada hung on {loop}, request {n}: {got}"
+            assert got.compare_key() == ref.compare_key(), (
+                f"on {loop}, request {n}\nreference: {ref}\ncicada:    {got}"
+            )
+    del refs_, gots, ref, got
     gc.collect()
     alive = [r() for r in refs if r() is not None]
     assert not alive, f"still alive after the request: {alive!r}"
