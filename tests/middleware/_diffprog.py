@@ -77,6 +77,8 @@ class App:
     ("pathsend", path)                 send http.response.pathsend
     ("raise", kind)                    raise: "plain", "group", "group1", "cause"
     ("return",)                        return (the rest is not run)
+    ("sleep",)                         await asyncio.sleep(0)
+    ("hang",)                          wait until the server cancels the request
     via_task: sends are awaited through a task of their own (asyncio.ensure_future(send(m)))
     """
 
@@ -119,6 +121,7 @@ class Layer:
     hdr_op: str = "set"  # how modify sets headers: "set", "append", "setdefault"
     background_raises: bool = False
     keep: bool = False  # keeps request and response past the request (checked after all runs)
+    sleep: bool = False  # a turn of the loop before call_next and after it
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,8 @@ class Outcome:
     app_raised_mid_body: bool = False
     kept: list = field(default_factory=list)  # (layer, request, response) dispatch kept
     kept_summary: list = field(default_factory=list)
+    request_task: object = None
+    canceller: object = None
 
     def compare_key(self):
         """What both implementations must agree on."""
@@ -264,6 +269,14 @@ def msg_desc(m):
     return (m.get("type"),)
 
 
+async def cancel_later(task):
+    """Cancels `task` a few dozen loop turns later: what the app sent before it waits has
+    reached the server by then also through BaseHTTPMiddleware's chain of tasks."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+    task.cancel()
+
+
 def build_app(prog: App, refs: list):
     async def app(scope, receive, send):
         out = CURRENT.get()
@@ -321,6 +334,12 @@ def build_app(prog: App, refs: list):
                     raise exc
                 elif kind == "return":
                     break
+                elif kind == "sleep":  # a turn of the loop
+                    await asyncio.sleep(0)
+                elif kind == "hang":  # the server cancels the request meanwhile
+                    log.append(("hang",))
+                    out.canceller = asyncio.ensure_future(cancel_later(out.request_task))
+                    await asyncio.sleep(HANG * 10)
             log.append(("end",))
         except asyncio.CancelledError:
             log.append(("cancelled",))
@@ -391,6 +410,8 @@ def build_dispatch(plan: Layer, idx: int, refs: list):
             except Exception as exc:  # ClientDisconnect
                 log.append(("pre_body_exc", type(exc).__name__))
                 raise
+        if plan.sleep:
+            await asyncio.sleep(0)
         if plan.action == "raise_before":
             out.dispatch_raised = True
             exc = make_exc("plain", DispatchError)
@@ -432,6 +453,8 @@ def build_dispatch(plan: Layer, idx: int, refs: list):
             log.append(("caught", exc_desc(exc)))
             await post_body(request)
             return response(599, b"fallback%d" % idx)
+        if plan.sleep:
+            await asyncio.sleep(0)
         if plan.catch != "all":
             result = await body_part(result)
         await post_body(request)
@@ -511,14 +534,23 @@ async def run_one(app, prog: Program, refs: list, n: int, out: Outcome):
     marker = Marker()
     refs.append(weakref.ref(marker))
     scope = http_scope(marker, f"/r{n}")
-    try:
-        async with asyncio.timeout(HANG):
-            await app(scope, server.receive, server.send)
-    except TimeoutError:
+    # the request runs in a task of its own, as in a server: the app's ("hang",) cancels it
+    out.request_task = task = asyncio.ensure_future(app(scope, server.receive, server.send))
+    await asyncio.wait([task], timeout=HANG)
+    if not task.done():
         out.exc = "HANG"
-    except Exception as exc:
+        task.cancel()
+        await asyncio.wait([task], timeout=HANG)
+    elif task.cancelled():
+        out.exc = "cancelled by the server"
+    elif task.exception() is not None:
+        exc = task.exception()
         out.exc = exc_desc(exc)
         out.exc_msg = f"{type(exc).__name__}: {exc}"
+        del exc
+    if out.canceller is not None:
+        await out.canceller
+    out.request_task = task = out.canceller = None
     out.raw = server.sent
     out.sent = normalise(server.sent)
     out.server_receives = server.receives

@@ -108,6 +108,8 @@ def apps(draw):
     if draw(st.integers(0, 3)) == 0:
         at = draw(st.integers(0, len(ops)))
         ops = ops[:at] + [("raise", draw(st.sampled_from(["plain", "group", "group1", "cause"])))]
+    for _ in range(draw(st.integers(0, 2))):
+        ops.insert(draw(st.integers(0, len(ops))), ("sleep",))
     return App(tuple(ops), via_task=draw(st.integers(0, 5)) == 0)
 
 
@@ -134,6 +136,7 @@ def layers(draw):
         hdr_op=draw(st.sampled_from(["set", "set", "append", "setdefault"])),
         background_raises=draw(st.integers(0, 7)) == 0,
         keep=draw(st.integers(0, 5)) == 0,
+        sleep=draw(st.integers(0, 4)) == 0,
     )
 
 
@@ -187,6 +190,25 @@ def programs(draw):
             app = dataclasses.replace(app, ops=ops)
     runs = draw(st.sampled_from([1] * 6 + [2, 3]))
     concurrent = runs > 1 and draw(st.booleans())
+    if draw(st.integers(0, 9)) == 0:
+        # the server cancels the request while the app waits: before its response (every
+        # dispatch waits in call_next) or after it (the app runs on after the response). Not in
+        # the middle of the body: how far each dispatch got by then is a race under
+        # BaseHTTPMiddleware (its app runs ahead in a task of its own).
+        ops = list(app.ops)
+        kinds = [op[0] for op in ops]
+        if "start" in kinds:
+            at = kinds.index("start")
+            places = list(range(at + 1))
+            ends = [i for i, op in enumerate(ops) if i > at and (
+                op[0] == "pathsend" or (op[0] == "body" and not op[2]))]
+            if ends and "raise" not in kinds:
+                places.append(len(ops))
+        else:  # up to the message that makes call_next fail (then dispatch goes on)
+            bad = [i for i, k in enumerate(kinds) if k in ("unknown", "body", "pathsend")]
+            places = list(range((bad[0] if bad else len(ops)) + 1))
+        ops.insert(draw(st.sampled_from(places)), ("hang",))
+        app = dataclasses.replace(app, ops=tuple(ops))
     return Program(app, tuple(stack), draw(clients()), runs, concurrent)
 
 
