@@ -99,6 +99,7 @@ class Layer:
               "partial_new"  read `take` chunks, return a new Response with them
               "read_orig"    read body_iterator fully, return the original (empty) response
               "partial_orig" read `take` chunks, return the original (rest of the body)
+              "aclose_orig"  read `take` chunks, aclose() body_iterator, return the original
               "wrap"         return a StreamingResponse over the original body_iterator
               "raise"        raise after call_next
               "raise_before" raise before call_next
@@ -172,6 +173,7 @@ class Outcome:
     app_raised_mid_body: bool = False
     kept: list = field(default_factory=list)  # (layer, request, response) dispatch kept
     kept_summary: list = field(default_factory=list)
+    kept_iters: list = field(default_factory=list)  # call_next responses dispatch kept
     request_task: object = None
     canceller: object = None
 
@@ -426,8 +428,10 @@ def build_dispatch(plan: Layer, idx: int, refs: list):
         async def body_part(resp):
             if plan.action in ("read_new", "read_orig"):
                 got = await read(resp.body_iterator)
-            elif plan.action in ("partial_new", "partial_orig"):
+            elif plan.action in ("partial_new", "partial_orig", "aclose_orig"):
                 got = await read(resp.body_iterator, plan.take)
+                if plan.action == "aclose_orig":
+                    await resp.body_iterator.aclose()
             else:
                 return resp
             log.append(("read", got))
@@ -442,6 +446,8 @@ def build_dispatch(plan: Layer, idx: int, refs: list):
             else:
                 resp = await call_next(request)
             log.append(("call_next", resp.status_code))
+            if plan.keep:
+                out.kept_iters.append(resp)
             return await body_part(resp) if plan.catch == "all" else resp
 
         try:
@@ -471,6 +477,10 @@ def build_dispatch(plan: Layer, idx: int, refs: list):
                     result.headers.append(k, v)
                 elif plan.hdr_op == "setdefault":
                     result.headers.setdefault(k, v)
+                elif plan.hdr_op == "update":
+                    result.headers.update({k: v})
+                elif plan.hdr_op == "raw":
+                    result.raw_headers = [*result.raw_headers, (k.encode(), v.encode())]
                 else:
                     result.headers[k] = v
             if plan.delete is not None and plan.delete in result.headers:
@@ -525,6 +535,18 @@ async def kept_summary(out: Outcome, marker):
                      [(bytes(k), bytes(v)) for k, v in response.raw_headers]]
         summary.append(tuple(item))
     out.kept.clear()
+    # a kept call_next response's body read after the request: nothing (BaseHTTPMiddleware's
+    # raises anyio.ClosedResourceError when the body was never read)
+    for response in out.kept_iters:
+        try:
+            async with asyncio.timeout(HANG):
+                got = [bytes(c) async for c in response.body_iterator if not isinstance(c, dict)]
+        except TimeoutError:
+            got = "HANG"
+        except Exception as exc:
+            got = [] if type(exc).__name__ == "ClosedResourceError" else type(exc).__name__
+        summary.append(("stale body", got))
+    out.kept_iters.clear()
     return summary
 
 

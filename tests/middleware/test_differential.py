@@ -8,6 +8,15 @@ the differences docs/middleware.md documents. Every run has a timeout (a hang is
 afterwards nothing the program made (its exceptions, responses, the scope) may still be alive,
 nor any middleware driver.
 
+What is not generated, and why (details at each place below):
+- shapes where BaseHTTPMiddleware races with itself: its app runs in a task of its own, ahead of
+  dispatch, so the app's receive() between its start and the end of its body, and a server
+  cancellation in the middle of the body, depend on scheduling there;
+- shapes that hit a known finding (the regression tests at the end), so that others show:
+  an app failing mid-body under a dispatch that reads body_iterator, an app reading receive()
+  after its response under an inner layer that read the body, debug/early hints after start;
+- empty non-final request chunks (BaseHTTPMiddleware's Request.stream() skips them).
+
 TEST_DIFF_EXAMPLES=N runs N examples instead of the CI default (e.g. 2000 to hunt);
 TEST_DIFF_SEED=S draws other examples than the derandomised CI ones.
 """
@@ -34,7 +43,7 @@ from cicada.middleware import HTTPMiddleware  # noqa: E402
 
 from ._diffprog import App, Client, Layer, Program, run_program  # noqa: E402
 
-EXAMPLES = int(os.environ.get("TEST_DIFF_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("TEST_DIFF_EXAMPLES", "300"))
 SEED = os.environ.get("TEST_DIFF_SEED")
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "cicada": cicada.loop.new_event_loop}
@@ -114,7 +123,7 @@ def apps(draw):
 
 
 ACTIONS = ["own", "pass", "pass", "modify", "modify", "read_new", "partial_new", "read_orig",
-           "partial_orig", "wrap", "raise", "raise_before", "bad_return"]
+           "partial_orig", "aclose_orig", "wrap", "raise", "raise_before", "bad_return"]
 
 
 @st.composite
@@ -133,7 +142,7 @@ def layers(draw):
         post_body=draw(st.integers(0, 4)) == 0,
         call_next_in_task=draw(st.integers(0, 7)) == 0,
         read_in_task=draw(st.integers(0, 7)) == 0,
-        hdr_op=draw(st.sampled_from(["set", "set", "append", "setdefault"])),
+        hdr_op=draw(st.sampled_from(["set", "set", "append", "setdefault", "update", "raw"])),
         background_raises=draw(st.integers(0, 7)) == 0,
         keep=draw(st.integers(0, 5)) == 0,
         sleep=draw(st.integers(0, 4)) == 0,
@@ -154,7 +163,7 @@ def clients(draw):
     return Client(chunks, disconnect_at)
 
 
-READS = ("read_new", "partial_new", "read_orig", "partial_orig")
+READS = ("read_new", "partial_new", "read_orig", "partial_orig", "aclose_orig")
 
 
 def raises_mid_body(app: App) -> bool:
@@ -238,10 +247,9 @@ def check_program(prog: Program, loops=tuple(LOOPS)):
                 f"on {loop}, request {n}\nreference: {ref}\ncicada:    {got}"
             )
     del refs_, gots, ref, got
-    gc.collect()
+    assert live_drivers() == 0  # (after a gc.collect)
     alive = [r() for r in refs if r() is not None]
     assert not alive, f"still alive after the request: {alive!r}"
-    assert live_drivers() == 0
 
 
 _settings = settings(
@@ -253,10 +261,15 @@ _settings = settings(
 )
 
 
+@pytest.mark.timeout(max(120, EXAMPLES))  # pytest-timeout's signal would hit a long hunt
 @_settings
 @given(programs)
 def test_differential(prog):
     check_program(prog)
+
+
+if SEED is not None:
+    test_differential = hypothesis.seed(int(SEED))(test_differential)
 
 
 # --- findings, minimised ----------------------------------------------------------------------
