@@ -39,6 +39,10 @@ class DispatchError(Exception):
     """What a dispatch raises."""
 
 
+class AppBaseError(BaseException):
+    """What the app raises that is not an Exception."""
+
+
 class Marker:
     """A weakref-able object put in the scope: nothing may keep it after the request."""
 
@@ -75,7 +79,7 @@ class App:
     ("start", status, headers)         send http.response.start
     ("body", bytes, more_body)         send http.response.body (more_body omitted when None)
     ("pathsend", path)                 send http.response.pathsend
-    ("raise", kind)                    raise: "plain", "group", "group1", "cause"
+    ("raise", kind)                    raise: "plain", "group", "group1", "cause", "base"
     ("return",)                        return (the rest is not run)
     ("sleep",)                         await asyncio.sleep(0)
     ("hang",)                          wait until the server cancels the request
@@ -123,6 +127,8 @@ class Layer:
     background_raises: bool = False
     keep: bool = False  # keeps request and response past the request (checked after all runs)
     sleep: bool = False  # a turn of the loop before call_next and after it
+    check_disconnected: str | None = None  # await request.is_disconnected(): "before"/"after"
+    # call_next or "both"
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,8 @@ def make_exc(kind: str, cls=AppError):
         return ExceptionGroup("app group", [cls("g1"), KeyError("g2")])
     if kind == "group1":
         return ExceptionGroup("app group of one", [cls("g1")])
+    if kind == "base":
+        return AppBaseError("base")
     exc = cls(kind)
     if kind == "cause":
         exc.__cause__ = CauseError("cause")
@@ -414,6 +422,8 @@ def build_dispatch(plan: Layer, idx: int, refs: list):
                 raise
         if plan.sleep:
             await asyncio.sleep(0)
+        if plan.check_disconnected in ("before", "both"):
+            log.append(("disconnected", await request.is_disconnected()))
         if plan.action == "raise_before":
             out.dispatch_raised = True
             exc = make_exc("plain", DispatchError)
@@ -461,6 +471,8 @@ def build_dispatch(plan: Layer, idx: int, refs: list):
             return response(599, b"fallback%d" % idx)
         if plan.sleep:
             await asyncio.sleep(0)
+        if plan.check_disconnected in ("after", "both"):
+            log.append(("disconnected", await request.is_disconnected()))
         if plan.catch != "all":
             result = await body_part(result)
         await post_body(request)

@@ -116,6 +116,9 @@ def apps(draw):
             ops += [("recv",)] * draw(st.integers(0, 2))
     if draw(st.integers(0, 3)) == 0:
         at = draw(st.integers(0, len(ops)))
+        # (not a BaseException that is no Exception: BaseHTTPMiddleware's app task then ends
+        # without a response, so dispatch gets RuntimeError("No response returned.") and the
+        # layer a BaseExceptionGroup of both; cicada's call_next raises the app's own)
         ops = ops[:at] + [("raise", draw(st.sampled_from(["plain", "group", "group1", "cause"])))]
     for _ in range(draw(st.integers(0, 2))):
         ops.insert(draw(st.integers(0, len(ops))), ("sleep",))
@@ -146,6 +149,7 @@ def layers(draw):
         background_raises=draw(st.integers(0, 7)) == 0,
         keep=draw(st.integers(0, 5)) == 0,
         sleep=draw(st.integers(0, 4)) == 0,
+        check_disconnected=draw(st.sampled_from([None] * 7 + ["before", "after", "both"])),
     )
 
 
@@ -180,6 +184,11 @@ def raises_mid_body(app: App) -> bool:
 def programs(draw):
     app = draw(apps())
     stack = draw(st.lists(layers(), min_size=1, max_size=4))
+    # is_disconnected() in an inner layer: BaseHTTPMiddleware's receive wrapper (a task group)
+    # always reaches a checkpoint, where is_disconnected's cancelled scope drops the message
+    # (False) even when the client's http.disconnect is at hand; cicada returns it (True). Only
+    # the outermost layer (the server's receive in both) asks.
+    stack[1:] = [dataclasses.replace(s, check_disconnected=None) for s in stack[1:]]
     if raises_mid_body(app):
         # Known difference (test_app_error_mid_body_reaches_body_iterator): cicada raises the
         # app's error out of dispatch's body_iterator reads; BaseHTTPMiddleware ends the body
