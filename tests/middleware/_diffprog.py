@@ -314,6 +314,8 @@ def build_app(prog: App, refs: list):
                         m["headers"] = [(k, v) for k, v in op[2]]
                     elif form == "lists":
                         m["headers"] = [[k, v] for k, v in op[2]]
+                    elif form == "tuple":
+                        m["headers"] = tuple((k, v) for k, v in op[2])
                     await send_(m)  # form "none": no "headers" key
                 elif kind == "body":
                     m = {"type": "http.response.body"}

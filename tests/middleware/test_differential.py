@@ -87,7 +87,7 @@ def apps(draw):
     elif shape == "unknown_first":
         ops.append(("unknown",))
     elif shape == "response":
-        form = draw(st.sampled_from(["tuples"] * 6 + ["lists", "none"]))
+        form = draw(st.sampled_from(["tuples"] * 6 + ["lists", "none", "tuple"]))
         ops.append(("start", draw(STATUS), draw(APP_HEADERS), form))
         chunks = draw(st.lists(CHUNKS, max_size=3))
         finish = draw(st.sampled_from(["final", "final", "final_empty", "omit_more", "truncate",
