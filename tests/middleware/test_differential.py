@@ -246,16 +246,17 @@ def live_drivers():
 
 def check_program(prog: Program, loops=tuple(LOOPS)):
     """Runs `prog` on both implementations on every loop in `loops`; asserts equal outcomes."""
-    refs = []
+    refs = []  # weakrefs to what the programs made
     for loop in loops:
-        refs_ = run_program(BaseHTTPMiddleware, prog, LOOPS[loop], refs)
-        gots = run_program(HTTPMiddleware, prog, LOOPS[loop], refs)
-        for n, (ref, got) in enumerate(zip(refs_, gots)):
+        expected = run_program(BaseHTTPMiddleware, prog, LOOPS[loop], refs)
+        outcomes = run_program(HTTPMiddleware, prog, LOOPS[loop], refs)
+        for n, (want, got) in enumerate(zip(expected, outcomes)):
             assert got.exc != "HANG", f"cicada hung on {loop}, request {n}: {got}"
-            assert got.compare_key() == ref.compare_key(), (
-                f"on {loop}, request {n}\nreference: {ref}\ncicada:    {got}"
+            assert want.exc != "HANG", f"the program hangs on BaseHTTPMiddleware: {want}"
+            assert got.compare_key() == want.compare_key(), (
+                f"on {loop}, request {n}\nreference: {want}\ncicada:    {got}"
             )
-    del refs_, gots, ref, got
+    del expected, outcomes, want, got
     assert live_drivers() == 0  # (after a gc.collect)
     alive = [r() for r in refs if r() is not None]
     assert not alive, f"still alive after the request: {alive!r}"
