@@ -2,10 +2,12 @@
 
 A program is a raw ASGI app (a list of ops), 1..4 stacked dispatch layers (each with its own
 plan) and a client (request body chunks, maybe a disconnect). `run_program` builds the stack on
-either implementation, runs it in-process on a given loop with a fake server, and returns an
-`Outcome`: what the server's send got (normalised), the exception out of the top app, and what
-the app and every dispatch saw. Both implementations must produce equal outcomes, except where
-docs/middleware.md documents a difference (normalised in `Outcome.compare_key`).
+either implementation, runs it (one or several requests through one stack) in-process on a given
+loop with a fake server, and returns one `Outcome` per request: what the server's send got
+(normalised), the exception out of the top app, what the app and every dispatch saw, and what
+kept objects say afterwards. Both implementations must produce equal outcomes, except where
+docs/middleware.md documents a difference or BaseHTTPMiddleware races with itself (normalised
+in `Outcome.compare_key`).
 
 Shapes where BaseHTTPMiddleware itself races (its app runs in a child task, concurrently with
 dispatch) are not generated; see the strategies in test_differential.py for which and why.
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import faulthandler
 import weakref
 from dataclasses import dataclass, field
@@ -150,7 +151,8 @@ def exc_desc(exc: BaseException):
     if type(exc) is AssertionError:
         return "RuntimeError"
     if isinstance(exc, BaseExceptionGroup):
-        return ("group", type(exc).__name__, tuple(sorted(repr(exc_desc(e)) for e in exc.exceptions)))
+        leaves = tuple(sorted(repr(exc_desc(e)) for e in exc.exceptions))
+        return ("group", type(exc).__name__, leaves)
     return type(exc).__name__
 
 
@@ -620,6 +622,3 @@ def run_program(impl, prog: Program, loop_factory, refs: list) -> list[Outcome]:
         faulthandler.cancel_dump_traceback_later()
     return outs
 
-
-def shrink_repr(prog: Program) -> str:
-    return repr(dataclasses.replace(prog))
