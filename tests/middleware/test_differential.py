@@ -233,6 +233,22 @@ def programs(draw):
 programs = programs()
 
 
+@st.composite
+def free_programs(draw):
+    """Programs without the exclusions above (for cicada alone): receive() anywhere in the app,
+    the server's cancellation anywhere, every finding's shape."""
+    app = draw(apps())
+    ops = list(app.ops)
+    for _ in range(draw(st.integers(0, 3))):
+        ops.insert(draw(st.integers(0, len(ops))), ("recv",))
+    if draw(st.integers(0, 4)) == 0:
+        ops.insert(draw(st.integers(0, len(ops))), ("hang",))
+    app = dataclasses.replace(app, ops=tuple(ops))
+    stack = tuple(draw(st.lists(layers(), min_size=1, max_size=4)))
+    runs = draw(st.sampled_from([1] * 6 + [2, 3]))
+    return Program(app, stack, draw(clients()), runs, runs > 1 and draw(st.booleans()))
+
+
 # --- checks -----------------------------------------------------------------------------------
 
 
@@ -278,8 +294,48 @@ def test_differential(prog):
     check_program(prog)
 
 
+def well_formed(sent):
+    """The server got at most one response: hints and debug first, one start, body messages up
+    to the first that ends it (or a pathsend), nothing after."""
+    state = "head"
+    for m in sent:
+        t = m["type"]
+        if state == "head" and t in ("http.response.early_hint", "http.response.debug"):
+            continue
+        if state == "head" and t == "http.response.start":
+            state = "body"
+            continue
+        if state == "body" and t == "http.response.body":
+            if not m.get("more_body", False):
+                state = "done"
+            continue
+        if state == "body" and t == "http.response.pathsend":
+            state = "done"
+            continue
+        return False
+    return True
+
+
+@pytest.mark.timeout(max(120, EXAMPLES))
+@settings(_settings, max_examples=max(EXAMPLES // 3, 10))
+@given(free_programs())
+def test_cicada_invariants(prog):
+    """cicada alone on the shapes the differential test leaves out (BaseHTTPMiddleware races
+    there): no hang, a well-formed message sequence to the server, nothing left alive."""
+    refs = []
+    for loop in LOOPS:
+        for n, got in enumerate(run_program(HTTPMiddleware, prog, LOOPS[loop], refs)):
+            assert got.exc != "HANG", f"cicada hung on {loop}, request {n}: {got}"
+            assert well_formed(got.raw), f"on {loop}, request {n}: {got.raw}"
+    del got
+    assert live_drivers() == 0
+    alive = [r() for r in refs if r() is not None]
+    assert not alive, f"still alive after the request: {alive!r}"
+
+
 if SEED is not None:
     test_differential = hypothesis.seed(int(SEED))(test_differential)
+    test_cicada_invariants = hypothesis.seed(int(SEED))(test_cicada_invariants)
 
 
 # --- findings, minimised ----------------------------------------------------------------------
