@@ -34,7 +34,7 @@ FULL = os.environ.get("TEST_NOMEM_FULL", "") not in ("", "0")
 STRIDE = 1 if FULL else int(os.environ.get("TEST_NOMEM_STRIDE", "3"))
 MAX_K = 6000  # a cap well past the largest operation (a WebSocket handshake is the biggest)
 PAST_END_STOP = 3  # consecutive k past the operation's end before the sweep stops
-HANG_S = 1.5  # an operation still running after this is a hang (a timeout inside the op)
+HANG_S = 1.0  # an operation still running after this is a hang (a timeout inside the op)
 VERBOSE = int(os.environ.get("TEST_NOMEM_VERBOSE", "0") or 0)
 PROBE = 200  # allocations the probe makes
 
@@ -76,6 +76,8 @@ class Recorder:
         self.items.append(("unraisable", u.exc_value, str(u.err_msg)))
 
     def log_record(self, record):
+        if record.levelno < 30 and not record.exc_info:  # below WARNING: access/debug lines
+            return
         exc = record.exc_info[1] if record.exc_info else None
         self.items.append(("log", exc, record.getMessage()))
 
@@ -91,6 +93,12 @@ def _install_hooks():
     import logging
 
     sys.unraisablehook = REC.unraisable
+    # PyErr_Print (e.g. bytearray_dealloc's "deallocated bytearray object has exported buffers")
+    def excepthook(t, v, tb):
+        REC.items.append(("excepthook", v, repr(v)))
+        sys.__excepthook__(t, v, tb)
+
+    sys.excepthook = excepthook
 
     class H(logging.Handler):
         def emit(self, record):
@@ -227,7 +235,11 @@ class MWCase:
 
     def op(self, state):
         scope, ex = state
-        res = self.loop.run_until_complete(_with_timeout(self.app(scope, ex.receive, ex.send)))
+        async def go():
+            # the C __call__ must run inside the loop: outside one it falls back to Starlette's
+            await self.app(scope, ex.receive, ex.send)
+
+        res = self.loop.run_until_complete(_with_timeout(go()))
         return "TIMEOUT" if res == "TIMEOUT" else ex
 
     def after(self, state):
@@ -248,7 +260,8 @@ class MWCase:
                 return "error"
             raise Problem(f"wrong response {ex.status} {ex.body!r}")
         hdr = ex.headers
-        for i in range(self.layers):
+        # "iterate" layers each return a new Response: only the outermost one's header is left
+        for i in range(self.layers - 1 if self.kind == "iterate" else 0, self.layers):
             want = str(len(self.expected_body()) - 6) if self.kind == "body" else "1"
             if hdr.get(f"x-l{i}") != want:
                 raise Problem(f"header x-l{i} missing or wrong: {hdr!r}")
@@ -580,6 +593,7 @@ class ServerCase:
         return self.loop.run_until_complete(_with_timeout(self.read_response(c)))
 
     def after(self, c):
+        _cancel_leftovers(self.loop)  # a read the failure left parked on c, before c closes
         c.close()
         self.wait_idle()
 
@@ -691,8 +705,7 @@ class WSHandshake(ServerCase):
 
     @property
     def request(self):
-        return (WS_UPGRADE + self.extra + b"\r\n" + _ws_frame(1, self.message.encode())
-                + _ws_frame(8, (1000).to_bytes(2, "big")))
+        return WS_UPGRADE + self.extra + b"\r\n" + _ws_frame(1, self.message.encode())
 
     async def session(self, c, raw=b""):
         """Reads the 101 head (unless raw already past it), the echo and the close frame."""
@@ -710,6 +723,9 @@ class WSHandshake(ServerCase):
                 raw = f[2]
                 if f[0] == 8:
                     return frames
+                if len(frames) == 2:  # the echo: now close (not pipelined: the server may
+                    # answer a close before the app's echo, which is allowed)
+                    await loop.sock_sendall(c, _ws_frame(8, (1000).to_bytes(2, "big")))
             try:
                 chunk = await loop.sock_recv(c, 65536)
             except (ConnectionResetError, BrokenPipeError):
@@ -758,7 +774,7 @@ class WSMessage(WSHandshake):
         head, _, rest = raw.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise Problem(f"no upgrade: {raw!r}")
-        c.send(_ws_frame(1, self.message.encode()) + _ws_frame(8, (1000).to_bytes(2, "big")))
+        c.send(_ws_frame(1, self.message.encode()))
         self.rest = rest
         return c
 
@@ -777,8 +793,7 @@ class WSDeflate(WSHandshake):
     @property
     def request(self):
         # an uncompressed text frame is still valid under permessage-deflate (RSV1 clear)
-        return (WS_UPGRADE + self.extra + b"\r\n" + _ws_frame(1, self.message.encode())
-                + _ws_frame(8, (1000).to_bytes(2, "big")))
+        return WS_UPGRADE + self.extra + b"\r\n" + _ws_frame(1, self.message.encode())
 
     def expected_frames(self):
         return None  # compared in check
@@ -875,6 +890,12 @@ def run_worker(case_name: str, k0: int, k1: int, stride: int) -> int:
             if _repair_running_scope(case.loop):
                 outcomes["KNOWN: _RunningScope half-entered"] = \
                     outcomes.get("KNOWN: _RunningScope half-entered", 0) + 1
+            elif asyncio.events._get_running_loop() is not None:
+                # CPython: asyncio's own run_forever `finally` failed at
+                # events._set_running_loop(None) (a MemoryError there leaves the loop set)
+                asyncio.events._set_running_loop(None)
+                outcomes["CPython: running loop left set"] = \
+                    outcomes.get("CPython: running loop left set", 0) + 1
             if exc is not None and _has_system_error(exc):
                 raise Problem(f"SystemError from the operation: {_describe(exc)}\n"
                               + "".join(traceback.format_exception(exc)))
@@ -934,7 +955,8 @@ def run_worker(case_name: str, k0: int, k1: int, stride: int) -> int:
                 raise Problem("the next normal operation hung")
             if case.check(res2, False) is not None:
                 raise Problem(f"the next normal operation failed: {res2!r}")
-            later = REC.take()
+            later = [x for x in REC.take() if x[2] != "Task was destroyed but it is pending!"]
+            # (a task stranded by the injected failure, see _cancel_leftovers, collected now)
             if later:
                 raise Problem(f"the next normal operation logged errors: {later!r}")
         except Problem as p:
