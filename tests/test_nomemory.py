@@ -33,6 +33,7 @@ import traceback
 FULL = os.environ.get("TEST_NOMEM_FULL", "") not in ("", "0")
 STRIDE = 1 if FULL else int(os.environ.get("TEST_NOMEM_STRIDE", "3"))
 MAX_K = 6000  # a cap well past the largest operation (a WebSocket handshake is the biggest)
+MAX_PROBLEMS = int(os.environ.get("TEST_NOMEM_MAX_PROBLEMS", "3"))
 PAST_END_STOP = 3  # consecutive k past the operation's end before the sweep stops
 HANG_S = 1.0  # an operation still running after this is a hang (a timeout inside the op)
 VERBOSE = int(os.environ.get("TEST_NOMEM_VERBOSE", "0") or 0)
@@ -597,14 +598,19 @@ class ServerCase:
         c.close()
         self.wait_idle()
 
+    base = (0, 0)  # (connections, active requests) when idle; moved on after a reported leak
+
     def wait_idle(self):
         for _ in range(300):
-            if self.server.connection_count == 0 and self.server.active_requests == 0:
+            now = (self.server.connection_count, self.server.active_requests)
+            if now == self.base:
                 break
             self.loop.run_until_complete(asyncio.sleep(0.002))
         else:
-            raise Problem(f"server not idle after the client closed: {self.server.connection_count}"
-                          f" connections, {self.server.active_requests} active requests")
+            _cancel_leftovers(self.loop)
+            before, self.base = self.base, now
+            raise Problem(f"server not idle after the client closed: (connections, active "
+                          f"requests) = {now}, expected {before}")
         _cancel_leftovers(self.loop)
 
     def check(self, raw, injected):
@@ -962,7 +968,7 @@ def run_worker(case_name: str, k0: int, k1: int, stride: int) -> int:
         except Problem as p:
             problems.append({"k": k, "problem": str(p)})
             REC.take()
-            if len(problems) >= 3:
+            if len(problems) >= MAX_PROBLEMS:
                 break
         faulthandler.cancel_dump_traceback_later()
         past_end = past_end + 1 if probe_failed else 0
@@ -1017,6 +1023,39 @@ if __name__ != "__main__":
         # the sweep must have gone past the operation's last allocation, not hit the cap
         assert res["reached_end"], f"{case_name}: stopped at k={res['last_k']} before the end"
         assert res["swept"] > 10
+
+
+    @pytest.mark.xfail(strict=True, reason=(
+        "cicada.loop._RunningScope.__enter__ (src/cicada/loop.py) sets loop._thread_id and then "
+        "calls sys.set_asyncgen_hooks/events._set_running_loop; when one of those fails (a "
+        "MemoryError in the sweep: k=26..28 of loop_basic), `with` never calls __exit__, so "
+        "_thread_id stays set: is_running() is True for good and every later "
+        "run_until_complete takes the nested path and fails with 'no running event loop'"))
+    def test_running_scope_half_entered():
+        import cicada.loop
+
+        loop = cicada.loop.new_event_loop()
+        real = sys.set_asyncgen_hooks
+        hooks = sys.get_asyncgen_hooks()
+
+        def failing(*args, **kwargs):
+            raise MemoryError
+
+        sys.set_asyncgen_hooks = failing
+        try:
+            with pytest.raises(MemoryError):
+                loop.run_until_complete(asyncio.sleep(0))
+        finally:
+            sys.set_asyncgen_hooks = real
+        try:
+            assert not loop.is_running()
+            assert loop.run_until_complete(asyncio.sleep(0, "ok")) == "ok"
+        finally:
+            loop._thread_id = None
+            asyncio.events._set_running_loop(None)
+            loop._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*hooks)
+            loop.close()
 
 
 if __name__ == "__main__":
