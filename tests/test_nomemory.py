@@ -37,6 +37,7 @@ MAX_PROBLEMS = int(os.environ.get("TEST_NOMEM_MAX_PROBLEMS", "3"))
 PAST_END_STOP = 3  # consecutive k past the operation's end before the sweep stops
 HANG_S = 1.0  # an operation still running after this is a hang (a timeout inside the op)
 VERBOSE = int(os.environ.get("TEST_NOMEM_VERBOSE", "0") or 0)
+TRAP = int(os.environ.get("TEST_NOMEM_TRAP", "-1"))  # see run_worker
 PROBE = 200  # allocations the probe makes
 
 # (case, k) -> why that k is skipped. The numbers come from the full sweep (TEST_NOMEM_FULL=1)
@@ -65,13 +66,29 @@ _WS_LEAKS = ("a connection or an app task that never ends after the client close
              "failing: the receive waiter is never woken) and CPython stranded waiters "
              "(future_set_result < future_schedule_callbacks < call_soon failing); see the "
              "report for the per-k stacks")
+_CPY_ZOMBIE = ("CPython: the app's task is a zombie or stranded. Task.__init__ schedules its first "
+               "step before register_task() (_asynciomodule.c), and register_task failing "
+               "(weakref___new__ / tuple allocation under register_task < Task.__init__ < "
+               "core_create_task < cc_asgi_cycle_start) makes create_task raise while the step "
+               "still runs: the server answers 500, the app runs anyway in a task nobody holds; "
+               "or enter_task (task_step) fails to grow its dict and the task is never resumed. "
+               "Either way an app task the server cannot see outlives the request")
+def _near(*ks, width=3):
+    """k values within `width` of those seen: a small change in the code before the operation
+    (or in how the worker is started) shifts the allocation numbers by a few."""
+    return {k + d for k in ks for d in range(-width, width + 1)}
+
+
 EXCLUDED: dict[str, dict[int, str]] = {
-    "loop_reader": {40: _CPY_FRAME, 54: _CPY_FRAME},
-    "loop_sock": {46: _CPY_BYTEARRAY},
-    "mw_iter": {90: _CPY_DICTITER},
-    "ws_session": {k: _WS_LEAKS for k in (*range(60, 70), *range(200, 220))},
-    "ws_deflate": {k: _WS_LEAKS for k in (*range(60, 70), *range(200, 220))},
-    "ws_message": {k: _WS_LEAKS for k in (40, 43, *range(100, 120))},
+    "srv_get": dict.fromkeys(_near(52), _CPY_ZOMBIE),
+    "srv_stream": dict.fromkeys(_near(52), _CPY_ZOMBIE),
+    "srv_chunked": dict.fromkeys(_near(53, 54), _CPY_ZOMBIE),
+    "srv_keepalive": dict.fromkeys(_near(80, 81), _CPY_ZOMBIE),
+    "loop_reader": dict.fromkeys(_near(40, 54), _CPY_FRAME),
+    "loop_sock": dict.fromkeys(_near(46), _CPY_BYTEARRAY),
+    "ws_session": dict.fromkeys(_near(*range(60, 70), *range(196, 220)), _WS_LEAKS),
+    "ws_deflate": dict.fromkeys(_near(*range(60, 70), *range(196, 220)), _WS_LEAKS),
+    "ws_message": dict.fromkeys(_near(40, 43, *range(100, 120)), _WS_LEAKS),
 }
 
 
@@ -272,8 +289,12 @@ class MWCase:
                 async def dispatch(request, call_next, name=name):
                     response = await call_next(request)
                     parts = [chunk async for chunk in response.body_iterator]
-                    return Response(b"".join(parts), status_code=response.status_code,
-                                    headers={name: "1"})
+                    # headers set after construction: Response(headers={...}) iterates the
+                    # dict in init_headers, where CPython 3.11's dictiter_new crashes when its
+                    # result tuple cannot be allocated (see _CPY_DICTITER); not ours to test
+                    new = Response(b"".join(parts), status_code=response.status_code)
+                    new.headers[name] = "1"
+                    return new
 
             app = HTTPMiddleware(app, dispatch=dispatch)
         self.app = app
@@ -931,6 +952,11 @@ def run_worker(case_name: str, k0: int, k1: int, stride: int) -> int:
         exc = None
         result = None
         probe_failed = False
+        if k == TRAP:  # for gdb: `handle SIGUSR1 stop`, then break on _PyErr_NoMemory
+            import signal
+
+            signal.signal(signal.SIGUSR1, lambda *a: None)
+            os.kill(os.getpid(), signal.SIGUSR1)
         guard = case.loop.call_later(HANG_S, case.loop.stop)
         _testcapi.set_nomemory(k, k + 1)
         try:
@@ -1053,7 +1079,8 @@ def sweep(case_name, k0=0, k1=MAX_K, stride=None, timeout=240):
     stride = stride or STRIDE
     cmd = [sys.executable, "-X", "faulthandler", os.path.abspath(__file__), case_name,
            str(k0), str(k1), str(stride)]
-    env = dict(os.environ, PYTHONASYNCIODEBUG="0")
+    env = dict(os.environ)
+    env.pop("PYTHONASYNCIODEBUG", None)  # any non-empty value turns asyncio's debug mode on
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as e:
