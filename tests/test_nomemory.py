@@ -73,6 +73,15 @@ _CPY_ZOMBIE = ("CPython: the app's task is a zombie or stranded. Task.__init__ s
                "still runs: the server answers 500, the app runs anyway in a task nobody holds; "
                "or enter_task (task_step) fails to grow its dict and the task is never resumed. "
                "Either way an app task the server cannot see outlives the request")
+_WS_OUT_APPEND = ("FINDING (no regression test yet, see the report): asgi/ws_protocol.c:out_append "
+                  "appends to ws->wbuf and only then allocates the flush callback "
+                  "(PyCFunction_New) and call_soon; when that fails send() raises MemoryError "
+                  "with the frame already corked and flush_scheduled still 0, and write_frame's "
+                  "two appends (header, payload) are not atomic either. Stack at k=135: "
+                  "PyCMethod_New < out_append < write_frame < ws_send < task_step; the app task "
+                  "then never ends (server.active_requests stays 1)")
+
+
 def _near(*ks, width=3):
     """k values within `width` of those seen: a small change in the code before the operation
     (or in how the worker is started) shifts the allocation numbers by a few."""
@@ -86,7 +95,8 @@ EXCLUDED: dict[str, dict[int, str]] = {
     "srv_keepalive": dict.fromkeys(_near(80, 81), _CPY_ZOMBIE),
     "loop_reader": dict.fromkeys(_near(40, 54), _CPY_FRAME),
     "loop_sock": dict.fromkeys(_near(46), _CPY_BYTEARRAY),
-    "ws_session": dict.fromkeys(_near(*range(60, 70), *range(196, 220)), _WS_LEAKS),
+    "ws_session": {**dict.fromkeys(_near(*range(60, 70), *range(196, 220)), _WS_LEAKS),
+                   **dict.fromkeys(_near(135), _WS_OUT_APPEND)},
     "ws_deflate": dict.fromkeys(_near(*range(60, 70), *range(196, 220)), _WS_LEAKS),
     "ws_message": dict.fromkeys(_near(40, 43, *range(100, 120)), _WS_LEAKS),
 }
