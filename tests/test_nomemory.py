@@ -82,6 +82,15 @@ _WS_OUT_APPEND = ("FINDING (no regression test yet, see the report): asgi/ws_pro
                   "then never ends (server.active_requests stays 1)")
 
 
+_HTTP_RECEIVE = ("FINDING (no regression test yet, see the report): a MemoryError from receive() "
+                 "for the second pipelined request (stack: _PyObject_GC_New < cycle_receive < "
+                 "app coroutine < apprun_am_send < task_step; in asgi/cycle.c:cycle_receive "
+                 "next_message() has consumed the body before cc_asgi_ready_new fails, and "
+                 "cc_asgi_update_reading then runs with that exception pending) leaves the "
+                 "connection and the request counted for good: server (connections, active "
+                 "requests) stays (1, 1) after the client closed")
+
+
 def _near(*ks, width=3):
     """k values within `width` of those seen: a small change in the code before the operation
     (or in how the worker is started) shifts the allocation numbers by a few."""
@@ -92,7 +101,8 @@ EXCLUDED: dict[str, dict[int, str]] = {
     "srv_get": dict.fromkeys(_near(52), _CPY_ZOMBIE),
     "srv_stream": dict.fromkeys(_near(52), _CPY_ZOMBIE),
     "srv_chunked": dict.fromkeys(_near(53, 54), _CPY_ZOMBIE),
-    "srv_keepalive": dict.fromkeys(_near(80, 81), _CPY_ZOMBIE),
+    "srv_keepalive": {**dict.fromkeys(_near(80, 81), _CPY_ZOMBIE),
+                      **dict.fromkeys(_near(54), _HTTP_RECEIVE)},
     "loop_reader": dict.fromkeys(_near(40, 54), _CPY_FRAME),
     "loop_sock": dict.fromkeys(_near(46), _CPY_BYTEARRAY),
     "ws_session": {**dict.fromkeys(_near(*range(60, 70), *range(196, 220)), _WS_LEAKS),
@@ -652,7 +662,10 @@ class ServerCase:
         deadline = time.monotonic() + 5
         while self.server.connection_count <= before:
             if time.monotonic() > deadline:
-                raise Problem("server did not accept a connection")
+                fd = self.listener.sockets[0].fileno()
+                raise Problem(f"server did not accept a connection: connection_count "
+                              f"{self.server.connection_count}, listener fd {fd} watched: "
+                              f"{self.loop._cc_fd_info(fd)!r}")
             self.loop.run_until_complete(asyncio.sleep(0.001))
         return c
 
