@@ -263,6 +263,7 @@ def _cancel_leftovers(loop):
 
 
 STRANDED: list[str] = []
+KNOWN_OUTCOMES: list[str] = []  # tolerated outcomes noticed inside a case's methods
 
 
 # ---------------------------------------------------------------------------------------------
@@ -708,8 +709,16 @@ class ServerCase:
             if time.monotonic() < deadline:
                 self.loop.run_until_complete(asyncio.sleep(0.002))
                 continue
+            stranded = len(STRANDED)
             _cancel_leftovers(self.loop)
-            before, self.base = self.base, now
+            before, self.base = self.base, (self.server.connection_count,
+                                            self.server.active_requests)
+            if len(STRANDED) > stranded:
+                # An app task that even cancel() cannot wake: CPython stranded it (task_step_impl
+                # or Future.set_result failed to allocate its wakeup, see _AFTERMATH). The
+                # server cannot finish a request whose task never runs again: not ours.
+                KNOWN_OUTCOMES.append("CPython: stranded app task kept a request open")
+                return
             raise Problem(f"server not idle after the client closed: (connections, active "
                           f"requests) = {now}, expected {before}")
         _cancel_leftovers(self.loop)
@@ -1017,6 +1026,9 @@ def run_worker(case_name: str, k0: int, k1: int, stride: int) -> int:
                 raise
             except Exception as e:  # noqa: BLE001
                 raise Problem(f"cleanup after the operation failed: {_describe(e)}") from e
+            for known in KNOWN_OUTCOMES:
+                outcomes[known] = outcomes.get(known, 0) + 1
+            KNOWN_OUTCOMES.clear()
             seen = REC.take()
             for where, e, msg in seen:
                 if _cpython_logging_frame_error(e):
