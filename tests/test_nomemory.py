@@ -14,8 +14,21 @@ injection, the worker allocates in a loop (the probe); if that raises MemoryErro
 allocation came after the operation, so k is past its allocation count. The sweep stops after
 three such k in a row.
 
-`make test` sweeps every STRIDE-th k (deterministic, to stay well under 90 s); TEST_NOMEM_FULL=1
-sweeps every k. Run one case by hand: `python -X faulthandler tests/test_nomemory.py CASE [K0 K1]`.
+`make test` sweeps every STRIDE-th k (3: deterministic, ~35 s); TEST_NOMEM_FULL=1 sweeps every k
+(~1,800 k over the 15 cases, ~150 s). By hand: `python -X faulthandler tests/test_nomemory.py CASE
+[K0 K1 STRIDE]` (TEST_NOMEM_VERBOSE=1|2 prints each k's outcome; TEST_NOMEM_MAX_PROBLEMS=1000 goes
+on past problems). The C stack of the allocation failing at k, in the same sequence:
+  TEST_NOMEM_TRAP=k gdb -batch -ex 'handle SIGUSR1 stop nopass' -ex 'set breakpoint pending on' \
+    -ex run -ex 'break _PyErr_NoMemory' -ex continue -ex bt --args python tests/test_nomemory.py CASE 0 k+1 3
+The whole file also passes under `make asan`'s build (LD_PRELOAD libasan, PYTHONMALLOC=malloc:
+set_nomemory hooks that allocator too; run it with ASAN_OPTIONS=detect_leaks=0, since what an
+injected failure leaks inside CPython is not ours).
+
+Findings: the xfail tests at the end (cicada.loop's _RunningScope, loop._remove_reader raising
+after removing, the connection kept when transport.close() raises) and two in EXCLUDED
+(_WS_OUT_APPEND, _HTTP_RECEIVE). Much of what a sweep meets is CPython 3.11 not coping with a
+failed allocation; those k are in EXCLUDED or tolerated (_AFTERMATH, _cpython_logging_frame_error,
+stranded tasks), each with the stack that shows it.
 """
 
 from __future__ import annotations
