@@ -18,8 +18,9 @@ three such k in a row.
 (~1,800 k over the 15 cases, ~150 s). By hand: `python -X faulthandler tests/test_nomemory.py CASE
 [K0 K1 STRIDE]` (TEST_NOMEM_VERBOSE=1|2 prints each k's outcome; TEST_NOMEM_MAX_PROBLEMS=1000 goes
 on past problems). The C stack of the allocation failing at k, in the same sequence:
-  TEST_NOMEM_TRAP=k gdb -batch -ex 'handle SIGUSR1 stop nopass' -ex 'set breakpoint pending on' \
-    -ex run -ex 'break _PyErr_NoMemory' -ex continue -ex bt --args python tests/test_nomemory.py CASE 0 k+1 3
+  TEST_NOMEM_TRAP=k gdb -batch -ex 'handle SIGUSR1 stop nopass' \
+    -ex 'set breakpoint pending on' -ex run -ex 'break _PyErr_NoMemory' -ex continue -ex bt \
+    --args python tests/test_nomemory.py CASE 0 k+1 3
 The whole file also passes under `make asan`'s build (LD_PRELOAD libasan, PYTHONMALLOC=malloc:
 set_nomemory hooks that allocator too; run it with ASAN_OPTIONS=detect_leaks=0, since what an
 injected failure leaks inside CPython is not ours).
@@ -909,7 +910,9 @@ class WSMessage(WSHandshake):
 
     def op(self, c):
         res = self.loop.run_until_complete(_with_timeout(self.session(c, b"\r\n\r\n" + self.rest)))
-        return res if res == "TIMEOUT" else [("head", b"HTTP/1.1 101 Switching Protocols")] + res[1:]
+        if res == "TIMEOUT":
+            return res
+        return [("head", b"HTTP/1.1 101 Switching Protocols")] + res[1:]
 
 
 class WSDeflate(WSHandshake):
