@@ -28,8 +28,8 @@ injected failure leaks inside CPython is not ours).
 Findings: the xfail tests at the end (cicada.loop's _RunningScope, loop._remove_reader raising
 after removing, the connection kept when transport.close() raises, half a WebSocket frame left
 corked by a failed send) and one more in EXCLUDED (_HTTP_RECEIVE). Much of what a sweep meets
-is CPython 3.11 not coping with a failed allocation; those k are in EXCLUDED or tolerated (_AFTERMATH, _cpython_logging_frame_error,
-stranded tasks), each with the stack that shows it.
+is CPython 3.11 not coping with a failed allocation; those k are in EXCLUDED or tolerated
+(_AFTERMATH, _cpython_logging_frame_error, stranded tasks), each with the stack that shows it.
 """
 
 from __future__ import annotations
