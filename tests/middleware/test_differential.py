@@ -360,24 +360,11 @@ def run_plain(loop, app, chunks=(b"x",)):
     return result.get("exc"), server.sent
 
 
-def xfail_on_cicada(request, impl, reason):
-    if impl is HTTPMiddleware:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 @pytest.mark.parametrize("loop", list(LOOPS))
-def test_replayed_body_after_response_in_stack(request, impl, loop):
+def test_replayed_body_after_response_in_stack(impl, loop):
     """An app that reads receive() after its response ended gets http.disconnect, also when an
     inner layer of a stack read the body in dispatch (its replay is pending): BaseHTTPMiddleware's
     app only gets past its final send once the whole response is out."""
-    xfail_on_cicada(request, impl, (
-        "C core: in a stack of >= 2 cicada layers whose inner layer read the body before "
-        "call_next, the app's receive() after its final body message returns the inner layer's "
-        "replayed body ({'type': 'http.request', 'body': b'x', 'more_body': False}) instead of "
-        "http.disconnect. mw_driver.c: in relay mode drv_forward hands the final message straight "
-        "to the upper driver (drv_send_typed) without a G_FWD step, so fwd_resume never moves the "
-        "inner driver to PH_SENT (only final_fwd is set), and drv_asgi_receive checks phase >= "
-        "PH_SENT, not final_fwd, before giving out the pending replay (replay_state 1)"))
     seen = []
 
     async def app(scope, receive, send):
@@ -443,17 +430,9 @@ def test_app_error_mid_body_reaches_body_iterator(impl, loop):
 @pytest.mark.parametrize("loop", list(LOOPS))
 @pytest.mark.parametrize("in_task", [False, True], ids=["call_next", "call_next_in_a_task"])
 @pytest.mark.parametrize("kind", ["http.response.debug", "http.response.early_hint"])
-def test_debug_and_early_hint_after_start(request, impl, loop, kind, in_task):
+def test_debug_and_early_hint_after_start(impl, loop, kind, in_task):
     """An app sending http.response.debug or an early hint after http.response.start (both only
     valid before it) fails the request, as any other message that is not part of a body does."""
-    xfail_on_cicada(request, impl, (
-        "C core: drv_send_typed (mw_driver.c) takes http.response.debug and "
-        "http.response.early_hint in any phase. After http.response.start a debug message is "
-        "dropped silently and an early hint is forwarded to the server after the start; with "
-        "call_next awaited in another task (the app runs ahead) both reach the server before "
-        "the start (the debug as the response's info); BaseHTTPMiddleware fails the request "
-        "('Unexpected message'), as cicada does for other types ('unexpected message ... in "
-        "the response body')"))
 
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
