@@ -162,6 +162,7 @@ static PyObject *ws_on_flush(cc_asgi_ws_t *ws, PyObject *unused) {
 
 static PyMethodDef flush_def = {"_flush", (PyCFunction)ws_on_flush, METH_NOARGS, NULL};
 
+/* The flush of what is corked, at the end of this loop iteration (once per iteration). */
 static int schedule_flush(cc_asgi_ws_t *ws) {
     cc_asgi_proto_t *p = ws->proto;
     PyObject *cb = PyCFunction_New(&flush_def, (PyObject *)ws);
