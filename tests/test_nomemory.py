@@ -1156,6 +1156,12 @@ def _assert_clean(case_name, res, last_k, rc, stderr):
 if __name__ != "__main__":
     import pytest
 
+    # What CPython itself does with a failed allocation differs between versions (3.12.1 crashes
+    # in PyFunction_NewWithQualName's error path inside a plain MAKE_FUNCTION, for one), and the
+    # exclusions above were read on 3.11.7: on another version the sweep would report CPython's
+    # failures as ours. The regression tests below run on every version.
+    @pytest.mark.skipif(sys.version_info[:2] != (3, 11),
+                        reason="the sweep's exclusions of CPython's own failures are for 3.11")
     @pytest.mark.parametrize("case_name", list(CASES))
     def test_allocation_failures(case_name):
         if case_name.startswith("mw"):
