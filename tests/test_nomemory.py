@@ -444,10 +444,8 @@ class LoopBasic(LoopCase):
         return out
 
 
-class LoopReader(LoopCase):
-    """add_reader/remove_reader on a socketpair."""
-
-    expected = b"ping-reader"
+class PairCase(LoopCase):
+    """A case over a non-blocking socketpair (a, b); b is drained after each k."""
 
     def setup(self):
         super().setup()
@@ -455,20 +453,29 @@ class LoopReader(LoopCase):
         self.a.setblocking(False)
         self.b.setblocking(False)
 
-    def prepare(self):
-        self.a.send(self.expected)
-
     def after(self, state):
         super().after(state)
-        try:
-            self.loop.remove_reader(self.b)
-        except Exception:
-            pass
         try:
             while self.b.recv(65536):
                 pass
         except BlockingIOError:
             pass
+
+
+class LoopReader(PairCase):
+    """add_reader/remove_reader on a socketpair."""
+
+    expected = b"ping-reader"
+
+    def prepare(self):
+        self.a.send(self.expected)
+
+    def after(self, state):
+        try:
+            self.loop.remove_reader(self.b)
+        except Exception:
+            pass
+        super().after(state)
 
     async def body(self, state):
         loop = asyncio.get_running_loop()
@@ -483,24 +490,10 @@ class LoopReader(LoopCase):
         return await fut
 
 
-class LoopSock(LoopCase):
+class LoopSock(PairCase):
     """sock_sendall/sock_recv/sock_recv_into on a socketpair."""
 
     expected = (b"x" * 5000, b"tail")
-
-    def setup(self):
-        super().setup()
-        self.a, self.b = socket.socketpair()
-        self.a.setblocking(False)
-        self.b.setblocking(False)
-
-    def after(self, state):
-        super().after(state)
-        try:
-            while self.b.recv(65536):
-                pass
-        except BlockingIOError:
-            pass
 
     async def body(self, state):
         loop = asyncio.get_running_loop()
