@@ -404,6 +404,12 @@ def build_dispatch(plan: Layer, idx: int, refs: list):
                 out.dispatch_raised = True
                 raise DispatchError("background")
 
+        def dispatch_error(kind):
+            out.dispatch_raised = True
+            exc = make_exc(kind, DispatchError)
+            refs.append(weakref.ref(exc))
+            return exc
+
         async def post_body(request):
             if plan.post_body:
                 try:
@@ -429,10 +435,7 @@ def build_dispatch(plan: Layer, idx: int, refs: list):
         if plan.check_disconnected in ("before", "both"):
             log.append(("disconnected", await request.is_disconnected()))
         if plan.action == "raise_before":
-            out.dispatch_raised = True
-            exc = make_exc("plain", DispatchError)
-            refs.append(weakref.ref(exc))
-            raise exc
+            raise dispatch_error("plain")
         if plan.action == "own":
             await post_body(request)
             return response(plan.status, b"own%d" % idx)
@@ -481,10 +484,7 @@ def build_dispatch(plan: Layer, idx: int, refs: list):
             result = await body_part(result)
         await post_body(request)
         if plan.action == "raise":
-            out.dispatch_raised = True
-            exc = make_exc("cause", DispatchError)
-            refs.append(weakref.ref(exc))
-            raise exc
+            raise dispatch_error("cause")
         if plan.action == "modify":
             if plan.status is not None:
                 result.status_code = plan.status
