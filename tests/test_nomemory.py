@@ -594,6 +594,14 @@ async def _app_ws(scope, receive, send):
             await send({"type": "websocket.send", "bytes": m["bytes"]})
 
 
+async def _recv_or_eof(loop, c):
+    """The next bytes from client socket c, b"" at its end or when the server reset it."""
+    try:
+        return await loop.sock_recv(c, 65536)
+    except (ConnectionResetError, BrokenPipeError):
+        return b""
+
+
 def _parse_response(raw: bytes):
     """(status, headers, body, complete) of one HTTP/1.1 response, or None if no full head."""
     head, sep, rest = raw.partition(b"\r\n\r\n")
@@ -677,10 +685,7 @@ class ServerCase:
             parsed = _parse_response(raw)
             if parsed and parsed[3] and (until is None or until(raw)):
                 return raw
-            try:
-                chunk = await loop.sock_recv(c, 65536)
-            except (ConnectionResetError, BrokenPipeError):
-                chunk = b""
+            chunk = await _recv_or_eof(loop, c)
             if not chunk:
                 return raw
             raw += chunk
@@ -842,10 +847,7 @@ class WSHandshake(ServerCase):
                 if len(frames) == 2:  # the echo: now close (not pipelined: the server may
                     # answer a close before the app's echo, which is allowed)
                     await loop.sock_sendall(c, _ws_frame(8, (1000).to_bytes(2, "big")))
-            try:
-                chunk = await loop.sock_recv(c, 65536)
-            except (ConnectionResetError, BrokenPipeError):
-                chunk = b""
+            chunk = await _recv_or_eof(loop, c)
             if not chunk:
                 return frames
             raw += chunk
