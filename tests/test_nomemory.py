@@ -280,12 +280,7 @@ class MWCase:
         from cicada.middleware import HTTPMiddleware
 
         async def endpoint(scope, receive, send):
-            body = b""
-            while True:
-                m = await receive()
-                body += m.get("body", b"")
-                if not m.get("more_body"):
-                    break
+            body = await _read_body(receive)
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"text/plain")]})
             await send({"type": "http.response.body", "body": b"hello:" + body})
@@ -559,12 +554,7 @@ class LoopEcho(LoopCase):
 async def _app_http(scope, receive, send):
     if scope["type"] == "lifespan":
         return
-    body = b""
-    while True:
-        m = await receive()
-        body += m.get("body", b"")
-        if not m.get("more_body"):
-            break
+    body = await _read_body(receive)
     path = scope["path"]
     if path == "/stream":
         await send({"type": "http.response.start", "status": 200,
@@ -592,6 +582,16 @@ async def _app_ws(scope, receive, send):
             await send({"type": "websocket.send", "text": m["text"]})
         else:
             await send({"type": "websocket.send", "bytes": m["bytes"]})
+
+
+async def _read_body(receive):
+    """The whole request body, as an app reads it."""
+    body = b""
+    while True:
+        m = await receive()
+        body += m.get("body", b"")
+        if not m.get("more_body"):
+            return body
 
 
 async def _recv_or_eof(loop, c):
