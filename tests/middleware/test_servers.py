@@ -115,7 +115,13 @@ def serve_process(cmd, impl, layers):
         proc.stdout.close()
 
 
-def check_background_after_disconnect(url, port):
+def check_background_after_disconnect(url, port, impl):
+    """/bg's background task runs although the client left before the response. Only asserted
+    for cicada's middleware: BaseHTTPMiddleware loses it when the server has seen the client go
+    before the response is sent (an ASGI 2.4 server's send then raises, and Starlette skips the
+    background), a race between the client's close and /bg's 0.2 s."""
+    if impl.__module__.startswith("starlette"):
+        return
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(b"GET /bg HTTP/1.1\r\nHost: x\r\n\r\n")
     deadline = time.monotonic() + 5
@@ -135,7 +141,7 @@ def test_requests_under_cicada(impl, loop, layers):
         pytest.importorskip("uvloop")
     with serve_process(CICADA + [loop], impl, layers) as (url, port):
         check_requests(url, layers)
-        check_background_after_disconnect(url, port)
+        check_background_after_disconnect(url, port, impl)
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
@@ -148,7 +154,7 @@ def test_requests_under_granian(impl, loop):
            "--log-level", "warning", "middleware.served:app"]
     with serve_process(cmd, impl, 2) as (url, port):
         check_requests(url, 2)
-        check_background_after_disconnect(url, port)
+        check_background_after_disconnect(url, port, impl)
 
 
 def test_background_survives_client_disconnect(impl, loop):
