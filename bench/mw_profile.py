@@ -6,7 +6,9 @@ driver of bench/suites/middleware.py for N requests of one (kind, layers) app.
     python bench/mw_profile.py --cprofile KIND LAYERS N  # cProfile of N requests
     python bench/mw_profile.py --server-callgrind KIND LAYERS  # the same app under cicada's server
     python bench/mw_profile.py --server-cache KIND LAYERS  # + cache misses (see CACHE_SIM);
-                                                           # MW_PROFILE_KEEP=PREFIX keeps the data
+                                                           # MW_PROFILE_KEEP=PREFIX keeps the data,
+                                                           # MW_PROFILE_VALGRIND_ARGS adds options
+                                                           # (--dump-instr=yes: per instruction)
     python bench/mw_profile.py --time [ROUNDS [N]]       # CPU µs/request, interleaved runs
 
 --time: CPU time per request of the in-process driver for none / cicada 1 / cicada 10 /
@@ -270,6 +272,7 @@ def server_callgrind(kind: str, layers: int, n: int = 2000, cache: bool = False)
         out = os.path.join(tmp, "cg.out")
         proc = subprocess.Popen(
             setarch + ["valgrind", "--tool=callgrind", *(CACHE_SIM if cache else []),
+                       *os.environ.get("MW_PROFILE_VALGRIND_ARGS", "").split(),
                        f"--callgrind-out-file={out}",
                        sys.executable, "-m", "cicada", "bench.apps.mw_app:app", "--port", str(port),
                        "--loop", "cicada", "--no-access-log", "--log-level", "warning"],
