@@ -1238,41 +1238,25 @@ print(json.dumps(hits))
         hits = json.loads(p.stdout.strip().splitlines()[-1])
         assert hits == [], f"raised MemoryError after removing the reader at k={hits}"
 
-    def test_connection_leaks_when_transport_close_raises():
-        """Was a finding (fixed): asgi/protocol.c:cc_asgi_close: when transport.close() raises
-        (here the MemoryError of loop._remove_reader above, after asyncio set _closing), it only
-        writes it as unraisable and sets close_called, so no later close/abort happens: the
-        client never sees EOF and, after the client closes, the connection (fd, protocol,
-        server.connection_count) leaks for good. Seen in the sweep as ws_session/ws_deflate
-        k=203..215 'server not idle'"""
+    def _serve_one_close(loop, arm):
+        """One `Connection: close` request to an HttpServer on loop, with arm() called just
+        before it: (the response, "EOF" or "no EOF" within 1 s, connection_count once the
+        client closed). The MemoryError the server reports as unraisable is silenced."""
         import cicada._core as core
-        import cicada.loop
 
         async def app(scope, receive, send):
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
 
-        loop = cicada.loop.new_event_loop()
         server = core.HttpServer(app, loop)
         listener = loop.run_until_complete(loop.create_server(server, "127.0.0.1", 0))
         port = listener.sockets[0].getsockname()[1]
-        real = cicada.loop.Loop._remove_reader
-        armed = []
-
-        def flaky(self, fd):
-            r = real(self, fd)
-            if armed:
-                armed.clear()
-                raise MemoryError  # what remove_io_fd does when h.cancel() fails to allocate
-            return r
-
         c = socket.create_connection(("127.0.0.1", port))
         c.setblocking(False)
         old_hook = sys.unraisablehook
-        sys.unraisablehook = lambda u: None  # the MemoryError cc_asgi_close reports
-        cicada.loop.Loop._remove_reader = flaky
+        sys.unraisablehook = lambda u: None
         try:
-            armed.append(1)
+            arm()
             c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
 
             async def read():
@@ -1287,20 +1271,72 @@ print(json.dumps(hits))
                     data += chunk
 
             data, end = loop.run_until_complete(read())
-            assert data.endswith(b"ok")
             c.close()
             for _ in range(100):
                 if server.connection_count == 0:
                     break
                 loop.run_until_complete(asyncio.sleep(0.01))
-            assert (end, server.connection_count) == ("EOF", 0)
+            return data, end, server.connection_count
         finally:
-            cicada.loop.Loop._remove_reader = real
             sys.unraisablehook = old_hook
+            c.close()
             server.close_all()
             listener.close()
             loop.run_until_complete(asyncio.sleep(0.01))
             loop.close()
+
+    def test_connection_leaks_when_transport_close_raises():
+        """Was a finding (fixed): asgi/protocol.c:cc_asgi_close: when transport.close() raises
+        (here the MemoryError of loop._remove_reader above, after asyncio set _closing), it only
+        writes it as unraisable and sets close_called, so no later close/abort happens: the
+        client never sees EOF and, after the client closes, the connection (fd, protocol,
+        server.connection_count) leaks for good. Seen in the sweep as ws_session/ws_deflate
+        k=203..215 'server not idle'"""
+        import cicada.loop
+
+        real = cicada.loop.Loop._remove_reader
+        armed = []
+
+        def flaky(self, fd):
+            r = real(self, fd)
+            if armed:
+                armed.clear()
+                raise MemoryError  # what remove_io_fd does when h.cancel() fails to allocate
+            return r
+
+        cicada.loop.Loop._remove_reader = flaky
+        try:
+            data, end, count = _serve_one_close(cicada.loop.new_event_loop(),
+                                                lambda: armed.append(1))
+        finally:
+            cicada.loop.Loop._remove_reader = real
+        assert data.endswith(b"ok") and not armed
+        assert (end, count) == ("EOF", 0)
+
+    def test_connection_leaks_when_close_fails_to_schedule():
+        """Was a finding (fixed): asyncio's _SelectorTransport.close() (which cicada's
+        _SocketTransport inherits) sets _closing and counts the connection lost (_conn_lost += 1)
+        before loop.call_soon(_call_connection_lost); when that call fails (MemoryError: the
+        handle's context copy, PyContext_CopyCurrent < cc_loop_handle_new, or the bound method),
+        close() raises and asgi/protocol.c:close_transport falls back to abort(), but
+        _force_close returns at once since _conn_lost is set: the socket stays open and the
+        connection (server.connection_count) leaks for good, the client never sees EOF. In the
+        sweep: ws_frames k=145..147 (cc_asgi_close < cc_asgi_ws_feed, after the close
+        handshake). Fixed in src/cicada/loop.py _SocketTransport.close"""
+        import cicada.loop
+
+        armed = []
+
+        class FlakyLoop(cicada.loop.Loop):
+            def call_soon(self, callback, *args, context=None):
+                if armed and getattr(callback, "__name__", "") == "_call_connection_lost":
+                    armed.clear()
+                    raise MemoryError  # as a failed allocation inside call_soon would
+                return super().call_soon(callback, *args, context=context)
+
+        data, end, count = _serve_one_close(FlakyLoop(), lambda: armed.append(1))
+        assert data.endswith(b"ok") and not armed
+        assert (end, count) == ("EOF", 0)
 
 
     def test_ws_failed_send_leaves_half_a_frame():
