@@ -133,7 +133,7 @@ EXCLUDED: dict[str, dict[int, str]] = {
     "srv_chunked": dict.fromkeys(_near(53, 54), _CPY_ZOMBIE),
     "srv_keepalive": dict.fromkeys(_near(80, 81), _CPY_ZOMBIE),
     "srv_error": dict.fromkeys(_near(129, 132, 136), _CPY_CONN_LOST),
-    "srv_scope": dict.fromkeys(_near(192, 195), _CPY_CONN_LOST),
+    "srv_scope": dict.fromkeys(_near(192, 195, 199), _CPY_CONN_LOST),
     "srv_disconnect": dict.fromkeys(_near(74, 76, 77), _CPY_CONN_LOST),
     "loop_reader": dict.fromkeys(_near(40, 54), _CPY_FRAME),
     "loop_sock": dict.fromkeys(_near(46), _CPY_BYTEARRAY),
