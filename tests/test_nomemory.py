@@ -1278,6 +1278,31 @@ class WSFrames(WSMessage):
         return super().check(frames, injected)
 
 
+class WSInvalid(WSMessage):
+    """On an upgraded connection, a text message that is not UTF-8: the server fails the
+    connection (asgi/ws_protocol.c fail: a 1007 close frame, then the lingering close of
+    asgi/protocol.c: write_eof, reading on, a deadline timer) and the app gets its disconnect.
+    The client reads the close frame and closes, which ends the linger."""
+
+    replies = 99  # none: the server's close frame ends the session
+    close_code = (1007).to_bytes(2, "big")
+
+    def client_frames(self):
+        return _ws_frame(1, b"caf\xc3(")  # a broken 2-byte sequence
+
+    def check(self, frames, injected):
+        if frames == "TIMEOUT":
+            raise Problem("timeout")
+        head = ("head", b"HTTP/1.1 101 Switching Protocols")
+        if len(frames) == 2 and frames[0] == head and frames[1][0] == 8 \
+                and frames[1][1][:2] == self.close_code:
+            return None
+        if injected and (len(frames) < 2 or frames[0] != head or
+                         (frames[-1][0] == 8 and frames[-1][1][:2] != self.close_code)):
+            return "error"
+        raise Problem(f"wrong session: {frames!r}")
+
+
 class WSDeflate(WSHandshake):
     """Upgrade with permessage-deflate negotiated; the echo goes through the deflate C code."""
 
@@ -1322,7 +1347,7 @@ CASES = {
     "srv_keepalive": ServerKeepAlive, "srv_upload": ServerUpload, "srv_scope": ServerScope,
     "srv_error": ServerError, "srv_disconnect": ServerDisconnect,
     "ws_session": WSHandshake, "ws_message": WSMessage, "ws_deflate": WSDeflate,
-    "ws_frames": WSFrames,
+    "ws_frames": WSFrames, "ws_invalid": WSInvalid,
 }
 
 
