@@ -15,7 +15,7 @@ allocation came after the operation, so k is past its allocation count. The swee
 three such k in a row.
 
 `make test` sweeps every STRIDE-th k (3, or 6 for a case with stride_scale = 2: deterministic,
-~65 s); TEST_NOMEM_FULL=1 sweeps every k (~3,600 k over the 24 cases, ~290 s; the biggest is
+~65 s); TEST_NOMEM_FULL=1 sweeps every k (~3,800 k over the 25 cases, ~320 s; the biggest is
 loop_timers, ~790 k in ~36 s). By hand: `python -X faulthandler tests/test_nomemory.py CASE
 [K0 K1 STRIDE]` (TEST_NOMEM_VERBOSE=1|2 prints each k's outcome, 2 also what was logged;
 TEST_NOMEM_MAX_PROBLEMS=1000 goes on past problems). The C stack of the allocation failing at k,
@@ -26,12 +26,13 @@ in the same sequence:
 The file's first 15 cases also passed under `make asan`'s build (LD_PRELOAD libasan,
 PYTHONMALLOC=malloc: set_nomemory hooks that allocator too; run it with
 ASAN_OPTIONS=detect_leaks=0, since what an injected failure leaks inside CPython is not ours); the
-9 added later (loop_timers and after in CASES) have not been run under it yet.
+10 added later (loop_timers and after in CASES) have not been run under it yet.
 
 The cases: mw1/mw3/mw_body/mw_iter (the middleware driver: layers, a body read, a body
 iterated); loop_basic (callbacks, timers, a task), loop_reader (add/remove_reader), loop_sock
 (sock_sendall/recv/recv_into), loop_echo (protocols on a socketpair), loop_timers (the timer heap
-and its pruning, call_soon_threadsafe, a signal handler), loop_accept (sock_connect/sock_accept);
+and its pruning, call_soon_threadsafe, a signal handler), loop_nested (cicada.run_sync nested
+two deep in a running loop), loop_accept (sock_connect/sock_accept);
 srv_get, srv_chunked (a chunked request body), srv_stream (a streamed response), srv_keepalive
 (two pipelined requests), srv_upload (Expect: 100-continue, a chunked body 4x the read buffer
 limit: paused reading, several receive() calls), srv_scope (an HTTP/1.0 request with a long query,
@@ -666,6 +667,68 @@ class LoopTimers(LoopCase):
         loop.call_soon_threadsafe(out.append, "threadsafe")
         signal.raise_signal(signal.SIGUSR2)
         await self.signalled
+        return out
+
+
+class _NestedHang(Exception):
+    """A nested run that did not end (see LoopNested.nested)."""
+
+
+class LoopNested(LoopCase):
+    """Re-entrancy: cicada.run_sync from a coroutine already running on the loop (nested
+    run_until_complete: Loop._run_nested, the C _cc_run_until with the current task set aside),
+    two levels deep, each inner run with a future, a timer and a task."""
+
+    expected = ["outer", ("inner", 1, ("inner", 2, "deepest")), "outer done"]
+    stride_scale = 2
+
+    def op(self, state):
+        try:
+            return super().op(state)
+        except _NestedHang:
+            return "TIMEOUT"
+
+    @staticmethod
+    def nested(loop, coro):
+        """cicada.run_sync(coro)'s result, through a future a timer can end: a nested run defers
+        loop.stop() to the outer run (loop.c _cc_run_until), so the worker's hang guard cannot
+        end it, and a task CPython stranded (even cancel() cannot wake it) would keep it
+        running for good."""
+        import cicada
+
+        task = loop.create_task(coro)
+        box = loop.create_future()  # done by the task's end or by the timer, whichever first
+        task.add_done_callback(lambda t: box.done() or box.set_result(None))
+        # before the worker's own guard: a loop.stop() in the step that ends the operation
+        # would leave asyncio's _run_until_complete_cb queued, stopping the next run at once
+        guard = loop.call_later(HANG_S / 2,
+                                lambda: box.done() or box.set_exception(_NestedHang()))
+        try:
+            cicada.run_sync(box)
+        finally:
+            guard.cancel()
+        return task.result()
+
+    async def body(self, state):
+        loop = asyncio.get_running_loop()
+
+        async def leaf():
+            await asyncio.sleep(0)
+            return "deepest"
+
+        async def inner(level):
+            fut = loop.create_future()
+            loop.call_soon(_set_done, fut)
+            await fut
+            await asyncio.sleep(0.0005)
+            if level == 2:
+                return ("inner", level, await loop.create_task(leaf()))
+            return ("inner", level, self.nested(loop, inner(level + 1)))
+
+        out = ["outer"]
+        out.append(self.nested(loop, inner(1)))
+        await asyncio.sleep(0)
+        out.append("outer done")
         return out
 
 
@@ -1359,6 +1422,7 @@ CASES = {
     "mw1": MW1, "mw3": MW3, "mw_body": MWBody, "mw_iter": MWIter,
     "loop_basic": LoopBasic, "loop_reader": LoopReader, "loop_sock": LoopSock,
     "loop_echo": LoopEcho, "loop_timers": LoopTimers, "loop_accept": LoopAccept,
+    "loop_nested": LoopNested,
     "srv_get": ServerGet, "srv_chunked": ServerChunked, "srv_stream": ServerStream,
     "srv_keepalive": ServerKeepAlive, "srv_upload": ServerUpload, "srv_scope": ServerScope,
     "srv_error": ServerError, "srv_disconnect": ServerDisconnect,
