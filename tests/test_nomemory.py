@@ -14,9 +14,9 @@ injection, the worker allocates in a loop (the probe); if that raises MemoryErro
 allocation came after the operation, so k is past its allocation count. The sweep stops after
 three such k in a row.
 
-`make test` sweeps every STRIDE-th k (3, or 6 for a case with stride_scale = 2: deterministic,
-~65 s); TEST_NOMEM_FULL=1 sweeps every k (~3,800 k over the 25 cases, ~320 s; the biggest is
-loop_timers, ~790 k in ~36 s). By hand: `python -X faulthandler tests/test_nomemory.py CASE
+`make test` sweeps every STRIDE-th k (3, times a case's stride_scale: 2 or 3 for the newer cases;
+deterministic, ~70 s); TEST_NOMEM_FULL=1 sweeps every k (~3,800 k over the 25 cases, ~320 s; the
+biggest is loop_timers, ~790 k in ~36 s). By hand: `python -X faulthandler tests/test_nomemory.py CASE
 [K0 K1 STRIDE]` (TEST_NOMEM_VERBOSE=1|2 prints each k's outcome, 2 also what was logged;
 TEST_NOMEM_MAX_PROBLEMS=1000 goes on past problems). The C stack of the allocation failing at k,
 in the same sequence:
@@ -618,7 +618,7 @@ class LoopTimers(LoopCase):
     of deadlines matters, not how late the timers fire."""
 
     NEAR, FAR, FAR_KEPT = 30, 75, 5
-    stride_scale = 2
+    stride_scale = 3
     expected = [i for i in range(NEAR) if i % 3] + ["threadsafe", "signal"]
 
     def setup(self):
@@ -680,7 +680,7 @@ class LoopNested(LoopCase):
     two levels deep, each inner run with a future, a timer and a task."""
 
     expected = ["outer", ("inner", 1, ("inner", 2, "deepest")), "outer done"]
-    stride_scale = 2
+    stride_scale = 3
 
     def op(self, state):
         try:
@@ -737,6 +737,7 @@ class LoopAccept(LoopCase):
     accepted socket with sock_sendall/sock_recv."""
 
     expected = b"accepted"
+    stride_scale = 2
 
     def setup(self):
         super().setup()
@@ -1107,6 +1108,7 @@ class ServerScope(ServerMore):
     the connection after the response (HTTP/1.0 without keep-alive)."""
 
     settings = {"proxy_headers": True, "trusted_proxy": lambda host: host == "127.0.0.1"}
+    stride_scale = 2
     query = b"&".join(b"key%d=value%%20%d" % (i, i) for i in range(120))
     request = (b"GET /sc%6fpe?" + query + b" HTTP/1.0\r\nHost: t\r\n"
                + b"".join(b"X-Header-%d: value-%d\r\n" % (i, i) for i in range(40))
@@ -1158,6 +1160,7 @@ class ServerDisconnect(ServerMore):
     http.disconnect (cc_asgi_cycle_disconnect from connection_lost)."""
 
     request = b"GET /until-disconnect HTTP/1.1\r\nHost: t\r\n\r\n"
+    stride_scale = 2
     expected = "http.disconnect"
 
     def op(self, c):
@@ -1324,7 +1327,7 @@ class WSFrames(WSMessage):
     # need more than the loop's read size, and how the reads split would move the k numbers)
     replies = 3
     close_payload = (1000).to_bytes(2, "big") + b"bye now"
-    stride_scale = 2
+    stride_scale = 3
 
     def client_frames(self):
         t = self.text.encode()
@@ -1364,6 +1367,7 @@ class WSInvalid(WSMessage):
     The client reads the close frame and closes, which ends the linger."""
 
     replies = 99  # none: the server's close frame ends the session
+    stride_scale = 2
     close_code = (1007).to_bytes(2, "big")
 
     def client_frames(self):
