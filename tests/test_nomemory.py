@@ -15,7 +15,7 @@ allocation came after the operation, so k is past its allocation count. The swee
 three such k in a row.
 
 `make test` sweeps every STRIDE-th k (3, times a case's stride_scale: 2 or 3 for the newer cases;
-deterministic, ~70 s); TEST_NOMEM_FULL=1 sweeps every k (~3,800 k over the 25 cases, ~320 s; the
+deterministic, ~70 s); TEST_NOMEM_FULL=1 sweeps every k (~3,700 k over the 25 cases, ~320 s; the
 biggest is loop_timers, ~790 k in ~36 s). By hand: `python -X faulthandler tests/test_nomemory.py CASE
 [K0 K1 STRIDE]` (TEST_NOMEM_VERBOSE=1|2 prints each k's outcome, 2 also what was logged;
 TEST_NOMEM_MAX_PROBLEMS=1000 goes on past problems). The C stack of the allocation failing at k,
