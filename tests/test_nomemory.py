@@ -14,24 +14,45 @@ injection, the worker allocates in a loop (the probe); if that raises MemoryErro
 allocation came after the operation, so k is past its allocation count. The sweep stops after
 three such k in a row.
 
-`make test` sweeps every STRIDE-th k (3: deterministic, ~35 s); TEST_NOMEM_FULL=1 sweeps every k
-(~1,800 k over the 15 cases, ~150 s). By hand: `python -X faulthandler tests/test_nomemory.py CASE
-[K0 K1 STRIDE]` (TEST_NOMEM_VERBOSE=1|2 prints each k's outcome; TEST_NOMEM_MAX_PROBLEMS=1000 goes
-on past problems). The C stack of the allocation failing at k, in the same sequence:
+`make test` sweeps every STRIDE-th k (3, times a case's stride_scale: 2 or 3 for the newer cases;
+deterministic, ~70 s); TEST_NOMEM_FULL=1 sweeps every k (~3,700 k over the 25 cases, ~320 s; the
+biggest is loop_timers, ~790 k in ~36 s). By hand: `python -X faulthandler tests/test_nomemory.py CASE
+[K0 K1 STRIDE]` (TEST_NOMEM_VERBOSE=1|2 prints each k's outcome, 2 also what was logged;
+TEST_NOMEM_MAX_PROBLEMS=1000 goes on past problems). The C stack of the allocation failing at k,
+in the same sequence:
   TEST_NOMEM_TRAP=k gdb -batch -ex 'handle SIGUSR1 stop nopass' \
     -ex 'set breakpoint pending on' -ex run -ex 'break _PyErr_NoMemory' -ex continue -ex bt \
     --args python tests/test_nomemory.py CASE 0 k+1 3
-The whole file also passes under `make asan`'s build (LD_PRELOAD libasan, PYTHONMALLOC=malloc:
-set_nomemory hooks that allocator too; run it with ASAN_OPTIONS=detect_leaks=0, since what an
-injected failure leaks inside CPython is not ours).
+The file's first 15 cases also passed under `make asan`'s build (LD_PRELOAD libasan,
+PYTHONMALLOC=malloc: set_nomemory hooks that allocator too; run it with
+ASAN_OPTIONS=detect_leaks=0, since what an injected failure leaks inside CPython is not ours); the
+10 added later (loop_timers and after in CASES) have not been run under it yet.
+
+The cases: mw1/mw3/mw_body/mw_iter (the middleware driver: layers, a body read, a body
+iterated); loop_basic (callbacks, timers, a task), loop_reader (add/remove_reader), loop_sock
+(sock_sendall/recv/recv_into), loop_echo (protocols on a socketpair), loop_timers (the timer heap
+and its pruning, call_soon_threadsafe, a signal handler), loop_nested (cicada.run_sync nested
+two deep in a running loop), loop_accept (sock_connect/sock_accept);
+srv_get, srv_chunked (a chunked request body), srv_stream (a streamed response), srv_keepalive
+(two pipelined requests), srv_upload (Expect: 100-continue, a chunked body 4x the read buffer
+limit: paused reading, several receive() calls), srv_scope (an HTTP/1.0 request with a long query,
+40 headers and X-Forwarded-* from a trusted proxy), srv_error (an app raising before and after
+its response start), srv_disconnect (the client gone mid-response, the app's http.disconnect);
+ws_session (handshake, echo, close), ws_message, ws_deflate (permessage-deflate), ws_frames
+(fragments with split UTF-8, a ping between them, a 20 kB binary message, a close with a reason),
+ws_invalid (a text message that is not UTF-8: a 1007 close, then the lingering close). In the
+server cases, after each k the client closes and the app's tasks must then end on their own (its
+receive() gets the disconnect) within 2 s; only the client's own task is cancelled before that.
 
 Findings, all fixed, each with a regression test at the end: cicada.loop's _RunningScope left
 half-entered, loop._remove_reader raising after removing, the connection kept when
-transport.close() raises, half a WebSocket frame left corked by a failed send; and without a test
-of its own, a receive() whose message could not be made leaving the app waiting for good (HTTP:
-cycle.c, WebSocket: ws_protocol.c mark_closed; the sweep covers them). Much of what a sweep meets
-is CPython 3.11 not coping with a failed allocation; those k are in EXCLUDED or tolerated
-(_AFTERMATH, _cpython_logging_frame_error, stranded tasks), each with the stack that shows it.
+transport.close() raises, the connection kept when close() fails to schedule connection_lost
+(abort() a no-op after it; loop.py _SocketTransport.close), half a WebSocket frame left corked by
+a failed send; and without a test of its own, a receive() whose message could not be made leaving
+the app waiting for good (HTTP: cycle.c, WebSocket: ws_protocol.c mark_closed; the sweep covers
+them). Much of what a sweep meets is CPython 3.11 not coping with a failed allocation; those k
+are in EXCLUDED or tolerated (_AFTERMATH, _cpython_logging_frame_error, stranded tasks), each
+with the stack that shows it.
 """
 
 from __future__ import annotations
@@ -46,6 +67,7 @@ import subprocess
 import sys
 import time
 import traceback
+import weakref
 
 FULL = os.environ.get("TEST_NOMEM_FULL", "") not in ("", "0")
 STRIDE = 1 if FULL else int(os.environ.get("TEST_NOMEM_STRIDE", "3"))
@@ -65,7 +87,9 @@ _CPY_FRAME = ("CPython: SystemError 'error return without exception set' raised 
               "(asyncio selector_events._ensure_fd_no_transport): the failing allocation is a "
               "traceback/frame object made while a KeyError leaves WeakValueDictionary."
               "__getitem__ (tb_create_raw / _PyFrame_MakeAndSetFrameObject, which drops the "
-              "pending exception on failure); no _core frame below the eval loop")
+              "pending exception on failure), or a bound method (PyMethod_New < "
+              "_PyObject_GenericGetAttrWithDict) on that same path (loop_accept: sock_connect, "
+              "_sock_write_done); no _core frame below the eval loop")
 _CPY_BYTEARRAY = ("CPython: PyByteArray_FromStringAndSize (bytes(buf[:n]) in the test coroutine) "
                   "frees a new bytearray whose ob_exports is not yet initialised when its buffer "
                   "allocation fails: bytearray_dealloc prints 'deallocated bytearray object has "
@@ -92,6 +116,15 @@ _CPY_ZOMBIE = ("CPython: the app's task is a zombie or stranded. Task.__init__ s
                "or enter_task (task_step) fails to grow its dict and the task is never resumed. "
                "Either way an app task the server cannot see outlives the request")
 
+_CPY_CONN_LOST = ("CPython: a connection that never ends after the client closed: asyncio's "
+                  "_SelectorSocketTransport._call_connection_lost (cicada's _SocketTransport "
+                  "inherits it) starts with super()._call_connection_lost(exc), and when the super "
+                  "object or the bound method cannot be made (PyType_GenericAlloc < "
+                  "super_vectorcall, or PyMethod_New < super_getattro; the eval loop called from "
+                  "cc_loop_handle_run, no other _core frame) the MemoryError is logged by the "
+                  "loop and neither the protocol's connection_lost nor the socket's close ever "
+                  "runs")
+
 def _near(*ks, width=3):
     """k values within `width` of those seen: a small change in the code before the operation
     (or in how the worker is started) shifts the allocation numbers by a few."""
@@ -103,11 +136,16 @@ EXCLUDED: dict[str, dict[int, str]] = {
     "srv_stream": dict.fromkeys(_near(52), _CPY_ZOMBIE),
     "srv_chunked": dict.fromkeys(_near(53, 54), _CPY_ZOMBIE),
     "srv_keepalive": dict.fromkeys(_near(80, 81), _CPY_ZOMBIE),
+    "srv_error": dict.fromkeys(_near(129, 132, 136), _CPY_CONN_LOST),
+    "srv_scope": dict.fromkeys(_near(192, 195, 199), _CPY_CONN_LOST),
+    "srv_disconnect": dict.fromkeys(_near(74, 76, 77), _CPY_CONN_LOST),
     "loop_reader": dict.fromkeys(_near(40, 54), _CPY_FRAME),
     "loop_sock": dict.fromkeys(_near(46), _CPY_BYTEARRAY),
+    "loop_accept": dict.fromkeys(_near(65, 88), _CPY_FRAME),
     "ws_session": dict.fromkeys(_near(*range(196, 220)), _WS_LEAKS),
     "ws_deflate": dict.fromkeys(_near(*range(196, 220)), _WS_LEAKS),
     "ws_message": dict.fromkeys(_near(*range(100, 120)), _WS_LEAKS),
+    "ws_frames": dict.fromkeys(_near(*range(140, 147)), _CPY_CONN_LOST + "; or " + _WS_LEAKS),
 
 }
 
@@ -157,6 +195,10 @@ def _has_system_error(exc) -> bool:
     return any(isinstance(e, SystemError) for e in _chain(exc))
 
 
+class AppBoom(Exception):
+    """What an app raises on purpose (srv_error): the server's log of it is expected."""
+
+
 class Recorder:
     """Collects what the loop's exception handler, the unraisable hook and the error logger saw."""
 
@@ -173,6 +215,8 @@ class Recorder:
         if record.levelno < 30 and not record.exc_info:  # below WARNING: access/debug lines
             return
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, AppBoom):
+            return  # the exception a case's app raises on purpose, logged as it should be
         self.items.append(("log", exc, record.getMessage()))
 
     def take(self):
@@ -240,12 +284,20 @@ def _repair_running_scope(loop) -> bool:
 _HOOKS0 = sys.get_asyncgen_hooks()
 
 
-def _cancel_leftovers(loop):
-    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+def _is_client_task(task) -> bool:
+    """A task running an operation's client side (see Case.op), not one the server made."""
+    return getattr(task.get_coro(), "__qualname__", "") == "_with_timeout"
+
+
+def _cancel_leftovers(loop, only=None):
+    """Cancels the loop's pending tasks (those `only` accepts); True if there were any."""
+    # a task found stranded once stays so: waiting for it again would cost 0.5 s at every k
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done() and t not in _STRANDED_TASKS
+               and (only is None or only(t))]
     for t in pending:
         t.cancel()
     if not pending:
-        return
+        return False
     # A task whose step failed to allocate its wakeup callback (CPython's task_step_impl) is
     # stranded: never resumed, and cancel() cannot wake it either. Give up on those after 0.5 s.
     guard = loop.call_later(0.5, loop.stop)
@@ -258,11 +310,14 @@ def _cancel_leftovers(loop):
             if not t.done():
                 t._log_destroy_pending = False
                 STRANDED.append(repr(t)[:200])
+                _STRANDED_TASKS.add(t)
     finally:
         guard.cancel()
+    return True
 
 
 STRANDED: list[str] = []
+_STRANDED_TASKS: weakref.WeakSet = weakref.WeakSet()
 KNOWN_OUTCOMES: list[str] = []  # tolerated outcomes noticed inside a case's methods
 
 
@@ -548,6 +603,181 @@ class LoopEcho(LoopCase):
             st.close()
 
 
+def _set_done(fut):
+    """fut.set_result(None) unless it is done: an operation a failure cut short leaves its
+    timers behind, and they fire during the next one (its future cancelled meanwhile)."""
+    if not fut.done():
+        fut.set_result(None)
+
+
+class LoopTimers(LoopCase):
+    """The timer heap (loop/timers.c): 30 call_at timers pushed in a shuffled order, a third of
+    them cancelled, 75 far call_later timers of which 70 are cancelled (past asyncio's prune
+    threshold: cc_loop_timers_prune runs); then the wake-ups: call_soon_threadsafe (the eventfd,
+    wakeup.c) and a signal handler (the set_wakeup_fd pipe drained by signals.c). Only the order
+    of deadlines matters, not how late the timers fire."""
+
+    NEAR, FAR, FAR_KEPT = 30, 75, 5
+    stride_scale = 3
+    expected = [i for i in range(NEAR) if i % 3] + ["threadsafe", "signal"]
+
+    def setup(self):
+        import signal
+
+        super().setup()
+        self.signalled = None
+        self.loop.add_signal_handler(signal.SIGUSR2, self.on_signal)
+
+    def prepare(self):
+        self.current = object()
+        return self.current
+
+    def on_signal(self):
+        self.out.append("signal")
+        self.signalled.set_result(None)
+
+    async def body(self, state):
+        import signal
+
+        if state is not self.current:
+            # CPython's zombie task (see _AFTERMATH): create_task in run_until_complete failed
+            # in register_task after Task.__init__ had scheduled this step, so this body runs
+            # during the next operation; its signal would land in that operation's list
+            return None
+        loop = asyncio.get_running_loop()
+        self.out = out = []
+        done = loop.create_future()
+        self.signalled = loop.create_future()
+        t0 = loop.time()
+        near = {}
+        for j in range(self.NEAR):
+            i = (j * 7) % self.NEAR  # 7 is prime to 30: every i once, shuffled
+            near[i] = loop.call_at(t0 + 0.0001 * (i + 1), out.append, i)
+        far = [loop.call_later(60 + i, out.append, "never") for i in range(self.FAR)]
+        for h in far[self.FAR_KEPT:]:
+            h.cancel()
+        for i in range(0, self.NEAR, 3):
+            near[i].cancel()
+        loop.call_at(t0 + 0.0001 * (self.NEAR + 1), _set_done, done)
+        try:
+            await done
+        finally:
+            for h in far[:self.FAR_KEPT]:
+                h.cancel()
+        loop.call_soon_threadsafe(out.append, "threadsafe")
+        signal.raise_signal(signal.SIGUSR2)
+        await self.signalled
+        return out
+
+
+class _NestedHang(Exception):
+    """A nested run that did not end (see LoopNested.nested)."""
+
+
+class LoopNested(LoopCase):
+    """Re-entrancy: cicada.run_sync from a coroutine already running on the loop (nested
+    run_until_complete: Loop._run_nested, the C _cc_run_until with the current task set aside),
+    two levels deep, each inner run with a future, a timer and a task."""
+
+    expected = ["outer", ("inner", 1, ("inner", 2, "deepest")), "outer done"]
+    stride_scale = 3
+
+    def op(self, state):
+        try:
+            return super().op(state)
+        except _NestedHang:
+            return "TIMEOUT"
+
+    @staticmethod
+    def nested(loop, coro):
+        """cicada.run_sync(coro)'s result, through a future a timer can end: a nested run defers
+        loop.stop() to the outer run (loop.c _cc_run_until), so the worker's hang guard cannot
+        end it, and a task CPython stranded (even cancel() cannot wake it) would keep it
+        running for good."""
+        import cicada
+
+        task = loop.create_task(coro)
+        box = loop.create_future()  # done by the task's end or by the timer, whichever first
+        task.add_done_callback(lambda t: box.done() or box.set_result(None))
+        # before the worker's own guard: a loop.stop() in the step that ends the operation
+        # would leave asyncio's _run_until_complete_cb queued, stopping the next run at once
+        guard = loop.call_later(HANG_S / 2,
+                                lambda: box.done() or box.set_exception(_NestedHang()))
+        try:
+            cicada.run_sync(box)
+        finally:
+            guard.cancel()
+        return task.result()
+
+    async def body(self, state):
+        loop = asyncio.get_running_loop()
+
+        async def leaf():
+            await asyncio.sleep(0)
+            return "deepest"
+
+        async def inner(level):
+            fut = loop.create_future()
+            loop.call_soon(_set_done, fut)
+            await fut
+            await asyncio.sleep(0.0005)
+            if level == 2:
+                return ("inner", level, await loop.create_task(leaf()))
+            return ("inner", level, self.nested(loop, inner(level + 1)))
+
+        out = ["outer"]
+        out.append(self.nested(loop, inner(1)))
+        await asyncio.sleep(0)
+        out.append("outer done")
+        return out
+
+
+class LoopAccept(LoopCase):
+    """sock_connect to a listening socket, sock_accept (loop/sock.c), then one exchange over the
+    accepted socket with sock_sendall/sock_recv."""
+
+    expected = b"accepted"
+    stride_scale = 2
+
+    def setup(self):
+        super().setup()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+
+    def prepare(self):
+        c = socket.socket()
+        c.setblocking(False)
+        return c, []
+
+    def after(self, state):
+        super().after(state)
+        c, accepted = state
+        c.close()
+        for s in accepted:
+            s.close()
+        try:
+            while True:
+                self.listener.accept()[0].close()  # a connection the failure left queued
+        except BlockingIOError:
+            pass
+
+    async def body(self, state):
+        c, accepted = state
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(c, self.listener.getsockname())
+        conn, _ = await loop.sock_accept(self.listener)
+        accepted.append(conn)
+        conn.setblocking(False)
+        await loop.sock_sendall(conn, self.expected)
+        got = b""
+        while len(got) < len(self.expected):
+            chunk = await loop.sock_recv(c, 64)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
 # ---------------------------------------------------------------------------------------------
 # HTTP server cases: cicada._core.HttpServer on cicada's loop, a client socket in-process.
 
@@ -678,9 +908,8 @@ class ServerCase:
             self.loop.run_until_complete(asyncio.sleep(0.001))
         return c
 
-    async def read_response(self, c, until=None):
+    async def read_response(self, c, until=None, raw=b""):
         loop = asyncio.get_running_loop()
-        raw = b""
         while True:
             parsed = _parse_response(raw)
             if parsed and parsed[3] and (until is None or until(raw)):
@@ -699,13 +928,18 @@ class ServerCase:
         return self.loop.run_until_complete(_with_timeout(self.read_response(c)))
 
     def after(self, c):
-        _cancel_leftovers(self.loop)  # a read the failure left parked on c, before c closes
+        stranded = len(STRANDED)
+        # a read the failure left parked on c, before c closes; the app's tasks are left to end
+        # on their own, once the server tells them the client is gone
+        _cancel_leftovers(self.loop, only=_is_client_task)
         c.close()
-        self.wait_idle()
+        self.wait_idle(stranded)
 
     base = (0, 0)  # (connections, active requests) when idle; moved on after a reported leak
 
-    def wait_idle(self):
+    def wait_idle(self, stranded):
+        """Waits until the server is back to its base; `stranded` is len(STRANDED) before this
+        k's leftovers were cancelled."""
         deadline = time.monotonic() + 2
         while True:
             now = (self.server.connection_count, self.server.active_requests)
@@ -717,8 +951,7 @@ class ServerCase:
             if time.monotonic() < deadline:
                 self.loop.run_until_complete(asyncio.sleep(0.002))
                 continue
-            stranded = len(STRANDED)
-            _cancel_leftovers(self.loop)
+            cancelled = _cancel_leftovers(self.loop)
             before, self.base = self.base, (self.server.connection_count,
                                             self.server.active_requests)
             if len(STRANDED) > stranded:
@@ -727,6 +960,9 @@ class ServerCase:
                 # server cannot finish a request whose task never runs again: not ours.
                 KNOWN_OUTCOMES.append("CPython: stranded app task kept a request open")
                 return
+            if cancelled and self.base[0] <= before[0] and self.base[1] <= before[1]:
+                raise Problem(f"an app task still ran 2 s after the client closed (cancel() "
+                              f"ended it): (connections, active requests) = {now}")
             raise Problem(f"server not idle after the client closed: (connections, active "
                           f"requests) = {now}, expected {before}")
         _cancel_leftovers(self.loop)
@@ -785,19 +1021,187 @@ class ServerKeepAlive(ServerCase):
         return raw[raw.find(b"\r\n\r\n") + 4 + len(first[2]):]
 
 
+# What the app of srv_disconnect saw, for the operation to await: set per operation.
+DISCONNECT_SEEN: list = []
+
+
+async def _app_more(scope, receive, send):
+    """_app_http plus the paths of the cases below."""
+    path = scope.get("path")
+    if path == "/raise-before":
+        raise AppBoom("before the response start")
+    if path == "/raise-after":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        # a first part, so that the head is out (a start alone stays corked: a 500 replaces it)
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise AppBoom("after the response start")
+    if path == "/scope":
+        headers = scope["headers"]
+        out = "%s %s %s %s %s q=%d h=%d last=%s" % (
+            scope["http_version"], scope["method"], scope["scheme"], scope["client"][0],
+            scope["raw_path"].decode(), len(scope["query_string"]), len(headers),
+            headers[-3][1].decode())
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": out.encode()})
+        return
+    if path == "/until-disconnect":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"one,", "more_body": True})
+        while True:
+            m = await receive()
+            if m["type"] == "http.disconnect":
+                DISCONNECT_SEEN[-1].set_result(m["type"])
+                try:  # ends the response, as an app that did not look would (a no-op now)
+                    await send({"type": "http.response.body", "body": b""})
+                except OSError:
+                    pass
+                return
+    return await _app_http(scope, receive, send)
+
+
+class ServerMore(ServerCase):
+    app = staticmethod(_app_more)
+
+
+class ServerUpload(ServerMore):
+    """`Expect: 100-continue` (the 100 is written by the app's first receive()), then a chunked
+    body the client sends only after it, of 4x the read buffer limit: reading pauses and
+    resumes (cc_asgi_update_reading) and the app's receive() returns several messages."""
+
+    settings = {"read_buffer_limit": 1024}
+    stride_scale = 2
+    request = (b"POST /upload HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n")
+    part = bytes(range(33, 33 + 80)) * 5  # 400 bytes
+    body = part * 10
+    expected = (200, b"got %d:%s" % (len(body), body[:40]))
+
+    def op(self, c):
+        return self.loop.run_until_complete(_with_timeout(self.upload(c)))
+
+    async def upload(self, c):
+        loop = asyncio.get_running_loop()
+        raw = b""
+        while b" 100 Continue\r\n\r\n" not in raw:
+            parsed = _parse_response(raw)
+            if parsed and parsed[3]:
+                return raw  # answered without asking for the body (an error response)
+            chunk = await _recv_or_eof(loop, c)
+            if not chunk:
+                return raw
+            raw += chunk
+        rest = raw.partition(b" 100 Continue\r\n\r\n")[2]
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(self.part), self.part) for _ in range(10))
+        try:
+            await loop.sock_sendall(c, chunked + b"0\r\n\r\n")
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the server gave up on the request (allowed under injection)
+        return await self.read_response(c, raw=rest)
+
+
+class ServerScope(ServerMore):
+    """Scope building (asgi/scope.c) from a big HTTP/1.0 request: a percent-encoded path, a long
+    query string, 40 headers, X-Forwarded-For/Proto from a trusted proxy; the server closes
+    the connection after the response (HTTP/1.0 without keep-alive)."""
+
+    settings = {"proxy_headers": True, "trusted_proxy": lambda host: host == "127.0.0.1"}
+    stride_scale = 2
+    query = b"&".join(b"key%d=value%%20%d" % (i, i) for i in range(120))
+    request = (b"GET /sc%6fpe?" + query + b" HTTP/1.0\r\nHost: t\r\n"
+               + b"".join(b"X-Header-%d: value-%d\r\n" % (i, i) for i in range(40))
+               + b"X-Forwarded-For: 10.1.2.3, 127.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n")
+    expected = (200, b"1.0 GET https 10.1.2.3 /sc%%6fpe q=%d h=43 last=value-39" % len(query))
+
+
+class ServerError(ServerMore):
+    """The 500 path: an app raising before its response start (a 500, then the connection
+    closed) and, on a second connection, one raising after it (the connection closed
+    mid-response). The server's log of the app's exception is expected (AppBoom, see
+    Recorder)."""
+
+    request = b"GET /raise-before HTTP/1.1\r\nHost: t\r\n\r\n"
+    stride_scale = 2
+    request2 = b"GET /raise-after HTTP/1.1\r\nHost: t\r\n\r\n"
+    expected = (500, b"Internal Server Error")
+
+    def prepare(self):
+        c1 = super().prepare()
+        c2 = self.connect()
+        c2.send(self.request2)
+        return c1, c2
+
+    def op(self, cs):
+        # each to the end of its stream: the server closes both
+        return self.loop.run_until_complete(_with_timeout(self.read_both(cs)))
+
+    async def read_both(self, cs):
+        return [await self.read_response(c, until=bool) for c in cs]
+
+    def after(self, cs):
+        cs[0].close()
+        super().after(cs[1])
+
+    def check(self, res, injected):
+        first, second = (_parse_response(raw) if raw else None for raw in res)
+        if first and first[3] and (first[0], first[2]) == self.expected and second \
+                and second[0] == 200 and not second[3]:
+            return None
+        if injected and (first is None or not first[3] or first[0] == 500) and \
+                (second is None or not second[3]):
+            return "error"
+        raise Problem(f"wrong responses: {res!r}")
+
+
+class ServerDisconnect(ServerMore):
+    """A client that closes mid-response: the app, waiting in receive(), must get
+    http.disconnect (cc_asgi_cycle_disconnect from connection_lost)."""
+
+    request = b"GET /until-disconnect HTTP/1.1\r\nHost: t\r\n\r\n"
+    stride_scale = 2
+    expected = "http.disconnect"
+
+    def op(self, c):
+        return self.loop.run_until_complete(_with_timeout(self.cut(c)))
+
+    async def cut(self, c):
+        loop = asyncio.get_running_loop()
+        seen = loop.create_future()
+        DISCONNECT_SEEN.append(seen)
+        raw = b""
+        while b"one," not in raw:
+            chunk = await _recv_or_eof(loop, c)
+            if not chunk:
+                return raw
+            raw += chunk
+        c.close()
+        return await seen
+
+    def check(self, res, injected):
+        if res == self.expected:
+            return None
+        if injected and isinstance(res, bytes):
+            return "error"  # the response stopped before its first part
+        raise Problem(f"the app did not see the disconnect: {res!r}")
+
+
 WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 WS_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               b"Sec-WebSocket-Key: " + WS_KEY + b"\r\nSec-WebSocket-Version: 13\r\n")
 WS_ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
-def _ws_frame(opcode, payload, mask=b"\x01\x02\x03\x04"):
+def _ws_frame(opcode, payload, mask=b"\x01\x02\x03\x04", fin=True):
     n = len(payload)
-    hdr = bytes([0x80 | opcode])
+    hdr = bytes([(0x80 if fin else 0) | opcode])
     if n < 126:
         hdr += bytes([0x80 | n])
-    else:
+    elif n < 65536:
         hdr += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        hdr += bytes([0x80 | 127]) + n.to_bytes(8, "big")
     return hdr + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
 
 
@@ -826,6 +1230,8 @@ class WSHandshake(ServerCase):
     settings = {"ws": "auto"}
     extra = b""
     message = "hi there"
+    replies = 1  # data frames the client reads before it sends its close
+    close_payload = (1000).to_bytes(2, "big")
 
     @property
     def request(self):
@@ -847,9 +1253,10 @@ class WSHandshake(ServerCase):
                 raw = f[2]
                 if f[0] == 8:
                     return frames
-                if len(frames) == 2:  # the echo: now close (not pipelined: the server may
-                    # answer a close before the app's echo, which is allowed)
-                    await loop.sock_sendall(c, _ws_frame(8, (1000).to_bytes(2, "big")))
+                if len(frames) == 1 + self.replies:
+                    # the replies are in: now close (not pipelined: the server may answer a
+                    # close before the app's echo, which is allowed)
+                    await loop.sock_sendall(c, _ws_frame(8, self.close_payload))
             chunk = await _recv_or_eof(loop, c)
             if not chunk:
                 return frames
@@ -895,15 +1302,88 @@ class WSMessage(WSHandshake):
         head, _, rest = raw.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise Problem(f"no upgrade: {raw!r}")
-        c.send(_ws_frame(1, self.message.encode()))
+        c.sendall(self.client_frames())
         self.rest = rest
         return c
+
+    def client_frames(self):
+        return _ws_frame(1, self.message.encode())
 
     def op(self, c):
         res = self.loop.run_until_complete(_with_timeout(self.session(c, b"\r\n\r\n" + self.rest)))
         if res == "TIMEOUT":
             return res
         return [("head", b"HTTP/1.1 101 Switching Protocols")] + res[1:]
+
+
+class WSFrames(WSMessage):
+    """On an upgraded connection: a text message in three fragments whose UTF-8 sequences are
+    split across them (validated incrementally), a ping between the fragments (answered with
+    a pong), a 20,000-byte binary message (the frame buffers grow), then a close with a
+    reason."""
+
+    text = "héllo wörld ✓ " * 4
+    big = bytes(range(256)) * 78 + b"tail"  # 19,972 bytes: one read (a 64-bit length would
+    # need more than the loop's read size, and how the reads split would move the k numbers)
+    replies = 3
+    close_payload = (1000).to_bytes(2, "big") + b"bye now"
+    stride_scale = 3
+
+    def client_frames(self):
+        t = self.text.encode()
+        return (_ws_frame(1, t[:2], fin=False) + _ws_frame(9, b"are you there")
+                + _ws_frame(0, t[2:19], fin=False) + _ws_frame(0, t[19:]))
+
+    def op(self, c):
+        # the big frame is sent by the loop: a non-blocking send() may take only part of it
+        if not hasattr(WSFrames, "big_frame"):
+            WSFrames.big_frame = _ws_frame(2, self.big)
+        return super().op(c)
+
+    async def session(self, c, raw=b""):
+        try:
+            await asyncio.get_running_loop().sock_sendall(c, self.big_frame)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the server closed the connection (allowed under injection)
+        return await super().session(c, raw)
+
+    def expected_frames(self):
+        return [("head", b"HTTP/1.1 101 Switching Protocols"), (1, self.text.encode()),
+                (2, self.big), (10, b"are you there"), (8, (1000).to_bytes(2, "big"))]
+
+    def check(self, frames, injected):
+        if frames == "TIMEOUT":
+            raise Problem("timeout")
+        # the pong may come before or after the echoes; the server's close may echo the reason
+        if len(frames) >= 2 and frames[-1][0] == 8:
+            frames = frames[:1] + sorted(frames[1:-1]) + [(8, frames[-1][1][:2])]
+        return super().check(frames, injected)
+
+
+class WSInvalid(WSMessage):
+    """On an upgraded connection, a text message that is not UTF-8: the server fails the
+    connection (asgi/ws_protocol.c fail: a 1007 close frame, then the lingering close of
+    asgi/protocol.c: write_eof, reading on, a deadline timer) and the app gets its disconnect.
+    The client reads the close frame and closes, which ends the linger."""
+
+    replies = 99  # none: the server's close frame ends the session
+    stride_scale = 2
+    close_code = (1007).to_bytes(2, "big")
+
+    def client_frames(self):
+        return _ws_frame(1, b"caf\xc3(")  # a broken 2-byte sequence
+
+    def check(self, frames, injected):
+        if frames == "TIMEOUT":
+            raise Problem("timeout")
+        head = ("head", b"HTTP/1.1 101 Switching Protocols")
+        if len(frames) == 2 and frames[0] == head and frames[1][0] == 8 \
+                and frames[1][1][:2] == self.close_code:
+            return None
+        if injected and (len(frames) < 2 or frames[0] != head or
+                         (frames[-1][0] == 8 and frames[-1][1][:2] != self.close_code)):
+            return "error"
+        raise Problem(f"wrong session: {frames!r}")
 
 
 class WSDeflate(WSHandshake):
@@ -945,10 +1425,13 @@ class WSDeflate(WSHandshake):
 CASES = {
     "mw1": MW1, "mw3": MW3, "mw_body": MWBody, "mw_iter": MWIter,
     "loop_basic": LoopBasic, "loop_reader": LoopReader, "loop_sock": LoopSock,
-    "loop_echo": LoopEcho,
+    "loop_echo": LoopEcho, "loop_timers": LoopTimers, "loop_accept": LoopAccept,
+    "loop_nested": LoopNested,
     "srv_get": ServerGet, "srv_chunked": ServerChunked, "srv_stream": ServerStream,
-    "srv_keepalive": ServerKeepAlive,
+    "srv_keepalive": ServerKeepAlive, "srv_upload": ServerUpload, "srv_scope": ServerScope,
+    "srv_error": ServerError, "srv_disconnect": ServerDisconnect,
     "ws_session": WSHandshake, "ws_message": WSMessage, "ws_deflate": WSDeflate,
+    "ws_frames": WSFrames, "ws_invalid": WSInvalid,
 }
 
 
@@ -1069,6 +1552,9 @@ def run_worker(case_name: str, k0: int, k1: int, stride: int) -> int:
                 sys.stderr.write(f"k={k}: {kind} {_describe(exc)}\n")
                 if exc is not None and VERBOSE > 1:
                     traceback.print_exception(exc)
+                if VERBOSE > 1:
+                    for where, e, msg in seen:
+                        sys.stderr.write(f"  {where}: {msg[:300]} {_describe(e)}\n")
             # the same operation again, no injection: it must work
             exc = result = None
             gc.collect()
@@ -1129,7 +1615,9 @@ def worker_env():
 
 def sweep(case_name, k0=0, k1=MAX_K, stride=None, timeout=240):
     """Run the worker for one case; returns (result dict or None, last k, returncode, stderr)."""
-    stride = stride or STRIDE
+    # a case with many allocations (or many 1 s hang guards) is sampled more thinly by
+    # `make test`; the full sweep takes every k of every case
+    stride = stride or STRIDE * (1 if FULL else getattr(CASES[case_name], "stride_scale", 1))
     cmd = [sys.executable, "-X", "faulthandler", os.path.abspath(__file__), case_name,
            str(k0), str(k1), str(stride)]
     try:
@@ -1238,41 +1726,25 @@ print(json.dumps(hits))
         hits = json.loads(p.stdout.strip().splitlines()[-1])
         assert hits == [], f"raised MemoryError after removing the reader at k={hits}"
 
-    def test_connection_leaks_when_transport_close_raises():
-        """Was a finding (fixed): asgi/protocol.c:cc_asgi_close: when transport.close() raises
-        (here the MemoryError of loop._remove_reader above, after asyncio set _closing), it only
-        writes it as unraisable and sets close_called, so no later close/abort happens: the
-        client never sees EOF and, after the client closes, the connection (fd, protocol,
-        server.connection_count) leaks for good. Seen in the sweep as ws_session/ws_deflate
-        k=203..215 'server not idle'"""
+    def _serve_one_close(loop, arm):
+        """One `Connection: close` request to an HttpServer on loop, with arm() called just
+        before it: (the response, "EOF" or "no EOF" within 1 s, connection_count once the
+        client closed). The MemoryError the server reports as unraisable is silenced."""
         import cicada._core as core
-        import cicada.loop
 
         async def app(scope, receive, send):
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
 
-        loop = cicada.loop.new_event_loop()
         server = core.HttpServer(app, loop)
         listener = loop.run_until_complete(loop.create_server(server, "127.0.0.1", 0))
         port = listener.sockets[0].getsockname()[1]
-        real = cicada.loop.Loop._remove_reader
-        armed = []
-
-        def flaky(self, fd):
-            r = real(self, fd)
-            if armed:
-                armed.clear()
-                raise MemoryError  # what remove_io_fd does when h.cancel() fails to allocate
-            return r
-
         c = socket.create_connection(("127.0.0.1", port))
         c.setblocking(False)
         old_hook = sys.unraisablehook
-        sys.unraisablehook = lambda u: None  # the MemoryError cc_asgi_close reports
-        cicada.loop.Loop._remove_reader = flaky
+        sys.unraisablehook = lambda u: None
         try:
-            armed.append(1)
+            arm()
             c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
 
             async def read():
@@ -1287,20 +1759,72 @@ print(json.dumps(hits))
                     data += chunk
 
             data, end = loop.run_until_complete(read())
-            assert data.endswith(b"ok")
             c.close()
             for _ in range(100):
                 if server.connection_count == 0:
                     break
                 loop.run_until_complete(asyncio.sleep(0.01))
-            assert (end, server.connection_count) == ("EOF", 0)
+            return data, end, server.connection_count
         finally:
-            cicada.loop.Loop._remove_reader = real
             sys.unraisablehook = old_hook
+            c.close()
             server.close_all()
             listener.close()
             loop.run_until_complete(asyncio.sleep(0.01))
             loop.close()
+
+    def test_connection_leaks_when_transport_close_raises():
+        """Was a finding (fixed): asgi/protocol.c:cc_asgi_close: when transport.close() raises
+        (here the MemoryError of loop._remove_reader above, after asyncio set _closing), it only
+        writes it as unraisable and sets close_called, so no later close/abort happens: the
+        client never sees EOF and, after the client closes, the connection (fd, protocol,
+        server.connection_count) leaks for good. Seen in the sweep as ws_session/ws_deflate
+        k=203..215 'server not idle'"""
+        import cicada.loop
+
+        real = cicada.loop.Loop._remove_reader
+        armed = []
+
+        def flaky(self, fd):
+            r = real(self, fd)
+            if armed:
+                armed.clear()
+                raise MemoryError  # what remove_io_fd does when h.cancel() fails to allocate
+            return r
+
+        cicada.loop.Loop._remove_reader = flaky
+        try:
+            data, end, count = _serve_one_close(cicada.loop.new_event_loop(),
+                                                lambda: armed.append(1))
+        finally:
+            cicada.loop.Loop._remove_reader = real
+        assert data.endswith(b"ok") and not armed
+        assert (end, count) == ("EOF", 0)
+
+    def test_connection_leaks_when_close_fails_to_schedule():
+        """Was a finding (fixed): asyncio's _SelectorTransport.close() (which cicada's
+        _SocketTransport inherits) sets _closing and counts the connection lost (_conn_lost += 1)
+        before loop.call_soon(_call_connection_lost); when that call fails (MemoryError: the
+        handle's context copy, PyContext_CopyCurrent < cc_loop_handle_new, or the bound method),
+        close() raises and asgi/protocol.c:close_transport falls back to abort(), but
+        _force_close returns at once since _conn_lost is set: the socket stays open and the
+        connection (server.connection_count) leaks for good, the client never sees EOF. In the
+        sweep: ws_frames k=145..147 (cc_asgi_close < cc_asgi_ws_feed, after the close
+        handshake). Fixed in src/cicada/loop.py _SocketTransport.close"""
+        import cicada.loop
+
+        armed = []
+
+        class FlakyLoop(cicada.loop.Loop):
+            def call_soon(self, callback, *args, context=None):
+                if armed and getattr(callback, "__name__", "") == "_call_connection_lost":
+                    armed.clear()
+                    raise MemoryError  # as a failed allocation inside call_soon would
+                return super().call_soon(callback, *args, context=context)
+
+        data, end, count = _serve_one_close(FlakyLoop(), lambda: armed.append(1))
+        assert data.endswith(b"ok") and not armed
+        assert (end, count) == ("EOF", 0)
 
 
     def test_ws_failed_send_leaves_half_a_frame():

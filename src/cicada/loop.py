@@ -100,6 +100,20 @@ class _SocketTransport(_core.transport_core_type(), selector_events._SelectorSoc
         # 3.12+ picks a Python write path per instance (self._write_ready = ...); ours is C.
         self.__dict__.pop("_write_ready", None)
 
+    def close(self):
+        lost = self._conn_lost
+        try:
+            super().close()
+        except BaseException:
+            # asyncio's close() marks the transport closing and counts the connection lost
+            # before it schedules _call_connection_lost; when that fails (a MemoryError from
+            # call_soon or _remove_writer), nothing would ever close the socket, and abort()
+            # could not either: _force_close returns at once when _conn_lost is set. Undo the
+            # count, so that the abort() a caller falls back to (asgi/protocol.c:
+            # close_transport) ends the connection.
+            self._conn_lost = lost
+            raise
+
     def _cc_warn_send_after_lost(self):
         logger.warning("socket.send() raised exception.")
 
