@@ -43,7 +43,8 @@ every close code is the one the model allows for the situation, the server threa
 serves a new connection afterwards.
 
 TEST_WS_DIFF_EXAMPLES=N runs N examples instead of the CI default (e.g. 3000 to hunt);
-TEST_WS_DIFF_SEED=S draws other examples than the derandomised CI ones.
+TEST_WS_DIFF_SEED=S draws other examples than the derandomised CI ones;
+TEST_WS_DIFF_LOOP=asyncio|uvloop runs cicada's server on that loop instead of cicada's own.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from wsraw import Reader, close_payload, frame, handshake, open_ws, wait_for  # 
 
 EXAMPLES = int(os.environ.get("TEST_WS_DIFF_EXAMPLES", "200"))
 SEED = os.environ.get("TEST_WS_DIFF_SEED")
+LOOP = os.environ.get("TEST_WS_DIFF_LOOP", "cicada")  # cicada's server on this loop
 MAX_SIZE = 512  # both servers' ws_max_size, small so that oversized messages are cheap
 TIMEOUT = 5.0  # a session that has not ended by then is a hang
 END = "\x00end"  # the sentinel message that ends a session that is still open
@@ -137,7 +139,7 @@ class UvicornThread:
 def servers():
     """(cicada, uvicorn): both serving their own diff_echo app with the same limits."""
     common = {"ws_max_size": MAX_SIZE, "ws_ping_interval": None}
-    cc = ServerThread(diff_echo(), loop_kind="cicada", ws="auto", **common).start()
+    cc = ServerThread(diff_echo(), loop_kind=LOOP, ws="auto", **common).start()
     uv = UvicornThread(diff_echo(), **common).start()
     yield cc, uv
     cc.stop()
@@ -225,7 +227,8 @@ def endings(draw):
         if form == "empty":
             return Op("close", prefix=prefix, suffix=suffix)
         code = draw(st.sampled_from(VALID_CODES + IANA_LATER + INVALID_CODES))
-        reason = draw(st.binary(max_size=20)).hex().encode()
+        reason = draw(st.one_of(st.binary(max_size=20).map(lambda b: b.hex().encode()),
+                                st.just("é".encode() * 61 + b"!")))  # 2 + 123: the most (§5.5)
         reason = b"\xff\xfe" if form == "bad-reason" else reason
         return Op("close", reason, code=code, prefix=prefix, suffix=suffix)
     if kind == "appclose":
