@@ -43,7 +43,7 @@ every close code is the one the model allows for the situation, the server threa
 serves a new connection afterwards.
 
 TEST_WS_DIFF_EXAMPLES=N runs N examples instead of the CI default (e.g. 3000 to hunt);
-TEST_WS_DIFF_SEED=S draws other examples than the derandomised CI ones;
+TEST_WS_DIFF_SEED=S draws other examples than the derandomised CI ones (seeded by S);
 TEST_WS_DIFF_LOOP=asyncio|uvloop runs cicada's server on that loop instead of cicada's own.
 """
 
@@ -64,7 +64,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 uvicorn = pytest.importorskip("uvicorn")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from support.server_thread import ServerThread  # noqa: E402
@@ -480,6 +480,7 @@ _settings = settings(
 @pytest.mark.timeout(max(120, EXAMPLES))
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # uvicorn's `websockets` is legacy
 @_settings
+@seed(int(SEED or 0))  # ignored when derandomised
 @given(sessions())
 def test_differential(servers, session):
     cc, uv = servers
