@@ -14,13 +14,15 @@ from support.server_thread import wait_for  # noqa: F401  (the websocket tests i
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def handshake(port: int, path: str = "/", extra: bytes = b"", timeout: float = 5.0):
-    """Connect and upgrade; returns (socket, status, head bytes, leftover bytes)."""
+def handshake(port: int, path: str = "/", extra: bytes = b"", timeout: float = 5.0,
+              early: bytes = b""):
+    """Connect and upgrade; returns (socket, status, head bytes, leftover bytes). `early`: bytes
+    sent right after the request, in the same write, before the 101 arrives (frames, say)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     key = base64.b64encode(os.urandom(16))
     s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
               b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key +
-              b"\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n")
+              b"\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n" + early)
     buf = b""
     while b"\r\n\r\n" not in buf:
         chunk = s.recv(65536)
