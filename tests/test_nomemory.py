@@ -1726,6 +1726,21 @@ print(json.dumps(hits))
         hits = json.loads(p.stdout.strip().splitlines()[-1])
         assert hits == [], f"raised MemoryError after removing the reader at k={hits}"
 
+    def _loop_failing_once(callback_name, armed):
+        """A cicada loop whose call_soon raises MemoryError, as a failed allocation inside it
+        would, for the first callback named `callback_name` scheduled while `armed` is not
+        empty (which it then empties)."""
+        import cicada.loop
+
+        class FlakyLoop(cicada.loop.Loop):
+            def call_soon(self, callback, *args, context=None):
+                if armed and getattr(callback, "__name__", "") == callback_name:
+                    armed.clear()
+                    raise MemoryError
+                return super().call_soon(callback, *args, context=context)
+
+        return FlakyLoop()
+
     def _serve_one_close(loop, arm):
         """One `Connection: close` request to an HttpServer on loop, with arm() called just
         before it: (the response, "EOF" or "no EOF" within 1 s, connection_count once the
@@ -1811,18 +1826,10 @@ print(json.dumps(hits))
         connection (server.connection_count) leaks for good, the client never sees EOF. In the
         sweep: ws_frames k=145..147 (cc_asgi_close < cc_asgi_ws_feed, after the close
         handshake). Fixed in src/cicada/loop.py _SocketTransport.close"""
-        import cicada.loop
 
         armed = []
-
-        class FlakyLoop(cicada.loop.Loop):
-            def call_soon(self, callback, *args, context=None):
-                if armed and getattr(callback, "__name__", "") == "_call_connection_lost":
-                    armed.clear()
-                    raise MemoryError  # as a failed allocation inside call_soon would
-                return super().call_soon(callback, *args, context=context)
-
-        data, end, count = _serve_one_close(FlakyLoop(), lambda: armed.append(1))
+        loop = _loop_failing_once("_call_connection_lost", armed)
+        data, end, count = _serve_one_close(loop, lambda: armed.append(1))
         assert data.endswith(b"ok") and not armed
         assert (end, count) == ("EOF", 0)
 
@@ -1836,16 +1843,9 @@ print(json.dumps(hits))
         (here b'\x81\x05' then the 'second' frame, parsed as a 5-byte text frame + garbage). In
         the sweep: ws_session k=135, stack PyCMethod_New < out_append < write_frame < ws_send"""
         import cicada._core as core
-        import cicada.loop
 
         armed = []
-
-        class FlakyLoop(cicada.loop.Loop):
-            def call_soon(self, callback, *args, context=None):
-                if armed and getattr(callback, "__name__", "") == "_flush":
-                    armed.clear()
-                    raise MemoryError  # as a failed allocation inside call_soon would
-                return super().call_soon(callback, *args, context=context)
+        loop = _loop_failing_once("_flush", armed)
 
         async def app(scope, receive, send):
             if scope["type"] != "websocket":
@@ -1861,7 +1861,6 @@ print(json.dumps(hits))
             await send({"type": "websocket.send", "text": "second"})
             await receive()
 
-        loop = FlakyLoop()
         server = core.HttpServer(app, loop, ws="auto")
         listener = loop.run_until_complete(loop.create_server(server, "127.0.0.1", 0))
         port = listener.sockets[0].getsockname()[1]

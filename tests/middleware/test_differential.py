@@ -26,13 +26,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import os
 
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from starlette.background import BackgroundTask  # noqa: E402
 from starlette.middleware.base import BaseHTTPMiddleware  # noqa: E402
@@ -41,10 +40,12 @@ from starlette.responses import Response  # noqa: E402
 import cicada.loop  # noqa: E402
 from cicada.middleware import HTTPMiddleware  # noqa: E402
 
+from support.hunt import hunt_settings  # noqa: E402
+
 from ._diffprog import App, Client, Layer, Program, run_program  # noqa: E402
 
-EXAMPLES = int(os.environ.get("TEST_DIFF_EXAMPLES", "300"))
-SEED = os.environ.get("TEST_DIFF_SEED")
+EXAMPLES, _settings, SEED = hunt_settings("TEST_DIFF", 300)
+
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "cicada": cicada.loop.new_event_loop}
 
@@ -278,13 +279,6 @@ def check_program(prog: Program, loops=tuple(LOOPS)):
     assert not alive, f"still alive after the request: {alive!r}"
 
 
-_settings = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=SEED is None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
 
 @pytest.mark.timeout(max(120, EXAMPLES))  # pytest-timeout's signal would hit a long hunt

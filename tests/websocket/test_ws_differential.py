@@ -64,16 +64,17 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 uvicorn = pytest.importorskip("uvicorn")
 
-from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
+from hypothesis import given, seed  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from support.hunt import hunt_settings  # noqa: E402
 from support.server_thread import ServerThread  # noqa: E402
 from test_ws_compression import deflate_msg  # noqa: E402
 from ws_apps import Recorder  # noqa: E402
 from wsraw import Reader, close_payload, frame, handshake, open_ws, wait_for  # noqa: E402
 
-EXAMPLES = int(os.environ.get("TEST_WS_DIFF_EXAMPLES", "200"))
-SEED = os.environ.get("TEST_WS_DIFF_SEED")
+EXAMPLES, _settings, SEED = hunt_settings("TEST_WS_DIFF", 200)
+
 LOOP = os.environ.get("TEST_WS_DIFF_LOOP", "cicada")  # cicada's server on this loop
 MAX_SIZE = 512  # both servers' ws_max_size, small so that oversized messages are cheap
 TIMEOUT = 5.0  # a session that has not ended by then is a hang
@@ -468,13 +469,6 @@ def still_serving(server):
     s.close()
 
 
-_settings = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=SEED is None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
 
 @pytest.mark.timeout(max(120, EXAMPLES))
