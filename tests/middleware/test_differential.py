@@ -279,8 +279,6 @@ def check_program(prog: Program, loops=tuple(LOOPS)):
     assert not alive, f"still alive after the request: {alive!r}"
 
 
-
-
 @pytest.mark.timeout(max(120, EXAMPLES))  # pytest-timeout's signal would hit a long hunt
 @_settings
 @given(programs)

@@ -469,8 +469,6 @@ def still_serving(server):
     s.close()
 
 
-
-
 @pytest.mark.timeout(max(120, EXAMPLES))
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # uvicorn's `websockets` is legacy
 @_settings
