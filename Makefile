@@ -9,6 +9,9 @@ APY       := $(ASAN_VENV)/bin/python
 CC        ?= gcc
 FUZZ_TIME ?= 300
 PYTEST_ARGS ?=
+# Every venv gets these before `--no-build-isolation` installs: the build backend for cicada, and
+# setuptools with wheel for dependencies published only as sdists (blockbuster's forbiddenfruit).
+BUILD_PKGS := meson-python meson ninja setuptools wheel
 
 CORE      := src/cicada/_core
 # Pure C (no Python.h): the HTTP parser and the WebSocket framing. C tests and fuzzers link these.
@@ -36,14 +39,14 @@ sysdeps:
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q meson-python meson ninja
+	$(PY) -m pip install -q $(BUILD_PKGS)
 	$(PY) -m pip install -q --no-build-isolation -Cbuild-dir=build/$(notdir $(VENV)) '.[test,bench]'
 	touch $@
 
 $(ASAN_VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(ASAN_VENV)
 	$(APY) -m pip install -q --upgrade pip
-	$(APY) -m pip install -q meson-python meson ninja
+	$(APY) -m pip install -q $(BUILD_PKGS)
 	$(APY) -m pip install -q --no-build-isolation -Cbuild-dir=build/$(notdir $(ASAN_VENV))-deps '.[test]'
 	touch $@
 
@@ -122,7 +125,7 @@ compat: sysdeps
 	@set -e; for py in $(COMPAT_PYTHONS); do \
 	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); env=build/compat-$$v/venv; \
 	  echo "== CPython $$v"; [ -x $$env/bin/python ] || $$py -m venv $$env; \
-	  $$env/bin/python -m pip install -q meson-python meson ninja; \
+	  $$env/bin/python -m pip install -q $(BUILD_PKGS); \
 	  $$env/bin/python -m pip install -q --no-build-isolation --force-reinstall --no-deps \
 	    -Cbuild-dir=build/compat-$$v/build . ; \
 	  (cd build && ../$$env/bin/python ../tests/compat_smoke.py); \
@@ -148,7 +151,7 @@ PEER_SRC       := build/peer-src
 $(PEER_VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(PEER_VENV)
 	$(PEER_VENV)/bin/python -m pip install -q --upgrade pip
-	$(PEER_VENV)/bin/python -m pip install -q meson-python meson ninja
+	$(PEER_VENV)/bin/python -m pip install -q $(BUILD_PKGS)
 	$(PEER_VENV)/bin/python -m pip install -q --no-build-isolation -Cbuild-dir=build/peer-venv '.[test]' $(PEER_PINS)
 	touch $@
 
