@@ -133,6 +133,31 @@ def test_write_types_and_after_close(caplog):
     assert any("socket.send() raised exception" in r.getMessage() for r in caplog.records)
 
 
+def test_abort_after_a_close_that_drained_its_buffer():
+    # close() with data still buffered ends the connection once the buffer drains; abort() after
+    # that must do nothing. asyncio's own transport raises AttributeError here (its drained close
+    # does not count the connection lost); uvloop's does nothing.
+    async def main():
+        srv, t, p, sp = await _pair()
+        sp.t.pause_reading()
+        t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        t.write(b"x" * 1_000_000)  # more than the socket buffers take
+        assert t.get_write_buffer_size() > 0
+        t.close()
+        sp.t.resume_reading()
+        assert await p.done is None
+        await sp.done
+        assert len(sp.data) == 1_000_000
+        t.abort()
+        t.close()
+        t.write(b"late")  # counted like any write after the connection is lost
+        sp.t.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(main())
+
+
 def test_protocol_error_goes_to_handler():
     class Boom(asyncio.Protocol):
         def connection_made(self, t):

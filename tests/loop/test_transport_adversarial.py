@@ -388,7 +388,14 @@ class TransportMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.aborted)
     @rule()
     def abort(self):
-        self.tr.abort()
+        try:
+            self.tr.abort()
+        except AttributeError:
+            # asyncio's own transport: a close() that waited for its buffer to drain ends the
+            # connection without counting it lost, and abort() then reaches for the loop it has
+            # dropped (CPython 3.11-3.13). cicada's does nothing (test_transport.py).
+            if self.loop_name != "asyncio" or not self.proto.lost:
+                raise
         self.closing = self.aborted = True
         spin(self.loop)
 

@@ -717,8 +717,12 @@ static PyObject *tr_write_ready(PyObject *o, PyObject *unused) {
                 return NULL;
             Py_DECREF(r);
         }
-        if (self->closing)
+        if (self->closing) {
+            /* counted lost first, as close() with an empty buffer does: asyncio's drained close
+             * does not count it, and a later abort() then reaches for the loop it has dropped */
+            self->conn_lost++;
             r = PyObject_CallMethod(o, "_call_connection_lost", "O", Py_None);
+        }
         else if (self->eof)
             r = PyObject_CallMethod(self->sock, "shutdown", "i", SHUT_WR);
         else
