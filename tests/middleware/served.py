@@ -21,7 +21,7 @@ from cicada.middleware import HTTPMiddleware
 
 
 def build_app(impl, layers=1):
-    state = {"bg": threading.Event(), "release": None}
+    state = {"bg": threading.Event(), "entered": threading.Event(), "release": None}
 
     async def add_header(request, call_next):
         response = await call_next(request)
@@ -43,7 +43,8 @@ def build_app(impl, layers=1):
         return StreamingResponse(gen(), media_type="text/plain")
 
     async def slow_then_bg(request):
-        await asyncio.sleep(0.2)
+        state["entered"].set()
+        await asyncio.sleep(0.5)  # the client leaves meanwhile
         return PlainTextResponse("done", background=BackgroundTask(state["bg"].set))
 
     async def waits_for_fast(request):
@@ -62,6 +63,9 @@ def build_app(impl, layers=1):
     async def bg_ran(request):  # for servers in another process: did /bg's task run?
         return PlainTextResponse("yes" if state["bg"].is_set() else "no")
 
+    async def bg_entered(request):  # ... and has /bg's endpoint started?
+        return PlainTextResponse("yes" if state["entered"].is_set() else "no")
+
     async def reads_body(request, call_next):
         if request.method == "POST":
             request.state.seen = len(await request.body())
@@ -74,7 +78,8 @@ def build_app(impl, layers=1):
     middleware.append(Middleware(impl, dispatch=reads_body))
     app = Starlette(routes=[
         Route("/", hello), Route("/echo", echo, methods=["POST"]), Route("/stream", stream),
-        Route("/bg", slow_then_bg), Route("/bg-ran", bg_ran), Route("/slow", waits_for_fast),
+        Route("/bg", slow_then_bg), Route("/bg-ran", bg_ran),
+        Route("/bg-entered", bg_entered), Route("/slow", waits_for_fast),
         Route("/fast", fast),
     ], middleware=middleware)
     return app, state
