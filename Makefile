@@ -28,7 +28,7 @@ ASAN_ENV  = LD_PRELOAD=$(ASAN_LIB) PYTHONMALLOC=malloc \
             LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-.PHONY: all sysdeps venv build test ctest pytest asan fuzz fuzz-build bench compat peer clean
+.PHONY: all sysdeps venv build test ctest pytest asan fuzz fuzz-build bench compat compat-ci peer clean
 
 all: build
 
@@ -120,6 +120,14 @@ fuzz: sysdeps fuzz-build
 # meets them. COMPAT_PYTEST_ARGS narrows it; COMPAT_PYTEST_ARGS=none runs the smoke test only.
 COMPAT_PYTHONS ?= $(shell sh scripts/find-pythons.sh)
 COMPAT_PYTEST_ARGS ?= -q -p no:cacheprovider
+# CI's compat run (.ci/run, to stay well under an hour) leaves out the long tests that do not
+# depend on the CPython version: the differential hunts (the same examples through the same C
+# protocol code) and the multi-process integration tests. make test and make asan run them.
+COMPAT_CI_SKIP := tests/middleware/test_differential.py tests/test_http_h11_diff.py \
+                  tests/websocket/test_ws_differential.py tests/integration/test_workers.py \
+                  tests/integration/test_gunicorn_reload.py tests/integration/test_nginx.py \
+                  tests/integration/test_big_download.py
+COMPAT_CI_ARGS := -q -p no:cacheprovider $(addprefix --ignore=,$(COMPAT_CI_SKIP))
 
 compat: sysdeps
 	@set -e; for py in $(COMPAT_PYTHONS); do \
@@ -134,6 +142,9 @@ compat: sysdeps
 	    $$env/bin/python -m pytest $(COMPAT_PYTEST_ARGS); \
 	  fi; \
 	done
+
+compat-ci:
+	$(MAKE) compat COMPAT_PYTEST_ARGS='$(COMPAT_CI_ARGS)'
 
 # --- the peers' own middleware tests ------------------------------------------------------------
 # Starlette's and FastAPI's tests that use BaseHTTPMiddleware, run against cicada's middleware
