@@ -231,6 +231,118 @@ def test_invalid_app_messages_raise_runtime_error(serve, error_log, case):
     assert error_log.handler.records[0].exc_info[0] is RuntimeError
 
 
+MUTATIONS = {
+    "inject": lambda headers, pair: pair.__setitem__(1, b"1\r\nInjected: yes"),
+    "append content-length": lambda headers, pair: headers.append((b"content-length", b"1")),
+    "replace a pair by an int": lambda headers, pair: headers.__setitem__(0, 5),
+    "append a str pair": lambda headers, pair: headers.append(("x-b", "2")),
+    "empty a pair": lambda headers, pair: pair.clear(),
+    "empty the list": lambda headers, pair: headers.clear(),
+}
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_header_list_changed_after_start_changes_nothing(serve, error_log, mutation):
+    """The head goes out with the first body message. An app that changes the header list it
+    gave http.response.start before then (reusing it, say) must get the head it sent: this once
+    crashed the process (a pair replaced or emptied) or sent unchecked header lines."""
+    async def app(scope, receive, send):
+        pair = [b"x-a", b"1"]
+        headers = [pair]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        MUTATIONS[mutation](headers, pair)
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, headers, body, head = read_response(s)
+    assert (status, body) == (200, b"hello")
+    assert headers[b"x-a"] == b"1" and headers[b"content-length"] == b"5"
+    assert b"injected" not in head.lower() and b"x-b" not in head
+    assert not error_log.handler.records
+
+
+def test_start_checks_headers_after_the_trailers_flag(serve):
+    """'trailers' is read before the headers are checked: a __bool__ that changes the header
+    list can't slip an unchecked header into the head."""
+    class Sneaky:
+        def __init__(self, headers):
+            self.headers = headers
+
+        def __bool__(self):
+            self.headers.append((b"x-b", b"2\r\nInjected: yes"))
+            return False
+
+    raised = []
+
+    async def app(scope, receive, send):
+        headers = [(b"x-a", b"1")]
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers,
+                        "trailers": Sneaky(headers)})
+        except RuntimeError as exc:
+            raised.append(str(exc))
+            raise
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 500 ") and b"Injected" not in data
+    assert raised and "Invalid HTTP header value" in raised[0]
+
+
+def test_headers_iterator_error_reaches_the_app(serve):
+    """An iterable of headers that fails while it is read: the app gets its own exception, not
+    a RuntimeError saying headers must be iterable (they are)."""
+    class Boom(Exception):
+        pass
+
+    def headers():
+        yield (b"x-a", b"1")
+        raise Boom("from the generator")
+
+    raised = []
+
+    async def app(scope, receive, send):
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers()})
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
+    assert wait_for(lambda: raised)
+    assert type(raised[0]) is Boom
+
+
+def test_more_body_bool_that_clears_the_message(serve):
+    """more_body's __bool__ is app code run while the body is being sent: emptying the message
+    there must not free the body under the server (`make asan` would see a use after free)."""
+    class Clears:
+        msg = None
+
+        def __bool__(self):
+            self.msg.clear()
+            return False
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        more = Clears()
+        msg = {"type": "http.response.body", "body": b"%d" % (10 ** 40), "more_body": more}
+        more.msg = msg
+        await send(msg)
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert read_response(s)[2] == b"%d" % (10 ** 40)
+
+
 def test_websocket_upgrade_refused_for_now(serve, error_log):
     st = serve(hello)
     s = st.connect()

@@ -155,7 +155,7 @@ struct cc_asgi_cycle {
     PyObject *task;
     PyObject *recv_waiter;
     PyObject *send_waiter;       /* pathsend in progress */
-    PyObject *start_headers;     /* list/tuple from http.response.start until the head is written */
+    PyObject *start_headers;     /* bytes: http.response.start's header lines, until written */
     PyObject *recv_fn, *send_fn; /* the app's receive/send: kept with the cycle for its reuse */
     PyObject *method;            /* str, borrowed from scope's ownership: kept for the access log */
     /* request body */
