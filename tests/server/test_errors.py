@@ -231,6 +231,72 @@ def test_invalid_app_messages_raise_runtime_error(serve, error_log, case):
     assert error_log.handler.records[0].exc_info[0] is RuntimeError
 
 
+# Messages that once went out as a broken response (and left the client waiting): each is now a
+# RuntimeError that names the problem, before anything is written, so the client gets a 500.
+INVALID_ON_THE_WIRE = {
+    # RFC 9112 §6.1: chunked must be the final coding, or the client reads until the close.
+    "chunked not last": ([(b"transfer-encoding", b"chunked, gzip")], 200, False,
+                         "chunked must be the last coding"),
+    "chunked twice": ([(b"transfer-encoding", b"chunked, chunked")], 200, False,
+                      "chunked must be the last coding"),
+    "two chunked fields": ([(b"transfer-encoding", b"chunked"), (b"transfer-encoding",
+                                                                 b"chunked")], 200, False,
+                           "chunked must be the last coding"),
+    # RFC 9110 §15.2: a 1xx is interim; sent as the response, the client waits for another.
+    "1xx status": ([], 100, False, "from 200 to 599"),
+    "103 status": ([], 103, False, "from 200 to 599"),
+    # RFC 9110 §15: valid status codes are 100..599.
+    "status 600": ([], 600, False, "from 200 to 599"),
+    "status 999": ([], 999, False, "from 200 to 599"),
+    # A file sent as it is can't carry trailers: the head said chunked, the file went raw.
+    "pathsend with trailers": ([], 200, True, "pathsend can't be used with trailers"),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID_ON_THE_WIRE))
+def test_invalid_on_the_wire_is_refused_with_500(serve, error_log, tmp_path, case):
+    headers, status, pathsend, message = INVALID_ON_THE_WIRE[case]
+    f = tmp_path / "f.txt"
+    f.write_bytes(b"0123456789")
+    raised = []
+
+    async def app(scope, receive, send):
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers,
+                        "trailers": pathsend})
+            if pathsend:
+                await send({"type": "http.response.pathsend", "path": str(f)})
+            else:
+                await send({"type": "http.response.body", "body": b"hello"})
+        except RuntimeError as exc:
+            raised.append(str(exc))
+            raise
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 500 ") and data.endswith(b"Internal Server Error")
+    assert raised and message in raised[0]
+    assert wait_for(lambda: error_log.handler.records)
+
+
+def test_transfer_encoding_with_chunked_last_is_kept(serve):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"transfer-encoding", b"gzip, chunked")]})
+        await send({"type": "http.response.body", "body": b"not really gzip"})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = b""
+    while not data.endswith(b"0\r\n\r\n"):
+        data += s.recv(65536)
+    assert b"transfer-encoding: gzip, chunked\r\n" in data
+    assert data.endswith(b"\r\n\r\nf\r\nnot really gzip\r\n0\r\n\r\n")
+
+
 MUTATIONS = {
     "inject": lambda headers, pair: pair.__setitem__(1, b"1\r\nInjected: yes"),
     "append content-length": lambda headers, pair: headers.append((b"content-length", b"1")),

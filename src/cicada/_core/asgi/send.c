@@ -152,6 +152,19 @@ static int parse_content_length(const char *v, size_t n, uint64_t *out) {
     return 0;
 }
 
+/* A Transfer-Encoding value whose last coding is chunked, and its only chunked. */
+static int chunked_last(const char *v, size_t vl) {
+    const char *pos = v, *item;
+    size_t n;
+    int last = 0;
+    while (cc_http_list_next(&pos, v + vl, &item, &n)) {
+        if (last)
+            return 0; /* something after chunked, or chunked twice */
+        last = cc_http_name_eq(item, n, "chunked", 7);
+    }
+    return last;
+}
+
 /* Validate one header list (response headers or trailers); count its serialized size. */
 static PyObject *check_headers(cc_asgi_cycle_t *c, PyObject *headers, int response, size_t *bytes) {
     /* Not iterable at all: say what headers must be. An iterable that fails while it is read
@@ -207,9 +220,12 @@ static PyObject *check_headers(cc_asgi_cycle_t *c, PyObject *headers, int respon
             c->has_cl = 1;
             c->content_length = cl;
         } else if (cc_http_name_eq(n, nl, "transfer-encoding", 17)) {
-            if (!cc_http_list_has_token(v, vl, "chunked", 7)) {
+            /* RFC 9112 §6.1: chunked once, and last, or the client reads until the close. */
+            if (c->chunked_out || !chunked_last(v, vl)) {
                 PyErr_Format(PyExc_RuntimeError,
-                             "Unsupported Transfer-Encoding %R: only chunked is allowed.", value);
+                             "Unsupported Transfer-Encoding %R: chunked must be the last "
+                             "coding, and appear once.",
+                             value);
                 goto error;
             }
             c->chunked_out = 1;
@@ -274,9 +290,13 @@ static PyObject *handle_start(cc_asgi_cycle_t *c, PyObject *msg) {
     long v = -1;
     if (PyLong_Check(status) && !PyBool_Check(status))
         v = PyLong_AsLong(status);
-    if (v < 100 || v > 999) {
+    /* RFC 9110 §15: valid codes are 100..599. A 1xx is interim, never the response: sent as
+     * one, it would leave the client waiting for the real response. */
+    if (v < 200 || v > 599) {
         PyErr_Clear();
-        PyErr_Format(PyExc_RuntimeError, "Invalid HTTP status code %R in http.response.start.",
+        PyErr_Format(PyExc_RuntimeError,
+                     "Invalid HTTP status code %R in http.response.start: it must be an int "
+                     "from 200 to 599.",
                      status);
         return NULL;
     }
@@ -629,6 +649,12 @@ static PyObject *handle_pathsend(cc_asgi_cycle_t *c, PyObject *msg) {
     if (c->chunked_out) {
         PyErr_SetString(PyExc_RuntimeError,
                         "http.response.pathsend can't be used with Transfer-Encoding: chunked.");
+        return NULL;
+    }
+    /* Trailers need chunked framing, which a file sent as it is can't have. */
+    if (c->trailers) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "http.response.pathsend can't be used with trailers=True.");
         return NULL;
     }
     PyObject *path = get(msg, st->s_path);
