@@ -297,6 +297,32 @@ def test_transfer_encoding_with_chunked_last_is_kept(serve):
     assert data.endswith(b"\r\n\r\nf\r\nnot really gzip\r\n0\r\n\r\n")
 
 
+def test_send_while_pathsend_is_sending_the_file(serve, tmp_path):
+    """A second send() while a large pathsend still waits for the client (not awaited, or from
+    another task) is refused: its bytes once went into the middle of the file's."""
+    f = tmp_path / "big"
+    f.write_bytes(b"f" * (8 << 20))
+    got = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        pending = send({"type": "http.response.pathsend", "path": str(f)})
+        try:
+            await send({"type": "http.response.body", "body": b"XYZ", "more_body": True})
+        except RuntimeError as exc:
+            got.append(str(exc))
+        await pending
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, headers, body, _ = read_response(s)
+    assert (status, len(body)) == (200, 8 << 20) and body.count(b"f") == len(body)
+    assert wait_for(lambda: got) and "still sending its file" in got[0]
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # the stream is still in step
+    assert read_response(s)[0] == 200
+
+
 MUTATIONS = {
     "inject": lambda headers, pair: pair.__setitem__(1, b"1\r\nInjected: yes"),
     "append content-length": lambda headers, pair: headers.append((b"content-length", b"1")),

@@ -730,6 +730,13 @@ PyObject *cc_asgi_send(cc_asgi_cycle_t *c, PyObject *message) {
         PyErr_SetString(st->client_disconnected, "the client closed the connection");
         return NULL;
     }
+    /* A send not awaited, or from another task: its bytes would land inside the file's. */
+    if (c->file_fd >= 0) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "ASGI message %R sent while http.response.pathsend is still sending its file.",
+                     type);
+        return NULL;
+    }
     switch (c->resp) {
     case CC_RESP_INIT:
         if (type_is(type, st->s_t_start))
