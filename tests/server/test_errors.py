@@ -323,6 +323,30 @@ def test_send_while_pathsend_is_sending_the_file(serve, tmp_path):
     assert read_response(s)[0] == 200
 
 
+def test_send_after_complete_response_with_connection_close_names_the_mistake(serve):
+    """The app completed its response with `connection: close` (so the server closed the
+    connection) and sends again: the error is the app's message after completion, not a
+    ClientDisconnected that blames a client who did nothing."""
+    got = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": b"done"})
+        await asyncio.sleep(0.05)  # the close has happened
+        try:
+            await send({"type": "http.response.body", "body": b"more"})
+        except Exception as exc:
+            got.append(exc)
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert recv_until_closed(s).endswith(b"\r\n\r\ndone")
+    assert wait_for(lambda: got)
+    assert type(got[0]) is RuntimeError and "after response already completed" in str(got[0])
+
+
 MUTATIONS = {
     "inject": lambda headers, pair: pair.__setitem__(1, b"1\r\nInjected: yes"),
     "append content-length": lambda headers, pair: headers.append((b"content-length", b"1")),

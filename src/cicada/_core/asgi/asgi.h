@@ -187,6 +187,7 @@ struct cc_asgi_cycle {
     unsigned trailers : 1;
     unsigned task_done : 1;
     unsigned counted : 1;
+    unsigned server_answered : 1; /* the server, not the app, answered (a bad request body) */
 };
 
 /* server.c */

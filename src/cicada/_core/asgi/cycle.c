@@ -162,6 +162,7 @@ static int body_error(cc_asgi_cycle_t *c, cc_http_result_t r) {
     c->disconnected = 1;
     if (c->resp == CC_RESP_INIT) {
         c->resp = CC_RESP_DONE;
+        c->server_answered = 1;
         if (cc_asgi_send_simple(p, c->version_minor, cc_http_status(r), cc_http_reason(r), 1) < 0)
             return -1;
     }

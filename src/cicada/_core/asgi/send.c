@@ -726,6 +726,13 @@ PyObject *cc_asgi_send(cc_asgi_cycle_t *c, PyObject *message) {
             PyErr_SetString(PyExc_RuntimeError, "ASGI message has no 'type'.");
         return NULL;
     }
+    /* The app's mistake first: after the response it completed (and a `connection: close` of
+     * its own), "the client closed the connection" would hide it. */
+    if (c->resp == CC_RESP_DONE && !c->server_answered) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "Unexpected ASGI message %R sent, after response already completed.", type);
+        return NULL;
+    }
     if (c->disconnected || p->lost) {
         PyErr_SetString(st->client_disconnected, "the client closed the connection");
         return NULL;
