@@ -93,6 +93,20 @@ def test_500_on_exception_before_start(serve, error_log):
     assert rec.exc_info and rec.exc_info[0] is ValueError
 
 
+def test_500_to_head_has_no_content(serve, error_log):
+    """RFC 9110 §9.3.2: a response to HEAD has no content, the server's own 500 included (its
+    Content-Length still says how long the GET's would be)."""
+    async def app(scope, receive, send):
+        raise ValueError("boom")
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert data.endswith(b"\r\n\r\n") and b"content-length: 21\r\n" in data
+
+
 def test_500_when_app_is_not_a_coroutine_function(serve, error_log):
     def app(scope, receive, send):
         raise TypeError("not async")

@@ -241,7 +241,9 @@ void cc_asgi_wake_error(cc_asgi_state_t *st, PyObject **waiter); /* with the pen
 int cc_asgi_access_log(cc_asgi_cycle_t *c, int status);
 /* send.c */
 PyObject *cc_asgi_send(cc_asgi_cycle_t *c, PyObject *message);
-int cc_asgi_send_simple(cc_asgi_proto_t *p, int minor, int status, const char *body, int close);
+/* cc_asgi_send_simple() flags: say `connection: close`; the request was HEAD (no content). */
+enum { CC_ASGI_SIMPLE_CLOSE = 1, CC_ASGI_SIMPLE_HEAD = 2 };
+int cc_asgi_send_simple(cc_asgi_proto_t *p, int minor, int status, const char *body, int flags);
 
 /* True when one more request or WebSocket would go over --limit-concurrency. */
 static inline int cc_asgi_over_concurrency(const cc_asgi_server_t *srv) {

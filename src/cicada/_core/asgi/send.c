@@ -119,7 +119,7 @@ static int append_server_headers(cc_asgi_server_t *srv, cc_buf_t *o, int has_dat
     return 0;
 }
 
-int cc_asgi_send_simple(cc_asgi_proto_t *p, int minor, int status, const char *body, int close) {
+int cc_asgi_send_simple(cc_asgi_proto_t *p, int minor, int status, const char *body, int flags) {
     cc_asgi_server_t *srv = p->server;
     cc_buf_t *o = &srv->out;
     o->start = o->len = 0;
@@ -130,9 +130,10 @@ int cc_asgi_send_simple(cc_asgi_proto_t *p, int minor, int status, const char *b
     if (out_append(o, line, ll) < 0 ||
         OUT_LIT(o, "content-type: text/plain; charset=utf-8\r\ncontent-length: ") < 0 ||
         out_append(o, num, (size_t)nl) < 0 || OUT_LIT(o, "\r\n") < 0 ||
-        (close && OUT_LIT(o, "connection: close\r\n") < 0) ||
+        ((flags & CC_ASGI_SIMPLE_CLOSE) && OUT_LIT(o, "connection: close\r\n") < 0) ||
         append_server_headers(srv, o, 0, 0) < 0 || OUT_LIT(o, "\r\n") < 0 ||
-        out_append(o, body, bl) < 0)
+        /* RFC 9110 §9.3.2: no content in a response to HEAD, only its length */
+        (!(flags & CC_ASGI_SIMPLE_HEAD) && out_append(o, body, bl) < 0))
         return -1;
     return flush_out(p, o);
 }
