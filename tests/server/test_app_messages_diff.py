@@ -91,7 +91,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 uvicorn = pytest.importorskip("uvicorn")
 
-from hypothesis import given, seed  # noqa: E402
+from hypothesis import example, given, seed  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from support.hunt import hunt_settings  # noqa: E402
@@ -113,6 +113,10 @@ class Boom(Exception):
 
 class DictSub(dict):
     pass
+
+
+class StrSub(str):
+    """A str subclass for "type": equal to the literal, not the same object."""
 
 
 class FrozenMapping(Mapping):
@@ -227,7 +231,7 @@ class Hdr:
 @dataclasses.dataclass
 class Step:
     op: str  # start, body, trailers, pathsend, receive, mutate, other, raise
-    status: object = 200  # a key of STATUSES
+    status: str = "200"  # a key of STATUSES
     headers: list = dataclasses.field(default_factory=list)
     container: str = "list"  # list, tuple, generator, raising, selfmut, none, missing, str
     body: str = "bytes"  # a kind of body
@@ -350,6 +354,12 @@ def wrap(d: dict, wrapper: str):
     if wrapper == "notype":
         d.pop("type")
         return d
+    if wrapper == "typesub":
+        d["type"] = StrSub(d["type"])
+        return d
+    if wrapper == "bytestype":
+        d["type"] = d["type"].encode()
+        return d
     return d
 
 
@@ -446,7 +456,7 @@ def chunked_last(v: bytes) -> bool:
 def start_verdict(step: Step):
     """(error, facts) for an http.response.start: error is None, "boom" or "invalid"; checked
     in the order cicada checks (any order is right when a message has two problems)."""
-    if step.wrapper in ("mapping", "notype"):
+    if step.wrapper in ("mapping", "notype", "bytestype"):
         return "invalid", {}
     if step.status not in VALID_STATUS:
         return "invalid", {}
@@ -473,7 +483,7 @@ def start_verdict(step: Step):
 
 def body_verdict(step: Step):
     """(error, wire bytes, more) for a body message (or pathsend's fallback body)."""
-    if step.wrapper in ("mapping", "notype"):
+    if step.wrapper in ("mapping", "notype", "bytestype"):
         return "invalid", b"", False
     wire = body_wire(step) if step.op == "body" else FILE_BYTES
     if wire is None:
@@ -571,7 +581,7 @@ def model(plan: list[Step], method: str, extensions: bool) -> Expect:
 # --- strategies --------------------------------------------------------------------------------
 
 good_names = st.sampled_from([b"x-a", b"X-Mixed-Case", b"content-type", b"cache-control",
-                              b"set-cookie", b"x-" + b"n" * 40])
+                              b"set-cookie", b"x-" + b"n" * 40, b"Date", b"server"])
 odd_names = st.sampled_from([b"", b"a b", b"a:b", b"a/b", b"\xc3\xa9", b"(x)", b"a\r\nb",
                              b"x\x00", b"a\tb"])
 good_values = st.sampled_from([b"1", b"", b"text/plain", b"a, b", b"\xe9t\xe9", b"v" * 300,
@@ -615,7 +625,7 @@ def headers_list(draw, framing=True):
 
 
 wrappers = st.sampled_from(["dict"] * 14 + ["dictsub", "mapping", "raisingdict", "extra",
-                                            "notype"])
+                                            "notype", "typesub", "bytestype"])
 body_kinds = st.sampled_from(["bytes"] * 8 + ["bytearray", "memoryview", "strided", "2d",
                                               "int-array", "str", "none", "int", "missing"])
 mores = st.sampled_from(["missing"] * 4 + ["False", "True", "0", "1", "truthy", "falsy",
@@ -1048,6 +1058,14 @@ def check_cicada(plan, method, seen: Seen, cc):
             assert isinstance(exc, RuntimeError) and str(exc), "unclear error" + ctx
     if e.app_raised:
         assert seen.logged >= 1, "app exception not logged" + ctx
+    if client != "failed" and seen.raw.startswith(b"HTTP/1.1 ") and e.complete:
+        # The server adds Date and Server only when the app did not set them (RFC 9110 §6.6.1).
+        head = seen.raw.split(b"\r\n\r\n", 1)[0].lower()
+        start = next(s for s in plan if s.op == "start")
+        sent = [] if start.container in ("none", "missing") else start.headers
+        for name in (b"date", b"server"):
+            mine = sum(1 for h in sent if h.name.lower() == name)
+            assert head.count(b"\r\n" + name + b":") == (mine or 1), name + ctx.encode()
     if e.loose:
         pass
     elif e.complete:
@@ -1094,6 +1112,24 @@ def test_app_messages_against_uvicorn(servers, proto):
 
     @given(plans())
     @_settings
+    # The bugs this test found, pinned (each also has its own test in test_errors.py).
+    @example(("GET", [Step("start", headers=[Hdr(b"x-a", b"1", "list-pair")]),
+                      Step("mutate", how="inject"), Step("mutate", how="setitem-int"),
+                      Step("body", size=5, more="False")]))
+    @example(("GET", [Step("start", headers=[Hdr(b"x-a", b"1", "list-pair")]),
+                      Step("mutate", how="clear-pair"), Step("body", size=5, more="False")]))
+    @example(("GET", [Step("start", trailers=True), Step("pathsend")]))
+    @example(("GET", [Step("start", headers=[Hdr(b"transfer-encoding", b"chunked, gzip")]),
+                      Step("body", size=5, more="False")]))
+    @example(("GET", [Step("start", status="100"), Step("body", size=5, more="False")]))
+    @example(("GET", [Step("start", status="600"), Step("body", size=5, more="False")]))
+    @example(("GET", [Step("start", headers=[Hdr(b"connection", b"close")]),
+                      Step("body", size=5, more="False"), Step("receive"),
+                      Step("body", size=1, more="False")]))
+    @example(("GET", [Step("start"), Step("body", size=3, more="clears")]))
+    @example(("HEAD", [Step("start"), Step("raise")]))
+    @example(("GET", [Step("start", headers=[Hdr(b"Date", b"x"), Hdr(b"server", b"y")]),
+                      Step("body", size=3, more="False")]))
     def inner(mp):
         method, plan = mp
         cc_seen = run_plan(app, cc, cc_handler, method, plan)
