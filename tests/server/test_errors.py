@@ -93,6 +93,20 @@ def test_500_on_exception_before_start(serve, error_log):
     assert rec.exc_info and rec.exc_info[0] is ValueError
 
 
+def test_500_to_head_has_no_content(serve, error_log):
+    """RFC 9110 §9.3.2: a response to HEAD has no content, the server's own 500 included (its
+    Content-Length still says how long the GET's would be)."""
+    async def app(scope, receive, send):
+        raise ValueError("boom")
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert data.endswith(b"\r\n\r\n") and b"content-length: 21\r\n" in data
+
+
 def test_500_when_app_is_not_a_coroutine_function(serve, error_log):
     def app(scope, receive, send):
         raise TypeError("not async")
@@ -229,6 +243,234 @@ def test_invalid_app_messages_raise_runtime_error(serve, error_log, case):
     assert wait_for(lambda: raised and error_log.handler.records)
     assert raised[0]  # a message that names the problem
     assert error_log.handler.records[0].exc_info[0] is RuntimeError
+
+
+# Messages that once went out as a broken response (and left the client waiting): each is now a
+# RuntimeError that names the problem, before anything is written, so the client gets a 500.
+INVALID_ON_THE_WIRE = {
+    # RFC 9112 §6.1: chunked must be the final coding, or the client reads until the close.
+    "chunked not last": ([(b"transfer-encoding", b"chunked, gzip")], 200, False,
+                         "chunked must be the last coding"),
+    "chunked twice": ([(b"transfer-encoding", b"chunked, chunked")], 200, False,
+                      "chunked must be the last coding"),
+    "two chunked fields": ([(b"transfer-encoding", b"chunked"), (b"transfer-encoding",
+                                                                 b"chunked")], 200, False,
+                           "chunked must be the last coding"),
+    # RFC 9110 §15.2: a 1xx is interim; sent as the response, the client waits for another.
+    "1xx status": ([], 100, False, "from 200 to 599"),
+    "103 status": ([], 103, False, "from 200 to 599"),
+    # RFC 9110 §15: valid status codes are 100..599.
+    "status 600": ([], 600, False, "from 200 to 599"),
+    "status 999": ([], 999, False, "from 200 to 599"),
+    # A file sent as it is can't carry trailers: the head said chunked, the file went raw.
+    "pathsend with trailers": ([], 200, True, "pathsend can't be used with trailers"),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID_ON_THE_WIRE))
+def test_invalid_on_the_wire_is_refused_with_500(serve, error_log, tmp_path, case):
+    headers, status, pathsend, message = INVALID_ON_THE_WIRE[case]
+    f = tmp_path / "f.txt"
+    f.write_bytes(b"0123456789")
+    raised = []
+
+    async def app(scope, receive, send):
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers,
+                        "trailers": pathsend})
+            if pathsend:
+                await send({"type": "http.response.pathsend", "path": str(f)})
+            else:
+                await send({"type": "http.response.body", "body": b"hello"})
+        except RuntimeError as exc:
+            raised.append(str(exc))
+            raise
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 500 ") and data.endswith(b"Internal Server Error")
+    assert raised and message in raised[0]
+    assert wait_for(lambda: error_log.handler.records)
+
+
+def test_transfer_encoding_with_chunked_last_is_kept(serve):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"transfer-encoding", b"gzip, chunked")]})
+        await send({"type": "http.response.body", "body": b"not really gzip"})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = b""
+    while not data.endswith(b"0\r\n\r\n"):
+        data += s.recv(65536)
+    assert b"transfer-encoding: gzip, chunked\r\n" in data
+    assert data.endswith(b"\r\n\r\nf\r\nnot really gzip\r\n0\r\n\r\n")
+
+
+def test_send_while_pathsend_is_sending_the_file(serve, tmp_path):
+    """A second send() while a large pathsend still waits for the client (not awaited, or from
+    another task) is refused: its bytes once went into the middle of the file's."""
+    f = tmp_path / "big"
+    f.write_bytes(b"f" * (8 << 20))
+    got = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        pending = send({"type": "http.response.pathsend", "path": str(f)})
+        try:
+            await send({"type": "http.response.body", "body": b"XYZ", "more_body": True})
+        except RuntimeError as exc:
+            got.append(str(exc))
+        await pending
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, headers, body, _ = read_response(s)
+    assert (status, len(body)) == (200, 8 << 20) and body.count(b"f") == len(body)
+    assert wait_for(lambda: got) and "still sending its file" in got[0]
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # the stream is still in step
+    assert read_response(s)[0] == 200
+
+
+def test_send_after_complete_response_with_connection_close_names_the_mistake(serve):
+    """The app completed its response with `connection: close` (so the server closed the
+    connection) and sends again: the error is the app's message after completion, not a
+    ClientDisconnected that blames a client who did nothing."""
+    got = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": b"done"})
+        await asyncio.sleep(0.05)  # the close has happened
+        try:
+            await send({"type": "http.response.body", "body": b"more"})
+        except Exception as exc:
+            got.append(exc)
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert recv_until_closed(s).endswith(b"\r\n\r\ndone")
+    assert wait_for(lambda: got)
+    assert type(got[0]) is RuntimeError and "after response already completed" in str(got[0])
+
+
+MUTATIONS = {
+    "inject": lambda headers, pair: pair.__setitem__(1, b"1\r\nInjected: yes"),
+    "append content-length": lambda headers, pair: headers.append((b"content-length", b"1")),
+    "replace a pair by an int": lambda headers, pair: headers.__setitem__(0, 5),
+    "append a str pair": lambda headers, pair: headers.append(("x-b", "2")),
+    "empty a pair": lambda headers, pair: pair.clear(),
+    "empty the list": lambda headers, pair: headers.clear(),
+}
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_header_list_changed_after_start_changes_nothing(serve, error_log, mutation):
+    """The head goes out with the first body message. An app that changes the header list it
+    gave http.response.start before then (reusing it, say) must get the head it sent: this once
+    crashed the process (a pair replaced or emptied) or sent unchecked header lines."""
+    async def app(scope, receive, send):
+        pair = [b"x-a", b"1"]
+        headers = [pair]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        MUTATIONS[mutation](headers, pair)
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, headers, body, head = read_response(s)
+    assert (status, body) == (200, b"hello")
+    assert headers[b"x-a"] == b"1" and headers[b"content-length"] == b"5"
+    assert b"injected" not in head.lower() and b"x-b" not in head
+    assert not error_log.handler.records
+
+
+def test_start_checks_headers_after_the_trailers_flag(serve):
+    """'trailers' is read before the headers are checked: a __bool__ that changes the header
+    list can't slip an unchecked header into the head."""
+    class Sneaky:
+        def __init__(self, headers):
+            self.headers = headers
+
+        def __bool__(self):
+            self.headers.append((b"x-b", b"2\r\nInjected: yes"))
+            return False
+
+    raised = []
+
+    async def app(scope, receive, send):
+        headers = [(b"x-a", b"1")]
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers,
+                        "trailers": Sneaky(headers)})
+        except RuntimeError as exc:
+            raised.append(str(exc))
+            raise
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 500 ") and b"Injected" not in data
+    assert raised and "Invalid HTTP header value" in raised[0]
+
+
+def test_headers_iterator_error_reaches_the_app(serve):
+    """An iterable of headers that fails while it is read: the app gets its own exception, not
+    a RuntimeError saying headers must be iterable (they are)."""
+    class Boom(Exception):
+        pass
+
+    def headers():
+        yield (b"x-a", b"1")
+        raise Boom("from the generator")
+
+    raised = []
+
+    async def app(scope, receive, send):
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers()})
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert recv_until_closed(s).startswith(b"HTTP/1.1 500 ")
+    assert wait_for(lambda: raised)
+    assert type(raised[0]) is Boom
+
+
+def test_more_body_bool_that_clears_the_message(serve):
+    """more_body's __bool__ is app code run while the body is being sent: emptying the message
+    there must not free the body under the server (`make asan` would see a use after free)."""
+    class Clears:
+        msg = None
+
+        def __bool__(self):
+            self.msg.clear()
+            return False
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        more = Clears()
+        msg = {"type": "http.response.body", "body": b"%d" % (10 ** 40), "more_body": more}
+        more.msg = msg
+        await send(msg)
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert read_response(s)[2] == b"%d" % (10 ** 40)
 
 
 def test_websocket_upgrade_refused_for_now(serve, error_log):

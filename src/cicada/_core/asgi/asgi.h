@@ -155,7 +155,7 @@ struct cc_asgi_cycle {
     PyObject *task;
     PyObject *recv_waiter;
     PyObject *send_waiter;       /* pathsend in progress */
-    PyObject *start_headers;     /* list/tuple from http.response.start until the head is written */
+    PyObject *start_headers;     /* bytes: http.response.start's header lines, until written */
     PyObject *recv_fn, *send_fn; /* the app's receive/send: kept with the cycle for its reuse */
     PyObject *method;            /* str, borrowed from scope's ownership: kept for the access log */
     /* request body */
@@ -187,6 +187,7 @@ struct cc_asgi_cycle {
     unsigned trailers : 1;
     unsigned task_done : 1;
     unsigned counted : 1;
+    unsigned server_answered : 1; /* the server, not the app, answered (a bad request body) */
 };
 
 /* server.c */
@@ -240,7 +241,9 @@ void cc_asgi_wake_error(cc_asgi_state_t *st, PyObject **waiter); /* with the pen
 int cc_asgi_access_log(cc_asgi_cycle_t *c, int status);
 /* send.c */
 PyObject *cc_asgi_send(cc_asgi_cycle_t *c, PyObject *message);
-int cc_asgi_send_simple(cc_asgi_proto_t *p, int minor, int status, const char *body, int close);
+/* cc_asgi_send_simple() flags: say `connection: close`; the request was HEAD (no content). */
+enum { CC_ASGI_SIMPLE_CLOSE = 1, CC_ASGI_SIMPLE_HEAD = 2 };
+int cc_asgi_send_simple(cc_asgi_proto_t *p, int minor, int status, const char *body, int flags);
 
 /* True when one more request or WebSocket would go over --limit-concurrency. */
 static inline int cc_asgi_over_concurrency(const cc_asgi_server_t *srv) {

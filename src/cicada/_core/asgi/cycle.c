@@ -162,7 +162,9 @@ static int body_error(cc_asgi_cycle_t *c, cc_http_result_t r) {
     c->disconnected = 1;
     if (c->resp == CC_RESP_INIT) {
         c->resp = CC_RESP_DONE;
-        if (cc_asgi_send_simple(p, c->version_minor, cc_http_status(r), cc_http_reason(r), 1) < 0)
+        c->server_answered = 1;
+        if (cc_asgi_send_simple(p, c->version_minor, cc_http_status(r), cc_http_reason(r),
+                                CC_ASGI_SIMPLE_CLOSE | (c->is_head ? CC_ASGI_SIMPLE_HEAD : 0)) < 0)
             return -1;
     }
     cc_asgi_close_linger(p);
@@ -409,7 +411,9 @@ static void finish_abnormally(cc_asgi_cycle_t *c) {
         c->keep_alive = 0;
         c->resp = CC_RESP_DONE;
         if (cc_asgi_access_log(c, 500) < 0 ||
-            cc_asgi_send_simple(p, c->version_minor, 500, "Internal Server Error", 1) < 0)
+            cc_asgi_send_simple(p, c->version_minor, 500, "Internal Server Error",
+                                CC_ASGI_SIMPLE_CLOSE |
+                                    (c->is_head ? CC_ASGI_SIMPLE_HEAD : 0)) < 0)
             PyErr_WriteUnraisable((PyObject *)c);
         cc_asgi_response_complete(c);
         return;
@@ -778,9 +782,12 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     cc_asgi_server_t *srv = p->server;
     cc_asgi_state_t *st = srv->st;
     PyObject *recv = NULL, *send = NULL, *task = NULL;
+    int simple = CC_ASGI_SIMPLE_CLOSE | (req->method_len == 4 && !memcmp(req->method, "HEAD", 4)
+                                             ? CC_ASGI_SIMPLE_HEAD
+                                             : 0);
     if (cc_asgi_over_concurrency(srv)) {
         cc_asgi_log(srv, st->s_warning, "Exceeded concurrency limit.", NULL);
-        int rc = cc_asgi_send_simple(p, req->version_minor, 503, "Service Unavailable", 1);
+        int rc = cc_asgi_send_simple(p, req->version_minor, 503, "Service Unavailable", simple);
         cc_asgi_close(p, 0);
         return rc;
     }
@@ -795,7 +802,7 @@ int cc_asgi_cycle_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
         log_exception(srv, "Exception while building the request scope\n", exc);
         Py_XDECREF(exc);
         cc_asgi_cycle_discard(c);
-        int rc = cc_asgi_send_simple(p, req->version_minor, 500, "Internal Server Error", 1);
+        int rc = cc_asgi_send_simple(p, req->version_minor, 500, "Internal Server Error", simple);
         cc_asgi_close(p, 0);
         return rc;
     }

@@ -408,7 +408,7 @@ static PyMethodDef timer_def = {"_on_timer", (PyCFunction)proto_on_timer, METH_N
 
 /* Plain-text error response, then close after it is flushed. */
 static int send_error(cc_asgi_proto_t *p, int status, const char *reason) {
-    int rc = cc_asgi_send_simple(p, 1, status, reason, 1);
+    int rc = cc_asgi_send_simple(p, 1, status, reason, CC_ASGI_SIMPLE_CLOSE);
     cc_asgi_close(p, 0);
     return rc;
 }

@@ -119,7 +119,7 @@ static int append_server_headers(cc_asgi_server_t *srv, cc_buf_t *o, int has_dat
     return 0;
 }
 
-int cc_asgi_send_simple(cc_asgi_proto_t *p, int minor, int status, const char *body, int close) {
+int cc_asgi_send_simple(cc_asgi_proto_t *p, int minor, int status, const char *body, int flags) {
     cc_asgi_server_t *srv = p->server;
     cc_buf_t *o = &srv->out;
     o->start = o->len = 0;
@@ -130,9 +130,10 @@ int cc_asgi_send_simple(cc_asgi_proto_t *p, int minor, int status, const char *b
     if (out_append(o, line, ll) < 0 ||
         OUT_LIT(o, "content-type: text/plain; charset=utf-8\r\ncontent-length: ") < 0 ||
         out_append(o, num, (size_t)nl) < 0 || OUT_LIT(o, "\r\n") < 0 ||
-        (close && OUT_LIT(o, "connection: close\r\n") < 0) ||
+        ((flags & CC_ASGI_SIMPLE_CLOSE) && OUT_LIT(o, "connection: close\r\n") < 0) ||
         append_server_headers(srv, o, 0, 0) < 0 || OUT_LIT(o, "\r\n") < 0 ||
-        out_append(o, body, bl) < 0)
+        /* RFC 9110 §9.3.2: no content in a response to HEAD, only its length */
+        (!(flags & CC_ASGI_SIMPLE_HEAD) && out_append(o, body, bl) < 0))
         return -1;
     return flush_out(p, o);
 }
@@ -152,15 +153,32 @@ static int parse_content_length(const char *v, size_t n, uint64_t *out) {
     return 0;
 }
 
+/* A Transfer-Encoding value whose last coding is chunked, and its only chunked. */
+static int chunked_last(const char *v, size_t vl) {
+    const char *pos = v, *item;
+    size_t n;
+    int last = 0;
+    while (cc_http_list_next(&pos, v + vl, &item, &n)) {
+        if (last)
+            return 0; /* something after chunked, or chunked twice */
+        last = cc_http_name_eq(item, n, "chunked", 7);
+    }
+    return last;
+}
+
 /* Validate one header list (response headers or trailers); count its serialized size. */
 static PyObject *check_headers(cc_asgi_cycle_t *c, PyObject *headers, int response, size_t *bytes) {
-    PyObject *fast = PySequence_Fast(headers, "");
-    if (!fast) {
+    /* Not iterable at all: say what headers must be. An iterable that fails while it is read
+     * (a generator raising) keeps its own exception: it names the real problem. */
+    if (!PySequence_Check(headers) && !Py_TYPE(headers)->tp_iter) {
         PyErr_Format(PyExc_RuntimeError,
                      "ASGI headers must be an iterable of [name, value] byte pairs, got %s",
                      Py_TYPE(headers)->tp_name);
         return NULL;
     }
+    PyObject *fast = PySequence_Fast(headers, "ASGI headers must be iterable");
+    if (!fast)
+        return NULL;
     size_t total = 0;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
@@ -203,9 +221,12 @@ static PyObject *check_headers(cc_asgi_cycle_t *c, PyObject *headers, int respon
             c->has_cl = 1;
             c->content_length = cl;
         } else if (cc_http_name_eq(n, nl, "transfer-encoding", 17)) {
-            if (!cc_http_list_has_token(v, vl, "chunked", 7)) {
+            /* RFC 9112 §6.1: chunked once, and last, or the client reads until the close. */
+            if (c->chunked_out || !chunked_last(v, vl)) {
                 PyErr_Format(PyExc_RuntimeError,
-                             "Unsupported Transfer-Encoding %R: only chunked is allowed.", value);
+                             "Unsupported Transfer-Encoding %R: chunked must be the last "
+                             "coding, and appear once.",
+                             value);
                 goto error;
             }
             c->chunked_out = 1;
@@ -225,17 +246,14 @@ error:
     return NULL;
 }
 
-static int append_headers(cc_buf_t *o, PyObject *fast) {
+/* Serialize the header lines check_headers() validated (names lowercased) into w, which has
+ * room for the `bytes` it counted. Runs no Python code, so the list can't change under it. */
+static void write_headers(char *w, PyObject *fast) {
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
         PyObject *name = PySequence_Fast_GET_ITEM(item, 0);
         PyObject *value = PySequence_Fast_GET_ITEM(item, 1);
         size_t nl = (size_t)PyBytes_GET_SIZE(name), vl = (size_t)PyBytes_GET_SIZE(value);
-        if (cc_buf_reserve(o, nl + vl + 4) < 0) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        char *w = cc_buf_ptr(o) + o->len;
         const char *n = PyBytes_AS_STRING(name);
         for (size_t k = 0; k < nl; k++)
             w[k] = (char)((n[k] >= 'A' && n[k] <= 'Z') ? n[k] + 32 : n[k]);
@@ -244,9 +262,22 @@ static int append_headers(cc_buf_t *o, PyObject *fast) {
         memcpy(w + nl + 2, PyBytes_AS_STRING(value), vl);
         w[nl + 2 + vl] = '\r';
         w[nl + 3 + vl] = '\n';
-        o->len += nl + vl + 4;
+        w += nl + vl + 4;
     }
+}
+
+static int append_headers(cc_buf_t *o, PyObject *fast, size_t bytes) {
+    if (cc_buf_reserve(o, bytes) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    write_headers(cc_buf_ptr(o) + o->len, fast);
+    o->len += bytes;
     return 0;
+}
+
+static void reset_start(cc_asgi_cycle_t *c) {
+    c->has_cl = c->chunked_out = c->app_close = c->has_date = c->has_server = 0;
 }
 
 static PyObject *handle_start(cc_asgi_cycle_t *c, PyObject *msg) {
@@ -260,45 +291,60 @@ static PyObject *handle_start(cc_asgi_cycle_t *c, PyObject *msg) {
     long v = -1;
     if (PyLong_Check(status) && !PyBool_Check(status))
         v = PyLong_AsLong(status);
-    if (v < 100 || v > 999) {
+    /* RFC 9110 §15: valid codes are 100..599. A 1xx is interim, never the response: sent as
+     * one, it would leave the client waiting for the real response. */
+    if (v < 200 || v > 599) {
         PyErr_Clear();
-        PyErr_Format(PyExc_RuntimeError, "Invalid HTTP status code %R in http.response.start.",
+        PyErr_Format(PyExc_RuntimeError,
+                     "Invalid HTTP status code %R in http.response.start: it must be an int "
+                     "from 200 to 599.",
                      status);
         return NULL;
     }
+    /* 'trailers' first: its __bool__ is app code, which could change the headers once they
+     * are checked. */
+    PyObject *tr = get(msg, st->s_trailers);
+    int trailers = tr ? PyObject_IsTrue(tr) : 0;
+    if (trailers < 0 || PyErr_Occurred())
+        return NULL;
     PyObject *headers = get(msg, st->s_headers);
     if (!headers && PyErr_Occurred())
         return NULL;
-    PyObject *empty = NULL;
-    if (!headers || headers == Py_None)
-        headers = empty = PyTuple_New(0);
+    /* Our own reference: reading a generator runs app code, which may drop the message's. */
+    headers = headers && headers != Py_None ? Py_NewRef(headers) : PyTuple_New(0);
     if (!headers)
         return NULL;
-    PyObject *fast = check_headers(c, headers, 1, &c->head_bytes);
-    Py_XDECREF(empty);
+    size_t bytes = 0;
+    PyObject *fast = check_headers(c, headers, 1, &bytes);
+    Py_DECREF(headers);
     if (!fast) {
-        c->has_cl = c->chunked_out = c->app_close = c->has_date = c->has_server = 0;
+        reset_start(c);
         return NULL;
     }
     if (c->has_cl && c->chunked_out) {
         Py_DECREF(fast);
-        c->has_cl = c->chunked_out = c->app_close = c->has_date = c->has_server = 0;
+        reset_start(c);
         PyErr_SetString(PyExc_RuntimeError,
                         "Response sets both Content-Length and Transfer-Encoding.");
         return NULL;
     }
-    PyObject *tr = get(msg, st->s_trailers);
-    int trailers = tr ? PyObject_IsTrue(tr) : 0;
-    if (trailers < 0 || PyErr_Occurred()) {
+    /* The head goes out with the first body message; the app may change (or reuse) its header
+     * list before then, so keep the lines checked now, not the list. */
+    PyObject *lines = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)bytes);
+    if (!lines) {
         Py_DECREF(fast);
+        reset_start(c);
         return NULL;
     }
+    write_headers(PyBytes_AS_STRING(lines), fast);
+    Py_DECREF(fast);
     c->trailers = trailers ? 1 : 0;
     /* The client waits for 100 Continue before sending the body; it will never come, so this
      * connection can't be reused: say so in the head. */
     if (c->expect_continue && !c->body_done)
         c->keep_alive = 0;
-    c->start_headers = fast;
+    Py_XSETREF(c->start_headers, lines);
+    c->head_bytes = bytes;
     c->status = (int)v;
     c->resp = CC_RESP_STARTED;
     c->expect_continue = 0;
@@ -343,7 +389,8 @@ static int begin_head(cc_asgi_cycle_t *c, cc_buf_t *o, int64_t known_len, int mo
         PyErr_NoMemory();
         return -1;
     }
-    if (out_append(o, line, ll) < 0 || append_headers(o, c->start_headers) < 0 ||
+    if (out_append(o, line, ll) < 0 ||
+        out_append(o, PyBytes_AS_STRING(c->start_headers), c->head_bytes) < 0 ||
         append_server_headers(srv, o, c->has_date, c->has_server) < 0)
         return -1;
     if (cl_len && out_append(o, cl_line, cl_len) < 0)
@@ -370,20 +417,22 @@ static PyObject *handle_body(cc_asgi_cycle_t *c, PyObject *msg) {
     PyObject *body = get(msg, st->s_body);
     if (!body && PyErr_Occurred())
         return NULL;
-    PyObject *converted = NULL;
-    if (body && !PyBytes_Check(body)) {
+    PyObject *owned = NULL; /* body_bytes() runs app code (more_body's __bool__): hold it */
+    if (body && PyBytes_Check(body)) {
+        owned = Py_NewRef(body);
+    } else if (body) {
         /* bytearray/memoryview are accepted as uvicorn does (anything transport.write takes). */
         if (!PyObject_CheckBuffer(body) || PyUnicode_Check(body)) {
             PyErr_Format(PyExc_RuntimeError, "http.response.body 'body' must be bytes, got %s.",
                          Py_TYPE(body)->tp_name);
             return NULL;
         }
-        body = converted = PyBytes_FromObject(body);
-        if (!body)
+        owned = PyBytes_FromObject(body);
+        if (!owned)
             return NULL;
     }
-    PyObject *r = body_bytes(c, msg, body);
-    Py_XDECREF(converted);
+    PyObject *r = body_bytes(c, msg, owned);
+    Py_XDECREF(owned);
     return r;
 }
 
@@ -473,12 +522,13 @@ static PyObject *handle_trailers(cc_asgi_cycle_t *c, PyObject *msg) {
     cc_asgi_proto_t *p = c->proto;
     cc_asgi_server_t *srv = p->server;
     cc_asgi_state_t *st = srv->st;
-    PyObject *headers = get(msg, st->s_headers);
-    if (!headers && PyErr_Occurred())
-        return NULL;
+    /* 'more_trailers' first: its __bool__ is app code, which could drop the headers. */
     PyObject *mt = get(msg, st->s_more_trailers);
     int more = mt ? PyObject_IsTrue(mt) : 0;
     if (more < 0 || PyErr_Occurred())
+        return NULL;
+    PyObject *headers = get(msg, st->s_headers);
+    if (!headers && PyErr_Occurred())
         return NULL;
     int no_body = c->is_head || is_no_body_status(c->status);
     if (!c->chunked_out && !no_body && c->version_minor >= 1) {
@@ -498,7 +548,7 @@ static PyObject *handle_trailers(cc_asgi_cycle_t *c, PyObject *msg) {
     if (c->chunked_out && !no_body) {
         cc_buf_t *o = &srv->out;
         o->start = o->len = 0;
-        if ((fast && append_headers(o, fast) < 0) || (!more && OUT_LIT(o, "\r\n") < 0) ||
+        if ((fast && append_headers(o, fast, bytes) < 0) || (!more && OUT_LIT(o, "\r\n") < 0) ||
             flush_out(p, o) < 0) {
             Py_XDECREF(fast);
             return NULL;
@@ -602,6 +652,12 @@ static PyObject *handle_pathsend(cc_asgi_cycle_t *c, PyObject *msg) {
                         "http.response.pathsend can't be used with Transfer-Encoding: chunked.");
         return NULL;
     }
+    /* Trailers need chunked framing, which a file sent as it is can't have. */
+    if (c->trailers) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "http.response.pathsend can't be used with trailers=True.");
+        return NULL;
+    }
     PyObject *path = get(msg, st->s_path);
     if (!path) {
         if (!PyErr_Occurred())
@@ -609,18 +665,26 @@ static PyObject *handle_pathsend(cc_asgi_cycle_t *c, PyObject *msg) {
         return NULL;
     }
     PyObject *fs = NULL;
-    if (!PyUnicode_FSConverter(path, &fs))
+    Py_INCREF(path); /* __fspath__ is app code: it could drop the message's reference */
+    if (!PyUnicode_FSConverter(path, &fs)) {
+        Py_DECREF(path);
         return NULL;
+    }
     int fd = open(PyBytes_AS_STRING(fs), O_RDONLY | O_CLOEXEC);
     Py_DECREF(fs);
-    if (fd < 0)
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        Py_DECREF(path);
+        return NULL;
+    }
     struct stat sb;
     if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
         PyErr_Format(PyExc_RuntimeError, "http.response.pathsend: %R is not a regular file.", path);
+        Py_DECREF(path);
         return NULL;
     }
+    Py_DECREF(path);
     c->file_fd = fd;
     c->file_left = c->has_cl ? (off_t)c->content_length : sb.st_size;
     int no_body = c->is_head || is_no_body_status(c->status);
@@ -663,8 +727,22 @@ PyObject *cc_asgi_send(cc_asgi_cycle_t *c, PyObject *message) {
             PyErr_SetString(PyExc_RuntimeError, "ASGI message has no 'type'.");
         return NULL;
     }
+    /* The app's mistake first: after the response it completed (and a `connection: close` of
+     * its own), "the client closed the connection" would hide it. */
+    if (c->resp == CC_RESP_DONE && !c->server_answered) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "Unexpected ASGI message %R sent, after response already completed.", type);
+        return NULL;
+    }
     if (c->disconnected || p->lost) {
         PyErr_SetString(st->client_disconnected, "the client closed the connection");
+        return NULL;
+    }
+    /* A send not awaited, or from another task: its bytes would land inside the file's. */
+    if (c->file_fd >= 0) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "ASGI message %R sent while http.response.pathsend is still sending its file.",
+                     type);
         return NULL;
     }
     switch (c->resp) {

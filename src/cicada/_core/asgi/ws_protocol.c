@@ -1520,7 +1520,7 @@ int cc_asgi_ws_start(cc_asgi_proto_t *p, const cc_http_request_t *req) {
     }
     if (cc_asgi_over_concurrency(srv)) {
         cc_asgi_log(srv, srv->st->s_warning, "Exceeded concurrency limit.", NULL);
-        int rc = cc_asgi_send_simple(p, 1, 503, "Service Unavailable", 1);
+        int rc = cc_asgi_send_simple(p, 1, 503, "Service Unavailable", CC_ASGI_SIMPLE_CLOSE);
         cc_buf_consume(&p->in, req->head_len);
         cc_asgi_close(p, 0);
         return rc;
