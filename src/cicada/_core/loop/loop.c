@@ -234,6 +234,12 @@ static PyObject *schedule_at(cc_loop_t *self, PyObject *when_obj, double when, P
     PyObject *h = cc_loop_timer_new(self, when_obj, cb, cbargs, ctx);
     if (!h)
         return NULL;
+    /* A NaN deadline compares false with everything: in the heap it would never be due and would
+     * make the poll timeout NaN. asyncio fires it when it reaches the head of its heap, which for
+     * a lone timer (sleep(nan), wait_for(x, nan)) is at once: it is due at once here. The handle
+     * keeps the NaN its when() reports. */
+    if (isnan(when))
+        when = -INFINITY;
     if (cc_loop_timers_push(&self->timers, when, h) < 0) {
         Py_DECREF(h);
         return NULL;
