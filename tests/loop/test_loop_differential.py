@@ -226,13 +226,13 @@ class Interp:
         loop = self.loop
         for f in self.futures:
             self.ev("final-future", self.labels[id(f)], *self.fut_state(f))
-        for _ in range(10):
+        for _ in range(10):  # at least once: callbacks the end left in the ready queue run
             pending = [t for t in self.tasks if not t.done()]
-            if not pending:
-                break
             for t in pending:
                 self.ev("cleanup-cancel", t.get_name(), t.cancel())
             self.ev("cleanup-run", outcome(loop.run_until_complete, self.settle()))
+            if not pending:
+                break
         for t in self.tasks:
             self.ev("final-task", t.get_name(), *self.fut_state(t))
         self.ev("all-tasks", len(asyncio.all_tasks(loop)))
@@ -369,6 +369,11 @@ class Interp:
                 self.tasks.append(r[1])
                 r = ("ok", r[1].get_name(), r[1].done())
             self.ev("create_task", name, r)
+        elif kind == "nested":
+            name = f"n{self.uid}"
+            self.uid += 1
+            self.ev("nested-start", name, where)
+            self.ev("nested-end", name, outcome(cicada.run_sync, self.coro(name, op[1])))
         elif kind == "task_cancel":
             t = self.task(op[1])
             if t is None:
@@ -490,8 +495,9 @@ RAISE = st.sampled_from(["Boom", "Boom", "CancelledError", "KeyboardInterrupt", 
 CATCH = st.sampled_from([False, True, "uncancel"])
 
 
-def one_op(depth: int):
-    """One operation that is not an await; bodies nest `depth` more levels."""
+def one_op(depth: int, nested: bool = False):
+    """One operation that is not an await; bodies nest `depth` more levels. With `nested`,
+    cicada.run_sync(a coroutine) is one of them (cicada only)."""
     leaf = [
         st.tuples(st.just("cancel"), REF),
         st.tuples(st.just("stop")),
@@ -506,25 +512,27 @@ def one_op(depth: int):
         st.tuples(st.just("task_query"), REF),
     ]
     if depth > 0:
-        sub = callback_body(depth - 1)
+        sub = callback_body(depth - 1, nested)
         leaf += [
             st.tuples(st.just("soon"), sub),
             st.tuples(st.just("at"), REL, sub),
             st.tuples(st.just("later"), AHEAD, sub),
             st.tuples(st.just("fut_add_cb"), REF, sub),
-            st.tuples(st.just("task"), task_steps(depth - 1)),
+            st.tuples(st.just("task"), task_steps(depth - 1, nested)),
         ]
+        if nested:
+            leaf.append(st.tuples(st.just("nested"), nested_steps(depth - 1)))
     return st.one_of(leaf)
 
 
-def callback_body(depth: int):
+def callback_body(depth: int, nested: bool = False):
     """A callback's operations; it may end by raising."""
-    return st.tuples(st.lists(one_op(depth), max_size=4),
+    return st.tuples(st.lists(one_op(depth, nested), max_size=4),
                      st.one_of(st.just([]), RAISE.map(lambda k: [("raise", k)]))).map(
         lambda b: b[0] + b[1])
 
 
-def task_steps(depth: int):
+def task_steps(depth: int, nested: bool = False):
     """A task's steps: awaits and operations; it may end by raising."""
     awaits = st.one_of(
         st.tuples(st.just("await_fut"), REF, CATCH),
@@ -539,12 +547,24 @@ def task_steps(depth: int):
                   st.sampled_from([asyncio.ALL_COMPLETED, asyncio.FIRST_COMPLETED,
                                    asyncio.FIRST_EXCEPTION]), CATCH),
     )
-    return st.tuples(st.lists(st.one_of(awaits, awaits, one_op(depth)), max_size=5),
+    return st.tuples(st.lists(st.one_of(awaits, awaits, one_op(depth, nested)), max_size=5),
                      st.one_of(st.just([]), st.just([]), RAISE.map(lambda k: [("raise", k)]))).map(
         lambda b: b[0] + b[1])
 
 
-def programs():
+def nested_steps(depth: int):
+    """Steps of a coroutine run by cicada.run_sync: its awaits always end (a timeout or a timer),
+    since the callback that runs it waits for it."""
+    awaits = st.one_of(
+        st.tuples(st.just("sleep0"), CATCH),
+        st.tuples(st.just("sleep"), AHEAD, CATCH),
+        st.tuples(st.just("wait_for"), REF, AHEAD, CATCH),
+        st.tuples(st.just("timeout_at"), REF, AHEAD, CATCH),
+    )
+    return st.lists(st.one_of(awaits, one_op(depth, nested=True)), max_size=4)
+
+
+def programs(nested: bool = False):
     after_close = st.lists(st.one_of(
         st.tuples(st.just("fut_result"), REF, VALUE),
         st.tuples(st.just("fut_cancel"), REF, MSG),
@@ -552,7 +572,7 @@ def programs():
         st.tuples(st.just("task_cancel"), REF, MSG),
         st.tuples(st.just("task_query"), REF)), max_size=3)
     return st.tuples(st.sampled_from(["forever", "until"]),
-                     st.lists(one_op(2), min_size=1, max_size=6), after_close)
+                     st.lists(one_op(2, nested), min_size=1, max_size=6), after_close)
 
 
 # --- running both ----------------------------------------------------------------------------
@@ -594,3 +614,65 @@ def test_differential(program):
     note(f"asyncio trace: {ref!r}")
     note(f"cicada trace:  {got!r}")
     assert have == want, f"traces differ at event {i}"
+
+
+def check_nested_invariants(interp, trace):
+    """What a nested run must keep: every callback runs at most once, call_soon callbacks run in
+    the order they were scheduled, every handle that was neither cancelled nor dropped by close()
+    ran, and each cicada.run_sync call returned what its coroutine did."""
+    ran = [e[1] for e in trace if e[0] == "cb"]
+    assert len(ran) == len(set(ran)), f"a callback ran twice: {ran}"
+    soon = [int(n[1:]) for n in ran if n.startswith("c")]
+    assert soon == sorted(soon), f"call_soon callbacks out of order: {soon}"
+    for name, cancelled in interp.leftover:
+        assert cancelled or name in ran, f"{name} neither ran nor was cancelled"
+    results = {e[1]: e[2] for e in trace if e[0] == "nested-end"}
+    started = [e[1] for e in trace if e[0] == "nested-start"]
+    assert sorted(results) == sorted(started), "a nested run did not return"
+    ends = {e[1]: e for e in trace if e[0] == "task-end"}
+    for name, r in results.items():
+        if name in ends:  # the coroutine ran to its end: run_sync returned its value
+            assert r == ["ok", f"{name}-done"], (name, r)
+        else:
+            assert r[0] == "raise", (name, r)
+
+
+class NestedInterp(Interp):
+    """The interpreter, noting before close which scheduled callbacks were cancelled."""
+
+    def end(self):
+        super().end()
+        if self.ended:
+            self.scheduled_by_end = len(self.named_handles)
+
+    def finish(self):
+        # callbacks scheduled before the end have all had their turn; later ones may be pending
+        self.leftover = [(n, h.cancelled()) for n, h in self.named_handles[:self.scheduled_by_end]]
+        super().finish()
+
+    def schedule(self, h, name, extra=()):
+        self.named_handles.append((name, h))
+        super().schedule(h, name, extra)
+
+    def run(self):
+        self.named_handles = []
+        self.scheduled_by_end = 0
+        return super().run()
+
+
+@pytest.mark.timeout(max(120, EXAMPLES))
+@_settings
+@seed(int(SEED or 0))  # ignored when derandomised
+@given(programs(nested=True))
+def test_nested_run_sync_invariants(program):
+    note(f"program: {program!r}")
+    loop = cicada.loop.new_event_loop()
+    interp = NestedInterp(loop, program)
+    try:
+        trace = interp.run()
+    finally:
+        if not loop.is_closed():
+            loop.close()
+        asyncio.set_event_loop(None)
+    note(f"trace: {trace!r}")
+    check_nested_invariants(interp, trace)
