@@ -470,6 +470,49 @@ def test_tasks_api():
     assert cicada.loop.run(main()) == list(range(10))
 
 
+async def _one():
+    return 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda lp: lp.create_task(coro=_one()),
+    lambda lp: lp.create_task(coro=_one(), name="kw"),
+    lambda lp: lp.create_task(_one(), name="n", context=contextvars.copy_context()),
+])
+def test_create_task_keywords_as_asyncio(call):
+    """create_task(coro, *, name=None, context=None) takes coro as a keyword too, as asyncio's and
+    uvloop's do; cicada's C fast path refused it ("takes one positional argument")."""
+    for factory in (asyncio.new_event_loop, Loop):
+        lp = factory()
+        try:
+            task = call(lp)
+            assert lp.run_until_complete(task) == 1, factory
+        finally:
+            lp.close()
+
+
+@pytest.mark.parametrize("call", [
+    lambda lp, c: lp.create_task(),
+    lambda lp, c: lp.create_task(c, c),
+    lambda lp, c: lp.create_task(c, foo=1),
+    lambda lp, c: lp.create_task(c, name="a", context=None, foo=1),
+])
+def test_create_task_bad_calls_fail_as_asyncio(call):
+    """A malformed create_task() call fails with asyncio's own TypeError, message included."""
+    errors = []
+    for factory in (asyncio.new_event_loop, Loop):
+        lp = factory()
+        coro = _one()
+        try:
+            with pytest.raises(TypeError) as e:
+                call(lp, coro)
+            errors.append(str(e.value))
+        finally:
+            coro.close()
+            lp.close()
+    assert errors[0] == errors[1]
+
+
 def test_runner_loop_factory_and_install():
     async def main():
         return type(asyncio.get_running_loop())
