@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import fractions
 import gc
 import os
 import re
@@ -692,3 +693,63 @@ def test_nested_run_sync_invariants(program):
         asyncio.set_event_loop(None)
     note(f"trace: {trace!r}")
     check_nested_invariants(interp, trace)
+
+
+# --- single calls at the edges of the API ----------------------------------------------------
+
+
+async def _coro():
+    return "coro"
+
+
+def _run_one(loop, schedule):
+    """Schedule with `schedule(loop)`, run an iteration or two, and return what was scheduled
+    (summarised), what ran and what reached the exception handler."""
+    seen = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append(
+        (clean(ctx["message"]), exc_summary(ctx["exception"]) if "exception" in ctx else None)))
+    r = outcome(schedule, loop)
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    return r[:1] + tuple(clean(repr(x)) for x in r[1:]), seen
+
+
+EDGE_CASES = {
+    "call_soon(not callable)": lambda lp: lp.call_soon(42),
+    "call_soon(cb, context=not a context)": lambda lp: lp.call_soon(print, context=42),
+    "call_soon(cb, context=None)": lambda lp: lp.call_soon(print, "", context=None),
+    "call_at(int).when()": lambda lp: lp.call_at(5, print).when(),
+    "call_at(bool).when()": lambda lp: lp.call_at(True, print).when(),
+    "call_at(Fraction).when()": lambda lp: lp.call_at(fractions.Fraction(1, 3), print).when(),
+    "call_at(inf).when()": lambda lp: lp.call_at(float("inf"), print).when(),
+    "call_at(-inf) runs": lambda lp: lp.call_at(float("-inf"), print, "-inf").when(),
+    "call_later(inf).when()": lambda lp: lp.call_later(float("inf"), print).when(),
+    "call_later(nan).when()": lambda lp: str(lp.call_later(float("nan"), print, "nan").when()),
+    "call_later(None)": lambda lp: lp.call_later(None, print),
+    "call_at(None)": lambda lp: lp.call_at(None, print),
+    "call_later(huge int)": lambda lp: lp.call_later(10 ** 400, print),
+    "timer ordering": lambda lp: (lp.call_at(1, print) < lp.call_at(2, print),
+                                  lp.call_at(1, print) == lp.call_at(1, print)),
+    "create_task(name=int)": lambda lp: lp.create_task(_coro(), name=5).get_name(),
+    "create_task(not a coroutine)": lambda lp: lp.create_task(42),
+    "create_task(coro=...)": lambda lp: lp.create_task(coro=_coro()).get_name() != "",
+    "create_future().get_loop()": lambda lp: lp.create_future().get_loop() is lp,
+    "run_until_complete(not awaitable)": lambda lp: lp.run_until_complete(42),
+    "set_exception_handler(not callable)": lambda lp: lp.set_exception_handler(42),
+    "stop() twice": lambda lp: (lp.stop(), lp.stop()),
+}
+
+
+@pytest.mark.timeout(30)  # a deadline the loop cannot handle used to hang it (call_later(nan))
+@pytest.mark.parametrize("name", list(EDGE_CASES))
+def test_api_edge_case_as_asyncio(name):
+    """One call at the edge of the API (odd deadlines, odd callbacks, odd arguments): cicada
+    returns, raises and reports to the exception handler what asyncio does."""
+    results = []
+    for factory in (asyncio.new_event_loop, cicada.loop.new_event_loop):
+        loop = factory()
+        try:
+            results.append(_run_one(loop, EDGE_CASES[name]))
+        finally:
+            loop.close()
+    assert results[1] == results[0]
