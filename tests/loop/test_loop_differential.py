@@ -31,10 +31,10 @@ Normalisations, each for something asyncio leaves unspecified:
 - Hex addresses (0x...) and TimerHandle's `when=` in reprs are masked: they are memory and
   clock values.
 - Tasks are always named: default names ("Task-N") come from a process-wide counter.
-- In debug mode, where a future's repr says it was created is masked: asyncio's create_future is
-  Python, so its futures point at asyncio's own line in base_events.py; cicada's is C, and its
-  futures point at the caller. A diagnostic, not behaviour (handles and tasks agree, and are
-  compared).
+- In debug mode, a future's repr, which ends with where it was created, is masked: asyncio's
+  create_future is Python, so its futures point at asyncio's own line in base_events.py;
+  cicada's is C, and its futures point at the caller. A diagnostic, not behaviour (handles and
+  tasks agree, and are compared).
 - The "exception was never retrieved" reports, which come from garbage collection after close,
   are compared as a sorted list: the order in which a cycle's objects are finalised is not
   specified.
@@ -94,11 +94,13 @@ class Boom(Exception):
 
 _ADDR = re.compile(r"0x[0-9a-fA-F]+")
 _WHEN = re.compile(r"when=[-0-9.e+]+")
-_FUTURE_ORIGIN = re.compile(r"(<Future [^<>]*?created at )\S+:\d+")
+# a future's repr in debug mode: it ends with where it was created (cut short by reprlib in a
+# callback's repr: "<Future finis...events.py:427>")
+_FUTURE_ORIGIN = re.compile(r"<Future [^<>]*?(created at \S+|\.\.\.[^<>\s]*\.py):\d+>")
 
 
 def clean(text: str) -> str:
-    text = _FUTURE_ORIGIN.sub(r"\1?", text)
+    text = _FUTURE_ORIGIN.sub("<Future created at ?>", text)
     return _WHEN.sub("when=?", _ADDR.sub("0x?", text))
 
 
