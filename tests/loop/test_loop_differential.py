@@ -553,8 +553,8 @@ def one_op(depth: int, nested: bool = False):
             st.tuples(st.just("fut_add_cb"), REF, sub),
             st.tuples(st.just("task"), task_steps(depth - 1, nested)),
         ]
-        if nested:
-            leaf.append(st.tuples(st.just("nested"), nested_steps(depth - 1)))
+        if nested:  # twice: the test of nested runs is about them
+            leaf += [st.tuples(st.just("nested"), nested_steps(depth - 1))] * 2
     return st.one_of(leaf)
 
 
