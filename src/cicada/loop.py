@@ -182,9 +182,9 @@ class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
         self._cc_set_signal_fd(-1)
         super()._close_self_pipe()
 
-    # -- create_task: C fast path falls back here for task factories and debug mode --------
-    def _cc_create_task_py(self, coro, **kwargs):
-        return unix_events._UnixSelectorEventLoop.create_task(self, coro, **kwargs)
+    # -- create_task: the C fast path falls back here for task factories, debug mode and any
+    # call it does not take; asyncio's own function, so that its argument errors are asyncio's.
+    _cc_create_task_py = unix_events._UnixSelectorEventLoop.create_task
 
     # -- hooks called by the C core ---------------------------------------------------------
     def _cc_callback_error(self, handle, exc):

@@ -101,6 +101,44 @@ def test_timer_not_early(loop):
     assert fired[0] - start >= 0.05 - 0.002
 
 
+def _hang_guard(loop, seconds=5.0):
+    """Stops the loop from another thread if it is still blocked after `seconds`."""
+    guard = threading.Timer(seconds, loop.call_soon_threadsafe, args=(loop.stop,))
+    guard.start()
+    return guard
+
+
+def test_nan_deadline_is_due_at_once(loop):
+    """A NaN deadline (a computed timeout gone wrong) is due at once, as in asyncio when it is the
+    first timer; the loop used to block in epoll_wait for good ((int)ceil(NaN) is no timeout) and
+    kept every timer behind it from firing."""
+    out = []
+    nan = loop.call_later(float("nan"), out.append, "nan")
+    assert nan.when() != nan.when()  # the handle keeps the deadline it was given, as asyncio's
+    loop.call_later(0.01, out.append, "later")
+    loop.call_later(0.02, loop.stop)
+    guard = _hang_guard(loop)
+    loop.run_forever()
+    guard.cancel()
+    assert out == ["nan", "later"]
+
+
+def test_nan_timeout_expires_at_once(loop):
+    """asyncio.wait_for and asyncio.sleep with a NaN delay behave as on asyncio's loop: the
+    timeout expires, the sleep returns, at once."""
+
+    async def main():
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.sleep(1), float("nan"))
+        assert await asyncio.sleep(float("nan"), "woke") == "woke"
+        return loop.time() - t0
+
+    guard = _hang_guard(loop)
+    assert loop.run_until_complete(main()) < 0.5
+    guard.cancel()
+
+
 def test_cancelled_timers_are_pruned(loop):
     handles = [loop.call_later(100 + i, print) for i in range(300)]
     for h in handles[:250]:
@@ -430,6 +468,49 @@ def test_tasks_api():
         return [x.result() for x in ts]
 
     assert cicada.loop.run(main()) == list(range(10))
+
+
+async def _one():
+    return 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda lp: lp.create_task(coro=_one()),
+    lambda lp: lp.create_task(coro=_one(), name="kw"),
+    lambda lp: lp.create_task(_one(), name="n", context=contextvars.copy_context()),
+])
+def test_create_task_keywords_as_asyncio(call):
+    """create_task(coro, *, name=None, context=None) takes coro as a keyword too, as asyncio's and
+    uvloop's do; cicada's C fast path refused it ("takes one positional argument")."""
+    for factory in (asyncio.new_event_loop, Loop):
+        lp = factory()
+        try:
+            task = call(lp)
+            assert lp.run_until_complete(task) == 1, factory
+        finally:
+            lp.close()
+
+
+@pytest.mark.parametrize("call", [
+    lambda lp, c: lp.create_task(),
+    lambda lp, c: lp.create_task(c, c),
+    lambda lp, c: lp.create_task(c, foo=1),
+    lambda lp, c: lp.create_task(c, name="a", context=None, foo=1),
+])
+def test_create_task_bad_calls_fail_as_asyncio(call):
+    """A malformed create_task() call fails with asyncio's own TypeError, message included."""
+    errors = []
+    for factory in (asyncio.new_event_loop, Loop):
+        lp = factory()
+        coro = _one()
+        try:
+            with pytest.raises(TypeError) as e:
+                call(lp, coro)
+            errors.append(str(e.value))
+        finally:
+            coro.close()
+            lp.close()
+    assert errors[0] == errors[1]
 
 
 def test_runner_loop_factory_and_install():

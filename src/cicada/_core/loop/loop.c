@@ -234,6 +234,12 @@ static PyObject *schedule_at(cc_loop_t *self, PyObject *when_obj, double when, P
     PyObject *h = cc_loop_timer_new(self, when_obj, cb, cbargs, ctx);
     if (!h)
         return NULL;
+    /* A NaN deadline compares false with everything: in the heap it would never be due and would
+     * make the poll timeout NaN. asyncio fires it when it reaches the head of its heap, which for
+     * a lone timer (sleep(nan), wait_for(x, nan)) is at once: it is due at once here. The handle
+     * keeps the NaN its when() reports. */
+    if (isnan(when))
+        when = -INFINITY;
     if (cc_loop_timers_push(&self->timers, when, h) < 0) {
         Py_DECREF(h);
         return NULL;
@@ -816,30 +822,44 @@ PyObject *cc_loop_new_future(cc_loop_t *self) {
     return new_with_loop(self, self->st->future_type, self->st->empty_tuple);
 }
 
+static int is_key(PyObject *k, PyObject *name) {
+    return k == name || PyUnicode_Compare(k, name) == 0;
+}
+
+/* asyncio's create_task (Loop._cc_create_task_py), for everything the fast path does not take. */
+static PyObject *create_task_py(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames) {
+    PyObject *base = PyObject_GetAttrString((PyObject *)self, "_cc_create_task_py");
+    if (!base)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(base, args, (size_t)nargs, kwnames);
+    Py_DECREF(base);
+    return r;
+}
+
 static PyObject *core_create_task(cc_loop_t *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames) {
-    /* Fast path only without a task factory and without debug; otherwise asyncio's version. */
-    if (nargs != 1 || cc_loop_check_closed(self) < 0) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "create_task() takes one positional argument");
-        return NULL;
-    }
-    PyObject *factory = PyObject_GetAttr((PyObject *)self, self->st->str_task_factory);
-    if (!factory)
-        return NULL;
-    int plain = factory == Py_None && !self->debug;
-    Py_DECREF(factory);
+    /* Fast path only for create_task(coro[, name=][, context=]) without a task factory and
+     * without debug. Any other call (coro= as a keyword, a malformed call) goes to asyncio's
+     * version too, which binds the arguments, and fails, exactly as asyncio does. */
     Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (!plain) {
-        PyObject *base = PyObject_GetAttrString((PyObject *)self, "_cc_create_task_py");
-        if (!base)
-            return NULL;
-        PyObject *r = PyObject_Vectorcall(base, args, (size_t)nargs, kwnames);
-        Py_DECREF(base);
-        return r;
+    int plain = nargs == 1 && nk <= 2 && !self->debug;
+    for (Py_ssize_t i = 0; i < nk && plain; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        plain = is_key(k, self->st->str_name) || is_key(k, self->st->str_context);
     }
+    if (plain) {
+        PyObject *factory = PyObject_GetAttr((PyObject *)self, self->st->str_task_factory);
+        if (!factory)
+            return NULL;
+        plain = factory == Py_None;
+        Py_DECREF(factory);
+    }
+    if (!plain)
+        return create_task_py(self, args, nargs, kwnames);
+    if (cc_loop_check_closed(self) < 0)
+        return NULL;
     /* Task(coro, loop=self, **kwargs) with name=/context= passed through as given. */
-    PyObject *stack[4];
     if (nk == 0) {
         PyObject *targs = PyTuple_Pack(1, args[0]);
         if (!targs)
@@ -848,17 +868,13 @@ static PyObject *core_create_task(cc_loop_t *self, PyObject *const *args, Py_ssi
         Py_DECREF(targs);
         return task;
     }
+    PyObject *stack[4];
     PyObject *names = PyTuple_New(1 + nk);
     if (!names)
         return NULL;
     stack[0] = args[0];
     stack[1] = (PyObject *)self;
     PyTuple_SET_ITEM(names, 0, Py_NewRef(self->st->str_loop));
-    if (nk > 2) {
-        Py_DECREF(names);
-        PyErr_SetString(PyExc_TypeError, "create_task() takes name= and context= only");
-        return NULL;
-    }
     for (Py_ssize_t i = 0; i < nk; i++) {
         stack[2 + i] = args[nargs + i];
         PyTuple_SET_ITEM(names, 1 + i, Py_NewRef(PyTuple_GET_ITEM(kwnames, i)));
