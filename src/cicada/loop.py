@@ -188,7 +188,9 @@ class Loop(_core.LoopCore, unix_events._UnixSelectorEventLoop):
 
     # -- hooks called by the C core ---------------------------------------------------------
     def _cc_callback_error(self, handle, exc):
-        cb = format_helpers._format_callback_source(handle._callback, handle._args)
+        # 3.13's Handle._run shows the callback's arguments only in debug mode
+        kw = {"debug": self.get_debug()} if sys.version_info >= (3, 13) else {}
+        cb = format_helpers._format_callback_source(handle._callback, handle._args, **kw)
         context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
         if handle._source_traceback:
             context["source_traceback"] = handle._source_traceback

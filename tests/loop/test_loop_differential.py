@@ -56,6 +56,7 @@ import fractions
 import gc
 import os
 import re
+import sys
 import time
 
 import pytest
@@ -772,6 +773,10 @@ EDGE_CASES = {
 def test_api_edge_case_as_asyncio(name):
     """One call at the edge of the API (odd deadlines, odd callbacks, odd arguments): cicada
     returns, raises and reports to the exception handler what asyncio does."""
+    if "nan" in name and sys.version_info >= (3, 13):
+        # 3.13's own loop fails on a NaN timer (selectors: "cannot convert float NaN to
+        # integer"), so there is no asyncio behaviour to match; test_core.py has cicada's.
+        pytest.skip("asyncio 3.13 itself fails on a NaN deadline")
     results = []
     for factory in (asyncio.new_event_loop, cicada.loop.new_event_loop):
         loop = factory()
