@@ -158,6 +158,8 @@ PEER_PINS      := starlette==$(PEER_STARLETTE) fastapi==$(PEER_FASTAPI) anyio==4
                   inline-snapshot==0.36.1 opentelemetry-sdk==1.45.2 dirty-equals==0.11 \
                   blockbuster==1.5.29
 PEER_SRC       := build/peer-src
+# the loops anyio's asyncio backend runs the peers' tests on (CI leaves uvloop out, for time)
+PEER_LOOPS     ?= asyncio uvloop cicada
 
 $(PEER_VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(PEER_VENV)
@@ -175,7 +177,7 @@ $(PEER_SRC)/.unpacked: | $(PEER_VENV)/.deps
 
 peer: $(PEER_VENV)/.deps $(PEER_SRC)/.unpacked
 	$(PEER_VENV)/bin/python -m pip install -q --no-build-isolation --no-deps --force-reinstall -Cbuild-dir=build/peer-venv .
-	PY=$(PEER_VENV)/bin/python PEER_EXPECT=tests/peer/expected_failures.txt PEER_LOOPS="asyncio uvloop cicada" \
+	PY=$(PEER_VENV)/bin/python PEER_EXPECT=tests/peer/expected_failures.txt PEER_LOOPS="$(PEER_LOOPS)" \
 	  scripts/peer_tests.sh $(PEER_SRC)/starlette-$(PEER_STARLETTE) $(PEER_SRC)/fastapi-$(PEER_FASTAPI)
 
 # --- benchmarks ---------------------------------------------------------------------------------
