@@ -213,19 +213,23 @@ INVALID = {
 }
 
 
+def sending(messages, raised):
+    """An app that sends `messages` in order; the RuntimeError a send raises goes to `raised`."""
+    async def app(scope, receive, send):
+        try:
+            for msg in messages:
+                await send(msg)
+        except RuntimeError as exc:
+            raised.append(str(exc))
+            raise
+
+    return app
+
+
 @pytest.mark.parametrize("case", list(INVALID))
 def test_invalid_app_messages_raise_runtime_error(serve, error_log, case):
     raised = []
-
-    async def app(scope, receive, send):
-        for msg in INVALID[case]:
-            try:
-                await send(msg)
-            except RuntimeError as exc:
-                raised.append(str(exc))
-                raise
-
-    st = serve(app)
+    st = serve(sending(INVALID[case], raised))
     s = st.connect()
     s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     data = recv_until_closed(s)
@@ -263,20 +267,11 @@ def test_invalid_on_the_wire_is_refused_with_500(serve, error_log, tmp_path, cas
     f = tmp_path / "f.txt"
     f.write_bytes(b"0123456789")
     raised = []
-
-    async def app(scope, receive, send):
-        try:
-            await send({"type": "http.response.start", "status": status, "headers": headers,
-                        "trailers": pathsend})
-            if pathsend:
-                await send({"type": "http.response.pathsend", "path": str(f)})
-            else:
-                await send({"type": "http.response.body", "body": b"hello"})
-        except RuntimeError as exc:
-            raised.append(str(exc))
-            raise
-
-    st = serve(app)
+    start = {"type": "http.response.start", "status": status, "headers": headers,
+             "trailers": pathsend}
+    last = ({"type": "http.response.pathsend", "path": str(f)} if pathsend
+            else {"type": "http.response.body", "body": b"hello"})
+    st = serve(sending([start, last], raised))
     s = st.connect()
     s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     data = recv_until_closed(s)
