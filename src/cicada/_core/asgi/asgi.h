@@ -128,6 +128,10 @@ struct cc_asgi_proto {
     cc_asgi_ws_t *ws;       /* set once a WebSocket upgrade took the connection over */
     cc_asgi_proto_t *prev, *next;
     cc_buf_t in;
+    /* The response head's header lines, checked at http.response.start and written with the
+     * first body message: one response at a time per connection, so the storage is reused. */
+    char *head;
+    size_t head_cap;
     double deadline; /* monotonic seconds: keep-alive or head timeout */
     size_t linger_bytes;
     double timer_when;
@@ -155,7 +159,6 @@ struct cc_asgi_cycle {
     PyObject *task;
     PyObject *recv_waiter;
     PyObject *send_waiter;       /* pathsend in progress */
-    PyObject *start_headers;     /* bytes: http.response.start's header lines, until written */
     PyObject *recv_fn, *send_fn; /* the app's receive/send: kept with the cycle for its reuse */
     PyObject *method;            /* str, borrowed from scope's ownership: kept for the access log */
     /* request body */
@@ -168,7 +171,7 @@ struct cc_asgi_cycle {
     int version_minor;
     uint64_t content_length; /* what the app declared, when has_cl */
     uint64_t body_sent;
-    size_t head_bytes; /* serialized size of the app's headers */
+    size_t head_bytes; /* the app's header lines waiting in proto->head */
     int file_fd;
     int sock_fd; /* for zero-copy pathsend, -1 when not possible */
     off_t file_left;

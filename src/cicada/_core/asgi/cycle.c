@@ -717,7 +717,7 @@ static cc_asgi_cycle_t *take_spare(cc_asgi_proto_t *p) {
         Py_REFCNT(c->recv_fn) == 1 && Py_REFCNT(c->send_fn) == 1 &&
         !((PyCFunctionObject *)c->recv_fn)->m_weakreflist &&
         !((PyCFunctionObject *)c->send_fn)->m_weakreflist && !c->scope && !c->task &&
-        !c->recv_waiter && !c->send_waiter && !c->start_headers && c->file_fd < 0 && !c->counted) {
+        !c->recv_waiter && !c->send_waiter && c->file_fd < 0 && !c->counted) {
         PyObject *recv = c->recv_fn, *send = c->send_fn;
         cc_asgi_proto_t *proto = c->proto;
         memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
@@ -867,7 +867,6 @@ static int cycle_traverse(cc_asgi_cycle_t *c, visitproc visit, void *arg) {
     Py_VISIT(c->task);
     Py_VISIT(c->recv_waiter);
     Py_VISIT(c->send_waiter);
-    Py_VISIT(c->start_headers);
     Py_VISIT(c->recv_fn);
     Py_VISIT(c->send_fn);
     return 0;
@@ -878,7 +877,6 @@ static int cycle_clear(cc_asgi_cycle_t *c) {
     Py_CLEAR(c->task);
     Py_CLEAR(c->recv_waiter);
     Py_CLEAR(c->send_waiter);
-    Py_CLEAR(c->start_headers);
     Py_CLEAR(c->recv_fn);
     Py_CLEAR(c->send_fn);
     Py_CLEAR(c->proto);

@@ -839,6 +839,7 @@ static void proto_dealloc(cc_asgi_proto_t *p) {
     PyObject_GC_UnTrack(p);
     proto_clear(p);
     cc_buf_free(&p->in);
+    PyMem_Free(p->head);
     tp->tp_free((PyObject *)p);
     Py_DECREF(tp);
 }

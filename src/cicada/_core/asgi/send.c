@@ -276,6 +276,19 @@ static int append_headers(cc_buf_t *o, PyObject *fast, size_t bytes) {
     return 0;
 }
 
+static int reserve_head(cc_asgi_proto_t *p, size_t bytes) {
+    if (bytes <= p->head_cap)
+        return 0;
+    char *head = PyMem_Realloc(p->head, bytes);
+    if (!head) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    p->head = head;
+    p->head_cap = bytes;
+    return 0;
+}
+
 static void reset_start(cc_asgi_cycle_t *c) {
     c->has_cl = c->chunked_out = c->app_close = c->has_date = c->has_server = 0;
 }
@@ -330,20 +343,18 @@ static PyObject *handle_start(cc_asgi_cycle_t *c, PyObject *msg) {
     }
     /* The head goes out with the first body message; the app may change (or reuse) its header
      * list before then, so keep the lines checked now, not the list. */
-    PyObject *lines = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)bytes);
-    if (!lines) {
+    if (reserve_head(c->proto, bytes) < 0) {
         Py_DECREF(fast);
         reset_start(c);
         return NULL;
     }
-    write_headers(PyBytes_AS_STRING(lines), fast);
+    write_headers(c->proto->head, fast);
     Py_DECREF(fast);
     c->trailers = trailers ? 1 : 0;
     /* The client waits for 100 Continue before sending the body; it will never come, so this
      * connection can't be reused: say so in the head. */
     if (c->expect_continue && !c->body_done)
         c->keep_alive = 0;
-    Py_XSETREF(c->start_headers, lines);
     c->head_bytes = bytes;
     c->status = (int)v;
     c->resp = CC_RESP_STARTED;
@@ -390,7 +401,7 @@ static int begin_head(cc_asgi_cycle_t *c, cc_buf_t *o, int64_t known_len, int mo
         return -1;
     }
     if (out_append(o, line, ll) < 0 ||
-        out_append(o, PyBytes_AS_STRING(c->start_headers), c->head_bytes) < 0 ||
+        out_append(o, c->proto->head, c->head_bytes) < 0 ||
         append_server_headers(srv, o, c->has_date, c->has_server) < 0)
         return -1;
     if (cl_len && out_append(o, cl_line, cl_len) < 0)
@@ -403,7 +414,6 @@ static int begin_head(cc_asgi_cycle_t *c, cc_buf_t *o, int64_t known_len, int mo
         return -1;
     if (OUT_LIT(o, "\r\n") < 0)
         return -1;
-    Py_CLEAR(c->start_headers);
     c->resp = CC_RESP_BODY;
     return 0;
 }
