@@ -78,7 +78,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from support.hunt import hunt_settings  # noqa: E402
 from support.server_thread import ListHandler, ServerThread, UvicornThread  # noqa: E402
-from wsraw import GUID, Reader, close_payload, frame  # noqa: E402
+from wsraw import GUID, Reader, frame  # noqa: E402
 
 EXAMPLES, _settings, SEED = hunt_settings("TEST_WSAPP", 150)
 LOOP = os.environ.get("TEST_WSAPP_LOOP", "cicada")  # the loop cicada's server runs on
@@ -1136,6 +1136,22 @@ def test_ws_app_messages_against_uvicorn(servers, impl):
 
     @given(plans())
     @_settings
+    # The bugs this test found, pinned (each also has its own test in test_ws_messages.py).
+    @example([Step("accept", wrapper="notdict")])
+    @example([Step("accept", wrapper="mapping")])
+    @example([Step("accept", container="raising", headers=[Hdr(b"x-a", b"1")] * 2)])
+    @example([Step("accept", sub="unoffered")])
+    @example([Step("accept", container="list", headers=[Hdr(b"Sec-WebSocket-Accept", b"1")])])
+    @example([Step("accept", container="list", headers=[Hdr(b"server", b"mine")])])
+    @example([Step("accept"), Step("close", code="2999")])
+    @example([Step("deny_start", container="generator", headers=[Hdr(b"x-a", b"1")]),
+              Step("deny_body")])
+    @example([Step("deny_start", status="101"), Step("deny_body")])
+    @example([Step("deny_start", container="list", headers=[Hdr(b"content-length", b"3")]),
+              Step("deny_body")])
+    @example([Step("deny_start"), Step("deny_body", more="True"), Step("raise")])
+    @example([Step("catch"), Step("deny_start"), Step("deny_body", more="raises"),
+              Step("deny_body")])
     def inner(plan):
         model(plan)  # fills in the receive steps' waits first
         cc_seen = run_plan(app, cc, cc_handler, plan)
