@@ -128,6 +128,34 @@ class ServerThread:
         self.stop()
 
 
+class UvicornThread(ServerThread):
+    """uvicorn's HTTP protocol (`protocol`: httptools or h11) on its own asyncio loop, in a thread;
+    `config` goes to uvicorn's Config (e.g. ws="wsproto" for its WebSocket protocols)."""
+
+    def __init__(self, app, protocol, **config):
+        super().__init__(app, loop_kind="asyncio", backend="uvicorn")
+        self.protocol = protocol
+        self.config = config
+
+    async def _serve(self):
+        from uvicorn.config import Config
+        from uvicorn.server import ServerState
+
+        if self.protocol == "h11":
+            from uvicorn.protocols.http.h11_impl import H11Protocol as Proto
+        else:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Proto
+        loop = asyncio.get_running_loop()
+        config = Config(self.app, http=self.protocol, lifespan="off", log_config=None,
+                        **self.config)
+        config.load()
+        state = ServerState()
+        self._aio_server = await loop.create_server(
+            lambda: Proto(config=config, server_state=state, app_state={}, _loop=loop),
+            self.host, 0)
+        self.port = self._aio_server.sockets[0].getsockname()[1]
+
+
 async def _as_coro(fn):
     return fn()
 

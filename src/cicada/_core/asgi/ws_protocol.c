@@ -4,6 +4,7 @@
  * never parses bytes itself and never touches the HTTP request cycle. */
 #include "asgi/ws_asgi.h"
 
+#include "core/date.h"
 #include "ws/ws.h"
 
 #include <stdlib.h>
@@ -24,6 +25,12 @@
 #define CC_ASGI_WS_SINK_MAX (64 * 1024 * 1024)
 /* Bytes a client may send before the app accepted before reading pauses. */
 #define CC_ASGI_WS_PREACCEPT_LIMIT (64 * 1024)
+/* The statuses a denial response may have (RFC 9110 §15; a 1xx is not a final response). */
+#define CC_WS_DENY_STATUS_MIN 200
+#define CC_WS_DENY_STATUS_MAX 599
+/* Close codes registered with IANA after RFC 6455 that an app may send. */
+#define CC_WS_IANA_CLOSE_MIN 1012
+#define CC_WS_IANA_CLOSE_MAX 1014
 /* After our close frame, how long the client has to answer with its own. */
 #define CC_ASGI_WS_CLOSE_TIMEOUT 5.0
 /* Compressor settings (those of the websockets library's server). */
@@ -45,10 +52,10 @@ struct cc_asgi_ws {
     Py_ssize_t qhead;
     PyObject *timer;
     PyObject *dc_reason;    /* str: the close reason for websocket.disconnect */
-    PyObject *deny_headers; /* websocket.http.response.start headers until the body is done */
     PyObject *subprotocols; /* list of str offered by the client */
     PyObject *rx;           /* bytes the parser unmasks a single-frame binary message into */
     cc_buf_t msg;           /* message being assembled from fragments / inflated output */
+    cc_buf_t deny_head;     /* the denial response's app headers, serialized at its start */
     cc_buf_t deny_body;     /* denial response body */
     cc_buf_t zout;          /* deflate output scratch */
     cc_buf_t wbuf;          /* frames waiting for the end of this loop iteration */
@@ -61,6 +68,8 @@ struct cc_asgi_ws {
     uint64_t sink_left; /* payload of the announced frame still to be unmasked into rx / msg */
     int dc_code;
     int deny_status;
+    int deny_has_server, deny_has_date;
+    long long deny_cl; /* the denial's own Content-Length, or -1 */
     double ping_sent; /* monotonic time of the unanswered ping */
     double last_ping; /* when the last ping was sent (or the connection opened) */
     double close_deadline;
@@ -115,17 +124,10 @@ static int update_reading(cc_asgi_ws_t *ws) {
     return set_reading(p, pause);
 }
 
-/* message[key] or NULL (no exception) when absent. */
+/* message[key] (a new reference) or NULL, with no exception when absent. The message is a dict
+ * (ws_send checks): it is read as one, never through a subclass's own methods. */
 static PyObject *msg_get(PyObject *msg, PyObject *key) {
-    PyObject *v;
-    if (PyDict_Check(msg)) {
-        v = PyDict_GetItemWithError(msg, key);
-        return Py_XNewRef(v);
-    }
-    v = PyObject_GetItem(msg, key);
-    if (!v && PyErr_ExceptionMatches(PyExc_KeyError))
-        PyErr_Clear();
-    return v;
+    return Py_XNewRef(PyDict_GetItemWithError(msg, key));
 }
 
 static PyObject *disconnect_msg(cc_asgi_ws_t *ws) {
@@ -739,15 +741,55 @@ static PyObject *ws_receive(cc_asgi_ws_t *ws, PyObject *unused) {
     return Py_NewRef(ws->recv_waiter);
 }
 
-/* Serialize validated [name, value] byte pairs onto o. */
-static int append_app_headers(cc_buf_t *o, PyObject *headers, int *has_cl) {
+/* What append_app_headers found among the app's headers. */
+typedef struct {
+    int has_server, has_date;
+    long long content_length; /* -1: none */
+} app_headers_t;
+
+/* Headers a 101 gets from the server alone: the handshake's own (RFC 6455 §4.2.2; the ASGI spec
+ * forbids sec-websocket-protocol, which the subprotocol key says) and framing headers, which a
+ * 1xx must not carry (RFC 9110 §8.6, RFC 9112 §6.1). An app's copy would break the handshake. */
+static const char *const handshake_names[] = {
+    "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions", "upgrade",
+    "connection", "content-length", "transfer-encoding", NULL};
+/* A denial response is framed by the server: a body of known length, then the close. */
+static const char *const denial_names[] = {"transfer-encoding", NULL};
+
+static int name_in(const char *n, size_t nl, const char *const *names) {
+    for (; *names; names++)
+        if (cc_http_name_eq(n, nl, *names, strlen(*names)))
+            return 1;
+    return 0;
+}
+
+/* A Content-Length value: 1*DIGIT (RFC 9110 §8.6), at most 18 digits; -1 if not one. */
+static long long content_length(const char *v, size_t n) {
+    long long x = 0;
+    if (n == 0 || n > 18)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    return x;
+}
+
+/* Serialize the app's [name, value] byte pairs onto o, refusing invalid ones and those named in
+ * `forbidden`. An exception raised by the app's own iterable reaches the app unchanged. */
+static int append_app_headers(cc_buf_t *o, PyObject *headers, const char *const *forbidden,
+                              app_headers_t *info) {
+    info->has_server = info->has_date = 0;
+    info->content_length = -1;
     if (!headers || headers == Py_None)
         return 0;
     PyObject *fast = PySequence_Fast(headers, "");
     if (!fast) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "ASGI headers must be an iterable of [name, value] byte pairs, got %s",
-                     Py_TYPE(headers)->tp_name);
+        if (PyErr_ExceptionMatches(PyExc_TypeError))
+            PyErr_Format(PyExc_RuntimeError,
+                         "ASGI headers must be an iterable of [name, value] byte pairs, got %s",
+                         Py_TYPE(headers)->tp_name);
         return -1;
     }
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
@@ -763,61 +805,92 @@ static int append_app_headers(cc_buf_t *o, PyObject *headers, int *has_cl) {
                          "Invalid ASGI header %R: expected [bytes, bytes] "
                          "with a valid name and no CR/LF/NUL in the value",
                          pair);
-            Py_DECREF(fast);
-            return -1;
+            goto error;
         }
-        if (has_cl && cc_http_name_eq(PyBytes_AS_STRING(n), (size_t)PyBytes_GET_SIZE(n),
-                                      "content-length", 14))
-            *has_cl = 1;
-        if (cc_buf_append(o, PyBytes_AS_STRING(n), (size_t)PyBytes_GET_SIZE(n)) < 0 ||
-            cc_buf_append(o, ": ", 2) < 0 ||
-            cc_buf_append(o, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v)) < 0 ||
-            cc_buf_append(o, "\r\n", 2) < 0) {
-            Py_DECREF(fast);
+        const char *ns = PyBytes_AS_STRING(n), *vs = PyBytes_AS_STRING(v);
+        size_t nl = (size_t)PyBytes_GET_SIZE(n), vl = (size_t)PyBytes_GET_SIZE(v);
+        if (name_in(ns, nl, forbidden)) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "ASGI header %R is the server's to send in this response", n);
+            goto error;
+        }
+        if (cc_http_name_eq(ns, nl, "content-length", 14)) {
+            /* OWS around the value is not part of it (RFC 9112 §5). */
+            while (vl && (*vs == ' ' || *vs == '\t'))
+                vs++, vl--;
+            while (vl && (vs[vl - 1] == ' ' || vs[vl - 1] == '\t'))
+                vl--;
+            long long cl = content_length(vs, vl);
+            if (cl < 0 || (info->content_length >= 0 && cl != info->content_length)) {
+                PyErr_Format(PyExc_RuntimeError, "Invalid or conflicting content-length %R", v);
+                goto error;
+            }
+            info->content_length = cl;
+            vs = PyBytes_AS_STRING(v);
+            vl = (size_t)PyBytes_GET_SIZE(v);
+        }
+        info->has_server |= cc_http_name_eq(ns, nl, "server", 6);
+        info->has_date |= cc_http_name_eq(ns, nl, "date", 4);
+        if (cc_buf_append(o, ns, nl) < 0 || cc_buf_append(o, ": ", 2) < 0 ||
+            cc_buf_append(o, vs, vl) < 0 || cc_buf_append(o, "\r\n", 2) < 0) {
             PyErr_NoMemory();
-            return -1;
+            goto error;
         }
     }
     Py_DECREF(fast);
     return 0;
+error:
+    Py_DECREF(fast);
+    return -1;
 }
 
 #define APPEND_LIT(o, s) cc_buf_append((o), (s), sizeof(s) - 1)
 
-/* A complete HTTP response instead of the upgrade, then close. */
-static int send_http(cc_asgi_ws_t *ws, int status, PyObject *headers, const char *body, size_t bl,
-                     const char *extra) {
+/* A complete HTTP response instead of the upgrade, then close (also when it fails: the client
+ * must not wait for a response that will never come). `app` holds the app's serialized header
+ * lines (info says what they contain), or is NULL. */
+static int send_http(cc_asgi_ws_t *ws, int status, const cc_buf_t *app, const app_headers_t *info,
+                     const char *body, size_t bl, const char *extra) {
     cc_asgi_proto_t *p = ws->proto;
     cc_asgi_server_t *srv = p->server;
     cc_buf_t o;
     cc_buf_init(&o);
     char line[CC_HTTP_STATUS_LINE_MAX], num[32];
     size_t ll = cc_http_status_line(line, 1, status);
-    int has_cl = 0;
     int rc = -1;
     ws->denied = 1;
-    if (cc_buf_append(&o, line, ll) < 0)
+    if (cc_buf_append(&o, line, ll) < 0 ||
+        (app && app->len && cc_buf_append(&o, cc_buf_ptr(app), app->len) < 0))
         goto nomem;
-    if (append_app_headers(&o, headers, &has_cl) < 0)
-        goto done;
-    if (!has_cl) {
+    if (!info || info->content_length < 0) {
         int nl = snprintf(num, sizeof num, "content-length: %zu\r\n", bl);
         if (cc_buf_append(&o, num, (size_t)nl) < 0)
             goto nomem;
     }
+    if (srv->date_header && !(info && info->has_date) &&
+        (APPEND_LIT(&o, "date: ") < 0 || cc_buf_append(&o, cc_date_now(), CC_DATE_LEN) < 0 ||
+         APPEND_LIT(&o, "\r\n") < 0))
+        goto nomem;
     if ((extra && cc_buf_append(&o, extra, strlen(extra)) < 0) ||
         APPEND_LIT(&o, "connection: close\r\n") < 0 ||
-        (srv->server_header && cc_buf_append(&o, srv->server_header, srv->server_header_len) < 0) ||
+        (srv->server_header && !(info && info->has_server) &&
+         cc_buf_append(&o, srv->server_header, srv->server_header_len) < 0) ||
         (srv->extra_headers && cc_buf_append(&o, srv->extra_headers, srv->extra_headers_len) < 0) ||
         APPEND_LIT(&o, "\r\n") < 0 || (bl && cc_buf_append(&o, body, bl) < 0))
         goto nomem;
     rc = cc_asgi_write(p, cc_buf_ptr(&o), o.len);
-    close_transport(ws);
     goto done;
 nomem:
     PyErr_NoMemory();
 done:
     cc_buf_free(&o);
+    if (rc < 0) {
+        CC_EXC_SAVE(exc);
+        close_transport(ws);
+        CC_EXC_RESTORE(exc);
+    } else {
+        close_transport(ws);
+    }
     return rc;
 }
 
@@ -846,10 +919,12 @@ static int accept_head(cc_asgi_ws_t *ws, cc_buf_t *o, PyObject *sub, PyObject *h
         (APPEND_LIT(o, "sec-websocket-extensions: ") < 0 ||
          cc_buf_append(o, ws->ext_resp, ws->ext_len) < 0 || APPEND_LIT(o, "\r\n") < 0))
         goto nomem;
-    if (srv->server_header && cc_buf_append(o, srv->server_header, srv->server_header_len) < 0)
-        goto nomem;
-    if (append_app_headers(o, headers, NULL) < 0)
+    app_headers_t info;
+    if (append_app_headers(o, headers, handshake_names, &info) < 0)
         return -1;
+    if (srv->server_header && !info.has_server &&
+        cc_buf_append(o, srv->server_header, srv->server_header_len) < 0)
+        goto nomem;
     if (APPEND_LIT(o, "\r\n") < 0)
         goto nomem;
     return 0;
@@ -913,6 +988,18 @@ static int do_accept(cc_asgi_ws_t *ws, PyObject *message) {
                      Py_TYPE(sub)->tp_name);
         goto done;
     }
+    if (sub) { /* RFC 6455 §4.2.2: one the client offered (a client fails the connection else) */
+        int offered = PySequence_Contains(ws->subprotocols, sub);
+        if (offered < 0)
+            goto done;
+        if (!offered) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "websocket.accept 'subprotocol' %R was not offered by the client "
+                         "(scope['subprotocols'] is %R)",
+                         sub, ws->subprotocols);
+            goto done;
+        }
+    }
     if (accept_head(ws, &o, sub, headers) < 0 || (ws->deflate && start_deflate(ws) < 0) ||
         cc_asgi_write(ws->proto, cc_buf_ptr(&o), o.len) < 0)
         goto done;
@@ -922,6 +1009,14 @@ done:
     Py_XDECREF(headers);
     cc_buf_free(&o);
     return rc;
+}
+
+/* A close code the app may send: RFC 6455 §7.4's (the ones our own parser and other peers
+ * accept: 1016-2999 and 1004-1006/1015 make a client fail the connection) and 1012-1014,
+ * registered with IANA since (service restart, try again later, bad gateway). */
+static int app_close_code_ok(long c) {
+    return (c >= CC_WS_IANA_CLOSE_MIN && c <= CC_WS_IANA_CLOSE_MAX) ||
+           (c >= 0 && cc_ws_close_code_valid((unsigned)c));
 }
 
 static int do_app_close(cc_asgi_ws_t *ws, PyObject *message) {
@@ -935,7 +1030,7 @@ static int do_app_close(cc_asgi_ws_t *ws, PyObject *message) {
         c = PyLong_Check(code) ? PyLong_AsLong(code) : -1;
         if (c == -1 && PyErr_Occurred())
             PyErr_Clear();
-        if (c < 1000 || c > 4999 || c == 1004 || c == 1005 || c == 1006 || c == 1015) {
+        if (!app_close_code_ok(c)) {
             PyErr_Format(PyExc_RuntimeError, "Invalid WebSocket close code %R", code);
             goto done;
         }
@@ -1014,38 +1109,42 @@ done:
 static int do_deny_body(cc_asgi_ws_t *ws, PyObject *message) {
     cc_asgi_state_t *st = ST(ws);
     PyObject *body = msg_get(message, st->s_body), *more = NULL;
-    int rc = -1;
+    Py_buffer view = {0};
+    int rc = -1, m = 0;
     if (PyErr_Occurred())
         goto done;
-    if (body && body != Py_None) {
-        Py_buffer view;
-        if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) {
-            PyErr_Format(PyExc_RuntimeError,
-                         "websocket.http.response.body 'body' must be bytes, got %s",
-                         Py_TYPE(body)->tp_name);
-            goto done;
-        }
-        int ok = cc_buf_append(&ws->deny_body, view.buf, (size_t)view.len);
-        PyBuffer_Release(&view);
-        if (ok < 0) {
-            PyErr_NoMemory();
-            goto done;
-        }
+    if (body && body != Py_None && PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "websocket.http.response.body 'body' must be bytes, got %s",
+                     Py_TYPE(body)->tp_name);
+        goto done;
     }
+    /* more_body first: a message that fails leaves nothing of itself behind. */
     more = msg_get(message, st->s_more_body);
-    if (PyErr_Occurred())
+    if (PyErr_Occurred() || (more && (m = PyObject_IsTrue(more)) < 0))
         goto done;
-    int m = more ? PyObject_IsTrue(more) : 0;
-    if (m < 0)
+    size_t total = ws->deny_body.len + (size_t)view.len;
+    if (ws->deny_cl >= 0 && (total > (size_t)ws->deny_cl || (!m && total != (size_t)ws->deny_cl))) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "websocket.http.response.body: %zu body bytes for a content-length of %lld",
+                     total, ws->deny_cl);
         goto done;
+    }
+    if (view.len && cc_buf_append(&ws->deny_body, view.buf, (size_t)view.len) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
     rc = 0;
     if (!m) {
-        rc = send_http(ws, ws->deny_status, ws->deny_headers, cc_buf_ptr(&ws->deny_body),
+        app_headers_t info = {ws->deny_has_server, ws->deny_has_date, ws->deny_cl};
+        rc = send_http(ws, ws->deny_status, &ws->deny_head, &info, cc_buf_ptr(&ws->deny_body),
                        ws->deny_body.len, NULL);
-        Py_CLEAR(ws->deny_headers);
+        cc_buf_free(&ws->deny_head);
         cc_buf_free(&ws->deny_body);
     }
 done:
+    if (view.obj)
+        PyBuffer_Release(&view);
     Py_XDECREF(body);
     Py_XDECREF(more);
     return rc;
@@ -1060,28 +1159,35 @@ static int do_deny_start(cc_asgi_ws_t *ws, PyObject *message) {
                             "websocket.http.response.start requires a 'status' key");
         return -1;
     }
-    long s = PyLong_Check(status) ? PyLong_AsLong(status) : -1;
+    long s = PyLong_Check(status) && !PyBool_Check(status) ? PyLong_AsLong(status) : -1;
     Py_DECREF(status);
-    if (s < 100 || s > 999) {
+    /* RFC 9110 §15: 100..599, and a 1xx is interim, never the response. */
+    if (s < CC_WS_DENY_STATUS_MIN || s > CC_WS_DENY_STATUS_MAX) {
         PyErr_Clear();
         PyErr_SetString(PyExc_RuntimeError, "websocket.http.response.start 'status' must be an int "
-                                            "between 100 and 999");
+                                            "between 200 and 599");
         return -1;
     }
     PyObject *headers = msg_get(message, st->s_headers);
     if (PyErr_Occurred())
         return -1;
-    /* Validate now so the error points at this message. */
-    cc_buf_t tmp;
-    cc_buf_init(&tmp);
-    int rc = append_app_headers(&tmp, headers, NULL);
-    cc_buf_free(&tmp);
+    /* Serialized now: the error points at this message, and the app's list (or iterator) is
+     * read once, whatever the app does with it afterwards. */
+    app_headers_t info;
+    cc_buf_t head;
+    cc_buf_init(&head);
+    int rc = append_app_headers(&head, headers, denial_names, &info);
+    Py_XDECREF(headers);
     if (rc < 0) {
-        Py_XDECREF(headers);
+        cc_buf_free(&head);
         return -1;
     }
+    cc_buf_free(&ws->deny_head);
+    ws->deny_head = head;
     ws->deny_status = (int)s;
-    Py_XSETREF(ws->deny_headers, headers);
+    ws->deny_has_server = info.has_server;
+    ws->deny_has_date = info.has_date;
+    ws->deny_cl = info.content_length;
     ws->deny_started = 1;
     return 0;
 }
@@ -1095,8 +1201,8 @@ static PyObject *ws_send(cc_asgi_ws_t *ws, PyObject *message) {
     cc_asgi_state_t *st = ST(ws);
     PyObject *type = NULL;
     int rc = -1;
-    if (!PyDict_Check(message) && !PyMapping_Check(message)) {
-        PyErr_Format(PyExc_RuntimeError, "ASGI message must be a dict, got %s",
+    if (!PyDict_Check(message)) { /* as http.response.*: a Mapping is not a message either */
+        PyErr_Format(PyExc_RuntimeError, "ASGI message must be a dict, got %s.",
                      Py_TYPE(message)->tp_name);
         return NULL;
     }
@@ -1118,7 +1224,7 @@ static PyObject *ws_send(cc_asgi_ws_t *ws, PyObject *message) {
             rc = do_accept(ws, message);
         else if (IS(t_close)) {
             log_handshake(ws, "403");
-            rc = send_http(ws, 403, NULL, "", 0, NULL);
+            rc = send_http(ws, 403, NULL, NULL, "", 0, NULL);
         } else if (IS(t_resp_start))
             rc = do_deny_start(ws, message);
         else
@@ -1217,13 +1323,14 @@ static void ws_finish(cc_asgi_ws_t *ws, PyObject *exc, PyObject *res) {
         cc_asgi_log(srv, st->s_error, "ASGI callable returned without completing response.", NULL);
     }
     if (!p->lost) {
-        if (!ws->accepted && !ws->denied && !ws->deny_started) {
-            if (send_http(ws, 500, NULL, "Internal Server Error", 21,
+        /* No handshake, or a denial response the app never completed: nothing of it has been
+         * written (it goes out whole), so the client still gets a clean 500. */
+        if (!ws->accepted && !ws->denied) {
+            cc_buf_free(&ws->deny_head);
+            cc_buf_free(&ws->deny_body);
+            if (send_http(ws, 500, NULL, NULL, "Internal Server Error", 21,
                           "content-type: text/plain; charset=utf-8\r\n") < 0)
                 PyErr_WriteUnraisable((PyObject *)ws);
-        } else if (ws->deny_started && !ws->denied) {
-            ws->denied = 1;
-            close_transport(ws);
         } else if (ws->accepted && !ws->close_sent) {
             /* The handler ended without closing: close for it, as websockets does. */
             unsigned code = failed ? CC_WS_CLOSE_INTERNAL : CC_WS_CLOSE_NORMAL;
@@ -1571,7 +1678,6 @@ static int ws_traverse(cc_asgi_ws_t *ws, visitproc visit, void *arg) {
     Py_VISIT(ws->queue);
     Py_VISIT(ws->timer);
     Py_VISIT(ws->dc_reason);
-    Py_VISIT(ws->deny_headers);
     Py_VISIT(ws->subprotocols);
     return 0;
 }
@@ -1583,7 +1689,6 @@ static int ws_clear(cc_asgi_ws_t *ws) {
     Py_CLEAR(ws->queue);
     Py_CLEAR(ws->timer);
     Py_CLEAR(ws->dc_reason);
-    Py_CLEAR(ws->deny_headers);
     Py_CLEAR(ws->subprotocols);
     Py_CLEAR(ws->proto);
     return 0;
@@ -1600,6 +1705,7 @@ static void ws_dealloc(cc_asgi_ws_t *ws) {
     drop_sink(ws);
     cc_buf_free(&ws->msg);
     cc_buf_free(&ws->zout);
+    cc_buf_free(&ws->deny_head);
     cc_buf_free(&ws->deny_body);
     cc_buf_free(&ws->wbuf);
     ws_clear(ws);
