@@ -96,6 +96,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from support.hunt import hunt_settings  # noqa: E402
 from support.server_thread import ListHandler, ServerThread  # noqa: E402
+from support.uvicorn_thread import UvicornThread  # noqa: E402
 
 EXAMPLES, _settings, SEED = hunt_settings("TEST_APPMSG", 150)
 TIMEOUT = 5.0  # a client read that has not ended by then is a hang
@@ -858,32 +859,6 @@ def parse_response(data: bytes, eof: bool = False, head_only: bool = False):
     if eof:
         return status, app_headers, rest, [], b""  # close-delimited
     return "close-delimited"
-
-
-class UvicornThread(ServerThread):
-    """uvicorn's protocol (httptools or h11) on its own loop, in a thread."""
-
-    def __init__(self, app, protocol, logger):
-        super().__init__(app, loop_kind="asyncio", backend="uvicorn")
-        self.protocol = protocol
-        self.logger = logger
-
-    async def _serve(self):
-        from uvicorn.config import Config
-        from uvicorn.server import ServerState
-
-        if self.protocol == "h11":
-            from uvicorn.protocols.http.h11_impl import H11Protocol as Proto
-        else:
-            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Proto
-        loop = asyncio.get_running_loop()
-        config = Config(self.app, http=self.protocol, lifespan="off", log_config=None)
-        config.load()
-        state = ServerState()
-        self._aio_server = await loop.create_server(
-            lambda: Proto(config=config, server_state=state, app_state={}, _loop=loop),
-            self.host, 0)
-        self.port = self._aio_server.sockets[0].getsockname()[1]
 
 
 @pytest.fixture(scope="module")
