@@ -387,3 +387,19 @@ def test_response_to_a_buffered_unread_body_keeps_the_connection(serve):
     assert (status, body, headers.get(b"connection")) == (200, b"/up", None)
     status, headers, body, _ = read_response(s)
     assert (status, body) == (200, b"/next")
+
+
+def test_response_to_an_unread_body_with_bad_framing_announces_the_close(serve):
+    """The unread chunked body in the buffer breaks its framing: the connection can't go on
+    after the response, so the head says connection: close (it used to keep quiet and close)."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"early"})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n")
+    status, headers, body, _ = read_response(s)
+    assert (status, body, headers.get(b"connection")) == (200, b"early", b"close")
+    assert recv_until_closed(s) == b""

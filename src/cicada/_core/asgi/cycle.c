@@ -238,9 +238,10 @@ int cc_asgi_cycle_drain_body(cc_asgi_cycle_t *c) {
     return 0;
 }
 
-/* Whether the rest of the request body (or the framing error that ends it) is already in the
- * input buffer: a client that half-closes after sending it still gets its response. The chunked
- * decoder runs on a copy of its state and consumes nothing. */
+/* Whether the rest of the request body is already in the input buffer: 1 if so, 2 if a framing
+ * error ends it there, 0 if more must come. A client that half-closes after sending it still
+ * gets its response; a response head may keep the connection only for 1. The chunked decoder
+ * runs on a copy of its state and consumes nothing. */
 int cc_asgi_cycle_body_buffered(const cc_asgi_cycle_t *c) {
     const cc_buf_t *in = &c->proto->in;
     if (c->body_done)
@@ -257,7 +258,7 @@ int cc_asgi_cycle_body_buffered(const cc_asgi_cycle_t *c) {
                                                     &dlen);
         off += used;
         if (r != CC_HTTP_OK)
-            return r != CC_HTTP_INCOMPLETE;
+            return r == CC_HTTP_INCOMPLETE ? 0 : 2;
         if (!dlen && cc_http_chunked_done(&d))
             return 1;
         if (!used)

@@ -383,7 +383,7 @@ static int begin_head(cc_asgi_cycle_t *c, cc_buf_t *o, int64_t known_len, int mo
      * (cc_asgi_response_complete): the head says the connection closes (RFC 9110 §10.1.1). */
     int keep = c->keep_alive && !c->app_close && !c->close_delimited &&
                !(srv->shutting_down && !cc_asgi_next_request_buffered(c->proto)) &&
-               cc_asgi_cycle_body_buffered(c);
+               cc_asgi_cycle_body_buffered(c) == 1;
     c->keep_alive = keep;
     o->start = o->len = 0;
     char line[CC_HTTP_STATUS_LINE_MAX];
