@@ -147,8 +147,8 @@ static PyObject *new_future(cc_asgi_server_t *srv) {
 
 /* ---- request body --------------------------------------------------------------------------- */
 
-/* Handle a malformed chunked body while the app runs: answer 400 if nothing was sent yet, close,
- * and let receive() report a disconnect. */
+/* Handle a malformed chunked body while the app runs: answer 400 if nothing was sent yet (a
+ * started response's head is still held back), close, and let receive() report a disconnect. */
 static int body_error(cc_asgi_cycle_t *c, cc_http_result_t r) {
     cc_asgi_proto_t *p = c->proto;
     cc_asgi_server_t *srv = p->server;
@@ -160,8 +160,9 @@ static int body_error(cc_asgi_cycle_t *c, cc_http_result_t r) {
     c->keep_alive = 0;
     c->body_done = 1;
     c->disconnected = 1;
-    if (c->resp == CC_RESP_INIT) {
+    if (c->resp == CC_RESP_INIT || c->resp == CC_RESP_STARTED) {
         c->resp = CC_RESP_DONE;
+        Py_CLEAR(c->start_headers);
         c->server_answered = 1;
         if (cc_asgi_send_simple(p, c->version_minor, cc_http_status(r), cc_http_reason(r),
                                 CC_ASGI_SIMPLE_CLOSE | (c->is_head ? CC_ASGI_SIMPLE_HEAD : 0)) < 0)
