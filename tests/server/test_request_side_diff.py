@@ -15,7 +15,8 @@ garbage, a TE that is not chunked-final. The session ends normally, or the clien
 head, mid-body, before reading the responses, or half-closes (shutdown(SHUT_WR)) after sending.
 
 Each request names the app's receive pattern in its path: read the whole body, read one message
-then respond, respond without reading, respond then receive() (must be http.disconnect at once:
+then respond, respond without reading, start the response then read (the head is held back until
+the first body message), respond then receive() (must be http.disconnect at once:
 the response is complete), read the body then receive() again (must wait: http.disconnect only if
 the client went), stream the response while reading, raise after the first message.
 
@@ -72,7 +73,7 @@ SMUGGLE = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
 
 # --- sessions -----------------------------------------------------------------------------------
 
-PATTERNS = ["all", "part", "none", "after", "again", "stream", "raise"]
+PATTERNS = ["all", "part", "none", "after", "again", "stream", "late", "raise"]
 READS_FIRST = {"all", "part", "again", "raise"}  # receive() before http.response.start
 HEAD_BAD = ["cl+te", "two-cl", "cl-garbage", "te-not-chunked"]  # the head shows it: a 400
 BODY_BAD = ["bad-chunk-size", "chunk-overlong"]  # only the body shows it
@@ -266,6 +267,11 @@ class App:
                                             "more_body": True})
 
             await self.read_all(rec, receive, between)
+            await self.send(rec, send, {"type": "http.response.body", "body": body})
+        elif pattern == "late":  # start (the head is not on the wire yet), then read
+            await self.send(rec, send, {"type": "http.response.start", "status": 200,
+                                        "headers": []})
+            await self.read_all(rec, receive)
             await self.send(rec, send, {"type": "http.response.body", "body": body})
         elif pattern == "raise":
             await self.recv(rec, receive)
@@ -573,7 +579,7 @@ def check_msgs(r: Req, rec: Rec, complete_expected: bool, ctx: str) -> None:
             ended = True
         elif m[0] == "hang":
             raise AssertionError("receive() hung" + ctx)
-    if complete_expected and r.app in ("all", "again", "stream"):
+    if complete_expected and r.app in ("all", "again", "stream", "late"):
         assert got == want and any(m[0] == "req" and not m[2] for m in rec.msgs), \
             "the app did not get the whole body" + ctx
 
@@ -653,7 +659,7 @@ def judge(sess: Session, client: Client, recs: dict, unexpected: list, logged: i
         # 100 Continue: only for Expect, only if the app read before responding
         if not r.expect:
             assert resp.interim == 0 and not client.early_100[i], "a 100 nobody asked for" + c
-        elif r.app in ("none", "after", "stream"):
+        elif r.app in ("none", "after", "stream", "late"):
             assert resp.interim == 0 and not client.early_100[i], \
                 "100 Continue though the app did not read first" + c
         elif r.app in READS_FIRST and client.sent_body[i] and has_body(r):
@@ -848,7 +854,7 @@ def summary(sess, client, recs, sid):
         resp = client.responses[i] if i < len(client.responses) else None
         read = None
         # a bad body: how much of what came before the error reaches the app is the timing's
-        if rec and r.app in ("all", "again", "stream") and r.framing not in BODY_BAD:
+        if rec and r.app in ("all", "again", "stream", "late") and r.framing not in BODY_BAD:
             read = (digest(b"".join(m[1] for m in rec.msgs if m[0] == "req")),  # how much one
                     any(m[0] == "req" and not m[2] for m in rec.msgs),  # receive() gets: timing
                     [m for m in rec.msgs if m[0] != "req"])
@@ -889,6 +895,14 @@ def test_request_side_against_uvicorn(servers):
 
     @given(sessions())
     @_settings
+    # The bugs this test found, pinned (each also has its own test in test_flow.py,
+    # test_hostile_clients.py or test_errors.py).
+    @example(Session([Req(app="late", body=b"hi")], ending="half-close"))
+    @example(Session([Req(method="GET", framing="none", app="part"), Req(app="part", body=b"hello")],
+                     pipelined=True, ending="close-after-head"))
+    @example(Session([Req(app="none", body=b"0123456789"), Req(method="GET", framing="none")]))
+    @example(Session([Req(framing="bad-chunk-size", chunks=(2,), body=b"ab", app="none")]))
+    @example(Session([Req(framing="bad-chunk-size", chunks=(2,), body=b"ab", app="late")]))
     def inner(sess):
         sid, client, recs, unexpected, logged = run(app, cc, cc_handler, sess)
         judge(sess, client, recs, unexpected, logged, sid)
