@@ -38,7 +38,8 @@ except where NOT_COMPARED names the clause that leaves the choice open or where 
 the RFC or spec forbids (each entry says which).
 
 TEST_REQSIDE_LOOP=asyncio|uvloop runs cicada's server on that loop instead of cicada's own.
-TEST_REQSIDE_EXAMPLES=N runs N examples instead of the CI default (e.g. 3000 to hunt);
+TEST_REQSIDE_EXAMPLES=N runs N examples instead of the CI default (e.g. 3000 to hunt, about
+two minutes per 2000; pass --timeout=0, past pytest-timeout's limit);
 TEST_REQSIDE_SEED=S draws other examples than the derandomised CI ones.
 """
 
