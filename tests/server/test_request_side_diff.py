@@ -444,7 +444,7 @@ def _send_split(sock, data, sess, offset, total):
         sock.sendall(data[pos:])
 
 
-def run_session(server, sess: Session, sid: str) -> Client:
+def run_session(server, sess: Session, sid: str, apps_done=lambda: True) -> Client:
     s = server.connect(TIMEOUT)
     rd = Reader(s)
     reqs = sess.reqs
@@ -521,6 +521,11 @@ def run_session(server, sess: Session, sid: str) -> Client:
                     break
         client.closed = rd.closed(time.monotonic() + 0.5) if must_close_probe(sess, client) \
             else False
+        # A response can be complete on the wire before its app is done (HEAD, a streamed
+        # one): a client that stays gives the apps their time before it goes.
+        end = time.monotonic() + TIMEOUT
+        while not apps_done() and time.monotonic() < end:
+            time.sleep(0.002)
     except socket.timeout:
         client.hang = True
     except (ConnectionError, OSError, ValueError) as exc:
@@ -729,10 +734,10 @@ _sids = itertools.count()
 def run(app, server, handler, sess: Session):
     sid = f"s{next(_sids)}"
     before = len(handler.records)
-    client = run_session(server, sess, sid)
+    mine = lambda: {k: v for k, v in app.records.items() if k.startswith(f"/{sid}/")}  # noqa
+    client = run_session(server, sess, sid, lambda: all(v.done for v in mine().values()))
     # The app's tasks may still be finishing: wait until every record is done.
     deadline = time.monotonic() + TIMEOUT
-    mine = lambda: {k: v for k, v in app.records.items() if k.startswith(f"/{sid}/")}  # noqa
     # A request the server has taken may not have reached the app yet (the client left at
     # once): wait until the records are all done and no new one has come for a moment.
     seen = None
