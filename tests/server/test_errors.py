@@ -556,3 +556,31 @@ def test_http_server_arguments_accepted():
                            default_headers=[(b"X-A", b"1"), [b"x-b", b"2"]], state={},
                            trusted_proxy=lambda host: True, max_headers=10)
     assert srv.connection_count == 0
+
+
+def test_receive_body_error_after_start_before_any_body_is_a_400(serve, error_log):
+    """The app started its response (the head is held back until the first body message) and
+    then reads a body whose framing breaks: nothing went out yet, so the client still gets the
+    400 that names the problem (it used to get a silent close), and the app's send hears that the
+    client is gone."""
+    got = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while True:
+            m = await receive()
+            got.append(m["type"])
+            if m["type"] == "http.disconnect" or not m.get("more_body"):
+                break
+        try:
+            await send({"type": "http.response.body", "body": b"late"})
+        except OSError as exc:
+            got.append(type(exc).__name__)
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\nzz\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 400 ") and data.endswith(b"invalid chunk size"), data
+    assert wait_for(lambda: got and got[-1] == "ClientDisconnected"), got
+    assert not [r for r in error_log.handler.records if r.exc_info]

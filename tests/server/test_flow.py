@@ -346,3 +346,60 @@ def test_pipelining_client_that_never_reads_is_bounded(serve):
     time.sleep(0.3)
     assert st.server.request_count == started  # it stopped, not just slowed down
     s.close()
+
+
+def test_response_before_an_unread_body_arrives_announces_the_close(serve):
+    """The app answers before the request body has arrived and never reads it: the server will
+    close after the response (it does not wait for the body), so the head must say so (RFC 9110
+    §10.1.1, RFC 9112 §9.6). It used to say nothing, and the client's next request on the
+    connection met a close."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"early"})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
+    status, headers, body, _ = read_response(s)
+    assert (status, body) == (200, b"early")
+    s.sendall(b"0123456789GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+    if headers.get(b"connection") != b"close":  # then the connection must still be usable
+        status, _, body, _ = read_response(s)
+        assert (status, body) == (200, b"early")
+    else:
+        assert recv_until_closed(s) == b""
+
+
+def test_response_to_a_buffered_unread_body_keeps_the_connection(serve):
+    """The unread body is all in the buffer when the response goes out: it is skipped and the
+    connection kept (the next request is served)."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789"
+              b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, headers, body, _ = read_response(s)
+    assert (status, body, headers.get(b"connection")) == (200, b"/up", None)
+    status, headers, body, _ = read_response(s)
+    assert (status, body) == (200, b"/next")
+
+
+def test_response_to_an_unread_body_with_bad_framing_announces_the_close(serve):
+    """The unread chunked body in the buffer breaks its framing: the connection can't go on
+    after the response, so the head says connection: close (it used to keep quiet and close)."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"early"})
+
+    st = serve(app)
+    s = st.connect()
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n")
+    status, headers, body, _ = read_response(s)
+    assert (status, body, headers.get(b"connection")) == (200, b"early", b"close")
+    assert recv_until_closed(s) == b""

@@ -6,10 +6,13 @@ buffer a response the client doesn't read, and the next client must be served no
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import threading
 import time
+
+import pytest
 
 from apps import echo as strict_echo
 from support.server_thread import read_response, wait_for
@@ -234,3 +237,57 @@ def test_concurrent_hostile_clients(serve, error_log):
         tracker.started, tracker.ended)
     still_serving(st)
     no_unexpected_errors(error_log)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /h HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+    b"POST /h HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+], ids=["content-length", "chunked"])
+def test_half_closed_client_gets_its_response_when_the_app_reads_late(serve, error_log,
+                                                                         request_bytes):
+    """The EOF comes before the app reads the body, which is all in the buffer: the request is
+    complete, so it is answered (it used to count as a disconnect: no response at all)."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(0.05)
+        await echo(scope, receive, send)
+
+    st = serve(app)
+    s = st.connect(timeout=5)
+    s.sendall(request_bytes)
+    s.shutdown(socket.SHUT_WR)
+    status, _, body, _ = read_response(s)
+    assert (status, body) == (200, b"POST /h hi")
+    s.close()
+    still_serving(st)
+    no_unexpected_errors(error_log)
+
+
+def test_pipelined_request_whose_body_never_comes_after_eof_hears_a_disconnect(serve, error_log):
+    """The client sent a request, the head of a second one, and left (EOF while the first ran):
+    the second one's receive() must say http.disconnect (it used to wait for good, as the
+    transport reads nothing after EOF)."""
+    got = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/ok":
+            return await echo(scope, receive, send)
+        if scope["path"] == "/first":
+            await asyncio.sleep(0.05)  # the EOF arrives while this one runs
+        got.append((scope["path"], (await receive())["type"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    st = serve(app)
+    s = st.connect(timeout=5)
+    s.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"
+              b"POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    assert wait_for(lambda: len(got) == 2, timeout=3), got
+    assert got == [("/first", "http.request"), ("/second", "http.disconnect")]
+    s.close()
+    still_serving(st)

@@ -238,6 +238,7 @@ void cc_asgi_cycle_discard(cc_asgi_cycle_t *c);
 int cc_asgi_cycle_feed(cc_asgi_cycle_t *c);
 int cc_asgi_cycle_disconnect(cc_asgi_cycle_t *c);
 int cc_asgi_cycle_drain_body(cc_asgi_cycle_t *c);
+int cc_asgi_cycle_body_buffered(const cc_asgi_cycle_t *c);
 PyObject *cc_asgi_disconnect_message(cc_asgi_state_t *st);
 void cc_asgi_wake(cc_asgi_state_t *st, PyObject **waiter, PyObject *value);
 void cc_asgi_wake_error(cc_asgi_state_t *st, PyObject **waiter); /* with the pending error */

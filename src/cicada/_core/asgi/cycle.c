@@ -147,8 +147,8 @@ static PyObject *new_future(cc_asgi_server_t *srv) {
 
 /* ---- request body --------------------------------------------------------------------------- */
 
-/* Handle a malformed chunked body while the app runs: answer 400 if nothing was sent yet, close,
- * and let receive() report a disconnect. */
+/* Handle a malformed chunked body while the app runs: answer 400 if nothing was sent yet (a
+ * started response's head is still held back), close, and let receive() report a disconnect. */
 static int body_error(cc_asgi_cycle_t *c, cc_http_result_t r) {
     cc_asgi_proto_t *p = c->proto;
     cc_asgi_server_t *srv = p->server;
@@ -160,7 +160,7 @@ static int body_error(cc_asgi_cycle_t *c, cc_http_result_t r) {
     c->keep_alive = 0;
     c->body_done = 1;
     c->disconnected = 1;
-    if (c->resp == CC_RESP_INIT) {
+    if (c->resp == CC_RESP_INIT || c->resp == CC_RESP_STARTED) {
         c->resp = CC_RESP_DONE;
         c->server_answered = 1;
         if (cc_asgi_send_simple(p, c->version_minor, cc_http_status(r), cc_http_reason(r),
@@ -238,6 +238,35 @@ int cc_asgi_cycle_drain_body(cc_asgi_cycle_t *c) {
     return 0;
 }
 
+/* Whether the rest of the request body is already in the input buffer: 1 if so, 2 if a framing
+ * error ends it there, 0 if more must come. A client that half-closes after sending it still
+ * gets its response; a response head may keep the connection only for 1. The chunked decoder
+ * runs on a copy of its state and consumes nothing. */
+int cc_asgi_cycle_body_buffered(const cc_asgi_cycle_t *c) {
+    const cc_buf_t *in = &c->proto->in;
+    if (c->body_done)
+        return 1;
+    if (c->body_kind == CC_HTTP_BODY_LENGTH)
+        return (uint64_t)in->len >= c->body_remaining;
+    cc_http_chunked_t d = c->chunked;
+    const char *base = cc_buf_ptr(in);
+    size_t off = 0;
+    while (off < in->len) {
+        size_t used = 0, dlen = 0;
+        const char *data = NULL;
+        cc_http_result_t r = cc_http_chunked_decode(&d, base + off, in->len - off, &used, &data,
+                                                    &dlen);
+        off += used;
+        if (r != CC_HTTP_OK)
+            return r == CC_HTTP_INCOMPLETE ? 0 : 2;
+        if (!dlen && cc_http_chunked_done(&d))
+            return 1;
+        if (!used)
+            break;
+    }
+    return 0;
+}
+
 static PyObject *request_message(cc_asgi_state_t *st, PyObject *body, int more) {
     PyObject *d = PyDict_New();
     if (!d)
@@ -260,8 +289,12 @@ static PyObject *next_message(cc_asgi_cycle_t *c) {
         return c->proto->eof ? cc_asgi_disconnect_message(st)
                              : Py_None; /* wait for the response to finish or the client to leave */
     PyObject *b = take_body(c, 0);
-    if (!b || b == Py_None)
-        return b;
+    if (!b)
+        return NULL;
+    /* Nothing buffered: after a body error, or with the client's EOF already in, nothing more
+     * will come (no wakeup either: the transport reads no further). */
+    if (b == Py_None)
+        return c->disconnected || c->proto->eof ? cc_asgi_disconnect_message(st) : Py_None;
     if (c->disconnected) { /* a body error while reading */
         Py_DECREF(b);
         return cc_asgi_disconnect_message(st);

@@ -688,7 +688,7 @@ static PyObject *proto_eof_received(cc_asgi_proto_t *p, PyObject *unused) {
     }
     cc_asgi_cycle_t *c = p->cycle;
     if (c) {
-        if (!c->body_done) { /* the request can never complete: treat as a disconnect */
+        if (!cc_asgi_cycle_body_buffered(c)) { /* it can never complete: a disconnect */
             p->closing = 1;
             p->close_called = 1; /* returning None makes the transport close itself */
             Py_RETURN_NONE;

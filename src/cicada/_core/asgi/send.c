@@ -389,9 +389,12 @@ static int begin_head(cc_asgi_cycle_t *c, cc_buf_t *o, int64_t known_len, int mo
             c->close_delimited = 1;
         }
     }
-    /* Shutting down: keep the connection only for requests already received (pipelined). */
+    /* Shutting down: keep the connection only for requests already received (pipelined). An
+     * unread request body that has not all arrived is not waited for when the response ends
+     * (cc_asgi_response_complete): the head says the connection closes (RFC 9110 §10.1.1). */
     int keep = c->keep_alive && !c->app_close && !c->close_delimited &&
-               !(srv->shutting_down && !cc_asgi_next_request_buffered(c->proto));
+               !(srv->shutting_down && !cc_asgi_next_request_buffered(c->proto)) &&
+               cc_asgi_cycle_body_buffered(c) == 1;
     c->keep_alive = keep;
     o->start = o->len = 0;
     char line[CC_HTTP_STATUS_LINE_MAX];
