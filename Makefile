@@ -126,7 +126,8 @@ COMPAT_PYTEST_ARGS ?= -q -p no:cacheprovider
 COMPAT_CI_SKIP := tests/middleware/test_differential.py tests/test_http_h11_diff.py \
                   tests/websocket/test_ws_differential.py tests/integration/test_workers.py \
                   tests/integration/test_gunicorn_reload.py tests/integration/test_nginx.py \
-                  tests/integration/test_big_download.py
+                  tests/integration/test_big_download.py tests/server/test_app_messages_diff.py \
+                  tests/server/test_request_side_diff.py tests/websocket/test_ws_app_messages_diff.py
 COMPAT_CI_ARGS := -q -p no:cacheprovider $(addprefix --ignore=,$(COMPAT_CI_SKIP))
 
 compat: sysdeps
