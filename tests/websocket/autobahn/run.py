@@ -1,0 +1,206 @@
+"""Runs the Autobahn WebSocket testsuite (wstest, fuzzingclient mode) against cicada and peers.
+
+Starts each server on 127.0.0.1 with the same echo app (echo_app.py), writes the spec from
+fuzzingclient.json, runs wstest once over all of them, then reads the JSON report and prints a
+table per server. Exit status: 1 when cicada has a FAILED case (behavior or behaviorClose), 2
+when a run could not be made. Not part of `make test`: wstest is Python 2 only and takes
+minutes; `make autobahn` builds its venv and calls this.
+
+    python tests/websocket/autobahn/run.py --wstest .venv-autobahn/bin/wstest [--cases '1.*,2.*']
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BEHAVIOURS = ("OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED")
+# The performance-heavy categories a FAST run leaves out: 9 (limits and performance: messages up
+# to 16 MiB, many-frame messages) and 12/13 (permessage-deflate, ~430 cases of 1000 messages).
+FAST_EXCLUDE = ["9.*", "12.*", "13.*"]
+
+# Server name -> command (after the python executable). {port} is filled in.
+SERVERS = {
+    "cicada": ["-m", "cicada", "echo_app:app", "--app-dir", HERE, "--port", "{port}",
+               "--no-access-log", "--log-level", "warning", "--ws-per-message-deflate", "true"],
+    "uvicorn-websockets": ["-m", "uvicorn", "echo_app:app", "--app-dir", HERE, "--port", "{port}",
+                           "--no-access-log", "--log-level", "warning", "--ws", "websockets",
+                           "--ws-per-message-deflate", "true"],
+    "uvicorn-wsproto": ["-m", "uvicorn", "echo_app:app", "--app-dir", HERE, "--port", "{port}",
+                        "--no-access-log", "--log-level", "warning", "--ws", "wsproto",
+                        "--ws-per-message-deflate", "true"],
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def split(arg):
+    return [c.strip() for c in arg.split(",") if c.strip()] if arg else []
+
+
+def summarize(index, agents):
+    """Per agent: Counter of behavior, Counter of behaviorClose, list of non-OK cases."""
+    out = {}
+    for agent in agents:
+        cases = index.get(agent, {})
+        beh = collections.Counter(c["behavior"] for c in cases.values())
+        close = collections.Counter(c["behaviorClose"] for c in cases.values())
+        odd = sorted(
+            ((cid, c["behavior"], c["behaviorClose"]) for cid, c in cases.items()
+             if c["behavior"] != "OK" or c["behaviorClose"] not in ("OK", "INFORMATIONAL")),
+            key=lambda t: [int(x) for x in t[0].split(".")],
+        )
+        dur = sum(c.get("duration", 0) for c in cases.values()) / 1000.0
+        out[agent] = (len(cases), beh, close, odd, dur)
+    return out
+
+
+def by_category(odd):
+    """Groups non-OK case ids by their first two components, e.g. '6.4' -> ['6.4.1', ...]."""
+    groups = collections.defaultdict(list)
+    for cid, beh, close in odd:
+        groups[(".".join(cid.split(".")[:2]), beh, close)].append(cid)
+    return groups
+
+
+def print_table(summary, elapsed):
+    agents = list(summary)
+    w = max(14, *(len(a) for a in agents))
+    print()
+    print("behavior".ljust(16) + "".join(a.rjust(w + 2) for a in agents))
+    rows = [("cases", lambda s: s[0])]
+    rows += [(b, lambda s, b=b: s[1].get(b, 0)) for b in BEHAVIOURS]
+    rows += [("close " + b, lambda s, b=b: s[2].get(b, 0))
+             for b in sorted({k for s in summary.values() for k in s[2]}) if b != "OK"]
+    rows += [("case time (s)", lambda s: "%.1f" % s[4])]
+    for name, f in rows:
+        print(name.ljust(16) + "".join(str(f(summary[a])).rjust(w + 2) for a in agents))
+    print("wstest wall time: %.1f s" % elapsed)
+    for a in agents:
+        odd = summary[a][3]
+        if not odd:
+            continue
+        print("\n%s: %d case(s) not OK (behavior/behaviorClose):" % (a, len(odd)))
+        for (cat, beh, close), ids in sorted(by_category(odd).items(),
+                                             key=lambda kv: [int(x) for x in kv[0][0].split(".")]):
+            shown = ", ".join(ids[:8]) + (", ..." if len(ids) > 8 else "")
+            print("  %-6s %-14s close %-14s %3d: %s" % (cat, beh, close, len(ids), shown))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--wstest", default=os.environ.get("WSTEST", ".venv-autobahn/bin/wstest"))
+    p.add_argument("--python", default=sys.executable, help="python that runs the servers")
+    p.add_argument("--cases", default="*", help="comma-separated case patterns (default: all)")
+    p.add_argument("--exclude", default="", help="comma-separated case patterns to leave out")
+    p.add_argument("--fast", action="store_true", help="also leave out " + ",".join(FAST_EXCLUDE))
+    p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, of: "
+                   + ", ".join(SERVERS))
+    p.add_argument("--out", default="build/autobahn", help="reports and logs go here")
+    p.add_argument("--report-only", action="store_true",
+                   help="only summarize an existing OUT/reports/servers/index.json")
+    args = p.parse_args(argv)
+
+    agents = split(args.servers)
+    for a in agents:
+        if a not in SERVERS:
+            p.error("unknown server %r" % a)
+    out = os.path.abspath(args.out)
+    index_path = os.path.join(out, "reports", "servers", "index.json")
+    elapsed = 0.0
+    if not args.report_only:
+        if not os.path.exists(args.wstest):
+            print("autobahn: no wstest at %s (make autobahn installs it)" % args.wstest,
+                  file=sys.stderr)
+            return 2
+        os.makedirs(out, exist_ok=True)
+        procs, servers = [], []
+        try:
+            for a in agents:
+                port = free_port()
+                cmd = [args.python] + [x.format(port=port) for x in SERVERS[a]]
+                log = open(os.path.join(out, a + ".log"), "wb")
+                procs.append((a, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
+                if not wait_port(port, procs[-1][1]):
+                    print("autobahn: %s did not start (see %s.log)" % (a, a), file=sys.stderr)
+                    return 2
+                servers.append({"agent": a, "url": "ws://127.0.0.1:%d" % port})
+            with open(os.path.join(HERE, "fuzzingclient.json")) as f:
+                spec = json.load(f)
+            spec["outdir"] = os.path.join(out, "reports", "servers")
+            spec["servers"] = servers
+            spec["cases"] = split(args.cases)
+            spec["exclude-cases"] = split(args.exclude) + (FAST_EXCLUDE if args.fast else [])
+            spec_path = os.path.join(out, "spec.json")
+            with open(spec_path, "w") as f:
+                json.dump(spec, f, indent=2)
+            if os.path.exists(index_path):
+                os.unlink(index_path)
+            print("autobahn: wstest -m fuzzingclient on %s, cases %s, excluding %s"
+                  % (", ".join(agents), spec["cases"], spec["exclude-cases"]or "none"), flush=True)
+            t0 = time.monotonic()
+            with open(os.path.join(out, "wstest.log"), "wb") as log:
+                rc = subprocess.call([args.wstest, "-m", "fuzzingclient", "-s", spec_path],
+                                     cwd=out, stdout=log, stderr=subprocess.STDOUT)
+            elapsed = time.monotonic() - t0
+            if rc != 0:
+                print("autobahn: wstest exited %d (see %s/wstest.log)" % (rc, args.out),
+                      file=sys.stderr)
+                return 2
+            for a, proc in procs:
+                if proc.poll() is not None:
+                    print("autobahn: %s exited during the run (code %s, see %s.log)"
+                          % (a, proc.returncode, a), file=sys.stderr)
+        finally:
+            for _, proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            for _, proc in procs:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    with open(index_path) as f:
+        index = json.load(f)
+    summary = summarize(index, [a for a in agents if a in index] or list(index))
+    print_table(summary, elapsed)
+    print("\nreport: %s" % os.path.join(args.out, "reports", "servers", "index.html"))
+    if "cicada" in summary:
+        _, beh, close, _, _ = summary["cicada"]
+        if beh.get("FAILED", 0) or close.get("FAILED", 0):
+            print("autobahn: cicada FAILED %d case(s) (behaviorClose: %d)"
+                  % (beh.get("FAILED", 0), close.get("FAILED", 0)), file=sys.stderr)
+            return 1
+        if not summary["cicada"][0]:
+            print("autobahn: no cicada case in the report", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
