@@ -130,10 +130,11 @@ def main(argv=None):
         if a not in SERVERS:
             p.error("unknown server %r" % a)
     out = os.path.abspath(args.out)
+    wstest = os.path.abspath(args.wstest)  # wstest runs in OUT
     index_path = os.path.join(out, "reports", "servers", "index.json")
     elapsed = 0.0
     if not args.report_only:
-        if not os.path.exists(args.wstest):
+        if not os.path.exists(wstest):
             print("autobahn: no wstest at %s (make autobahn installs it)" % args.wstest,
                   file=sys.stderr)
             return 2
@@ -161,10 +162,10 @@ def main(argv=None):
             if os.path.exists(index_path):
                 os.unlink(index_path)
             print("autobahn: wstest -m fuzzingclient on %s, cases %s, excluding %s"
-                  % (", ".join(agents), spec["cases"], spec["exclude-cases"]or "none"), flush=True)
+                  % (", ".join(agents), spec["cases"], spec["exclude-cases"] or "none"), flush=True)
             t0 = time.monotonic()
             with open(os.path.join(out, "wstest.log"), "wb") as log:
-                rc = subprocess.call([args.wstest, "-m", "fuzzingclient", "-s", spec_path],
+                rc = subprocess.call([wstest, "-m", "fuzzingclient", "-s", spec_path],
                                      cwd=out, stdout=log, stderr=subprocess.STDOUT)
             elapsed = time.monotonic() - t0
             if rc != 0:
