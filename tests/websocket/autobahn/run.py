@@ -15,6 +15,7 @@ import argparse
 import collections
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -58,6 +59,16 @@ def wait_port(port, proc, timeout=30.0):
     return False
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a live process, from /proc (None where there is no /proc)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def split(arg):
     return [c.strip() for c in arg.split(",") if c.strip()] if arg else []
 
@@ -75,7 +86,7 @@ def summarize(index, agents):
             key=lambda t: [int(x) for x in t[0].split(".")],
         )
         dur = sum(c.get("duration", 0) for c in cases.values()) / 1000.0
-        out[agent] = (len(cases), beh, close, odd, dur)
+        out[agent] = (len(cases), beh, close, odd, dur, agent)
     return out
 
 
@@ -87,19 +98,23 @@ def by_category(odd):
     return groups
 
 
-def print_table(summary, elapsed):
+def print_table(summary, elapsed, cpu=None, wstest_cpu=None):
     agents = list(summary)
     w = max(14, *(len(a) for a in agents))
     print()
-    print("behavior".ljust(16) + "".join(a.rjust(w + 2) for a in agents))
+    print("behavior".ljust(20) + "".join(a.rjust(w + 2) for a in agents))
     rows = [("cases", lambda s: s[0])]
     rows += [(b, lambda s, b=b: s[1].get(b, 0)) for b in BEHAVIOURS]
     rows += [("close " + b, lambda s, b=b: s[2].get(b, 0))
              for b in sorted({k for s in summary.values() for k in s[2]}) if b != "OK"]
     rows += [("case time (s)", lambda s: "%.1f" % s[4])]
+    if cpu:
+        rows += [("server CPU (s)", lambda s: "%.1f" % cpu[s[5]] if cpu.get(s[5]) else "-")]
     for name, f in rows:
-        print(name.ljust(16) + "".join(str(f(summary[a])).rjust(w + 2) for a in agents))
-    print("wstest wall time: %.1f s" % elapsed)
+        print(name.ljust(20) + "".join(str(f(summary[a])).rjust(w + 2) for a in agents))
+    if elapsed:
+        print("wstest wall time: %.1f s" % elapsed
+              + (", wstest CPU: %.1f s" % wstest_cpu if wstest_cpu else ""))
     for a in agents:
         odd = summary[a][3]
         if not odd:
@@ -132,7 +147,7 @@ def main(argv=None):
     out = os.path.abspath(args.out)
     wstest = os.path.abspath(args.wstest)  # wstest runs in OUT
     index_path = os.path.join(out, "reports", "servers", "index.json")
-    elapsed = 0.0
+    elapsed, cpu, wstest_cpu = 0.0, {}, None
     if not args.report_only:
         if not os.path.exists(wstest):
             print("autobahn: no wstest at %s (make autobahn installs it)" % args.wstest,
@@ -164,10 +179,14 @@ def main(argv=None):
             print("autobahn: wstest -m fuzzingclient on %s, cases %s, excluding %s"
                   % (", ".join(agents), spec["cases"], spec["exclude-cases"] or "none"), flush=True)
             t0 = time.monotonic()
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             with open(os.path.join(out, "wstest.log"), "wb") as log:
                 rc = subprocess.call([wstest, "-m", "fuzzingclient", "-s", spec_path],
                                      cwd=out, stdout=log, stderr=subprocess.STDOUT)
             elapsed = time.monotonic() - t0
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wstest_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+            cpu = {a: cpu_seconds(proc.pid) for a, proc in procs}
             if rc != 0:
                 print("autobahn: wstest exited %d (see %s/wstest.log)" % (rc, args.out),
                       file=sys.stderr)
@@ -189,10 +208,10 @@ def main(argv=None):
     with open(index_path) as f:
         index = json.load(f)
     summary = summarize(index, [a for a in agents if a in index] or list(index))
-    print_table(summary, elapsed)
+    print_table(summary, elapsed, cpu, wstest_cpu)
     print("\nreport: %s" % os.path.join(args.out, "reports", "servers", "index.html"))
     if "cicada" in summary:
-        _, beh, close, _, _ = summary["cicada"]
+        _, beh, close, _, _, _ = summary["cicada"]
         if beh.get("FAILED", 0) or close.get("FAILED", 0):
             print("autobahn: cicada FAILED %d case(s) (behaviorClose: %d)"
                   % (beh.get("FAILED", 0), close.get("FAILED", 0)), file=sys.stderr)
