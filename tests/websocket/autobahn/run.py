@@ -2,9 +2,9 @@
 
 Starts each server on 127.0.0.1 with the same echo app (echo_app.py), writes the spec from
 fuzzingclient.json, runs wstest once over all of them, then reads the JSON report and prints a
-table per server. Exit status: 1 when cicada has a FAILED case (behavior or behaviorClose), 2
-when a run could not be made. Not part of `make test`: wstest is Python 2 only and takes
-minutes; `make autobahn` builds its venv and calls this.
+table per server. Exit status: 1 when cicada has a FAILED case (behavior, or behaviorClose
+FAILED, WRONG CODE or UNCLEAN), 2 when a run could not be made. Not part of `make test`: wstest
+is Python 2 only and takes minutes; `make autobahn` builds its venv and calls this.
 
     python tests/websocket/autobahn/run.py --wstest .venv-autobahn/bin/wstest [--cases '1.*,2.*']
 """
@@ -23,6 +23,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BEHAVIOURS = ("OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED")
+# behaviorClose values that the report marks as failures (the others: OK, INFORMATIONAL,
+# NON-STRICT, and FAILED BY CLIENT, "it is preferred that the server close the TCP connection").
+CLOSE_FAILURES = ("FAILED", "WRONG CODE", "UNCLEAN")
 # The performance-heavy categories a FAST run leaves out: 9 (limits and performance: messages up
 # to 16 MiB, many-frame messages) and 12/13 (permessage-deflate, ~430 cases of 1000 messages).
 FAST_EXCLUDE = ["9.*", "12.*", "13.*"]
@@ -212,9 +215,11 @@ def main(argv=None):
     print("\nreport: %s" % os.path.join(args.out, "reports", "servers", "index.html"))
     if "cicada" in summary:
         _, beh, close, _, _, _ = summary["cicada"]
-        if beh.get("FAILED", 0) or close.get("FAILED", 0):
-            print("autobahn: cicada FAILED %d case(s) (behaviorClose: %d)"
-                  % (beh.get("FAILED", 0), close.get("FAILED", 0)), file=sys.stderr)
+        bad_close = sum(close.get(b, 0) for b in CLOSE_FAILURES)
+        if beh.get("FAILED", 0) or bad_close:
+            print("autobahn: cicada FAILED %d case(s); %d close behaviour(s) failed (%s)"
+                  % (beh.get("FAILED", 0), bad_close, ", ".join(CLOSE_FAILURES)),
+                  file=sys.stderr)
             return 1
         if not summary["cicada"][0]:
             print("autobahn: no cicada case in the report", file=sys.stderr)
