@@ -1,7 +1,7 @@
 """Runs the Autobahn WebSocket testsuite (wstest, fuzzingclient mode) against cicada and peers.
 
 Starts each server on 127.0.0.1 with the same echo app (echo_app.py), writes the spec from
-fuzzingclient.json, runs wstest once over all of them, then reads the JSON report and prints a
+fuzzingclient.json, runs wstest over each in turn, then reads the JSON reports and prints a
 table per server. Exit status: 1 when cicada has a FAILED case (behavior, or behaviorClose
 FAILED, WRONG CODE or UNCLEAN), 2 when a run could not be made. Not part of `make test`: wstest
 is Python 2 only and takes minutes; `make autobahn` builds its venv and calls this.
@@ -101,9 +101,9 @@ def by_category(odd):
     return groups
 
 
-def print_table(summary, elapsed, cpu=None, wstest_cpu=None):
+def print_table(summary, times):
     agents = list(summary)
-    w = max(14, *(len(a) for a in agents))
+    w = max(14, *(len(a) for a in agents)) if agents else 14
     print()
     print("behavior".ljust(20) + "".join(a.rjust(w + 2) for a in agents))
     rows = [("cases", lambda s: s[0])]
@@ -111,13 +111,13 @@ def print_table(summary, elapsed, cpu=None, wstest_cpu=None):
     rows += [("close " + b, lambda s, b=b: s[2].get(b, 0))
              for b in sorted({k for s in summary.values() for k in s[2]}) if b != "OK"]
     rows += [("case time (s)", lambda s: "%.1f" % s[4])]
-    if cpu:
-        rows += [("server CPU (s)", lambda s: "%.1f" % cpu[s[5]] if cpu.get(s[5]) else "-")]
+    if times:
+        def col(i):
+            return lambda s: "%.1f" % times[s[5]][i] if times.get(s[5], (None,) * 3)[i] else "-"
+        rows += [("wall time (s)", col(0)), ("wstest CPU (s)", col(1)),
+                 ("server CPU (s)", col(2))]
     for name, f in rows:
         print(name.ljust(20) + "".join(str(f(summary[a])).rjust(w + 2) for a in agents))
-    if elapsed:
-        print("wstest wall time: %.1f s" % elapsed
-              + (", wstest CPU: %.1f s" % wstest_cpu if wstest_cpu else ""))
     for a in agents:
         odd = summary[a][3]
         if not odd:
@@ -127,6 +127,53 @@ def print_table(summary, elapsed, cpu=None, wstest_cpu=None):
                                              key=lambda kv: [int(x) for x in kv[0][0].split(".")]):
             shown = ", ".join(ids[:8]) + (", ..." if len(ids) > 8 else "")
             print("  %-6s %-14s close %-14s %3d: %s" % (cat, beh, close, len(ids), shown))
+
+
+def run_one(args, agent, out, wstest, spec_base):
+    """Serves the echo app with AGENT, runs wstest over it into OUT/reports/AGENT.
+
+    Returns (wall seconds, wstest CPU seconds, server CPU seconds), or None on a failed run."""
+    port = free_port()
+    cmd = [args.python] + [x.format(port=port) for x in SERVERS[agent]]
+    with open(os.path.join(out, agent + ".log"), "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if not wait_port(port, proc):
+            print("autobahn: %s did not start (see %s.log)" % (agent, agent), file=sys.stderr)
+            return None
+        spec = dict(spec_base, outdir=os.path.join(out, "reports", agent),
+                    servers=[{"agent": agent, "url": "ws://127.0.0.1:%d" % port}])
+        spec_path = os.path.join(out, "spec-%s.json" % agent)
+        with open(spec_path, "w") as f:
+            json.dump(spec, f, indent=2)
+        index_path = os.path.join(spec["outdir"], "index.json")
+        if os.path.exists(index_path):
+            os.unlink(index_path)
+        print("autobahn: %s ..." % agent, flush=True)
+        t0 = time.monotonic()
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with open(os.path.join(out, "wstest-%s.log" % agent), "wb") as log:
+            rc = subprocess.call([wstest, "-m", "fuzzingclient", "-s", spec_path],
+                                 cwd=out, stdout=log, stderr=subprocess.STDOUT)
+        elapsed = time.monotonic() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu = cpu_seconds(proc.pid)
+        if rc != 0:
+            print("autobahn: wstest exited %d (see %s/wstest-%s.log)" % (rc, args.out, agent),
+                  file=sys.stderr)
+            return None
+        if proc.poll() is not None:
+            print("autobahn: %s exited during the run (code %s, see %s.log)"
+                  % (agent, proc.returncode, agent), file=sys.stderr)
+        return elapsed, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), server_cpu
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def main(argv=None):
@@ -140,7 +187,7 @@ def main(argv=None):
                    + ", ".join(SERVERS))
     p.add_argument("--out", default="build/autobahn", help="reports and logs go here")
     p.add_argument("--report-only", action="store_true",
-                   help="only summarize an existing OUT/reports/servers/index.json")
+                   help="only summarize the reports already in OUT/reports/SERVER/")
     args = p.parse_args(argv)
 
     agents = split(args.servers)
@@ -149,82 +196,50 @@ def main(argv=None):
             p.error("unknown server %r" % a)
     out = os.path.abspath(args.out)
     wstest = os.path.abspath(args.wstest)  # wstest runs in OUT
-    index_path = os.path.join(out, "reports", "servers", "index.json")
-    elapsed, cpu, wstest_cpu = 0.0, {}, None
+    times = {}
+    status = 0
     if not args.report_only:
         if not os.path.exists(wstest):
             print("autobahn: no wstest at %s (make autobahn installs it)" % args.wstest,
                   file=sys.stderr)
             return 2
         os.makedirs(out, exist_ok=True)
-        procs, servers = [], []
-        try:
-            for a in agents:
-                port = free_port()
-                cmd = [args.python] + [x.format(port=port) for x in SERVERS[a]]
-                log = open(os.path.join(out, a + ".log"), "wb")
-                procs.append((a, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
-                if not wait_port(port, procs[-1][1]):
-                    print("autobahn: %s did not start (see %s.log)" % (a, a), file=sys.stderr)
-                    return 2
-                servers.append({"agent": a, "url": "ws://127.0.0.1:%d" % port})
-            with open(os.path.join(HERE, "fuzzingclient.json")) as f:
-                spec = json.load(f)
-            spec["outdir"] = os.path.join(out, "reports", "servers")
-            spec["servers"] = servers
-            spec["cases"] = split(args.cases)
-            spec["exclude-cases"] = split(args.exclude) + (FAST_EXCLUDE if args.fast else [])
-            spec_path = os.path.join(out, "spec.json")
-            with open(spec_path, "w") as f:
-                json.dump(spec, f, indent=2)
-            if os.path.exists(index_path):
-                os.unlink(index_path)
-            print("autobahn: wstest -m fuzzingclient on %s, cases %s, excluding %s"
-                  % (", ".join(agents), spec["cases"], spec["exclude-cases"] or "none"), flush=True)
-            t0 = time.monotonic()
-            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            with open(os.path.join(out, "wstest.log"), "wb") as log:
-                rc = subprocess.call([wstest, "-m", "fuzzingclient", "-s", spec_path],
-                                     cwd=out, stdout=log, stderr=subprocess.STDOUT)
-            elapsed = time.monotonic() - t0
-            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            wstest_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-            cpu = {a: cpu_seconds(proc.pid) for a, proc in procs}
-            if rc != 0:
-                print("autobahn: wstest exited %d (see %s/wstest.log)" % (rc, args.out),
-                      file=sys.stderr)
-                return 2
-            for a, proc in procs:
-                if proc.poll() is not None:
-                    print("autobahn: %s exited during the run (code %s, see %s.log)"
-                          % (a, proc.returncode, a), file=sys.stderr)
-        finally:
-            for _, proc in procs:
-                if proc.poll() is None:
-                    proc.terminate()
-            for _, proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-    with open(index_path) as f:
-        index = json.load(f)
-    summary = summarize(index, [a for a in agents if a in index] or list(index))
-    print_table(summary, elapsed, cpu, wstest_cpu)
-    print("\nreport: %s" % os.path.join(args.out, "reports", "servers", "index.html"))
-    if "cicada" in summary:
-        _, beh, close, _, _, _ = summary["cicada"]
-        bad_close = sum(close.get(b, 0) for b in CLOSE_FAILURES)
-        if beh.get("FAILED", 0) or bad_close:
-            print("autobahn: cicada FAILED %d case(s); %d close behaviour(s) failed (%s)"
-                  % (beh.get("FAILED", 0), bad_close, ", ".join(CLOSE_FAILURES)),
-                  file=sys.stderr)
-            return 1
-        if not summary["cicada"][0]:
+        with open(os.path.join(HERE, "fuzzingclient.json")) as f:
+            spec = json.load(f)
+        spec["cases"] = split(args.cases)
+        spec["exclude-cases"] = split(args.exclude) + (FAST_EXCLUDE if args.fast else [])
+        print("autobahn: wstest -m fuzzingclient, cases %s, excluding %s, one server at a time"
+              % (spec["cases"], spec["exclude-cases"] or "none"), flush=True)
+        # One wstest run per server: wstest writes its report only at the end of a run, so a
+        # run cut short keeps the servers already done, and each gets its own times.
+        for a in agents:
+            t = run_one(args, a, out, wstest, spec)
+            if t is None:
+                status = 2
+            else:
+                times[a] = t
+    index = {}
+    for a in agents:
+        path = os.path.join(out, "reports", a, "index.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                index.update(json.load(f))
+    summary = summarize(index, [a for a in agents if a in index])
+    print_table(summary, times)
+    print("\nreports: %s" % ", ".join(os.path.join(args.out, "reports", a, "index.html")
+                                      for a in summary))
+    if "cicada" not in summary:
+        if "cicada" in agents:
             print("autobahn: no cicada case in the report", file=sys.stderr)
             return 2
-    return 0
+        return status
+    _, beh, close, _, _, _ = summary["cicada"]
+    bad_close = sum(close.get(b, 0) for b in CLOSE_FAILURES)
+    if beh.get("FAILED", 0) or bad_close:
+        print("autobahn: cicada FAILED %d case(s); %d close behaviour(s) failed (%s)"
+              % (beh.get("FAILED", 0), bad_close, ", ".join(CLOSE_FAILURES)), file=sys.stderr)
+        return 1
+    return status
 
 
 if __name__ == "__main__":
