@@ -182,9 +182,10 @@ peer: $(PEER_VENV)/.deps $(PEER_SRC)/.unpacked
 
 # --- the Autobahn WebSocket testsuite -------------------------------------------------------------
 # wstest's fuzzing client (Python 2.7 only: .venv-autobahn, made by setup_wstest.sh from pyenv's
-# or PATH's python2.7; it fails saying so when there is none) against cicada, uvicorn --ws
-# websockets and uvicorn --ws wsproto serving one echo app, in one run (tests/websocket/autobahn,
-# docs/websocket-server.md). Fails when cicada FAILS a case. Not in `make test`: it takes ~N min.
+# or PATH's python2.7; it stops, saying so, when there is none) against cicada, uvicorn --ws
+# websockets and uvicorn --ws wsproto serving one echo app, one after another
+# (tests/websocket/autobahn, docs/websocket-server.md). Fails when cicada fails a case. Not in
+# `make test` or CI: ~17-20 minutes a server, most of it wstest compressing (12.*, 13.*).
 # AUTOBAHN_CASES / AUTOBAHN_EXCLUDE: comma-separated case patterns ('1.*,2.*', '9.7.*');
 # AUTOBAHN_FAST=1 leaves out the slow categories 9 (limits), 12 and 13 (permessage-deflate).
 AUTOBAHN_VENV    ?= .venv-autobahn
