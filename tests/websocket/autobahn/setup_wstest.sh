@@ -24,6 +24,10 @@ if [ -z "$py2" ]; then
         fi
     done
 fi
+if [ -n "$py2" ] && ! "$py2" -c 'import sys; sys.exit(sys.version_info[:2] != (2, 7))' 2>/dev/null; then
+    echo "autobahn: PYTHON2=$py2 is not a working Python 2.7" >&2
+    exit 3
+fi
 if [ -z "$py2" ]; then
     echo "autobahn: no Python 2.7 found (set PYTHON2=/path/to/python2.7); the Autobahn" \
          "testsuite (wstest) runs only on Python 2.7" >&2
