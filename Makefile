@@ -28,7 +28,7 @@ ASAN_ENV  = LD_PRELOAD=$(ASAN_LIB) PYTHONMALLOC=malloc \
             LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-.PHONY: all sysdeps venv build test ctest pytest asan fuzz fuzz-build bench compat compat-ci peer clean
+.PHONY: all sysdeps venv build test ctest pytest asan fuzz fuzz-build bench compat compat-ci peer autobahn clean
 
 all: build
 
@@ -181,9 +181,33 @@ peer: $(PEER_VENV)/.deps $(PEER_SRC)/.unpacked
 	PY=$(PEER_VENV)/bin/python PEER_EXPECT=tests/peer/expected_failures.txt PEER_LOOPS="$(PEER_LOOPS)" \
 	  scripts/peer_tests.sh $(PEER_SRC)/starlette-$(PEER_STARLETTE) $(PEER_SRC)/fastapi-$(PEER_FASTAPI)
 
+# --- the Autobahn WebSocket testsuite -------------------------------------------------------------
+# wstest's fuzzing client (Python 2.7 only: .venv-autobahn, made by setup_wstest.sh from pyenv's
+# or PATH's python2.7; it stops, saying so, when there is none) against cicada, uvicorn --ws
+# websockets and uvicorn --ws wsproto serving one echo app, one after another
+# (tests/websocket/autobahn, docs/websocket-server.md). Fails when cicada fails a case. Not in
+# `make test` or CI: ~17-20 minutes a server, most of it wstest compressing (12.*, 13.*).
+# AUTOBAHN_CASES / AUTOBAHN_EXCLUDE: comma-separated case patterns ('1.*,2.*', '9.7.*');
+# AUTOBAHN_FAST=1 leaves out the slow categories 9 (limits), 12 and 13 (permessage-deflate).
+AUTOBAHN_VENV    ?= .venv-autobahn
+AUTOBAHN_CASES   ?= *
+AUTOBAHN_EXCLUDE ?=
+AUTOBAHN_FAST    ?= 0
+AUTOBAHN_SERVERS ?= cicada,uvicorn-websockets,uvicorn-wsproto
+AUTOBAHN_OUT     ?= build/autobahn
+
+$(AUTOBAHN_VENV)/.deps: tests/websocket/autobahn/requirements-py2.txt
+	sh tests/websocket/autobahn/setup_wstest.sh $(AUTOBAHN_VENV)
+
+autobahn: build $(AUTOBAHN_VENV)/.deps
+	@$(PY) -c 'import uvicorn, websockets, wsproto' 2>/dev/null || $(PY) -m pip install -q uvicorn websockets wsproto
+	$(PY) tests/websocket/autobahn/run.py --wstest $(AUTOBAHN_VENV)/bin/wstest --out $(AUTOBAHN_OUT) \
+	  --cases '$(AUTOBAHN_CASES)' --exclude '$(AUTOBAHN_EXCLUDE)' --servers '$(AUTOBAHN_SERVERS)' \
+	  $(if $(filter 1,$(AUTOBAHN_FAST)),--fast)
+
 # --- benchmarks ---------------------------------------------------------------------------------
 bench: sysdeps build
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build $(VENV) $(ASAN_VENV) $(PEER_VENV) .pytest_cache
+	rm -rf build $(VENV) $(ASAN_VENV) $(PEER_VENV) $(AUTOBAHN_VENV) .pytest_cache
