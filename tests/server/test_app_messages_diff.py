@@ -79,12 +79,10 @@ import dataclasses
 import enum
 import http
 import itertools
-import logging
 import os
 import socket
 import tempfile
 import time
-from collections.abc import Mapping
 
 import pytest
 
@@ -95,7 +93,10 @@ from hypothesis import example, given, seed  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from support.hunt import hunt_settings  # noqa: E402
-from support.server_thread import ListHandler, ServerThread, UvicornThread  # noqa: E402
+from support.hostile import (  # noqa: E402
+    Boom, BoolRaises, DictSub, Falsy, FrozenMapping, OddInt, RaisingDict, StrSub, Truthy,
+)
+from support.server_thread import against_uvicorn  # noqa: E402
 
 EXAMPLES, _settings, SEED = hunt_settings("TEST_APPMSG", 150)
 TIMEOUT = 5.0  # a client read that has not ended by then is a hang
@@ -107,72 +108,9 @@ FILE_BYTES = bytes(range(256)) * 40  # what pathsend sends (or its body fallback
 # --- hostile values ---------------------------------------------------------------------------
 
 
-class Boom(Exception):
-    """The app's own exception, raised from inside one of its objects."""
-
-
-class DictSub(dict):
-    pass
-
-
-class StrSub(str):
-    """A str subclass for "type": equal to the literal, not the same object."""
-
-
-class FrozenMapping(Mapping):
-    """A Mapping that is not a dict (the spec says messages are dicts)."""
-
-    def __init__(self, d):
-        self._d = d
-
-    def __getitem__(self, k):
-        return self._d[k]
-
-    def __iter__(self):
-        return iter(self._d)
-
-    def __len__(self):
-        return len(self._d)
-
-
-class RaisingDict(dict):
-    """A dict whose Python-level accessors raise: a server that reads it as a dict is fine."""
-
-    def __getitem__(self, k):
-        raise Boom("getitem")
-
-    def get(self, k, default=None):
-        raise Boom("get")
-
-
-class OddInt(int):
-    """An int whose __index__/__int__ lie: the int value is what counts."""
-
-    def __index__(self):
-        return 999
-
-    def __int__(self):
-        return 42
-
-
 class Color(enum.IntEnum):
     OK = 200
     TEAPOT = 418
-
-
-class Truthy:
-    def __bool__(self):
-        return True
-
-
-class Falsy:
-    def __bool__(self):
-        return False
-
-
-class BoolRaises:
-    def __bool__(self):
-        raise Boom("bool")
 
 
 class Clears:
@@ -864,24 +802,10 @@ def parse_response(data: bytes, eof: bool = False, head_only: bool = False):
 def servers():
     """cicada's server and uvicorn's (httptools and h11), each with the shared App and a logger
     that records the app exceptions it logs."""
-    cc_log = logging.getLogger("cicada.test.appmsg")
-    cc_log.propagate = False
-    cc_handler = ListHandler()
-    cc_log.addHandler(cc_handler)
-    uv_log = logging.getLogger("uvicorn.error")
-    uv_handler = ListHandler()
-    uv_log.addHandler(uv_handler)
-    old_prop, uv_log.propagate = uv_log.propagate, False
     app = App()
-    cc = ServerThread(app, loop_kind=LOOP, error_logger=cc_log).start()
-    uvs = {p: UvicornThread(app, p).start() for p in ("httptools", "h11")}
-    yield app, cc, cc_handler, uvs, uv_handler
-    cc.stop()
-    for u in uvs.values():
-        u.stop()
-    cc_log.removeHandler(cc_handler)
-    uv_log.removeHandler(uv_handler)
-    uv_log.propagate = old_prop
+    with against_uvicorn(app, "cicada.test.appmsg", LOOP,
+                         {p: (p, {}) for p in ("httptools", "h11")}) as (cc, cch, uvs, uvh):
+        yield app, cc, cch, uvs, uvh
     os.unlink(app.file.name)
 
 

@@ -49,7 +49,6 @@ import asyncio
 import dataclasses
 import hashlib
 import itertools
-import logging
 import os
 import socket
 import time
@@ -63,7 +62,7 @@ from hypothesis import example, given, seed  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from support.hunt import hunt_settings  # noqa: E402
-from support.server_thread import ListHandler, ServerThread, UvicornThread  # noqa: E402
+from support.server_thread import against_uvicorn  # noqa: E402
 
 EXAMPLES, _settings, SEED = hunt_settings("TEST_REQSIDE", 150)
 LOOP = os.environ.get("TEST_REQSIDE_LOOP", "cicada")  # the loop cicada's server runs on
@@ -783,24 +782,10 @@ def fresh_ok(server) -> bool:
 
 @pytest.fixture(scope="module")
 def servers():
-    cc_log = logging.getLogger("cicada.test.reqside")
-    cc_log.propagate = False
-    cc_handler = ListHandler()
-    cc_log.addHandler(cc_handler)
-    uv_log = logging.getLogger("uvicorn.error")
-    uv_handler = ListHandler()
-    uv_log.addHandler(uv_handler)
-    old_prop, uv_log.propagate = uv_log.propagate, False
     app = App()
-    cc = ServerThread(app, loop_kind=LOOP, error_logger=cc_log).start()
-    uvs = {p: UvicornThread(app, p).start() for p in ("httptools", "h11")}
-    yield app, cc, cc_handler, uvs, uv_handler
-    cc.stop()
-    for u in uvs.values():
-        u.stop()
-    cc_log.removeHandler(cc_handler)
-    uv_log.removeHandler(uv_handler)
-    uv_log.propagate = old_prop
+    with against_uvicorn(app, "cicada.test.reqside", LOOP,
+                         {p: (p, {}) for p in ("httptools", "h11")}) as (cc, cch, uvs, uvh):
+        yield app, cc, cch, uvs, uvh
 
 
 # --- where the servers are not compared ---------------------------------------------------------

@@ -156,6 +156,32 @@ class UvicornThread(ServerThread):
         self.port = self._aio_server.sockets[0].getsockname()[1]
 
 
+
+@contextlib.contextmanager
+def against_uvicorn(app, logger_name: str, loop_kind: str, uvicorn: dict, **cicada_options):
+    """cicada's server and uvicorn's serving one app side by side, for the differential tests,
+    each logging into a ListHandler. `uvicorn` maps a name to a UvicornThread's (protocol,
+    options). Yields (cicada, its handler, {name: uvicorn thread}, uvicorn's handler)."""
+    cc_log = logging.getLogger(logger_name)
+    cc_log.propagate = False
+    cc_handler = ListHandler()
+    cc_log.addHandler(cc_handler)
+    uv_log = logging.getLogger("uvicorn.error")
+    uv_handler = ListHandler()
+    uv_log.addHandler(uv_handler)
+    old_prop, uv_log.propagate = uv_log.propagate, False
+    cc = ServerThread(app, loop_kind=loop_kind, error_logger=cc_log, **cicada_options).start()
+    uvs = {name: UvicornThread(app, proto, **opts).start() for name, (proto, opts) in uvicorn.items()}
+    try:
+        yield cc, cc_handler, uvs, uv_handler
+    finally:
+        cc.stop()
+        for u in uvs.values():
+            u.stop()
+        cc_log.removeHandler(cc_handler)
+        uv_log.removeHandler(uv_handler)
+        uv_log.propagate = old_prop
+
 async def _as_coro(fn):
     return fn()
 

@@ -61,12 +61,10 @@ import hashlib
 import http
 import importlib.util
 import itertools
-import logging
 import os
 import socket
 import struct
 import time
-from collections.abc import Mapping
 
 import pytest
 
@@ -77,7 +75,10 @@ from hypothesis import example, given, seed  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from support.hunt import hunt_settings  # noqa: E402
-from support.server_thread import ListHandler, ServerThread, UvicornThread  # noqa: E402
+from support.hostile import (  # noqa: E402
+    Boom, BoolRaises, BytesSub, DictSub, FrozenMapping, OddInt, RaisingDict, StrSub, Truthy,
+)
+from support.server_thread import against_uvicorn  # noqa: E402
 from wsraw import GUID, Reader, frame  # noqa: E402
 
 EXAMPLES, _settings, SEED = hunt_settings("TEST_WSAPP", 150)
@@ -95,71 +96,9 @@ RESERVED_HEADERS = {b"sec-websocket-accept", b"sec-websocket-protocol", b"sec-we
 # --- hostile values ---------------------------------------------------------------------------
 
 
-class Boom(Exception):
-    """The app's own exception, raised from inside one of its objects."""
-
-
-class DictSub(dict):
-    pass
-
-
-class StrSub(str):
-    pass
-
-
-class BytesSub(bytes):
-    pass
-
-
-class FrozenMapping(Mapping):
-    """A Mapping that is not a dict (the spec says messages are dicts)."""
-
-    def __init__(self, d):
-        self._d = d
-
-    def __getitem__(self, k):
-        return self._d[k]
-
-    def __iter__(self):
-        return iter(self._d)
-
-    def __len__(self):
-        return len(self._d)
-
-
-class RaisingDict(dict):
-    """A dict whose Python-level accessors raise: a server that reads it as a dict is fine."""
-
-    def __getitem__(self, k):
-        raise Boom("getitem")
-
-    def get(self, k, default=None):
-        raise Boom("get")
-
-
-class OddInt(int):
-    """An int whose __index__/__int__ lie: the int value is what counts."""
-
-    def __index__(self):
-        return 999
-
-    def __int__(self):
-        return 42
-
-
 class Code(enum.IntEnum):
     AWAY = 1001
     PRIVATE = 4000
-
-
-class BoolRaises:
-    def __bool__(self):
-        raise Boom("bool")
-
-
-class Truthy:
-    def __bool__(self):
-        return True
 
 
 def raising_iter(pairs):
@@ -865,27 +804,12 @@ def read_session(sock, accept_want: bytes):
 def servers():
     """cicada's server and uvicorn's (websockets and wsproto), each with the shared App and a
     logger that records the app exceptions it logs."""
-    cc_log = logging.getLogger("cicada.test.wsapp")
-    cc_log.propagate = False
-    cc_handler = ListHandler()
-    cc_log.addHandler(cc_handler)
-    uv_log = logging.getLogger("uvicorn.error")
-    uv_handler = ListHandler()
-    uv_log.addHandler(uv_handler)
-    old_prop, uv_log.propagate = uv_log.propagate, False
     app = App()
-    cc = ServerThread(app, loop_kind=LOOP, error_logger=cc_log, ws="auto",
-                      ws_ping_interval=None, ws_per_message_deflate=False).start()
-    uvs = {w: UvicornThread(app, "h11", ws=w, ws_ping_interval=None,
-                            ws_per_message_deflate=False).start()
-           for w in IMPLS if importlib.util.find_spec(w)}
-    yield app, cc, cc_handler, uvs, uv_handler
-    cc.stop()
-    for u in uvs.values():
-        u.stop()
-    cc_log.removeHandler(cc_handler)
-    uv_log.removeHandler(uv_handler)
-    uv_log.propagate = old_prop
+    ws = {"ws_ping_interval": None, "ws_per_message_deflate": False}
+    uvicorn = {w: ("h11", {"ws": w, **ws}) for w in IMPLS if importlib.util.find_spec(w)}
+    with against_uvicorn(app, "cicada.test.wsapp", LOOP, uvicorn, ws="auto", **ws) as (
+            cc, cch, uvs, uvh):
+        yield app, cc, cch, uvs, uvh
 
 
 _ids = itertools.count()
